@@ -1,0 +1,22 @@
+"""rlhf_env: RLHF on language models as a Gymnasium environment.
+
+Importing the package registers ``rlhf_env/TextGeneration-v0`` with Gymnasium::
+
+    import gymnasium
+    import rlhf_env
+
+    env = gymnasium.make("rlhf_env/TextGeneration-v0", policy=model, tokenizer=tokenizer,
+                         reward_fn=reward_fn, prompts=prompts)
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from rlhf_env.env import TextGenerationEnv
+
+__version__ = "0.1.0"
+__all__ = ["TextGenerationEnv", "__version__"]
+
+ENV_ID = "rlhf_env/TextGeneration-v0"
+
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point="rlhf_env.env:TextGenerationEnv")

@@ -1,0 +1,429 @@
+"""The single-episode text-generation environment: RLHF as a Gymnasium ``Env``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.data.prompts import PromptsLike, PromptSource
+from rlhf_env.incremental import IncrementalLM
+from rlhf_env.kl import KLEstimator, check_kl_estimator, estimate_kl
+from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
+from rlhf_env.rewards.base import RewardFunction, score_responses
+
+ObsType = dict[str, np.ndarray]
+
+
+class TextGenerationEnv(gym.Env[ObsType, int]):
+    """Generate one response to a prompt, token by token, for a learned reward minus a KL penalty.
+
+    ## Description
+
+    An episode is one response. ``reset()`` draws a prompt; each ``step(token_id)`` appends one
+    token chosen by the agent. The policy being trained is a causal LM; the environment holds it
+    by reference and reads it under ``torch.no_grad()`` to price each token against a frozen
+    ``reference`` model (the KL penalty of InstructGPT), and scores the finished response with
+    ``reward_fn``. Policy and reference keep KV caches, so a step costs one single-token forward
+    of each model, not a re-encoding of the context.
+
+    ## Action Space
+
+    ``Discrete(V)``: the id of the next token, with ``V`` the policy's vocabulary size (rows of
+    its output layer, which may exceed ``len(tokenizer)``).
+
+    ## Observation Space
+
+    ``Dict`` of two arrays of length ``L = max_prompt_tokens + max_new_tokens``, left-padded
+    (the context is right-aligned; padding sits on the left):
+
+    | key              | space                      | content                                  |
+    |------------------|----------------------------|------------------------------------------|
+    | ``input_ids``    | ``Box(0, V-1, (L,), int64)`` | pad ids, then prompt and response ids  |
+    | ``attention_mask`` | ``Box(0, 1, (L,), int64)`` | 0 on padding, 1 on the context         |
+
+    ## Rewards
+
+    For the token ``a_t`` taken at step ``t`` (``beta = kl_coef``)::
+
+        r_t = -beta * KL_t                                   every step
+        r_T = reward_fn([prompt], [response])[0] - beta * KL_T   on the last step
+
+    ``KL_t`` is estimated from the policy's and the reference's next-token distributions at the
+    context before ``a_t`` (``kl_estimator``: ``"k1"`` = log pi(a_t) - log pi_ref(a_t), the
+    default; ``"k3"``; ``"full"`` = the exact KL of the two distributions; see
+    :mod:`rlhf_env.kl`). The episode's return is therefore ``score - beta * sum_t KL_t``.
+
+    ``info`` on every step: ``kl`` (``KL_t``), ``policy_logprob`` and ``ref_logprob`` (of
+    ``a_t``). On the last step also ``score`` (the reward function's value) and ``response``
+    (the decoded response, special tokens skipped). ``reset`` returns ``info["prompt"]``, the
+    prompt text the policy sees.
+
+    ## Starting State
+
+    A prompt drawn with the env's seeded generator from ``prompts``, or given as
+    ``reset(options={"prompt": "..."})``. A prompt longer than ``max_prompt_tokens`` tokens
+    is cut from the left (its end, nearest the response, is kept) with a warning, once per env.
+
+    ## Episode End
+
+    - Termination: the agent emits an EOS token (the tokenizer's, plus any in the model's
+      ``generation_config.eos_token_id``, or ``eos_token_ids`` when given).
+    - Truncation: ``max_new_tokens`` tokens were generated.
+
+    ## Fast Path
+
+    ``env.policy_logits`` is the policy's next-token logits (a float32 tensor of shape ``(V,)``)
+    for the current observation, valid after ``reset`` and after every non-final ``step``. An
+    agent that samples from it needs no policy forward of its own.
+
+    ## Arguments
+
+    - ``policy``: a causal LM module (the one being trained) or a hub name, folder or ``.gguf``.
+    - ``tokenizer``: its tokenizer, or a name/path; defaults to ``policy``'s when that is a path.
+      Observations are padded with its pad token (its EOS token when it has none).
+    - ``reward_fn``: ``reward_fn(prompts: list[str], responses: list[str]) -> list[float]``.
+    - ``prompts``: a list of strings, a ``datasets`` column, or a callable returning a prompt
+      (given the env's ``numpy.random.Generator`` if it takes one argument).
+    - ``reference``: the frozen reference; ``None`` = a frozen copy of ``policy``. Passing the
+      policy itself gives KL = 0.
+    - ``max_new_tokens`` (default 32), ``max_prompt_tokens`` (default 64).
+    - ``kl_coef``: ``beta`` (default 0.05); may be changed between episodes by a KL controller.
+    - ``kl_estimator``: ``"k1"`` (default), ``"k3"`` or ``"full"``.
+    - ``eos_token_ids``: token ids that end the episode (default: see Episode End).
+    - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    - ``device``: where models loaded from a path go (default CUDA when available).
+    - ``trust_remote_code``: run code shipped with a checkpoint loaded by path (default off).
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        policy: torch.nn.Module | str | Path,
+        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
+        reward_fn: RewardFunction | None = None,
+        prompts: PromptsLike | None = None,
+        reference: torch.nn.Module | str | Path | None = None,
+        max_new_tokens: int = 32,
+        max_prompt_tokens: int = 64,
+        kl_coef: float = 0.05,
+        kl_estimator: KLEstimator = "k1",
+        eos_token_ids: Iterable[int] | None = None,
+        render_mode: str | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if reward_fn is None or not callable(reward_fn):
+            raise TypeError(
+                "reward_fn must be a callable reward_fn(prompts, responses) -> list[float]"
+            )
+        if prompts is None:
+            raise TypeError("prompts is required: a list of strings or a callable returning one")
+        if max_new_tokens < 1 or max_prompt_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens ({max_new_tokens}) and max_prompt_tokens ({max_prompt_tokens}) "
+                "must both be >= 1"
+            )
+        if not (math.isfinite(kl_coef) and kl_coef >= 0):
+            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}"
+            )
+
+        self.policy, self.tokenizer = _resolve_policy(policy, tokenizer, device, trust_remote_code)
+        self.reference = _resolve_reference(reference, self.policy, trust_remote_code)
+        self.reward_fn = reward_fn
+        self.prompt_source = PromptSource(prompts)
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.kl_coef = float(kl_coef)
+        self.kl_estimator = check_kl_estimator(kl_estimator)
+        self.render_mode = render_mode
+
+        self.vocab_size = vocab_size_of(self.policy)
+        if vocab_size_of(self.reference) != self.vocab_size:
+            raise ValueError(
+                f"reference vocabulary ({vocab_size_of(self.reference)}) differs from the "
+                f"policy's ({self.vocab_size}); both must share one tokenizer"
+            )
+        self.pad_token_id = _pad_id(self.tokenizer)
+        self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, eos_token_ids)
+        self.context_length = self.max_prompt_tokens + self.max_new_tokens
+        _check_position_limit(self.policy, self.context_length)
+
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": spaces.Box(
+                    0, self.vocab_size - 1, (self.context_length,), dtype=np.int64
+                ),
+                "attention_mask": spaces.Box(0, 1, (self.context_length,), dtype=np.int64),
+            }
+        )
+
+        self._policy_lm = IncrementalLM(self.policy)
+        self._ref_lm = IncrementalLM(self.reference)
+        self._warned_truncation = False
+        self._prompt_text = ""
+        self._prompt_ids: list[int] = []
+        self._response_ids: list[int] = []
+        self._episode_over = True
+        self._started = False
+        self.policy_logits: torch.Tensor | None = None
+        self._ref_logits: torch.Tensor | None = None
+
+    # -- Gymnasium API -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        """Start an episode on a drawn prompt, or on ``options["prompt"]``."""
+        super().reset(seed=seed)
+        options = options or {}
+        prompt = options.get("prompt")
+        if prompt is None:
+            prompt = self.prompt_source.sample(self.np_random)
+        elif not isinstance(prompt, str):
+            raise TypeError(f'options["prompt"] must be a str, got {type(prompt).__name__}')
+        prompt_ids, prompt_text = self._encode_prompt(prompt)
+
+        input_ids = torch.tensor([prompt_ids], device=self._policy_lm.device)  # (1, P)
+        attention_mask = torch.ones_like(input_ids)  # (1, P)
+        self.policy_logits = self._policy_lm.start(input_ids, attention_mask)[0]  # (V,)
+        self._ref_logits = self._reference_start(input_ids, attention_mask)
+
+        self._prompt_ids, self._prompt_text = prompt_ids, prompt_text
+        self._response_ids = []
+        self._episode_over = False
+        self._started = True
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), {"prompt": prompt_text}
+
+    def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        """Append token ``action``; returns ``(obs, reward, terminated, truncated, info)``."""
+        token = self._check_action(action)
+        if not self._started:
+            raise RuntimeError("step() called before reset(); call env.reset() first")
+        if self._episode_over:
+            raise RuntimeError(
+                "step() called after the episode ended (terminated or truncated); "
+                "call env.reset() to start a new episode"
+            )
+        assert self.policy_logits is not None and self._ref_logits is not None
+        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (V,)
+        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (V,)
+        action_tensor = torch.tensor([token], device=policy_logprobs.device)  # (1,)
+        kl = estimate_kl(
+            self.kl_estimator, policy_logprobs[None], ref_logprobs[None], action_tensor
+        ).item()
+        info: dict[str, Any] = {
+            "kl": kl,
+            "policy_logprob": policy_logprobs[token].item(),
+            "ref_logprob": ref_logprobs[token].item(),
+        }
+        reward = -self.kl_coef * kl
+
+        response_ids = [*self._response_ids, token]
+        terminated = token in self.eos_token_ids
+        truncated = not terminated and len(response_ids) >= self.max_new_tokens
+        if terminated or truncated:
+            # Score before changing any state: a failing reward_fn leaves the env as it was.
+            response = self.tokenizer.decode(response_ids, skip_special_tokens=True)
+            score = float(score_responses(self.reward_fn, [self._prompt_text], [response])[0])
+            reward += score
+            info.update(score=score, response=response)
+            self._episode_over = True
+        else:
+            next_token = action_tensor.to(self._policy_lm.device)
+            self.policy_logits = self._policy_lm.extend(next_token)[0]
+            self._ref_logits = self._reference_extend(next_token)
+        self._response_ids = response_ids
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        """``"ansi"``: return the prompt and the response so far; ``"human"``: print them."""
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render() called without a render_mode; pass render_mode='ansi' or 'human' "
+                "to the constructor"
+            )
+            return None
+        response = self.tokenizer.decode(self._response_ids, skip_special_tokens=True)
+        status = "done" if self._episode_over and self._started else "generating"
+        text = (
+            f"prompt:   {self._prompt_text!r}\n"
+            f"response: {response!r}\n"
+            f"[{len(self._response_ids)}/{self.max_new_tokens} tokens, {status}]"
+        )
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        """Release the KV caches."""
+        self._policy_lm.release()
+        self._ref_lm.release()
+        self.policy_logits = self._ref_logits = None
+        self._started = False
+        self._episode_over = True
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _get_obs(self) -> ObsType:
+        context = self._prompt_ids + self._response_ids
+        input_ids = np.full(self.context_length, self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros(self.context_length, dtype=np.int64)
+        input_ids[self.context_length - len(context) :] = context
+        attention_mask[self.context_length - len(context) :] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def _encode_prompt(self, prompt: str) -> tuple[list[int], str]:
+        """Token ids of ``prompt`` (cut from the left to ``max_prompt_tokens``) and its text."""
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        if not ids:
+            raise ValueError(
+                f"prompt {prompt!r} encodes to no tokens; prompts must contain some text"
+            )
+        if len(ids) <= self.max_prompt_tokens:
+            return ids, prompt
+        if not self._warned_truncation:
+            warnings.warn(
+                f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens="
+                f"{self.max_prompt_tokens}; prompts are cut from the left (this warning is shown "
+                "once per env; raise max_prompt_tokens to keep whole prompts)",
+                stacklevel=3,
+            )
+            self._warned_truncation = True
+        ids = ids[-self.max_prompt_tokens :]
+        return ids, self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _check_action(self, action: Any) -> int:
+        """The action as an int token id, or a ``TypeError`` / ``ValueError`` saying why not."""
+        if isinstance(action, torch.Tensor):
+            action = action.detach().cpu().numpy()
+        array = np.asarray(action)
+        if array.dtype.kind not in "iu" or array.size != 1 or array.ndim > 1:
+            raise TypeError(
+                f"action must be one integer token id, got {action!r} "
+                f"({type(action).__name__}, dtype {array.dtype}); actions are token ids of the "
+                "policy's tokenizer"
+            )
+        token = int(array.reshape(()))
+        if not 0 <= token < self.vocab_size:
+            raise ValueError(
+                f"action {token} is outside Discrete({self.vocab_size}); actions are token ids "
+                "of the policy's tokenizer"
+            )
+        return token
+
+    def _reference_start(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        if self.reference is self.policy:
+            return self.policy_logits
+        ref_input = input_ids.to(self._ref_lm.device)
+        return self._ref_lm.start(ref_input, attention_mask.to(ref_input.device))[0].to(
+            self._policy_lm.device
+        )
+
+    def _reference_extend(self, token: torch.Tensor) -> torch.Tensor:
+        if self.reference is self.policy:
+            return self.policy_logits
+        return self._ref_lm.extend(token.to(self._ref_lm.device))[0].to(self._policy_lm.device)
+
+
+def _resolve_policy(
+    policy: torch.nn.Module | str | Path,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None,
+    device: str | torch.device | None,
+    trust_remote_code: bool,
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    if isinstance(policy, (str, Path)):
+        if tokenizer is None:
+            tokenizer = policy
+        policy = load_causal_lm(policy, device=device, trust_remote_code=trust_remote_code)
+    elif not isinstance(policy, torch.nn.Module):
+        raise TypeError(
+            f"policy must be a causal LM module or a hub name / path, got {type(policy).__name__}"
+        )
+    if tokenizer is None:
+        raise TypeError("tokenizer is required when policy is a module: pass its tokenizer")
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    return policy, tokenizer
+
+
+def _resolve_reference(
+    reference: torch.nn.Module | str | Path | None,
+    policy: torch.nn.Module,
+    trust_remote_code: bool,
+) -> torch.nn.Module:
+    device = next(policy.parameters()).device
+    if reference is None:
+        return frozen_copy(policy)
+    if isinstance(reference, (str, Path)):
+        return load_causal_lm(reference, device=device, trust_remote_code=trust_remote_code)
+    if not isinstance(reference, torch.nn.Module):
+        raise TypeError(
+            f"reference must be a causal LM module, a path, or None, got {type(reference).__name__}"
+        )
+    return reference
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id used to left-pad observations: the pad token, else the EOS token."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError(
+        f"tokenizer {type(tokenizer).__name__} has neither a pad nor an EOS token; give it one, "
+        "e.g. tokenizer.add_special_tokens({'eos_token': '</s>'}) then "
+        "model.resize_token_embeddings(len(tokenizer)), or use rlhf_env.models.load_tokenizer"
+    )
+
+
+def _eos_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    policy: torch.nn.Module,
+    eos_token_ids: Iterable[int] | None,
+) -> frozenset[int]:
+    """Token ids that terminate an episode."""
+    if eos_token_ids is not None:
+        return frozenset(int(i) for i in eos_token_ids)
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    generation_eos = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
+    if isinstance(generation_eos, int):
+        ids.add(generation_eos)
+    elif generation_eos is not None:
+        ids.update(int(i) for i in generation_eos)
+    return frozenset(ids)
+
+
+def _check_position_limit(policy: torch.nn.Module, context_length: int) -> None:
+    config = getattr(policy, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is not None and context_length > limit:
+        raise ValueError(
+            f"max_prompt_tokens + max_new_tokens = {context_length} exceeds the policy's "
+            f"{limit} positions; lower one of them"
+        )

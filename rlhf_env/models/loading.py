@@ -1,0 +1,110 @@
+"""Load causal LMs and tokenizers from a hub name, a local folder or a GGUF file; devices, dtypes,
+pad tokens and the frozen reference."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on a CUDA device that supports it, float32 otherwise."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def split_gguf_path(name_or_path: str | Path) -> tuple[str, str | None]:
+    """``(folder, gguf_file)`` for a path to a ``.gguf`` file, else ``(name_or_path, None)``."""
+    path = Path(name_or_path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    return str(name_or_path), None
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give a tokenizer without a pad token its EOS token as pad token (in place); return it.
+
+    Raises:
+        ValueError: the tokenizer has neither a pad nor an EOS token.
+    """
+    if tokenizer.pad_token_id is not None:
+        return tokenizer
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} has neither a pad token nor an EOS token; "
+            "set one, e.g. tokenizer.add_special_tokens({'eos_token': '</s>'}), and resize the "
+            "model's embeddings with model.resize_token_embeddings(len(tokenizer))"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(
+    name_or_path: str | Path, *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by hub name, local folder or ``.gguf`` file, with a pad token ensured."""
+    folder, gguf_file = split_gguf_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        folder, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+    )
+    return ensure_pad_token(tokenizer)
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM by hub name, local folder or ``.gguf`` file, in eval mode.
+
+    Args:
+        name_or_path: hub name, folder with ``config.json`` and weights, or a ``.gguf`` file
+            (dequantised on load; needs the ``gguf`` package).
+        device: where to put it; default CUDA when available, else CPU.
+        dtype: default bfloat16 on CUDA that supports it, float32 otherwise.
+        trust_remote_code: run model code shipped with the checkpoint. Off unless you trust it.
+        allow_pickle: also accept pickled ``.bin`` weights; by default only safetensors load.
+    """
+    target = pick_device(device)
+    dtype = dtype or pick_dtype(target)
+    folder, gguf_file = split_gguf_path(name_or_path)
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        # GGUF tensors are dequantised to float32 first, then cast.
+        kwargs.update(gguf_file=gguf_file, dtype=torch.float32)
+    else:
+        kwargs.update(dtype=dtype, use_safetensors=None if allow_pickle else True)
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return model.to(device=target, dtype=dtype).eval()
+
+
+def vocab_size_of(model: torch.nn.Module) -> int:
+    """Number of rows of the model's output layer: the size of its action space."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and hasattr(output, "weight"):
+        return int(output.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` in eval mode with every parameter frozen: the default reference."""
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference

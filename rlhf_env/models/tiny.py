@@ -1,0 +1,125 @@
+"""Tiny random-initialised language models and tokenizers, built offline in seconds.
+
+For tests, examples and plumbing checks, never for results: the weights are random.
+
+Example:
+    >>> tokenizer = build_tiny_tokenizer()
+    >>> model = build_tiny_gpt2(tokenizer)
+    >>> model.config.vocab_size == len(tokenizer)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+DEFAULT_CORPUS: tuple[str, ...] = (
+    "This movie was a wonderful surprise from start to finish.",
+    "The acting was terrible and the plot made no sense at all.",
+    "I loved the music, the colours and the quiet ending.",
+    "A dull, slow film that wastes a talented cast.",
+    "One of the best stories I have seen in years, funny and warm.",
+    "The director tries hard, but the script lets everyone down.",
+    "If you enjoy thrillers, this one will keep you guessing.",
+    "Honestly the worst two hours I have spent in a cinema.",
+    "The characters feel real and the dialogue is sharp.",
+    "It starts well, then falls apart in the second half.",
+)
+
+
+def build_tiny_tokenizer(
+    corpus: Iterable[str] = DEFAULT_CORPUS,
+    vocab_size: int = 384,
+    with_pad_token: bool = True,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``corpus``.
+
+    Args:
+        corpus: training texts.
+        vocab_size: target vocabulary size (at least 256 byte tokens plus the special tokens).
+        with_pad_token: add a dedicated pad token; without it the tokenizer has only an EOS.
+    """
+    special = [EOS_TOKEN, PAD_TOKEN] if with_pad_token else [EOS_TOKEN]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN if with_pad_token else None,
+    )
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def build_tiny_gpt2(
+    tokenizer: PreTrainedTokenizerFast,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 2,
+    n_positions: int = 256,
+    seed: int = 0,
+) -> GPT2LMHeadModel:
+    """A random-initialised GPT-2 sized to ``tokenizer``, in eval mode, dropout off."""
+    config = GPT2Config(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_positions=n_positions,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **_special_ids(tokenizer),
+    )
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config).eval()
+
+
+def build_tiny_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A random-initialised Llama (RoPE, grouped-query attention) sized to ``tokenizer``."""
+    config = LlamaConfig(
+        num_hidden_layers=num_hidden_layers,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        **_special_ids(tokenizer),
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()

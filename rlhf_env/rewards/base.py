@@ -1,0 +1,76 @@
+"""The reward-function interface shared by every reward in the package.
+
+A reward function is any callable ``reward_fn(prompts: list[str], responses: list[str])`` that
+returns one finite number per response (a list, a numpy array or a 1-D tensor). Plain functions
+and objects (a reward model, a classifier) plug in behind the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """Scores a batch of responses to their prompts, one float per response."""
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> Sequence[float]: ...
+
+
+class RewardError(ValueError):
+    """A reward function returned something other than one finite number per response."""
+
+
+def _to_array(raw: object) -> np.ndarray:
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().float().cpu().numpy()
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise RewardError(
+            f"reward_fn must return numbers, one per response; got {type(raw).__name__}: {raw!r}"
+        ) from error
+
+
+def score_responses(
+    reward_fn: RewardFunction,
+    prompts: list[str],
+    responses: list[str],
+    labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Call ``reward_fn`` and check it returned one finite number per response.
+
+    Args:
+        reward_fn: the reward function.
+        prompts: prompts, one per response.
+        responses: decoded responses.
+        labels: optional names of the rows for error messages (e.g. ``"sub-env 3"``).
+
+    Returns:
+        ``(len(responses),)`` float64 array.
+
+    Raises:
+        RewardError: wrong count or shape, non-numbers, NaN or infinity (the message names the
+            offending row and its prompt).
+    """
+    scores = _to_array(reward_fn(prompts, responses))
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]
+    if scores.shape != (len(responses),):
+        raise RewardError(
+            f"reward_fn returned an array of shape {scores.shape} for {len(responses)} "
+            f"responses; it must return one number per response"
+        )
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        row = int(bad[0])
+        name = labels[row] if labels is not None else f"response {row}"
+        raise RewardError(
+            f"reward_fn returned {scores[row]} for {name} (prompt {prompts[row]!r}, response "
+            f"{responses[row]!r}); rewards must be finite: fix or clip the reward function"
+        )
+    return scores

@@ -1,0 +1,42 @@
+"""The README's usage example and the example scripts run as a user would run them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_python_block(section: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split(f"## {section}", 1)[1]
+    return re.search(r"```python\n(.*?)```", after, re.DOTALL).group(1)
+
+
+def test_readme_usage_example_runs():
+    namespace: dict = {}
+    exec(compile(_readme_python_block("Usage"), "README.md", "exec"), namespace)
+    info = namespace["info"]
+    assert namespace["done"] and "score" in info and isinstance(info["response"], str)
+
+
+def test_quickstart_example_runs_in_a_subprocess():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--episodes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--- episode") == 2
+    assert "sum KL" in result.stdout
+
+
+def test_readme_states_the_two_commands_and_ci_runs_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
