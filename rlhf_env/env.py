@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,14 +9,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium import spaces
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.data.prompts import PromptsLike, PromptSource
+from rlhf_env.data.prompts import PromptsLike
 from rlhf_env.incremental import IncrementalLM
-from rlhf_env.kl import KLEstimator, check_kl_estimator, estimate_kl
-from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
+from rlhf_env.kl import KLEstimator, estimate_kl
 from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.task import GenerationTask
 
 ObsType = dict[str, np.ndarray]
 
@@ -126,58 +123,29 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        if reward_fn is None or not callable(reward_fn):
-            raise TypeError(
-                "reward_fn must be a callable reward_fn(prompts, responses) -> list[float]"
-            )
-        if prompts is None:
-            raise TypeError("prompts is required: a list of strings or a callable returning one")
-        if max_new_tokens < 1 or max_prompt_tokens < 1:
-            raise ValueError(
-                f"max_new_tokens ({max_new_tokens}) and max_prompt_tokens ({max_prompt_tokens}) "
-                "must both be >= 1"
-            )
-        if not (math.isfinite(kl_coef) and kl_coef >= 0):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}"
             )
-
-        self.policy, self.tokenizer = _resolve_policy(policy, tokenizer, device, trust_remote_code)
-        self.reference = _resolve_reference(reference, self.policy, trust_remote_code)
-        self.reward_fn = reward_fn
-        self.prompt_source = PromptSource(prompts)
-        self.max_new_tokens = int(max_new_tokens)
-        self.max_prompt_tokens = int(max_prompt_tokens)
-        self.kl_coef = float(kl_coef)
-        self.kl_estimator = check_kl_estimator(kl_estimator)
-        self.render_mode = render_mode
-
-        self.vocab_size = vocab_size_of(self.policy)
-        if vocab_size_of(self.reference) != self.vocab_size:
-            raise ValueError(
-                f"reference vocabulary ({vocab_size_of(self.reference)}) differs from the "
-                f"policy's ({self.vocab_size}); both must share one tokenizer"
-            )
-        self.pad_token_id = _pad_id(self.tokenizer)
-        self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, eos_token_ids)
-        self.context_length = self.max_prompt_tokens + self.max_new_tokens
-        _check_position_limit(self.policy, self.context_length)
-
-        self.action_space = spaces.Discrete(self.vocab_size)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": spaces.Box(
-                    0, self.vocab_size - 1, (self.context_length,), dtype=np.int64
-                ),
-                "attention_mask": spaces.Box(0, 1, (self.context_length,), dtype=np.int64),
-            }
+        self.task = GenerationTask(
+            policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
+            max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
+        )  # fmt: skip
+        self.policy, self.reference, self.tokenizer = (
+            self.task.policy,
+            self.task.reference,
+            self.task.tokenizer,
         )
+        self.vocab_size = self.task.vocab_size
+        self.eos_token_ids = self.task.eos_token_ids
+        self.max_new_tokens = self.task.max_new_tokens
+        self.kl_coef = float(kl_coef)
+        self.render_mode = render_mode
+        self.action_space = self.task.action_space()
+        self.observation_space = self.task.observation_space()
 
         self._policy_lm = IncrementalLM(self.policy)
         self._ref_lm = IncrementalLM(self.reference)
-        self._warned_truncation = False
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
         self._response_ids: list[int] = []
@@ -196,10 +164,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         options = options or {}
         prompt = options.get("prompt")
         if prompt is None:
-            prompt = self.prompt_source.sample(self.np_random)
-        elif not isinstance(prompt, str):
-            raise TypeError(f'options["prompt"] must be a str, got {type(prompt).__name__}')
-        prompt_ids, prompt_text = self._encode_prompt(prompt)
+            prompt = self.task.prompt_source.sample(self.np_random)
+        prompt_ids, prompt_text = self.task.encode_prompt(prompt)
 
         input_ids = torch.tensor([prompt_ids], device=self._policy_lm.device)  # (1, P)
         attention_mask = torch.ones_like(input_ids)  # (1, P)
@@ -216,7 +182,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         """Append token ``action``; returns ``(obs, reward, terminated, truncated, info)``."""
-        token = self._check_action(action)
+        token = int(self.task.check_actions(action, count=1)[0])
         if not self._started:
             raise RuntimeError("step() called before reset(); call env.reset() first")
         if self._episode_over:
@@ -229,7 +195,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (V,)
         action_tensor = torch.tensor([token], device=policy_logprobs.device)  # (1,)
         kl = estimate_kl(
-            self.kl_estimator, policy_logprobs[None], ref_logprobs[None], action_tensor
+            self.task.kl_estimator, policy_logprobs[None], ref_logprobs[None], action_tensor
         ).item()
         info: dict[str, Any] = {
             "kl": kl,
@@ -243,8 +209,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         truncated = not terminated and len(response_ids) >= self.max_new_tokens
         if terminated or truncated:
             # Score before changing any state: a failing reward_fn leaves the env as it was.
-            response = self.tokenizer.decode(response_ids, skip_special_tokens=True)
-            score = float(score_responses(self.reward_fn, [self._prompt_text], [response])[0])
+            response = self.task.decode_response(response_ids)
+            score = float(score_responses(self.task.reward_fn, [self._prompt_text], [response])[0])
             reward += score
             info.update(score=score, response=response)
             self._episode_over = True
@@ -265,7 +231,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 "to the constructor"
             )
             return None
-        response = self.tokenizer.decode(self._response_ids, skip_special_tokens=True)
+        response = self.task.decode_response(self._response_ids)
         status = "done" if self._episode_over and self._started else "generating"
         text = (
             f"prompt:   {self._prompt_text!r}\n"
@@ -289,55 +255,17 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def _get_obs(self) -> ObsType:
         context = self._prompt_ids + self._response_ids
-        input_ids = np.full(self.context_length, self.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros(self.context_length, dtype=np.int64)
-        input_ids[self.context_length - len(context) :] = context
-        attention_mask[self.context_length - len(context) :] = 1
+        length = self.task.context_length
+        input_ids = np.full(length, self.task.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros(length, dtype=np.int64)
+        input_ids[length - len(context) :] = context
+        attention_mask[length - len(context) :] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    def _encode_prompt(self, prompt: str) -> tuple[list[int], str]:
-        """Token ids of ``prompt`` (cut from the left to ``max_prompt_tokens``) and its text."""
-        ids = list(self.tokenizer(prompt)["input_ids"])
-        if not ids:
-            raise ValueError(
-                f"prompt {prompt!r} encodes to no tokens; prompts must contain some text"
-            )
-        if len(ids) <= self.max_prompt_tokens:
-            return ids, prompt
-        if not self._warned_truncation:
-            warnings.warn(
-                f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens="
-                f"{self.max_prompt_tokens}; prompts are cut from the left (this warning is shown "
-                "once per env; raise max_prompt_tokens to keep whole prompts)",
-                stacklevel=3,
-            )
-            self._warned_truncation = True
-        ids = ids[-self.max_prompt_tokens :]
-        return ids, self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _check_action(self, action: Any) -> int:
-        """The action as an int token id, or a ``TypeError`` / ``ValueError`` saying why not."""
-        if isinstance(action, torch.Tensor):
-            action = action.detach().cpu().numpy()
-        array = np.asarray(action)
-        if array.dtype.kind not in "iu" or array.size != 1 or array.ndim > 1:
-            raise TypeError(
-                f"action must be one integer token id, got {action!r} "
-                f"({type(action).__name__}, dtype {array.dtype}); actions are token ids of the "
-                "policy's tokenizer"
-            )
-        token = int(array.reshape(()))
-        if not 0 <= token < self.vocab_size:
-            raise ValueError(
-                f"action {token} is outside Discrete({self.vocab_size}); actions are token ids "
-                "of the policy's tokenizer"
-            )
-        return token
 
     def _reference_start(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        if self.reference is self.policy:
+        if self.task.reference_is_policy:
             return self.policy_logits
         ref_input = input_ids.to(self._ref_lm.device)
         return self._ref_lm.start(ref_input, attention_mask.to(ref_input.device))[0].to(
@@ -345,85 +273,6 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         )
 
     def _reference_extend(self, token: torch.Tensor) -> torch.Tensor:
-        if self.reference is self.policy:
+        if self.task.reference_is_policy:
             return self.policy_logits
         return self._ref_lm.extend(token.to(self._ref_lm.device))[0].to(self._policy_lm.device)
-
-
-def _resolve_policy(
-    policy: torch.nn.Module | str | Path,
-    tokenizer: PreTrainedTokenizerBase | str | Path | None,
-    device: str | torch.device | None,
-    trust_remote_code: bool,
-) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    if isinstance(policy, (str, Path)):
-        if tokenizer is None:
-            tokenizer = policy
-        policy = load_causal_lm(policy, device=device, trust_remote_code=trust_remote_code)
-    elif not isinstance(policy, torch.nn.Module):
-        raise TypeError(
-            f"policy must be a causal LM module or a hub name / path, got {type(policy).__name__}"
-        )
-    if tokenizer is None:
-        raise TypeError("tokenizer is required when policy is a module: pass its tokenizer")
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-    return policy, tokenizer
-
-
-def _resolve_reference(
-    reference: torch.nn.Module | str | Path | None,
-    policy: torch.nn.Module,
-    trust_remote_code: bool,
-) -> torch.nn.Module:
-    device = next(policy.parameters()).device
-    if reference is None:
-        return frozen_copy(policy)
-    if isinstance(reference, (str, Path)):
-        return load_causal_lm(reference, device=device, trust_remote_code=trust_remote_code)
-    if not isinstance(reference, torch.nn.Module):
-        raise TypeError(
-            f"reference must be a causal LM module, a path, or None, got {type(reference).__name__}"
-        )
-    return reference
-
-
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id used to left-pad observations: the pad token, else the EOS token."""
-    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise ValueError(
-        f"tokenizer {type(tokenizer).__name__} has neither a pad nor an EOS token; give it one, "
-        "e.g. tokenizer.add_special_tokens({'eos_token': '</s>'}) then "
-        "model.resize_token_embeddings(len(tokenizer)), or use rlhf_env.models.load_tokenizer"
-    )
-
-
-def _eos_ids(
-    tokenizer: PreTrainedTokenizerBase,
-    policy: torch.nn.Module,
-    eos_token_ids: Iterable[int] | None,
-) -> frozenset[int]:
-    """Token ids that terminate an episode."""
-    if eos_token_ids is not None:
-        return frozenset(int(i) for i in eos_token_ids)
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    generation_eos = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
-    if isinstance(generation_eos, int):
-        ids.add(generation_eos)
-    elif generation_eos is not None:
-        ids.update(int(i) for i in generation_eos)
-    return frozenset(ids)
-
-
-def _check_position_limit(policy: torch.nn.Module, context_length: int) -> None:
-    config = getattr(policy, "config", None)
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if limit is not None and context_length > limit:
-        raise ValueError(
-            f"max_prompt_tokens + max_new_tokens = {context_length} exceeds the policy's "
-            f"{limit} positions; lower one of them"
-        )

@@ -1,0 +1,235 @@
+"""What the single and the vector environment share: models, tokenizer, prompts, reward, limits.
+
+:class:`GenerationTask` resolves and validates the constructor arguments once, builds the
+spaces, encodes prompts and checks actions, so both environments apply the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.data.prompts import PromptsLike, PromptSource
+from rlhf_env.kl import KLEstimator, check_kl_estimator
+from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
+from rlhf_env.rewards.base import RewardFunction
+
+
+class GenerationTask:
+    """The resolved, validated configuration of a text-generation environment.
+
+    Arguments are those of :class:`rlhf_env.TextGenerationEnv` (see its docstring).
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module | str | Path,
+        tokenizer: PreTrainedTokenizerBase | str | Path | None,
+        reward_fn: RewardFunction | None,
+        prompts: PromptsLike | None,
+        reference: torch.nn.Module | str | Path | None,
+        max_new_tokens: int,
+        max_prompt_tokens: int,
+        kl_coef: float,
+        kl_estimator: KLEstimator,
+        eos_token_ids: Iterable[int] | None,
+        device: str | torch.device | None,
+        trust_remote_code: bool,
+    ) -> None:
+        if reward_fn is None or not callable(reward_fn):
+            raise TypeError(
+                "reward_fn must be a callable reward_fn(prompts, responses) -> list[float]"
+            )
+        if prompts is None:
+            raise TypeError("prompts is required: a list of strings or a callable returning one")
+        if max_new_tokens < 1 or max_prompt_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens ({max_new_tokens}) and max_prompt_tokens ({max_prompt_tokens}) "
+                "must both be >= 1"
+            )
+        check_kl_coef(kl_coef)
+        self.policy, self.tokenizer = _resolve_policy(policy, tokenizer, device, trust_remote_code)
+        self.reference = _resolve_reference(reference, self.policy, trust_remote_code)
+        self.reward_fn = reward_fn
+        self.prompt_source = PromptSource(prompts)
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.kl_estimator = check_kl_estimator(kl_estimator)
+
+        self.vocab_size = vocab_size_of(self.policy)
+        if vocab_size_of(self.reference) != self.vocab_size:
+            raise ValueError(
+                f"reference vocabulary ({vocab_size_of(self.reference)}) differs from the "
+                f"policy's ({self.vocab_size}); both must share one tokenizer"
+            )
+        self.pad_token_id = _pad_id(self.tokenizer)
+        self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, eos_token_ids)
+        self.context_length = self.max_prompt_tokens + self.max_new_tokens
+        _check_position_limit(self.policy, self.context_length)
+        self._warned_truncation = False
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the policy, where the environments compute."""
+        return next(self.policy.parameters()).device
+
+    @property
+    def reference_is_policy(self) -> bool:
+        """True when the reference is the policy module itself (KL is then exactly 0)."""
+        return self.reference is self.policy
+
+    def observation_space(self) -> spaces.Dict:
+        """``Dict(input_ids: Box(0, V-1, (L,), int64), attention_mask: Box(0, 1, (L,), int64))``."""
+        length = self.context_length
+        return spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, self.vocab_size - 1, (length,), dtype=np.int64),
+                "attention_mask": spaces.Box(0, 1, (length,), dtype=np.int64),
+            }
+        )
+
+    def action_space(self) -> spaces.Discrete:
+        """``Discrete(V)``."""
+        return spaces.Discrete(self.vocab_size)
+
+    def encode_prompt(self, prompt: Any) -> tuple[list[int], str]:
+        """Token ids of ``prompt`` (cut from the left to ``max_prompt_tokens``) and the text the
+        policy sees; warns once per task when a prompt is cut."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}")
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        if not ids:
+            raise ValueError(
+                f"prompt {prompt!r} encodes to no tokens; prompts must contain some text"
+            )
+        if len(ids) <= self.max_prompt_tokens:
+            return ids, prompt
+        if not self._warned_truncation:
+            warnings.warn(
+                f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens="
+                f"{self.max_prompt_tokens}; prompts are cut from the left (this warning is shown "
+                "once per env; raise max_prompt_tokens to keep whole prompts)",
+                stacklevel=4,
+            )
+            self._warned_truncation = True
+        ids = ids[-self.max_prompt_tokens :]
+        return ids, self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def check_actions(self, actions: Any, count: int) -> np.ndarray:
+        """``actions`` as an int64 array of ``count`` token ids, or an error that says why not."""
+        if isinstance(actions, torch.Tensor):
+            actions = actions.detach().cpu().numpy()
+        array = np.asarray(actions)
+        expected = "one integer token id" if count == 1 else f"{count} integer token ids"
+        if array.dtype.kind not in "iu" or array.size != count or array.ndim > 1:
+            raise TypeError(
+                f"actions must be {expected}, got {actions!r} ({type(actions).__name__}, "
+                f"dtype {array.dtype}); actions are token ids of the policy's tokenizer"
+            )
+        array = array.reshape(count).astype(np.int64)
+        bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
+        if bad.size:
+            where = "" if count == 1 else f" (sub-env {int(bad[0])})"
+            raise ValueError(
+                f"action {int(array[bad[0]])}{where} is outside Discrete({self.vocab_size}); "
+                "actions are token ids of the policy's tokenizer"
+            )
+        return array
+
+    def decode_response(self, token_ids: Iterable[int]) -> str:
+        """The response text, special tokens (EOS) skipped."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+
+def check_kl_coef(kl_coef: float) -> float:
+    """``kl_coef`` if it is a finite number >= 0, else a ``ValueError``."""
+    if not (math.isfinite(kl_coef) and kl_coef >= 0):
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}")
+    return float(kl_coef)
+
+
+def _resolve_policy(
+    policy: torch.nn.Module | str | Path,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None,
+    device: str | torch.device | None,
+    trust_remote_code: bool,
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    if isinstance(policy, (str, Path)):
+        if tokenizer is None:
+            tokenizer = policy
+        policy = load_causal_lm(policy, device=device, trust_remote_code=trust_remote_code)
+    elif not isinstance(policy, torch.nn.Module):
+        raise TypeError(
+            f"policy must be a causal LM module or a hub name / path, got {type(policy).__name__}"
+        )
+    if tokenizer is None:
+        raise TypeError("tokenizer is required when policy is a module: pass its tokenizer")
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+    return policy, tokenizer
+
+
+def _resolve_reference(
+    reference: torch.nn.Module | str | Path | None,
+    policy: torch.nn.Module,
+    trust_remote_code: bool,
+) -> torch.nn.Module:
+    if reference is None:
+        return frozen_copy(policy)
+    if isinstance(reference, (str, Path)):
+        device = next(policy.parameters()).device
+        return load_causal_lm(reference, device=device, trust_remote_code=trust_remote_code)
+    if not isinstance(reference, torch.nn.Module):
+        raise TypeError(
+            f"reference must be a causal LM module, a path, or None, got {type(reference).__name__}"
+        )
+    return reference
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id used to left-pad observations: the pad token, else the EOS token."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError(
+        f"tokenizer {type(tokenizer).__name__} has neither a pad nor an EOS token; give it one, "
+        "e.g. tokenizer.add_special_tokens({'eos_token': '</s>'}) then "
+        "model.resize_token_embeddings(len(tokenizer)), or use rlhf_env.models.load_tokenizer"
+    )
+
+
+def _eos_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    policy: torch.nn.Module,
+    eos_token_ids: Iterable[int] | None,
+) -> frozenset[int]:
+    """Token ids that terminate an episode."""
+    if eos_token_ids is not None:
+        return frozenset(int(i) for i in eos_token_ids)
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    generation_eos = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
+    if isinstance(generation_eos, int):
+        ids.add(generation_eos)
+    elif generation_eos is not None:
+        ids.update(int(i) for i in generation_eos)
+    return frozenset(ids)
+
+
+def _check_position_limit(policy: torch.nn.Module, context_length: int) -> None:
+    config = getattr(policy, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is not None and context_length > limit:
+        raise ValueError(
+            f"max_prompt_tokens + max_new_tokens = {context_length} exceeds the policy's "
+            f"{limit} positions; lower one of them"
+        )
