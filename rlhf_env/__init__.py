@@ -12,11 +12,16 @@ Importing the package registers ``rlhf_env/TextGeneration-v0`` with Gymnasium::
 from gymnasium.envs.registration import register, registry
 
 from rlhf_env.env import TextGenerationEnv
+from rlhf_env.vector_env import TextGenerationVectorEnv
 
 __version__ = "0.1.0"
-__all__ = ["TextGenerationEnv", "__version__"]
+__all__ = ["ENV_ID", "TextGenerationEnv", "TextGenerationVectorEnv", "__version__"]
 
 ENV_ID = "rlhf_env/TextGeneration-v0"
 
 if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="rlhf_env.env:TextGenerationEnv")
+    register(
+        id=ENV_ID,
+        entry_point="rlhf_env.env:TextGenerationEnv",
+        vector_entry_point="rlhf_env.vector_env:TextGenerationVectorEnv",
+    )

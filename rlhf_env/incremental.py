@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 
 @contextmanager
@@ -77,23 +78,102 @@ class IncrementalLM:
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode left-padded contexts ``(B, T)``; returns next-token logits ``(B, V)``, float32."""
         self.cache = DynamicCache(config=getattr(self.model, "config", None))
-        self.attention_mask = attention_mask
+        self.attention_mask = attention_mask.clone()
         positions = positions_from_mask(attention_mask)  # (B, T)
         self._next_position = positions[:, -1] + 1  # (B,)
         return self._forward(input_ids, positions)
 
-    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append one token per row ``(B,)``; returns the next-token logits ``(B, V)``."""
+    def extend(self, tokens: torch.Tensor, live: torch.Tensor | None = None) -> torch.Tensor:
+        """Append one token per row ``(B,)``; returns the next-token logits ``(B, V)``.
+
+        ``live`` (bool ``(B,)``) marks the rows that really advance; the others get a masked-out
+        placeholder column and keep their positions (use it for rows about to be replaced).
+        """
         if self.cache is None or self.attention_mask is None or self._next_position is None:
             raise RuntimeError("IncrementalLM.extend() called before start()")
-        ones = self.attention_mask.new_ones((tokens.shape[0], 1))
-        self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)  # (B, T + 1)
-        logits = self._forward(tokens.unsqueeze(-1), self._next_position.unsqueeze(-1))
-        self._next_position = self._next_position + 1
+        if live is None:
+            column = self.attention_mask.new_ones((tokens.shape[0], 1))  # (B, 1)
+            positions = self._next_position
+        else:
+            column = live.to(self.attention_mask.dtype).unsqueeze(-1)  # (B, 1)
+            positions = torch.where(live, self._next_position, 0)  # (B,)
+        self.attention_mask = torch.cat([self.attention_mask, column], dim=1)  # (B, T + 1)
+        logits = self._forward(tokens.unsqueeze(-1), positions.unsqueeze(-1))
+        self._next_position = self._next_position + column.squeeze(-1)
         return logits
+
+    def replace_rows(
+        self, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Start new contexts ``(k, P)`` in ``rows`` ``(k,)`` without re-running the other rows.
+
+        The new rows are encoded on their own, then their keys and values are written
+        right-aligned into the batch cache. Returns their next-token logits ``(k, V)``.
+        """
+        if self.cache is None or self.attention_mask is None or self._next_position is None:
+            raise RuntimeError("IncrementalLM.replace_rows() called before start()")
+        fresh = IncrementalLM(self.model)
+        logits = fresh.start(input_ids, attention_mask)
+        assert fresh.cache is not None and fresh.attention_mask is not None
+        new_length = attention_mask.shape[1]
+        self._left_pad_to(new_length)
+        length = self.attention_mask.shape[1]
+        for layer, new_layer in zip(
+            _full_attention_layers(self.cache), fresh.cache.layers, strict=True
+        ):
+            for name in ("keys", "values"):
+                states = getattr(layer, name)  # (B, H, T, D)
+                states[rows] = 0
+                states[rows, :, length - new_length :] = getattr(new_layer, name)
+        self.attention_mask[rows] = 0
+        self.attention_mask[rows, length - new_length :] = fresh.attention_mask
+        self._next_position[rows] = fresh._next_position
+        self._trim()
+        return logits
+
+    def _left_pad_to(self, length: int) -> None:
+        """Grow the cache and mask with masked-out columns on the left to at least ``length``."""
+        assert self.cache is not None and self.attention_mask is not None
+        missing = length - self.attention_mask.shape[1]
+        if missing <= 0:
+            return
+        for layer in _full_attention_layers(self.cache):
+            for name in ("keys", "values"):
+                states = getattr(layer, name)  # (B, H, T, D)
+                setattr(layer, name, torch.nn.functional.pad(states, (0, 0, missing, 0)))
+        self.attention_mask = torch.nn.functional.pad(self.attention_mask, (missing, 0))
+
+    def _trim(self) -> None:
+        """Drop leading columns that are padding in every row (views: no copy)."""
+        assert self.cache is not None and self.attention_mask is not None
+        first = int(self.attention_mask.any(dim=0).int().argmax())
+        if first == 0:
+            return
+        for layer in _full_attention_layers(self.cache):
+            layer.keys = layer.keys[:, :, first:]
+            layer.values = layer.values[:, :, first:]
+        self.attention_mask = self.attention_mask[:, first:]
+
+    @property
+    def length(self) -> int:
+        """Columns in the cache (the longest context in the batch, plus placeholders)."""
+        return 0 if self.attention_mask is None else int(self.attention_mask.shape[1])
 
     def release(self) -> None:
         """Drop the KV cache and masks so their memory can be freed."""
         self.cache = None
         self.attention_mask = None
         self._next_position = None
+
+
+def _full_attention_layers(cache: DynamicCache) -> list[DynamicLayer]:
+    """The cache's layers, which must all be plain full-attention ``DynamicLayer`` s."""
+    layers = list(cache.layers)
+    for layer in layers:
+        if type(layer) is not DynamicLayer:
+            raise NotImplementedError(
+                f"per-row cache replacement supports full-attention layers only, got "
+                f"{type(layer).__name__}; sliding-window and linear-attention models are not "
+                "supported by the vector env yet"
+            )
+    return layers

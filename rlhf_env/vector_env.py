@@ -1,0 +1,397 @@
+"""The batched text-generation environment: ``num_envs`` episodes stepped as one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.data.prompts import PromptsLike
+from rlhf_env.incremental import IncrementalLM
+from rlhf_env.kl import KLEstimator, estimate_kl
+from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.task import GenerationTask
+
+ObsType = dict[str, np.ndarray]
+
+
+class TextGenerationVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`rlhf_env.TextGenerationEnv` stepped as one batch.
+
+    Same spec as the single env (spaces, reward formula, episode end), batched: observations are
+    ``(num_envs, L)`` arrays, actions a ``(num_envs,)`` array of token ids, and each step runs
+    one single-token forward of the policy and one of the reference for the whole batch, with
+    KV caches. Prompts of different lengths are left-padded, with position ids from the mask.
+    Responses that finish in the same step are scored by one ``reward_fn`` call.
+
+    ## Autoreset
+
+    ``autoreset_mode`` (also in ``metadata["autoreset_mode"]``), per Gymnasium 1.x:
+
+    - ``AutoresetMode.NEXT_STEP`` (default): a sub-env that ended is reset by the next
+      ``step``, which ignores its action and returns its first observation, reward 0 and
+      ``info["prompt"]``.
+    - ``AutoresetMode.SAME_STEP``: it is reset in the step where it ended; the returned
+      observation is the new episode's, and ``info["final_obs"]`` / ``info["final_info"]``
+      hold the last observation and info of the episode that ended.
+    - ``AutoresetMode.DISABLED``: reset ended sub-envs with
+      ``reset(options={"reset_mask": mask})``.
+
+    Resetting some sub-envs encodes only their new prompts; the others' caches are kept.
+
+    ## Infos
+
+    Gymnasium's vector format: ``info[key]`` is an array over sub-envs and ``info["_" + key]``
+    a boolean mask of the sub-envs that have it. Keys as in the single env: ``kl``,
+    ``policy_logprob``, ``ref_logprob`` (sub-envs that took an action), ``score`` and
+    ``response`` (sub-envs whose episode ended), ``prompt`` (sub-envs that were reset). With
+    ``top_k`` or ``top_p`` set, ``info["action_mask"]`` is a ``(num_envs, V)`` bool array of
+    the tokens inside the policy's top-k / nucleus for the next step (NLPO-style masks).
+
+    ## Fast Path
+
+    ``policy_logits``: a float32 tensor ``(num_envs, V)`` on the policy's device with the
+    policy's next-token logits for the current observations, valid after ``reset`` and after
+    every ``step`` (rows awaiting a next-step autoreset hold stale values; their action is
+    ignored). An agent that samples from it needs no policy forward of its own.
+
+    ## Arguments
+
+    Those of :class:`rlhf_env.TextGenerationEnv`, plus ``num_envs``, ``autoreset_mode``,
+    ``top_k`` and ``top_p``. Sub-env ``i`` is seeded with ``seed + i`` by ``reset(seed=seed)``.
+    """
+
+    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        policy: torch.nn.Module | str | Path,
+        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
+        reward_fn: RewardFunction | None = None,
+        prompts: PromptsLike | None = None,
+        reference: torch.nn.Module | str | Path | None = None,
+        max_new_tokens: int = 32,
+        max_prompt_tokens: int = 64,
+        kl_coef: float = 0.05,
+        kl_estimator: KLEstimator = "k1",
+        num_envs: int = 8,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_ids: Iterable[int] | None = None,
+        render_mode: str | None = None,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not one of ['ansi']")
+        self.task = GenerationTask(
+            policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
+            max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
+        )  # fmt: skip
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.num_envs = int(num_envs)
+        self.kl_coef = float(kl_coef)
+        self.top_k, self.top_p = top_k, top_p
+        self.render_mode = render_mode
+        self.policy, self.reference, self.tokenizer = (
+            self.task.policy,
+            self.task.reference,
+            self.task.tokenizer,
+        )
+        self.vocab_size = self.task.vocab_size
+        self.single_observation_space = self.task.observation_space()
+        self.single_action_space = self.task.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        n, length = self.num_envs, self.task.context_length
+        self._policy_lm = IncrementalLM(self.policy)
+        self._ref_lm = IncrementalLM(self.reference)
+        self._eos_ids = np.array(sorted(self.task.eos_token_ids), dtype=np.int64)
+        self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
+        self._input_ids = np.full((n, length), self.task.pad_token_id, dtype=np.int64)
+        self._attention_mask = np.zeros((n, length), dtype=np.int64)
+        self._responses = np.zeros((n, self.task.max_new_tokens), dtype=np.int64)
+        self._response_lengths = np.zeros(n, dtype=np.int64)
+        self._prompts: list[str] = [""] * n
+        self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
+        self._started = False
+        self.policy_logits: torch.Tensor | None = None  # (N, V)
+        self._ref_logits: torch.Tensor | None = None  # (N, V)
+
+    # -- Gymnasium API -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        """Reset all sub-envs, or those in ``options["reset_mask"]``.
+
+        ``seed``: an int (sub-env ``i`` gets ``seed + i``) or a list of per-sub-env seeds.
+        ``options["prompts"]``: one prompt per reset sub-env instead of drawing them.
+        """
+        options = options or {}
+        mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)), bool)
+        if mask.shape != (self.num_envs,) or not mask.any():
+            raise ValueError(
+                f"reset_mask must be a bool array of shape ({self.num_envs},) with at least one "
+                f"True, got {mask!r}"
+            )
+        if not self._started and not mask.all():
+            raise RuntimeError("the first reset() must reset every sub-env; drop reset_mask")
+        rows = np.flatnonzero(mask)
+        seeds = self._seeds_for(seed, rows)
+        for row, row_seed in zip(rows, seeds, strict=True):
+            if row_seed is not None or not self._started:
+                self._rngs[row] = seeding.np_random(row_seed)[0]
+        prompts = options.get("prompts")
+        if prompts is not None and len(prompts) != rows.size:
+            raise ValueError(
+                f"options['prompts'] has {len(prompts)} prompts for {rows.size} resets"
+            )
+        infos = self._reset_rows(rows, prompts)
+        self._started = True
+        return self._get_obs(), infos
+
+    def step(
+        self, actions: Any
+    ) -> tuple[ObsType, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Append one token per sub-env; returns batched ``(obs, rewards, terminations,
+        truncations, infos)``."""
+        actions = self.task.check_actions(actions, count=self.num_envs)  # (N,)
+        if not self._started:
+            raise RuntimeError("step() called before reset(); call env.reset() first")
+        n = self.num_envs
+        resetting = self._ended.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
+        if resetting is None and self._ended.any():
+            raise RuntimeError(
+                f"sub-envs {np.flatnonzero(self._ended).tolist()} have ended and autoreset is "
+                "disabled; call reset(options={'reset_mask': mask}) for them first"
+            )
+        acting = ~resetting if resetting is not None else np.ones(n, dtype=bool)  # (N,)
+
+        # 1. KL and log-probs of the taken tokens, from the logits of the current contexts.
+        assert self.policy_logits is not None and self._ref_logits is not None
+        device = self.policy_logits.device
+        action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(device)  # (N,)
+        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (N, V)
+        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (N, V)
+        kl = estimate_kl(self.task.kl_estimator, policy_logprobs, ref_logprobs, action_tensor)
+        index = action_tensor.unsqueeze(-1)  # (N, 1)
+        stats = torch.stack(
+            [kl, policy_logprobs.gather(-1, index)[:, 0], ref_logprobs.gather(-1, index)[:, 0]]
+        )  # (3, N)
+        kl_np, logp_np, ref_logp_np = stats.double().cpu().numpy()  # one device sync per step
+
+        # 2. Episode ends, and the scores of finished responses (before any state changes).
+        lengths = self._response_lengths + acting
+        terminations = acting & np.isin(actions, self._eos_ids)
+        truncations = acting & ~terminations & (lengths >= self.task.max_new_tokens)
+        finished = terminations | truncations
+        finished_rows = np.flatnonzero(finished)
+        responses = self._responses.copy()
+        responses[acting, lengths[acting] - 1] = actions[acting]
+        texts = [self.task.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
+        scores = self._score(finished_rows, texts)
+        rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
+        rewards[finished_rows] += scores
+
+        # 3. Commit: responses, observations, infos.
+        self._responses, self._response_lengths = responses, lengths
+        self._append_to_obs(acting, actions)
+        self._ended |= finished
+        infos: dict[str, Any] = {}
+        _add_rows(infos, "kl", kl_np, acting)
+        _add_rows(infos, "policy_logprob", logp_np, acting)
+        _add_rows(infos, "ref_logprob", ref_logp_np, acting)
+        _add_rows(infos, "score", _scatter(scores, finished_rows, n, 0.0), finished)
+        _add_rows(infos, "response", _scatter(texts, finished_rows, n, None, object), finished)
+
+        # 4. Advance the models for rows that go on; reset the rows due for it.
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
+            infos["final_obs"] = np.full(n, None, dtype=object)
+            for row in finished_rows:
+                infos["final_obs"][row] = {
+                    "input_ids": self._input_ids[row].copy(),
+                    "attention_mask": self._attention_mask[row].copy(),
+                }
+            infos["_final_obs"] = finished.copy()
+            infos["final_info"] = {
+                key: (value & finished if key.startswith("_") else value)
+                for key, value in infos.items()
+                if not key.endswith("final_obs")
+            }
+            infos["_final_info"] = finished.copy()
+            to_reset = finished
+        else:
+            to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
+        going_on = acting & ~finished
+        if going_on.any():
+            self._extend(action_tensor, going_on)
+        if to_reset.any():
+            infos.update(self._reset_rows(np.flatnonzero(to_reset), None))
+        self._add_action_mask(infos)
+        return self._get_obs(), rewards, terminations, truncations, infos
+
+    def render(self) -> str | None:
+        """``"ansi"``: the prompt and response so far of every sub-env, one block each."""
+        if self.render_mode != "ansi":
+            return None
+        blocks = []
+        for row in range(self.num_envs):
+            length = self._response_lengths[row]
+            response = self.task.decode_response(self._responses[row, :length])
+            blocks.append(f"[{row}] {self._prompts[row]!r} -> {response!r} ({length} tokens)")
+        return "\n".join(blocks)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Release the KV caches."""
+        self._policy_lm.release()
+        self._ref_lm.release()
+        self.policy_logits = self._ref_logits = None
+        self._started = False
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _seeds_for(self, seed: int | list[int | None] | None, rows: np.ndarray) -> list:
+        if seed is None:
+            return [None] * rows.size
+        if isinstance(seed, int):
+            return [seed + int(row) for row in rows]
+        if len(seed) != rows.size:
+            raise ValueError(f"got {len(seed)} seeds for {rows.size} sub-envs being reset")
+        return list(seed)
+
+    def _reset_rows(self, rows: np.ndarray, prompts: list[str] | None) -> dict[str, Any]:
+        """Draw and encode prompts for ``rows``, start their caches; returns the reset infos."""
+        if prompts is None:
+            prompts = [self.task.prompt_source.sample(self._rngs[row]) for row in rows]
+        encoded = [self.task.encode_prompt(prompt) for prompt in prompts]
+        width = max(len(ids) for ids, _ in encoded)
+        input_ids = np.full((rows.size, width), self.task.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((rows.size, width), dtype=np.int64)
+        for i, (ids, _) in enumerate(encoded):
+            input_ids[i, width - len(ids) :] = ids
+            attention_mask[i, width - len(ids) :] = 1
+        self._start_rows(rows, torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+
+        length = self.task.context_length
+        self._input_ids[rows] = self.task.pad_token_id
+        self._attention_mask[rows] = 0
+        self._input_ids[rows, length - width :] = input_ids
+        self._attention_mask[rows, length - width :] = attention_mask
+        self._response_lengths[rows] = 0
+        self._ended[rows] = False
+        texts = [text for _, text in encoded]
+        for row, text in zip(rows, texts, strict=True):
+            self._prompts[row] = text
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[rows] = True
+        infos: dict[str, Any] = {}
+        _add_rows(infos, "prompt", _scatter(texts, rows, self.num_envs, None, object), mask)
+        return infos
+
+    def _start_rows(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Encode new contexts for ``rows``: a fresh batch when all rows start, else a splice."""
+        device = self.task.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        if rows.size == self.num_envs:
+            self.policy_logits = self._policy_lm.start(input_ids, attention_mask)
+            self._ref_logits = self._run_reference("start", input_ids, attention_mask)
+            return
+        assert self.policy_logits is not None and self._ref_logits is not None
+        row_index = torch.from_numpy(rows).to(device)
+        self.policy_logits[row_index] = self._policy_lm.replace_rows(
+            row_index, input_ids, attention_mask
+        )
+        if self.task.reference_is_policy:
+            self._ref_logits = self.policy_logits
+        else:
+            self._ref_logits[row_index] = self._run_reference(
+                "replace_rows", row_index, input_ids, attention_mask
+            )
+
+    def _extend(self, tokens: torch.Tensor, going_on: np.ndarray) -> None:
+        live = torch.from_numpy(going_on).to(tokens.device)
+        tokens = torch.where(live, tokens, self.task.pad_token_id)
+        self.policy_logits = self._policy_lm.extend(tokens, live=live)
+        self._ref_logits = self._run_reference("extend", tokens, live=live)
+
+    def _run_reference(self, method: str, *args: torch.Tensor, **kwargs: torch.Tensor):
+        if self.task.reference_is_policy:
+            return self.policy_logits
+        device = self._ref_lm.device
+        args = tuple(a.to(device) for a in args)
+        kwargs = {k: v.to(device) for k, v in kwargs.items()}
+        return getattr(self._ref_lm, method)(*args, **kwargs).to(self.task.device)
+
+    def _score(self, rows: np.ndarray, texts: list[str]) -> np.ndarray:
+        if rows.size == 0:
+            return np.zeros(0)
+        prompts = [self._prompts[row] for row in rows]
+        labels = [f"sub-env {row}" for row in rows]
+        return score_responses(self.task.reward_fn, prompts, texts, labels=labels)
+
+    def _append_to_obs(self, rows: np.ndarray, actions: np.ndarray) -> None:
+        """Shift the contexts of ``rows`` (bool mask) left by one and append their actions."""
+        self._input_ids[rows, :-1] = self._input_ids[rows, 1:]
+        self._input_ids[rows, -1] = actions[rows]
+        self._attention_mask[rows, :-1] = self._attention_mask[rows, 1:]
+        self._attention_mask[rows, -1] = 1
+
+    def _get_obs(self) -> ObsType:
+        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+
+    def _add_action_mask(self, infos: dict[str, Any]) -> None:
+        """NLPO-style masks of the tokens inside the policy's top-k / nucleus."""
+        if self.top_k is None and self.top_p is None:
+            return
+        assert self.policy_logits is not None
+        logits = self.policy_logits  # (N, V)
+        mask = torch.ones_like(logits, dtype=torch.bool)
+        if self.top_k is not None and self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (N, 1)
+            mask &= logits >= kth
+        if self.top_p is not None:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (N, V)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (N, V)
+            keep_sorted = cumulative - sorted_logits.softmax(-1) < self.top_p  # (N, V)
+            mask &= torch.zeros_like(mask).scatter(-1, order, keep_sorted)
+        infos["action_mask"] = mask.cpu().numpy()
+        infos["_action_mask"] = np.ones(self.num_envs, dtype=bool)
+
+
+def _scatter(
+    values: Iterable[Any], rows: np.ndarray, size: int, fill: Any, dtype: Any = np.float64
+) -> np.ndarray:
+    """An array of ``size`` filled with ``fill``, with ``values`` placed at ``rows``."""
+    array = np.full(size, fill, dtype=dtype)
+    for row, value in zip(rows, values, strict=True):
+        array[row] = value
+    return array
+
+
+def _add_rows(infos: dict[str, Any], key: str, values: np.ndarray, mask: np.ndarray) -> None:
+    """Add ``key`` in Gymnasium's vector-info format, if any sub-env has it."""
+    if not mask.any():
+        return
+    if values.dtype != object:
+        values = np.where(mask, values, 0).astype(values.dtype)
+    infos[key] = values
+    infos[f"_{key}"] = mask.copy()

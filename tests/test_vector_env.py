@@ -1,0 +1,194 @@
+"""TextGenerationVectorEnv: equivalence with single envs, autoreset modes, fast path, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import PROMPTS, length_reward
+from gymnasium.vector import AutoresetMode
+
+import rlhf_env
+from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
+from rlhf_env.rewards import RewardError
+
+RAGGED_PROMPTS = [*PROMPTS, "A", "The director tries hard, but the script lets everyone down"]
+KWARGS = dict(prompts=RAGGED_PROMPTS, max_new_tokens=5, max_prompt_tokens=16, kl_coef=0.2)
+
+
+def _actions(rng: np.random.Generator, n: int, eos: int) -> np.ndarray:
+    actions = rng.integers(2, 384, size=n)
+    actions[rng.random(n) < 0.15] = eos  # some episodes end early, at different times
+    return actions
+
+
+def _single_envs_step(envs, ended, actions, mode):
+    """What a Gymnasium SyncVectorEnv would do with single envs, one sub-env at a time."""
+    out = []
+    for i, env in enumerate(envs):
+        if mode == AutoresetMode.NEXT_STEP and ended[i]:
+            obs, info = env.reset()
+            out.append((obs, 0.0, False, False, info, None))
+            ended[i] = False
+            continue
+        obs, reward, terminated, truncated, info = env.step(actions[i])
+        final = None
+        if terminated or truncated:
+            ended[i] = True
+            if mode == AutoresetMode.SAME_STEP:
+                final = (obs, info)
+                obs, reset_info = env.reset()
+                info = {**info, **reset_info}
+                ended[i] = False
+        out.append((obs, reward, terminated, truncated, info, final))
+    return out
+
+
+@pytest.mark.parametrize("num_envs", [1, 2, 3, 4])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_matches_single_envs(tokenizer, gpt2, gpt2_other, num_envs, mode):
+    """Observations, flags and texts exactly; rewards and log-probs within 1e-5 (float32
+    batched vs unbatched forwards)."""
+    common = dict(policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, reference=gpt2_other)
+    venv = TextGenerationVectorEnv(**common, **KWARGS, num_envs=num_envs, autoreset_mode=mode)
+    envs = [TextGenerationEnv(**common, **KWARGS) for _ in range(num_envs)]
+    obs, infos = venv.reset(seed=7)
+    singles = [env.reset(seed=7 + i) for i, env in enumerate(envs)]
+    for i, (single_obs, single_info) in enumerate(singles):
+        np.testing.assert_array_equal(obs["input_ids"][i], single_obs["input_ids"])
+        assert infos["prompt"][i] == single_info["prompt"]
+
+    rng = np.random.default_rng(0)
+    ended = [False] * num_envs
+    saw_reset_while_others_run = False
+    for _ in range(40):
+        actions = _actions(rng, num_envs, tokenizer.eos_token_id)
+        obs, rewards, terms, truncs, infos = venv.step(actions)
+        expected = _single_envs_step(envs, ended, actions, mode)
+        for i, (e_obs, e_reward, e_term, e_trunc, e_info, e_final) in enumerate(expected):
+            np.testing.assert_array_equal(obs["input_ids"][i], e_obs["input_ids"])
+            np.testing.assert_array_equal(obs["attention_mask"][i], e_obs["attention_mask"])
+            assert (terms[i], truncs[i]) == (e_term, e_trunc)
+            assert rewards[i] == pytest.approx(e_reward, abs=1e-5)
+            for key in ("kl", "policy_logprob", "ref_logprob", "score"):
+                assert infos.get(f"_{key}", np.zeros(num_envs, bool))[i] == (key in e_info)
+                if key in e_info:
+                    assert infos[key][i] == pytest.approx(e_info[key], abs=1e-5)
+            for key in ("response", "prompt"):
+                assert infos.get(f"_{key}", np.zeros(num_envs, bool))[i] == (key in e_info)
+                if key in e_info:
+                    assert infos[key][i] == e_info[key]
+            if e_final is not None:
+                np.testing.assert_array_equal(
+                    infos["final_obs"][i]["input_ids"], e_final[0]["input_ids"]
+                )
+                assert infos["final_info"]["score"][i] == pytest.approx(e_final[1]["score"])
+        if "_prompt" in infos and not infos["_prompt"].all():
+            saw_reset_while_others_run = True
+        # the fast path agrees with the single envs' policy logits where they are current
+        for i, env in enumerate(envs):
+            if not ended[i]:
+                torch.testing.assert_close(
+                    venv.policy_logits[i], env.policy_logits, atol=1e-4, rtol=0
+                )
+    if num_envs > 1:
+        assert saw_reset_while_others_run
+
+
+def test_make_vec_returns_the_vector_env(tokenizer, gpt2):
+    venv = gym.make_vec(
+        rlhf_env.ENV_ID,
+        num_envs=3,
+        policy=gpt2,
+        tokenizer=tokenizer,
+        reward_fn=length_reward,
+        prompts=PROMPTS,
+    )
+    assert isinstance(venv.unwrapped, TextGenerationVectorEnv)
+    assert venv.num_envs == 3
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    obs, _ = venv.reset(seed=0)
+    assert obs in venv.observation_space
+    assert venv.unwrapped.policy_logits.shape == (3, venv.unwrapped.vocab_size)
+
+
+def test_disabled_autoreset_needs_a_masked_reset(tokenizer, gpt2):
+    venv = TextGenerationVectorEnv(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=2,
+        autoreset_mode=AutoresetMode.DISABLED,
+    )  # fmt: skip
+    venv.reset(seed=0)
+    _, _, terms, _, _ = venv.step(np.array([tokenizer.eos_token_id, 30]))
+    assert terms.tolist() == [True, False]
+    with pytest.raises(RuntimeError, match="reset_mask"):
+        venv.step(np.array([30, 30]))
+    obs, infos = venv.reset(options={"reset_mask": np.array([True, False])})
+    assert infos["_prompt"].tolist() == [True, False]
+    assert obs["input_ids"][1, -1] == 30  # sub-env 1 kept its context
+    venv.step(np.array([30, 30]))
+
+
+def test_top_k_and_top_p_action_masks(tokenizer, gpt2):
+    venv = TextGenerationVectorEnv(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=2,
+        top_k=10, top_p=0.5,
+    )  # fmt: skip
+    venv.reset(seed=0)
+    _, _, _, _, infos = venv.step(np.array([30, 31]))
+    mask = infos["action_mask"]
+    assert mask.shape == (2, venv.vocab_size) and mask.dtype == bool
+    probs = torch.softmax(venv.policy_logits, -1).numpy()
+    for row in range(2):
+        kept = np.flatnonzero(mask[row])
+        assert 1 <= kept.size <= 10
+        assert set(kept) <= set(np.argsort(-probs[row])[:10])  # inside the top-k
+        order = np.argsort(-probs[row])
+        # the nucleus: the smallest prefix of the sorted tokens reaching mass 0.5 (or top-k)
+        needed = int(np.searchsorted(np.cumsum(probs[row][order]), 0.5) + 1)
+        assert kept.size == min(needed, 10)
+
+
+def test_bad_actions_and_rewards_name_the_sub_env_and_leave_it_usable(tokenizer, gpt2):
+    calls = {"n": 0}
+
+    def flaky(prompts, responses):
+        calls["n"] += 1
+        return [float("nan")] * len(responses) if calls["n"] == 1 else [1.0] * len(responses)
+
+    venv = TextGenerationVectorEnv(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=flaky, **KWARGS, num_envs=3
+    )
+    obs, _ = venv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"sub-env 1\) is outside Discrete\(384\)"):
+        venv.step(np.array([3, 999, 4]))
+    with pytest.raises(TypeError, match="3 integer token ids"):
+        venv.step(np.array([3, 4]))
+    eos = tokenizer.eos_token_id
+    with pytest.raises(RewardError, match="sub-env 2"):
+        venv.step(np.array([30, 30, eos]))
+    obs_retry, rewards, terms, _, infos = venv.step(np.array([30, 30, eos]))  # state unchanged
+    assert terms.tolist() == [False, False, True] and infos["score"][2] == 1.0
+    np.testing.assert_array_equal(obs_retry["input_ids"][:, :-1], obs["input_ids"][:, 1:])
+
+
+def test_step_before_reset_and_bad_constructor_values(tokenizer, gpt2):
+    common = dict(policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, prompts=PROMPTS)
+    venv = TextGenerationVectorEnv(**common, num_envs=2)
+    with pytest.raises(RuntimeError, match="before reset"):
+        venv.step(np.array([1, 2]))
+    with pytest.raises(ValueError, match="num_envs"):
+        TextGenerationVectorEnv(**common, num_envs=0)
+    with pytest.raises(ValueError, match="top_p"):
+        TextGenerationVectorEnv(**common, top_p=1.5)
+
+
+def test_render_ansi_lists_every_sub_env(tokenizer, gpt2):
+    venv = TextGenerationVectorEnv(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, prompts=PROMPTS,
+        num_envs=2, render_mode="ansi",
+    )  # fmt: skip
+    venv.reset(seed=0)
+    venv.step(np.array([30, 31]))
+    text = venv.render()
+    assert text.count("\n") == 1 and "(1 tokens)" in text
