@@ -13,6 +13,8 @@ import rlhf_env
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.rewards import RewardError
 
+pytestmark = pytest.mark.filterwarnings("ignore:a prompt of .* tokens exceeds:UserWarning")
+
 RAGGED_PROMPTS = [*PROMPTS, "A", "The director tries hard, but the script lets everyone down"]
 KWARGS = dict(prompts=RAGGED_PROMPTS, max_new_tokens=5, max_prompt_tokens=16, kl_coef=0.2)
 
@@ -192,3 +194,17 @@ def test_render_ansi_lists_every_sub_env(tokenizer, gpt2):
     venv.step(np.array([30, 31]))
     text = venv.render()
     assert text.count("\n") == 1 and "(1 tokens)" in text
+
+
+def test_cache_stays_bounded_over_long_runs_with_resets(tokenizer, gpt2):
+    """Resets splice rows in and trim dead columns: the cache never outgrows one context."""
+    venv = TextGenerationVectorEnv(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=4
+    )
+    venv.reset(seed=0)
+    rng = np.random.default_rng(1)
+    longest = 0
+    for _ in range(300):
+        venv.step(_actions(rng, 4, tokenizer.eos_token_id))
+        longest = max(longest, venv._policy_lm.length, venv._ref_lm.length)
+    assert longest <= venv.task.context_length + 1
