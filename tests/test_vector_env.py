@@ -169,7 +169,7 @@ def test_bad_actions_and_rewards_name_the_sub_env_and_leave_it_usable(tokenizer,
     eos = tokenizer.eos_token_id
     with pytest.raises(RewardError, match="sub-env 2"):
         venv.step(np.array([30, 30, eos]))
-    obs_retry, rewards, terms, _, infos = venv.step(np.array([30, 30, eos]))  # state unchanged
+    obs_retry, _, terms, _, infos = venv.step(np.array([30, 30, eos]))  # state unchanged
     assert terms.tolist() == [False, False, True] and infos["score"][2] == 1.0
     np.testing.assert_array_equal(obs_retry["input_ids"][:, :-1], obs["input_ids"][:, 1:])
 
