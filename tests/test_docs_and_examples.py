@@ -40,3 +40,14 @@ def test_readme_states_the_two_commands_and_ci_runs_the_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_vector_env_example_runs():
+    namespace: dict = {}
+    exec(compile(_readme_python_block("Usage"), "README.md", "exec"), namespace)
+    exec(
+        compile(_readme_python_block("Batched: the vector environment"), "README.md", "exec"),
+        namespace,
+    )
+    infos = namespace["infos"]
+    assert infos["_score"].all() and len(infos["response"]) == 4

@@ -446,3 +446,16 @@ def test_bad_rewards_raise_and_leave_the_env_usable(make_env, bad_reward, messag
 def test_bad_constructor_arguments(make_env, kwargs, error, message):
     with pytest.raises(error, match=message):
         make_env(**kwargs)
+
+
+def test_missing_eos_penalty_applies_to_truncated_episodes_only(make_env, tokenizer):
+    env = make_env(max_new_tokens=2, missing_eos_penalty=0.7, reference=None, kl_coef=0.0)
+    env.reset(seed=0)
+    env.step(30)
+    _, reward, _, truncated, info = env.step(30)
+    assert truncated and reward == pytest.approx(info["score"] - 0.7)
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(tokenizer.eos_token_id)
+    assert terminated and reward == pytest.approx(info["score"])
+    with pytest.raises(ValueError, match="missing_eos_penalty"):
+        make_env(missing_eos_penalty=-1.0)

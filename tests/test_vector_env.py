@@ -16,7 +16,13 @@ from rlhf_env.rewards import RewardError
 pytestmark = pytest.mark.filterwarnings("ignore:a prompt of .* tokens exceeds:UserWarning")
 
 RAGGED_PROMPTS = [*PROMPTS, "A", "The director tries hard, but the script lets everyone down"]
-KWARGS = dict(prompts=RAGGED_PROMPTS, max_new_tokens=5, max_prompt_tokens=16, kl_coef=0.2)
+KWARGS = dict(
+    prompts=RAGGED_PROMPTS,
+    max_new_tokens=5,
+    max_prompt_tokens=16,
+    kl_coef=0.2,
+    missing_eos_penalty=0.3,
+)
 
 
 def _actions(rng: np.random.Generator, n: int, eos: int) -> np.ndarray:

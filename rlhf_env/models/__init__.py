@@ -1,6 +1,7 @@
 """Language models: loading, devices and dtypes, the frozen reference, tiny test models."""
 
 from rlhf_env.models.loading import (
+    convert_gguf,
     ensure_pad_token,
     frozen_copy,
     load_causal_lm,
@@ -16,6 +17,7 @@ __all__ = [
     "build_tiny_gpt2",
     "build_tiny_llama",
     "build_tiny_tokenizer",
+    "convert_gguf",
     "ensure_pad_token",
     "frozen_copy",
     "load_causal_lm",

@@ -1,6 +1,48 @@
-"""Reward functions: the interface, its validation, and rewards built on models."""
+"""Reward functions behind one interface: ``reward_fn(prompts, responses) -> list[float]``.
+
+- :class:`RewardModel`: the learned Bradley-Terry reward model (train with
+  :func:`train_reward_model`);
+- :class:`SequenceClassifierReward`: a classifier's logit or label probability;
+- :class:`VaderSentiment`, :class:`TextBlobPolarity`: gold sentiment oracles;
+- :class:`BLEUReward`, :class:`ChrFReward`, :class:`RougeReward`: text metrics vs references;
+- :class:`LengthPenalty`, :class:`CompositeReward`: shaping and weighted sums. (The
+  missing-EOS penalty is the environments' ``missing_eos_penalty``.)
+"""
 
 from rlhf_env.rewards.base import RewardError, RewardFunction, score_responses
 from rlhf_env.rewards.classifier import SequenceClassifierReward
+from rlhf_env.rewards.metrics import (
+    BLEUReward,
+    ChrFReward,
+    CompositeReward,
+    LengthPenalty,
+    RougeReward,
+)
+from rlhf_env.rewards.model import RewardModel, RewardModelError
+from rlhf_env.rewards.oracles import TextBlobPolarity, VaderSentiment
+from rlhf_env.rewards.training import (
+    RewardTrainingConfig,
+    bradley_terry_loss,
+    pairwise_accuracy,
+    train_reward_model,
+)
 
-__all__ = ["RewardError", "RewardFunction", "SequenceClassifierReward", "score_responses"]
+__all__ = [
+    "BLEUReward",
+    "ChrFReward",
+    "CompositeReward",
+    "LengthPenalty",
+    "RewardError",
+    "RewardFunction",
+    "RewardModel",
+    "RewardModelError",
+    "RewardTrainingConfig",
+    "RougeReward",
+    "SequenceClassifierReward",
+    "TextBlobPolarity",
+    "VaderSentiment",
+    "bradley_terry_loss",
+    "pairwise_accuracy",
+    "score_responses",
+    "train_reward_model",
+]

