@@ -188,17 +188,8 @@ class TextGenerationVectorEnv(VectorEnv):
         acting = ~resetting if resetting is not None else np.ones(n, dtype=bool)  # (N,)
 
         # 1. KL and log-probs of the taken tokens, from the logits of the current contexts.
-        assert self.policy_logits is not None and self._ref_logits is not None
-        device = self.policy_logits.device
-        action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(device)  # (N,)
-        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (N, V)
-        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (N, V)
-        kl = estimate_kl(self.task.kl_estimator, policy_logprobs, ref_logprobs, action_tensor)
-        index = action_tensor.unsqueeze(-1)  # (N, 1)
-        stats = torch.stack(
-            [kl, policy_logprobs.gather(-1, index)[:, 0], ref_logprobs.gather(-1, index)[:, 0]]
-        )  # (3, N)
-        kl_np, logp_np, ref_logp_np = stats.double().cpu().numpy()  # one device sync per step
+        action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(self.task.device)
+        kl_np, logp_np, ref_logp_np = self._price_tokens(action_tensor)
 
         # 2. Episode ends, and the scores of finished responses (before any state changes).
         lengths = self._response_lengths + acting
@@ -227,19 +218,7 @@ class TextGenerationVectorEnv(VectorEnv):
 
         # 4. Advance the models for rows that go on; reset the rows due for it.
         if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
-            infos["final_obs"] = np.full(n, None, dtype=object)
-            for row in finished_rows:
-                infos["final_obs"][row] = {
-                    "input_ids": self._input_ids[row].copy(),
-                    "attention_mask": self._attention_mask[row].copy(),
-                }
-            infos["_final_obs"] = finished.copy()
-            infos["final_info"] = {
-                key: (value & finished if key.startswith("_") else value)
-                for key, value in infos.items()
-                if not key.endswith("final_obs")
-            }
-            infos["_final_info"] = finished.copy()
+            self._add_final_infos(infos, finished)
             to_reset = finished
         else:
             to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
@@ -270,6 +249,35 @@ class TextGenerationVectorEnv(VectorEnv):
         self._started = False
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _price_tokens(self, actions: torch.Tensor) -> np.ndarray:
+        """``(3, N)`` float64: per-token KL, and the policy's and reference's log-probs of
+        ``actions`` ``(N,)`` at the current contexts; one device sync."""
+        assert self.policy_logits is not None and self._ref_logits is not None
+        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (N, V)
+        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (N, V)
+        kl = estimate_kl(self.task.kl_estimator, policy_logprobs, ref_logprobs, actions)  # (N,)
+        index = actions.unsqueeze(-1)  # (N, 1)
+        stats = torch.stack(
+            [kl, policy_logprobs.gather(-1, index)[:, 0], ref_logprobs.gather(-1, index)[:, 0]]
+        )  # (3, N)
+        return stats.double().cpu().numpy()
+
+    def _add_final_infos(self, infos: dict[str, Any], finished: np.ndarray) -> None:
+        """Same-step autoreset: the ended episodes' last observations and infos."""
+        infos["final_obs"] = np.full(self.num_envs, None, dtype=object)
+        for row in np.flatnonzero(finished):
+            infos["final_obs"][row] = {
+                "input_ids": self._input_ids[row].copy(),
+                "attention_mask": self._attention_mask[row].copy(),
+            }
+        infos["_final_obs"] = finished.copy()
+        infos["final_info"] = {
+            key: (value & finished if key.startswith("_") else value)
+            for key, value in infos.items()
+            if not key.endswith("final_obs")
+        }
+        infos["_final_info"] = finished.copy()
 
     def _seeds_for(self, seed: int | list[int | None] | None, rows: np.ndarray) -> list:
         if seed is None:

@@ -20,6 +20,7 @@ def test_deterministic_labels_prefer_the_higher_score():
 
 
 def test_min_gap_and_identical_responses_are_skipped():
+    assert label_pairs(["p"], [["a", "b"]], score_by_length) == []  # an exact tie
     pairs = label_pairs(["p"], [["a", "a", "ab", "abcd"]], score_by_length, min_gap=1.5)
     assert {(p.chosen, p.rejected) for p in pairs} == {("abcd", "a"), ("abcd", "ab")}
 

@@ -87,8 +87,9 @@ def label_pairs(
         prompts: one per group of responses.
         responses: ``responses[i]`` are the candidate responses to ``prompts[i]``.
         oracle: ``oracle(prompts, responses) -> scores``, e.g. VADER compound.
-        noise_k: ``None`` for deterministic labels (higher score is chosen); else labels are
-            drawn with ``P(A > B) = sigmoid(noise_k * (s_A - s_B))``.
+        noise_k: ``None`` for deterministic labels (the higher score is chosen; exact ties
+            are skipped); else labels are drawn with ``P(A > B) = sigmoid(noise_k * (s_A -
+            s_B))`` (ties are then coin flips).
         min_gap: skip pairs whose scores differ by less (ties carry no preference).
         seed: seed of the label noise.
     """
@@ -108,7 +109,9 @@ def label_pairs(
                 continue
             gap = group_scores[a] - group_scores[b]
             if noise_k is None:
-                a_wins = gap > 0 if gap != 0 else bool(rng.integers(2))
+                if gap == 0:
+                    continue  # an exact tie states no preference
+                a_wins = gap > 0
             else:
                 a_wins = rng.random() < 1 / (1 + math.exp(-noise_k * gap))
             winner, loser = (a, b) if a_wins else (b, a)
