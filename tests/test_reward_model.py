@@ -18,6 +18,7 @@ from rlhf_env.rewards.training import (
     RewardTrainingConfig,
     bradley_terry_loss,
     pairwise_accuracy,
+    split_pairs,
     train_reward_model,
 )
 
@@ -70,7 +71,8 @@ def test_training_lowers_the_loss_and_separates_a_trivial_set(backbone_dir):
     metrics = train_reward_model(reward_model, separable_pairs(), config, progress=False)
     first, last = metrics["loss"][:3], metrics["loss"][-3:]
     assert sum(last) / 3 < 0.5 * sum(first) / 3
-    assert metrics["eval_pairs"] == 12 and metrics["eval_accuracy"][-1] == 1.0
+    assert metrics["eval_pairs"] == 16  # 2 of the 6 prompts, 8 pairs each
+    assert metrics["eval_accuracy"][-1] == 1.0
     assert pairwise_accuracy(reward_model, separable_pairs()) == 1.0
 
 
@@ -131,6 +133,16 @@ def test_backbone_without_a_tokenizer_is_rejected(tmp_path):
         RewardModel.from_backbone(tmp_path)
 
 
+def test_held_out_split_is_by_prompt():
+    pairs = separable_pairs(60)
+    train, held_out = split_pairs(pairs, eval_fraction=0.3, seed=3)
+    assert len(train) + len(held_out) == 60 and held_out
+    assert not {p.prompt for p in train} & {p.prompt for p in held_out}
+    assert split_pairs(pairs, eval_fraction=0.3, seed=3) == (train, held_out)
+    with pytest.raises(ValueError, match="too few"):
+        split_pairs(pairs[:1], eval_fraction=0.5, seed=0)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("epochs", 0), ("learning_rate", 0.0), ("eval_fraction", 1.0), ("margin", -1.0)],
@@ -152,7 +164,7 @@ def test_cli_train_rm_writes_model_and_metrics(backbone_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "held-out pairwise accuracy" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["loss"]) == 2 * 3 and metrics["eval_pairs"] == 6
+    assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2  # 16 train pairs
     assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
 
 

@@ -49,7 +49,10 @@ class RewardTrainingConfig:
     )
     eval_fraction: float = field(
         default=0.1,
-        metadata={"help": "Share of pairs held out for pairwise accuracy (0 disables evaluation)."},
+        metadata={
+            "help": "Share of prompts whose pairs are held out for pairwise accuracy "
+            "(0 disables evaluation)."
+        },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     seed: int = field(
@@ -107,15 +110,25 @@ def pairwise_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]
 def split_pairs(
     pairs: Sequence[PreferencePair], eval_fraction: float, seed: int
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Shuffle with ``seed`` and hold out ``eval_fraction`` of the pairs (at least one)."""
-    shuffled = list(pairs)
-    random.Random(seed).shuffle(shuffled)
+    """Hold out the pairs of ``eval_fraction`` of the prompts (at least one prompt).
+
+    The split is by prompt, so that no prompt, and no response, is seen both in training and
+    in evaluation (several pairs often share a prompt and a response).
+    """
+    prompts = sorted({pair.prompt for pair in pairs})
+    random.Random(seed).shuffle(prompts)
     if eval_fraction == 0:
-        return shuffled, []
-    held_out = max(1, round(len(shuffled) * eval_fraction))
-    if held_out >= len(shuffled):
-        raise ValueError(f"{len(pairs)} pairs are too few to hold out {eval_fraction:.0%}")
-    return shuffled[held_out:], shuffled[:held_out]
+        return list(pairs), []
+    held_out_count = max(1, round(len(prompts) * eval_fraction))
+    if held_out_count >= len(prompts):
+        raise ValueError(
+            f"{len(prompts)} distinct prompts are too few to hold out {eval_fraction:.0%} of "
+            "them; add pairs or lower eval_fraction"
+        )
+    held_out_prompts = set(prompts[:held_out_count])
+    train = [pair for pair in pairs if pair.prompt not in held_out_prompts]
+    held_out = [pair for pair in pairs if pair.prompt in held_out_prompts]
+    return train, held_out
 
 
 def train_reward_model(
