@@ -193,9 +193,9 @@ def train_reward_model(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            metrics["loss"].append(float(loss))
+            metrics["loss"].append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{metrics['loss'][-1]:.3f}")
         model.eval()
         if held_out:
             metrics["eval_accuracy"].append(pairwise_accuracy(reward_model, held_out))
