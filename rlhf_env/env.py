@@ -199,13 +199,17 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (V,)
         ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (V,)
         action_tensor = torch.tensor([token], device=policy_logprobs.device)  # (1,)
-        kl = estimate_kl(
+        kl_t = estimate_kl(
             self.task.kl_estimator, policy_logprobs[None], ref_logprobs[None], action_tensor
-        ).item()
+        )[0]
+        # one device sync for the three numbers
+        kl, policy_logprob, ref_logprob = torch.stack(
+            [kl_t, policy_logprobs[token], ref_logprobs[token]]
+        ).tolist()
         info: dict[str, Any] = {
             "kl": kl,
-            "policy_logprob": policy_logprobs[token].item(),
-            "ref_logprob": ref_logprobs[token].item(),
+            "policy_logprob": policy_logprob,
+            "ref_logprob": ref_logprob,
         }
         reward = -self.kl_coef * kl
 

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf_env.data.hub import load_dataset
+
 ASSISTANT_MARKER = "\n\nAssistant:"
 
 
@@ -117,7 +119,7 @@ def load_dataset_pairs(
 ) -> list[PreferencePair]:
     """Preference pairs from ``datasets``: a hub name (e.g. ``"Anthropic/hh-rlhf"``) or a local
     data file / folder (JSON, JSONL, CSV, Parquet)."""
-    dataset = _load_dataset(name_or_path, split)
+    dataset = load_dataset(name_or_path, split)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     if len(dataset) == 0:
@@ -143,21 +145,3 @@ def write_jsonl_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path
         for pair in pairs:
             handle.write(json.dumps(pair.to_record(), ensure_ascii=False) + "\n")
     return path
-
-
-def _load_dataset(name_or_path: str | Path, split: str):
-    try:
-        import datasets
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "loading through datasets needs: pip install 'rlhf_env[datasets]'"
-        ) from error
-    path = Path(name_or_path)
-    if path.is_file():
-        builder = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}.get(
-            path.suffix
-        )
-        if builder is None:
-            raise PreferenceDataError(f"{path}: unsupported file type {path.suffix!r}")
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    return datasets.load_dataset(str(name_or_path), split=split)

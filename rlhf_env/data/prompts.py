@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from rlhf_env.data.hub import load_dataset
+
 PromptsLike = Sequence[str] | Callable[[], str] | Callable[[np.random.Generator], str]
 
 
@@ -141,14 +143,7 @@ def dataset_prompts(
     name_or_path: str | Path, column: str = "prompt", split: str = "train"
 ) -> Sequence[str]:
     """A column of a ``datasets`` dataset (hub name or local data file) as a prompt list."""
-    import datasets
-
-    path = Path(name_or_path)
-    if path.is_file():
-        builder = "json" if path.suffix in (".json", ".jsonl") else path.suffix.lstrip(".")
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
-    else:
-        dataset = datasets.load_dataset(str(name_or_path), split=split)
+    dataset = load_dataset(name_or_path, split)
     if column not in dataset.column_names:
         raise ValueError(f"{name_or_path} has no column {column!r}; it has {dataset.column_names}")
     return dataset[column]
