@@ -12,8 +12,8 @@ import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.incremental import IncrementalLM
-from rlhf_env.kl import KLEstimator, estimate_kl
+from rlhf_env.incremental import PolicyAndReference
+from rlhf_env.kl import KLEstimator, kl_and_logprobs
 from rlhf_env.rewards.base import RewardFunction, score_responses
 from rlhf_env.task import GenerationTask
 
@@ -149,8 +149,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.action_space = self.task.action_space()
         self.observation_space = self.task.observation_space()
 
-        self._policy_lm = IncrementalLM(self.policy)
-        self._ref_lm = IncrementalLM(self.reference)
+        self._models = PolicyAndReference(self.policy, self.reference)
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
         self._response_ids: list[int] = []
@@ -172,10 +171,9 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             prompt = self.task.prompt_source.sample(self.np_random)
         prompt_ids, prompt_text = self.task.encode_prompt(prompt)
 
-        input_ids = torch.tensor([prompt_ids], device=self._policy_lm.device)  # (1, P)
-        attention_mask = torch.ones_like(input_ids)  # (1, P)
-        self.policy_logits = self._policy_lm.start(input_ids, attention_mask)[0]  # (V,)
-        self._ref_logits = self._reference_start(input_ids, attention_mask)
+        input_ids = torch.tensor([prompt_ids], device=self._models.device)  # (1, P)
+        policy_logits, ref_logits = self._models.start(input_ids, torch.ones_like(input_ids))
+        self.policy_logits, self._ref_logits = policy_logits[0], ref_logits[0]  # (V,)
 
         self._prompt_ids, self._prompt_text = prompt_ids, prompt_text
         self._response_ids = []
@@ -196,16 +194,11 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 "call env.reset() to start a new episode"
             )
         assert self.policy_logits is not None and self._ref_logits is not None
-        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (V,)
-        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (V,)
-        action_tensor = torch.tensor([token], device=policy_logprobs.device)  # (1,)
-        kl_t = estimate_kl(
-            self.task.kl_estimator, policy_logprobs[None], ref_logprobs[None], action_tensor
-        )[0]
-        # one device sync for the three numbers
-        kl, policy_logprob, ref_logprob = torch.stack(
-            [kl_t, policy_logprobs[token], ref_logprobs[token]]
-        ).tolist()
+        action_tensor = torch.tensor([token], device=self._models.device)  # (1,)
+        stats = kl_and_logprobs(
+            self.task.kl_estimator, self.policy_logits[None], self._ref_logits[None], action_tensor
+        )  # (3, 1)
+        kl, policy_logprob, ref_logprob = stats[:, 0].tolist()  # one device sync
         info: dict[str, Any] = {
             "kl": kl,
             "policy_logprob": policy_logprob,
@@ -224,9 +217,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             info.update(score=score, response=response)
             self._episode_over = True
         else:
-            next_token = action_tensor.to(self._policy_lm.device)
-            self.policy_logits = self._policy_lm.extend(next_token)[0]
-            self._ref_logits = self._reference_extend(next_token)
+            policy_logits, ref_logits = self._models.extend(action_tensor)
+            self.policy_logits, self._ref_logits = policy_logits[0], ref_logits[0]
         self._response_ids = response_ids
         if self.render_mode == "human":
             self.render()
@@ -254,8 +246,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def close(self) -> None:
         """Release the KV caches."""
-        self._policy_lm.release()
-        self._ref_lm.release()
+        self._models.release()
         self.policy_logits = self._ref_logits = None
         self._started = False
         self._episode_over = True
@@ -270,18 +261,3 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         input_ids[length - len(context) :] = context
         attention_mask[length - len(context) :] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-    def _reference_start(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        if self.task.reference_is_policy:
-            return self.policy_logits
-        ref_input = input_ids.to(self._ref_lm.device)
-        return self._ref_lm.start(ref_input, attention_mask.to(ref_input.device))[0].to(
-            self._policy_lm.device
-        )
-
-    def _reference_extend(self, token: torch.Tensor) -> torch.Tensor:
-        if self.task.reference_is_policy:
-            return self.policy_logits
-        return self._ref_lm.extend(token.to(self._ref_lm.device))[0].to(self._policy_lm.device)

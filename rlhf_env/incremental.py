@@ -177,3 +177,59 @@ def _full_attention_layers(cache: DynamicCache) -> list[DynamicLayer]:
                 "supported by the vector env yet"
             )
     return layers
+
+
+class PolicyAndReference:
+    """The policy and the frozen reference stepped together over the same tokens.
+
+    Every method returns ``(policy_logits, ref_logits)``, both on the policy's device. When the
+    reference is the policy module itself its forward is skipped and the policy's logits are
+    returned for both (the KL is then exactly 0).
+    """
+
+    def __init__(self, policy: torch.nn.Module, reference: torch.nn.Module) -> None:
+        self.policy = IncrementalLM(policy)
+        self.reference = None if reference is policy else IncrementalLM(reference)
+
+    @property
+    def device(self) -> torch.device:
+        """The policy's device, where inputs and logits live."""
+        return self.policy.device
+
+    def start(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`IncrementalLM.start` on both models."""
+        logits = self.policy.start(input_ids, attention_mask)
+        return logits, self._reference(logits, IncrementalLM.start, input_ids, attention_mask)
+
+    def extend(
+        self, tokens: torch.Tensor, live: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`IncrementalLM.extend` on both models."""
+        logits = self.policy.extend(tokens, live)
+        return logits, self._reference(logits, IncrementalLM.extend, tokens, live)
+
+    def replace_rows(
+        self, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`IncrementalLM.replace_rows` on both models."""
+        logits = self.policy.replace_rows(rows, input_ids, attention_mask)
+        return logits, self._reference(
+            logits, IncrementalLM.replace_rows, rows, input_ids, attention_mask
+        )
+
+    def release(self) -> None:
+        """Drop both KV caches."""
+        self.policy.release()
+        if self.reference is not None:
+            self.reference.release()
+
+    def _reference(
+        self, policy_logits: torch.Tensor, method, *args: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.reference is None:
+            return policy_logits
+        device = self.reference.device
+        moved = [None if a is None else a.to(device) for a in args]
+        return method(self.reference, *moved).to(policy_logits.device)

@@ -77,6 +77,29 @@ def estimate_kl(
     raise ValueError(f"unknown kl_estimator {estimator!r}; choose one of {KL_ESTIMATORS}")
 
 
+def kl_and_logprobs(
+    estimator: KLEstimator,
+    policy_logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    actions: torch.Tensor,
+) -> torch.Tensor:
+    """``(3, B)``: per-token KL, ``log pi(a)`` and ``log pi_ref(a)`` of the taken tokens.
+
+    Args:
+        estimator: ``"k1"``, ``"k3"`` or ``"full"``.
+        policy_logits: ``(B, V)`` next-token logits of the policy.
+        ref_logits: ``(B, V)`` next-token logits of the reference.
+        actions: ``(B,)`` int64 token ids taken.
+    """
+    policy_logprobs = torch.log_softmax(policy_logits, dim=-1)  # (B, V)
+    ref_logprobs = torch.log_softmax(ref_logits, dim=-1)  # (B, V)
+    kl = estimate_kl(estimator, policy_logprobs, ref_logprobs, actions)  # (B,)
+    index = actions.unsqueeze(-1)  # (B, 1)
+    return torch.stack(
+        [kl, policy_logprobs.gather(-1, index)[:, 0], ref_logprobs.gather(-1, index)[:, 0]]
+    )
+
+
 def check_kl_estimator(estimator: str) -> KLEstimator:
     """Return ``estimator`` if it is a known estimator name, else raise a ``ValueError``."""
     if estimator not in KL_ESTIMATORS:

@@ -88,11 +88,6 @@ class GenerationTask:
         """The device of the policy, where the environments compute."""
         return next(self.policy.parameters()).device
 
-    @property
-    def reference_is_policy(self) -> bool:
-        """True when the reference is the policy module itself (KL is then exactly 0)."""
-        return self.reference is self.policy
-
     def observation_space(self) -> spaces.Dict:
         """``Dict(input_ids: Box(0, V-1, (L,), int64), attention_mask: Box(0, 1, (L,), int64))``."""
         length = self.context_length

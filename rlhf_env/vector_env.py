@@ -14,8 +14,8 @@ from gymnasium.vector.utils import batch_space
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.incremental import IncrementalLM
-from rlhf_env.kl import KLEstimator, estimate_kl
+from rlhf_env.incremental import PolicyAndReference
+from rlhf_env.kl import KLEstimator, kl_and_logprobs
 from rlhf_env.rewards.base import RewardFunction, score_responses
 from rlhf_env.task import GenerationTask
 
@@ -123,8 +123,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
         n, length = self.num_envs, self.task.context_length
-        self._policy_lm = IncrementalLM(self.policy)
-        self._ref_lm = IncrementalLM(self.reference)
+        self._models = PolicyAndReference(self.policy, self.reference)
         self._eos_ids = np.array(sorted(self.task.eos_token_ids), dtype=np.int64)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
         self._input_ids = np.full((n, length), self.task.pad_token_id, dtype=np.int64)
@@ -189,7 +188,11 @@ class TextGenerationVectorEnv(VectorEnv):
 
         # 1. KL and log-probs of the taken tokens, from the logits of the current contexts.
         action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(self.task.device)
-        kl_np, logp_np, ref_logp_np = self._price_tokens(action_tensor)
+        assert self.policy_logits is not None and self._ref_logits is not None
+        stats = kl_and_logprobs(
+            self.task.kl_estimator, self.policy_logits, self._ref_logits, action_tensor
+        )  # (3, N)
+        kl_np, logp_np, ref_logp_np = stats.double().cpu().numpy()  # one device sync per step
 
         # 2. Episode ends, and the scores of finished responses (before any state changes).
         lengths = self._response_lengths + acting
@@ -243,25 +246,11 @@ class TextGenerationVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the KV caches."""
-        self._policy_lm.release()
-        self._ref_lm.release()
+        self._models.release()
         self.policy_logits = self._ref_logits = None
         self._started = False
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _price_tokens(self, actions: torch.Tensor) -> np.ndarray:
-        """``(3, N)`` float64: per-token KL, and the policy's and reference's log-probs of
-        ``actions`` ``(N,)`` at the current contexts; one device sync."""
-        assert self.policy_logits is not None and self._ref_logits is not None
-        policy_logprobs = torch.log_softmax(self.policy_logits, dim=-1)  # (N, V)
-        ref_logprobs = torch.log_softmax(self._ref_logits, dim=-1)  # (N, V)
-        kl = estimate_kl(self.task.kl_estimator, policy_logprobs, ref_logprobs, actions)  # (N,)
-        index = actions.unsqueeze(-1)  # (N, 1)
-        stats = torch.stack(
-            [kl, policy_logprobs.gather(-1, index)[:, 0], ref_logprobs.gather(-1, index)[:, 0]]
-        )  # (3, N)
-        return stats.double().cpu().numpy()
 
     def _add_final_infos(self, infos: dict[str, Any], finished: np.ndarray) -> None:
         """Same-step autoreset: the ended episodes' last observations and infos."""
@@ -324,34 +313,18 @@ class TextGenerationVectorEnv(VectorEnv):
         device = self.task.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         if rows.size == self.num_envs:
-            self.policy_logits = self._policy_lm.start(input_ids, attention_mask)
-            self._ref_logits = self._run_reference("start", input_ids, attention_mask)
+            self.policy_logits, self._ref_logits = self._models.start(input_ids, attention_mask)
             return
         assert self.policy_logits is not None and self._ref_logits is not None
         row_index = torch.from_numpy(rows).to(device)
-        self.policy_logits[row_index] = self._policy_lm.replace_rows(
-            row_index, input_ids, attention_mask
-        )
-        if self.task.reference_is_policy:
-            self._ref_logits = self.policy_logits
-        else:
-            self._ref_logits[row_index] = self._run_reference(
-                "replace_rows", row_index, input_ids, attention_mask
-            )
+        policy_logits, ref_logits = self._models.replace_rows(row_index, input_ids, attention_mask)
+        self.policy_logits[row_index] = policy_logits
+        self._ref_logits[row_index] = ref_logits  # the same tensor when reference is policy
 
     def _extend(self, tokens: torch.Tensor, going_on: np.ndarray) -> None:
         live = torch.from_numpy(going_on).to(tokens.device)
         tokens = torch.where(live, tokens, self.task.pad_token_id)
-        self.policy_logits = self._policy_lm.extend(tokens, live=live)
-        self._ref_logits = self._run_reference("extend", tokens, live=live)
-
-    def _run_reference(self, method: str, *args: torch.Tensor, **kwargs: torch.Tensor):
-        if self.task.reference_is_policy:
-            return self.policy_logits
-        device = self._ref_lm.device
-        args = tuple(a.to(device) for a in args)
-        kwargs = {k: v.to(device) for k, v in kwargs.items()}
-        return getattr(self._ref_lm, method)(*args, **kwargs).to(self.task.device)
+        self.policy_logits, self._ref_logits = self._models.extend(tokens, live)
 
     def _score(self, rows: np.ndarray, texts: list[str]) -> np.ndarray:
         if rows.size == 0:

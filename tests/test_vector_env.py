@@ -212,5 +212,6 @@ def test_cache_stays_bounded_over_long_runs_with_resets(tokenizer, gpt2):
     longest = 0
     for _ in range(300):
         venv.step(_actions(rng, 4, tokenizer.eos_token_id))
-        longest = max(longest, venv._policy_lm.length, venv._ref_lm.length)
+        models = venv._models
+        longest = max(longest, models.policy.length, models.reference.length)
     assert longest <= venv.task.context_length + 1
