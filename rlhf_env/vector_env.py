@@ -61,6 +61,10 @@ class TextGenerationVectorEnv(VectorEnv):
     policy's next-token logits for the current observations, valid after ``reset`` and after
     every ``step`` (rows awaiting a next-step autoreset hold stale values; their action is
     ignored). An agent that samples from it needs no policy forward of its own.
+    ``reference_logits`` holds the reference's next-token logits the same way (the same tensor
+    when the reference is the policy), for agents that sample from the reference.
+    ``sample_prompts(count, rng)`` draws prompts from the env's prompt source with the caller's
+    generator, to pass back as ``reset(options={"prompts": ...})`` (grouped sampling).
 
     ## Arguments
 
@@ -134,7 +138,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
         self._started = False
         self.policy_logits: torch.Tensor | None = None  # (N, V)
-        self._ref_logits: torch.Tensor | None = None  # (N, V)
+        self.reference_logits: torch.Tensor | None = None  # (N, V)
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -188,9 +192,9 @@ class TextGenerationVectorEnv(VectorEnv):
 
         # 1. KL and log-probs of the taken tokens, from the logits of the current contexts.
         action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(self.task.device)
-        assert self.policy_logits is not None and self._ref_logits is not None
+        assert self.policy_logits is not None and self.reference_logits is not None
         stats = kl_and_logprobs(
-            self.task.kl_estimator, self.policy_logits, self._ref_logits, action_tensor
+            self.task.kl_estimator, self.policy_logits, self.reference_logits, action_tensor
         )  # (3, N)
         kl_np, logp_np, ref_logp_np = stats.double().cpu().numpy()  # one device sync per step
 
@@ -233,6 +237,11 @@ class TextGenerationVectorEnv(VectorEnv):
         self._add_action_mask(infos)
         return self._get_obs(), rewards, terminations, truncations, infos
 
+    def sample_prompts(self, count: int, rng: np.random.Generator) -> list[str]:
+        """``count`` prompts drawn from the env's prompt source with ``rng`` (the env's own
+        generators are left untouched)."""
+        return [self.task.prompt_source.sample(rng) for _ in range(count)]
+
     def render(self) -> str | None:
         """``"ansi"``: the prompt and response so far of every sub-env, one block each."""
         if self.render_mode != "ansi":
@@ -247,7 +256,7 @@ class TextGenerationVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Release the KV caches."""
         self._models.release()
-        self.policy_logits = self._ref_logits = None
+        self.policy_logits = self.reference_logits = None
         self._started = False
 
     # -- helpers -------------------------------------------------------------------------------
@@ -313,18 +322,20 @@ class TextGenerationVectorEnv(VectorEnv):
         device = self.task.device
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         if rows.size == self.num_envs:
-            self.policy_logits, self._ref_logits = self._models.start(input_ids, attention_mask)
+            self.policy_logits, self.reference_logits = self._models.start(
+                input_ids, attention_mask
+            )
             return
-        assert self.policy_logits is not None and self._ref_logits is not None
+        assert self.policy_logits is not None and self.reference_logits is not None
         row_index = torch.from_numpy(rows).to(device)
         policy_logits, ref_logits = self._models.replace_rows(row_index, input_ids, attention_mask)
         self.policy_logits[row_index] = policy_logits
-        self._ref_logits[row_index] = ref_logits  # the same tensor when reference is policy
+        self.reference_logits[row_index] = ref_logits  # the same tensor when reference is policy
 
     def _extend(self, tokens: torch.Tensor, going_on: np.ndarray) -> None:
         live = torch.from_numpy(going_on).to(tokens.device)
         tokens = torch.where(live, tokens, self.task.pad_token_id)
-        self.policy_logits, self._ref_logits = self._models.extend(tokens, live)
+        self.policy_logits, self.reference_logits = self._models.extend(tokens, live)
 
     def _score(self, rows: np.ndarray, texts: list[str]) -> np.ndarray:
         if rows.size == 0:

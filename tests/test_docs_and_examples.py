@@ -51,3 +51,12 @@ def test_readme_vector_env_example_runs():
     )
     infos = namespace["infos"]
     assert infos["_score"].all() and len(infos["response"]) == 4
+
+
+def test_readme_agents_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example saves to runs/ppo
+    namespace: dict = {}
+    exec(compile(_readme_python_block("Usage"), "README.md", "exec"), namespace)
+    exec(compile(_readme_python_block("Agents: PPO and RLOO"), "README.md", "exec"), namespace)
+    assert namespace["trained"].score > namespace["baseline"].score
+    assert (tmp_path / "runs" / "ppo" / "latest").is_file()

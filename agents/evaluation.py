@@ -1,0 +1,62 @@
+"""Evaluate any agent on a vector env: gold score, return, KL and length over whole episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agents.base import Agent
+from agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_env.vector_env import TextGenerationVectorEnv
+
+
+@dataclass
+class Evaluation:
+    """Means over the evaluated episodes, and the episodes themselves."""
+
+    score: float  # mean reward_fn score
+    score_std: float
+    episode_return: float  # mean env return (score - beta * KL + penalties)
+    kl: float  # mean per-response KL to the reference, nats
+    response_length: float
+    rollout: Rollout
+
+    def as_dict(self) -> dict[str, float]:
+        """The scalar figures."""
+        return {
+            "score": self.score,
+            "score_std": self.score_std,
+            "return": self.episode_return,
+            "kl": self.kl,
+            "response_length": self.response_length,
+            "episodes": float(self.rollout.num_episodes),
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Agent, env: TextGenerationVectorEnv, num_episodes: int, seed: int = 0
+) -> Evaluation:
+    """Run ``agent`` for at least ``num_episodes`` episodes (whole rounds of ``num_envs``) on
+    prompts drawn with ``seed``; the env's KL is measured against its reference.
+
+    The agent acts through :meth:`Agent.act` (the env's fast path where it has one). Seeded
+    prompt draws make evaluations of different agents on the same env comparable.
+    """
+    check_rollout_env(env)
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    rounds = -(-num_episodes // env.num_envs)
+    seeds = np.random.default_rng(seed).integers(2**31 - 1, size=rounds)
+    rollout = Rollout.concatenate([collect_episodes(env, agent.act, seed=int(s)) for s in seeds])
+    scores = rollout.scores.double()
+    return Evaluation(
+        score=float(scores.mean()),
+        score_std=float(scores.std()) if rollout.num_episodes > 1 else 0.0,
+        episode_return=float(rollout.returns.mean()),
+        kl=float(rollout.sequence_kl.mean()),
+        response_length=float(rollout.lengths.float().mean()),
+        rollout=rollout,
+    )

@@ -1,0 +1,94 @@
+"""Forwards of a causal LM for the agents: next-token logits for ``predict`` and the
+teacher-forced scoring of whole responses for the updates (one forward per sequence)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_env.incremental import positions_from_mask
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(owner.forward).parameters
+
+
+def observation_tensors(
+    observation: dict[str, Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` as ``(B, L)`` tensors from one or a batch of observations."""
+    input_ids = torch.as_tensor(np.asarray(observation["input_ids"]), device=device).long()
+    mask = torch.as_tensor(np.asarray(observation["attention_mask"]), device=device).long()
+    if input_ids.dim() == 1:
+        input_ids, mask = input_ids.unsqueeze(0), mask.unsqueeze(0)
+    return input_ids, mask
+
+
+@torch.no_grad()
+def next_token_logits(model: torch.nn.Module, observation: dict[str, Any]) -> torch.Tensor:
+    """The model's next-token logits ``(B, V)`` (float32) for left-padded observations."""
+    device = next(model.parameters()).device
+    input_ids, mask = observation_tensors(observation, device)  # (B, L)
+    kwargs = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    output = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions_from_mask(mask),
+        use_cache=False,
+        **kwargs,
+    )
+    return output.logits[:, -1].float()
+
+
+def response_forward(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    with_logits: bool = True,
+    with_hidden: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Score whole responses in one forward (teacher forcing).
+
+    The input is ``[left-padded prompt | right-padded response]`` ``(E, P + R)``. Position
+    ``P - 1 + t`` predicts response token ``t``, so the outputs are read at positions
+    ``P - 1 ... P + R - 2``.
+
+    Returns:
+        ``(logits, hidden)``: ``(E, R, V)`` float32 next-token logits for every response
+        position (``None`` unless ``with_logits``) and ``(E, R, H)`` last hidden states there
+        (``None`` unless ``with_hidden``).
+    """
+    prompt_width, response_width = prompt_ids.shape[1], response_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (E, P + R)
+    mask = torch.cat([prompt_mask, response_mask.long()], dim=1)  # (E, P + R)
+    kwargs: dict[str, Any] = {"output_hidden_states": with_hidden}
+    if _accepts(model, "logits_to_keep"):
+        # Only the last R + 1 positions' logits are needed (the last one is dropped below).
+        kwargs["logits_to_keep"] = response_width + 1 if with_logits else 1
+    output = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions_from_mask(mask),
+        use_cache=False,
+        **kwargs,
+    )
+    logits = None
+    if with_logits:
+        logits = output.logits[:, -(response_width + 1) : -1].float()  # (E, R, V)
+    hidden = None
+    if with_hidden:
+        last = output.hidden_states[-1]  # (E, P + R, H)
+        hidden = last[:, prompt_width - 1 : prompt_width + response_width - 1]  # (E, R, H)
+    return logits, hidden
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[token]`` per position: ``(E, R, V)``, ``(E, R)`` -> ``(E, R)``."""
+    logprobs = torch.log_softmax(logits, dim=-1)  # (E, R, V)
+    return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,142 @@
+"""Advantages and losses of the policy-gradient agents, as small functions with unit tests.
+
+Tensors are token-level ``(E, R)``: ``E`` episodes (responses), ``R`` response positions,
+with a float ``mask`` of 1 on real tokens and 0 on padding after the response ends.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is 1 (0 if there are none)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``values`` shifted and scaled to mean 0 and std 1 over the masked positions; padding
+    positions are set to 0."""
+    mean = masked_mean(values, mask)
+    variance = masked_mean((values - mean) ** 2, mask)
+    return (values - mean) * torch.rsqrt(variance + eps) * mask
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) per token, ``(E, R)`` each.
+
+    Every episode ends at its last masked token with no bootstrap: a response ends either on EOS
+    or at ``max_new_tokens``, and in both cases its score has been paid, so the state after it is
+    terminal::
+
+        delta_t = r_t + gamma * V_{t+1} - V_t        (V_{t+1} = 0 after the last token)
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        returns = A_t + V_t
+
+    Returns:
+        ``(advantages, returns)``, zero on padding.
+    """
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])  # (E,)
+    next_advantage = torch.zeros_like(rewards[:, 0])  # (E,)
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # (E,)
+        advantage = delta + gamma * lam * next_advantage  # (E,)
+        # Past the end of an episode (mask 0) nothing is carried back.
+        advantages[:, t] = advantage * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        next_advantage = advantages[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def group_advantages(
+    returns: torch.Tensor, group_size: int, baseline: str = "rloo"
+) -> torch.Tensor:
+    """Critic-free advantages of episode returns ``(E,)`` in consecutive groups of
+    ``group_size`` responses to the same prompt.
+
+    - ``"rloo"`` (REINFORCE leave-one-out, Ahmadian et al. 2024):
+      ``A_i = R_i - mean_{j != i} R_j``.
+    - ``"grpo"`` (Shao et al. 2024): ``A_i = (R_i - mean_j R_j) / (std_j R_j + 1e-4)``.
+    """
+    if group_size < 2:
+        raise ValueError(f"a group baseline needs group_size >= 2, got {group_size}")
+    if returns.shape[0] % group_size:
+        raise ValueError(f"{returns.shape[0]} returns do not split into groups of {group_size}")
+    grouped = returns.view(-1, group_size)  # (G, k)
+    if baseline == "rloo":
+        others_mean = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # (G, k)
+        return (grouped - others_mean).reshape(-1)
+    if baseline == "grpo":
+        centred = grouped - grouped.mean(dim=1, keepdim=True)  # (G, k)
+        return (centred / (grouped.std(dim=1, keepdim=True) + 1e-4)).reshape(-1)
+    raise ValueError(f"unknown baseline {baseline!r}; choose 'rloo' or 'grpo'")
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped surrogate (Schulman et al. 2017), as a loss to minimise::
+
+        ratio = exp(logp - logp_old)
+        loss  = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)))
+
+    Returns:
+        ``(loss, stats)`` with ``clipfrac`` (share of tokens where the clipped term was taken)
+        and ``approx_kl`` (``mean((ratio - 1) - log ratio)``, Schulman's k3 estimate of
+        KL(old || new)), all masked means over tokens.
+    """
+    log_ratio = logprobs - old_logprobs  # (E, R)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).float(), mask),
+            "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Value loss with the PPO value clipping (``None`` disables it)::
+
+        V_clip = V_old + clip(V - V_old, -eps_v, eps_v)
+        loss   = 0.5 * mean(max((V - G)^2, (V_clip - G)^2))
+
+    Returns:
+        ``(loss, stats)`` with ``value_clipfrac``.
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range is None:
+        return 0.5 * masked_mean(unclipped, mask), {"value_clipfrac": torch.zeros(())}
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {"value_clipfrac": masked_mean((clipped > unclipped).float(), mask)}
+    return loss, stats
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax of ``logits`` ``(..., V)``, in nats, ``(...)``."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return -(logprobs.exp() * logprobs).sum(dim=-1)

@@ -1,0 +1,109 @@
+"""PPO for language models: token-level GAE with a value head, clipped surrogate, KL in the env."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from agents.config import PPOConfig
+from agents.forward import gather_logprobs, response_forward
+from agents.losses import (
+    clipped_value_loss,
+    compute_gae,
+    entropy_from_logits,
+    masked_mean,
+    masked_whiten,
+    ppo_policy_loss,
+)
+from agents.policy_gradient import PolicyGradientAgent
+from agents.rollout import Rollout
+from rlhf_env.models.value_head import ValueHead, hidden_size_of
+
+
+class PPOAgent(PolicyGradientAgent):
+    """Proximal policy optimisation of ``env.policy`` (Schulman et al. 2017), as in
+    InstructGPT: the env pays ``score - beta * KL`` per token; a value head on the policy's
+    trunk (or on its own copy, ``critic="separate"``) gives token-level GAE advantages.
+
+    Each update scores every response in one teacher-forced forward per micro-batch, never one
+    forward per state.
+
+    Example:
+        >>> env = TextGenerationVectorEnv(policy, tokenizer, reward_fn, prompts, num_envs=8)
+        >>> agent = PPOAgent(env, PPOConfig(learning_rate=1e-5)).learn(total_timesteps=20_000)
+        >>> agent.save("runs/ppo")
+    """
+
+    config_class = PPOConfig
+    config: PPOConfig
+
+    def build_modules(self) -> None:
+        """The value head, and for ``critic="separate"`` the critic's own copy of the model."""
+        self.critic = copy.deepcopy(self.policy) if self.config.critic == "separate" else None
+        self.value_head = ValueHead(hidden_size_of(self.policy)).to(self.device)
+
+    def extra_modules(self) -> dict[str, torch.nn.Module]:
+        """The value head (and the separate critic's trunk)."""
+        modules: dict[str, torch.nn.Module] = {"value_head": self.value_head}
+        if self.critic is not None:
+            modules["critic"] = self.critic
+        return modules
+
+    def values(self, batch: Rollout) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(logits, values)``: policy logits ``(E, R, V)`` when the critic shares the trunk
+        (``None`` otherwise) and values ``(E, R)`` of the states before each response token."""
+        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+        if self.critic is None:
+            logits, hidden = response_forward(self.policy, *tensors, with_hidden=True)
+            return logits, self.value_head(hidden)
+        _, hidden = response_forward(self.critic, *tensors, with_logits=False, with_hidden=True)
+        return None, self.value_head(hidden)
+
+    def compute_advantages(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """Values of the rollout's states (no grad), then GAE advantages and returns."""
+        config = self.config
+        old_values = torch.zeros_like(rollout.rewards)
+        chunk = config.minibatch_size // config.gradient_accumulation_steps
+        for first in range(0, rollout.num_episodes, chunk):
+            index = torch.arange(first, min(first + chunk, rollout.num_episodes))
+            batch = rollout.select(index)
+            _, values = self.values(batch)
+            old_values[index, : values.shape[1]] = values
+        mask = rollout.response_mask
+        advantages, returns = compute_gae(
+            rollout.rewards, old_values, mask, config.gamma, config.gae_lambda
+        )
+        if config.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        return {"advantages": advantages, "returns": returns, "old_values": old_values}
+
+    def loss(
+        self, batch: Rollout, targets: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``policy_loss + vf_coef * value_loss - ent_coef * entropy`` (token means)."""
+        config = self.config
+        mask = batch.response_mask
+        logits, values = self.values(batch)
+        if logits is None:  # separate critic: the policy's own forward
+            logits, _ = response_forward(
+                self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask
+            )
+        logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
+        policy_loss, policy_stats = ppo_policy_loss(
+            logprobs, batch.logprobs, targets["advantages"], mask, config.clip_range
+        )
+        value_loss, value_stats = clipped_value_loss(
+            values, targets["old_values"], targets["returns"], mask, config.clip_range_value
+        )
+        entropy = masked_mean(entropy_from_logits(logits), mask)
+        loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+        stats = {
+            "losses/policy": policy_loss.detach(),
+            "losses/value": value_loss.detach(),
+            "losses/entropy": entropy.detach(),
+            "train/clipfrac": policy_stats["clipfrac"],
+            "train/approx_kl": policy_stats["approx_kl"],
+            "train/value_clipfrac": value_stats["value_clipfrac"],
+        }
+        return loss, stats

@@ -1,0 +1,224 @@
+"""Rollout collection: complete episodes from a vector env, stored as padded token tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from rlhf_env.vector_env import TextGenerationVectorEnv
+
+#: Chooses one action per sub-env from the env (its fast-path logits) and the observation.
+ActionChooser = Callable[[TextGenerationVectorEnv, dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass
+class Rollout:
+    """Complete episodes: ``E`` responses of at most ``R`` tokens to prompts of at most ``P``.
+
+    Token tensors are ``(E, R)``, aligned with the response: position ``t`` holds what the env
+    reported for the ``t``-th generated token. ``logprobs`` are the behaviour policy's, as the
+    env computed them while sampling, so importance ratios are exact.
+    """
+
+    prompt_ids: torch.Tensor  # (E, P) left-padded
+    prompt_mask: torch.Tensor  # (E, P) 1 on prompt tokens
+    response_ids: torch.Tensor  # (E, R) right-padded
+    response_mask: torch.Tensor  # (E, R) float, 1 on generated tokens
+    rewards: torch.Tensor  # (E, R) the env's per-token rewards
+    logprobs: torch.Tensor  # (E, R) log pi_behaviour(a_t)
+    ref_logprobs: torch.Tensor  # (E, R) log pi_ref(a_t)
+    kl: torch.Tensor  # (E, R) the env's per-token KL estimates
+    scores: torch.Tensor  # (E,) reward_fn scores of the finished responses
+    terminated: torch.Tensor  # (E,) bool, ended on EOS (else at max_new_tokens)
+    prompts: list[str]
+    responses: list[str]
+
+    @property
+    def num_episodes(self) -> int:
+        """Number of responses ``E``."""
+        return int(self.response_ids.shape[0])
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Tokens per response ``(E,)``."""
+        return self.response_mask.sum(dim=1).long()
+
+    @property
+    def num_tokens(self) -> int:
+        """Generated tokens in all responses."""
+        return int(self.response_mask.sum())
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Undiscounted episode returns ``(E,)``: ``score - beta * sum_t KL_t`` (+ penalties)."""
+        return (self.rewards * self.response_mask).sum(dim=1)
+
+    @property
+    def sequence_kl(self) -> torch.Tensor:
+        """Per-response KL ``(E,)``: the sum of the per-token estimates, in nats."""
+        return (self.kl * self.response_mask).sum(dim=1)
+
+    def select(self, index: torch.Tensor | np.ndarray) -> Rollout:
+        """The episodes at ``index``, trimmed to their own padding widths."""
+        index_list = [int(i) for i in index]
+        index_tensor = torch.as_tensor(index_list, dtype=torch.long)
+        values = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):
+                values[field.name] = [value[i] for i in index_list]
+            else:
+                values[field.name] = value[index_tensor.to(value.device)]
+        subset = Rollout(**values)
+        return subset._trimmed()
+
+    def to(self, device: torch.device | str) -> Rollout:
+        """A copy with every tensor on ``device``."""
+        values = {
+            field.name: (
+                getattr(self, field.name).to(device)
+                if isinstance(getattr(self, field.name), torch.Tensor)
+                else getattr(self, field.name)
+            )
+            for field in fields(self)
+        }
+        return Rollout(**values)
+
+    @staticmethod
+    def concatenate(rollouts: list[Rollout]) -> Rollout:
+        """One rollout holding the episodes of all ``rollouts`` (re-padded to common widths)."""
+        prompt_width = max(r.prompt_ids.shape[1] for r in rollouts)
+        response_width = max(r.response_ids.shape[1] for r in rollouts)
+        values = {}
+        for field in fields(Rollout):
+            parts = [getattr(r, field.name) for r in rollouts]
+            if isinstance(parts[0], list):
+                values[field.name] = [item for part in parts for item in part]
+            elif field.name.startswith("prompt"):
+                values[field.name] = torch.cat([_pad_left(p, prompt_width) for p in parts])
+            elif parts[0].dim() == 2:
+                values[field.name] = torch.cat([_pad_right(p, response_width) for p in parts])
+            else:
+                values[field.name] = torch.cat(parts)
+        # Padding of prompt_ids / response_ids is 0 here; only masked positions hold it.
+        return Rollout(**values)
+
+    def _trimmed(self) -> Rollout:
+        prompt_start = int(self.prompt_mask.any(dim=0).int().argmax())
+        response_end = max(int(self.lengths.max()), 1) if self.num_episodes else 0
+        values = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name.startswith("prompt") and isinstance(value, torch.Tensor):
+                value = value[:, prompt_start:]
+            elif isinstance(value, torch.Tensor) and value.dim() == 2:
+                value = value[:, :response_end]
+            values[field.name] = value
+        return Rollout(**values)
+
+
+def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (width - tensor.shape[1], 0))
+
+
+def _pad_right(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]))
+
+
+def check_rollout_env(env: object) -> TextGenerationVectorEnv:
+    """``env`` if the agents can collect episodes from it, else a ``TypeError``/``ValueError``
+    that says what to pass instead."""
+    if not isinstance(env, TextGenerationVectorEnv):
+        raise TypeError(
+            f"agents train on a rlhf_env.TextGenerationVectorEnv, got {type(env).__name__}; "
+            "build one with TextGenerationVectorEnv(...) or gymnasium.make_vec("
+            "'rlhf_env/TextGeneration-v0', num_envs=..., ...)"
+        )
+    if env.autoreset_mode == AutoresetMode.DISABLED:
+        raise ValueError(
+            "the agents need autoreset: build the env with autoreset_mode='NextStep' (default) "
+            "or 'SameStep'"
+        )
+    return env
+
+
+def collect_episodes(
+    env: TextGenerationVectorEnv,
+    choose_actions: ActionChooser,
+    prompts: list[str] | None = None,
+    seed: int | None = None,
+) -> Rollout:
+    """Reset every sub-env and step until each has finished one episode.
+
+    All sub-envs start together, so the ``t``-th step generates token ``t`` of every response
+    still going; a sub-env that finished early idles (its autoreset episode is not recorded)
+    until the longest response ends, as in batched generation.
+
+    Args:
+        env: the vector env (autoreset NEXT_STEP or SAME_STEP).
+        choose_actions: ``(env, observation) -> (num_envs,)`` token ids.
+        prompts: one prompt per sub-env, or ``None`` to draw them.
+        seed: passed to ``env.reset`` (draws reproducible prompts when ``prompts`` is None).
+    """
+    n, width = env.num_envs, env.task.max_new_tokens
+    options = {"prompts": prompts} if prompts is not None else None
+    obs, info = env.reset(seed=seed, options=options)
+    prompt_texts = list(info["prompt"])
+    prompt_rows = [obs["input_ids"][i][obs["attention_mask"][i] == 1] for i in range(n)]
+
+    actions_taken = np.zeros((n, width), dtype=np.int64)
+    per_token = {key: np.zeros((n, width)) for key in ("rewards", "logprobs", "ref_logprobs", "kl")}
+    info_keys = {"logprobs": "policy_logprob", "ref_logprobs": "ref_logprob", "kl": "kl"}
+    lengths = np.zeros(n, dtype=np.int64)
+    scores = np.zeros(n)
+    terminated = np.zeros(n, dtype=bool)
+    responses: list[str] = [""] * n
+    active = np.ones(n, dtype=bool)
+    for t in range(width):
+        actions = np.asarray(choose_actions(env, obs), dtype=np.int64)  # (N,)
+        obs, rewards, terminations, truncations, info = env.step(actions)
+        actions_taken[active, t] = actions[active]
+        per_token["rewards"][active, t] = rewards[active]
+        for key, info_key in info_keys.items():
+            per_token[key][active, t] = info[info_key][active]
+        done = (terminations | truncations) & active
+        for row in np.flatnonzero(done):
+            scores[row] = info["score"][row]
+            responses[row] = info["response"][row]
+            terminated[row] = terminations[row]
+            lengths[row] = t + 1
+        active &= ~done
+        if not active.any():
+            break
+
+    prompt_width = max(len(row) for row in prompt_rows)
+    prompt_ids = np.zeros((n, prompt_width), dtype=np.int64)
+    prompt_mask = np.zeros((n, prompt_width), dtype=np.int64)
+    for i, row in enumerate(prompt_rows):
+        prompt_ids[i, prompt_width - len(row) :] = row
+        prompt_mask[i, prompt_width - len(row) :] = 1
+    response_width = int(lengths.max())
+    response_mask = np.arange(response_width)[None, :] < lengths[:, None]  # (N, R)
+    device = env.task.device
+
+    def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=device)
+
+    return Rollout(
+        prompt_ids=tensor(prompt_ids, torch.long),
+        prompt_mask=tensor(prompt_mask, torch.long),
+        response_ids=tensor(actions_taken[:, :response_width] * response_mask, torch.long),
+        response_mask=tensor(response_mask, torch.float32),
+        rewards=tensor(per_token["rewards"][:, :response_width], torch.float32),
+        logprobs=tensor(per_token["logprobs"][:, :response_width], torch.float32),
+        ref_logprobs=tensor(per_token["ref_logprobs"][:, :response_width], torch.float32),
+        kl=tensor(per_token["kl"][:, :response_width], torch.float32),
+        scores=tensor(scores, torch.float32),
+        terminated=tensor(terminated, torch.bool),
+        prompts=prompt_texts,
+        responses=responses,
+    )

@@ -1,0 +1,385 @@
+"""The agents: rollouts, learning on an easy task, LoRA / frozen layers, checkpoints, logging."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import (
+    AGENTS,
+    PPOAgent,
+    PPOConfig,
+    RandomAgent,
+    ReferenceAgent,
+    RLOOAgent,
+    RLOOConfig,
+    evaluate,
+    make_agent,
+)
+from agents.checkpoint import LATEST, CheckpointError
+from agents.forward import gather_logprobs, response_forward
+from agents.logger import METRICS
+from agents.rollout import collect_episodes
+from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
+from rlhf_env.models.efficient import add_lora, freeze_lower_layers
+
+PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
+
+
+@pytest.fixture(scope="module")
+def word_start_reward(tokenizer):
+    """The easy task: the share of response tokens that start a word (a leading space).
+
+    34 of the tiny tokenizer's 384 tokens qualify, so a random-init policy scores about 0.06
+    and the best policy 1.0.
+    """
+    targets = {
+        i
+        for i in range(len(tokenizer))
+        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
+    }
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        scores = []
+        for response in responses:
+            ids = tokenizer.encode(response, add_special_tokens=False)
+            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
+        return scores
+
+    return reward
+
+
+def make_vector_env(tokenizer, reward, policy=None, reference=None, num_envs=32, **kwargs):
+    return TextGenerationVectorEnv(
+        policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
+        tokenizer,
+        reward,
+        PROMPTS,
+        reference=reference,
+        num_envs=num_envs,
+        max_new_tokens=8,
+        max_prompt_tokens=8,
+        kl_coef=kwargs.pop("kl_coef", 0.05),
+        **kwargs,
+    )
+
+
+# -- rollouts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
+def test_teacher_forced_logprobs_equal_the_envs(tokenizer, word_start_reward, build):
+    env = make_vector_env(tokenizer, word_start_reward, policy=build(tokenizer, seed=0), num_envs=6)
+    agent = PPOAgent(env, PPOConfig(minibatch_size=2, progress_bar=False))
+    rollout = collect_episodes(env, agent.act, seed=0)
+    logits, hidden = response_forward(
+        env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
+        rollout.response_mask, with_hidden=True,
+    )  # fmt: skip
+    logprobs = gather_logprobs(logits, rollout.response_ids)
+    mask = rollout.response_mask
+    torch.testing.assert_close(logprobs * mask, rollout.logprobs * mask, atol=1e-5, rtol=0)
+    assert hidden.shape == (6, rollout.response_ids.shape[1], 64)
+
+
+def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
+    eos = tokenizer.eos_token_id
+
+    class EndsEarly:  # EOS at step 3 in even sub-envs, never in odd ones
+        def __init__(self):
+            self.step = 0
+
+        def act(self, env, observation):
+            actions = np.full(env.num_envs, 100)
+            if self.step == 2:
+                actions[::2] = eos
+            self.step += 1
+            return actions
+
+    env = make_vector_env(tokenizer, lambda p, r: [len(x) / 10 for x in r], num_envs=4)
+    rollout = collect_episodes(env, EndsEarly().act, seed=0)
+    assert rollout.lengths.tolist() == [3, 8, 3, 8]
+    assert rollout.terminated.tolist() == [True, False, True, False]
+    assert rollout.response_mask.sum().item() == 22
+    # The return is the score minus beta times the summed KL (the env's formula).
+    expected = rollout.scores - 0.05 * rollout.sequence_kl
+    torch.testing.assert_close(rollout.returns, expected, atol=1e-5, rtol=0)
+    assert rollout.prompts[0] in PROMPTS and len(rollout.responses) == 4
+
+
+def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):
+    with pytest.raises(TypeError, match="TextGenerationVectorEnv"):
+        PPOAgent(make_env())
+    env = make_vector_env(tokenizer, lambda p, r: [0.0] * len(r), num_envs=2,
+                          autoreset_mode="Disabled")  # fmt: skip
+    with pytest.raises(ValueError, match="autoreset"):
+        RandomAgent(env)
+
+
+# -- learning on the easy task ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "agent_class, config",
+    [
+        (PPOAgent, PPOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0,
+                             progress_bar=False)),
+        (RLOOAgent, RLOOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0,
+                               group_size=4, progress_bar=False)),
+    ],
+    ids=["ppo", "rloo"],
+)  # fmt: skip
+def test_agent_beats_the_reference_with_bounded_kl(
+    tokenizer, word_start_reward, agent_class, config
+):
+    torch.manual_seed(0)
+    env = make_vector_env(tokenizer, word_start_reward)
+    before = {name: p.detach().clone() for name, p in env.policy.named_parameters()}
+    baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
+    assert abs(baseline.kl) < 1e-4  # the untrained policy is the reference
+
+    agent = agent_class(env, config).learn(total_timesteps=16_000)
+
+    result = evaluate(agent, env, num_episodes=64, seed=1)
+    assert result.score > baseline.score + 0.15, (baseline.score, result.score)
+    assert 0 < result.kl < 12.0, result.kl  # held near the adaptive target of 4 nats
+    assert agent.history[-1]["train/beta"] != agent.history[0]["train/beta"]
+    changed = [n for n, p in env.policy.named_parameters() if not torch.equal(p, before[n])]
+    assert changed
+
+
+def test_grpo_baseline_and_make_agent(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    agent = make_agent("grpo", env, group_size=4, minibatch_size=8, progress_bar=False)
+    assert isinstance(agent, RLOOAgent) and agent.config.baseline == "grpo"
+    agent.learn(total_timesteps=100)
+    # Every round answered each prompt group_size times, in consecutive rows.
+    rollout = collect_episodes(env, agent.act, agent.round_prompts(), seed=3)
+    assert rollout.prompts[:4] == [rollout.prompts[0]] * 4
+    assert set(AGENTS) == {"random", "reference", "ppo", "rloo", "grpo"}
+    with pytest.raises(ValueError, match="unknown agent"):
+        make_agent("dqn", env)
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        RLOOAgent(env, RLOOConfig(group_size=3, minibatch_size=4))
+
+
+def test_predict_shapes_for_every_agent(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    observation, _ = env.reset(seed=0)
+    single = {key: value[0] for key, value in observation.items()}
+    for agent in (
+        RandomAgent(env),
+        ReferenceAgent(env),
+        PPOAgent(env, PPOConfig(minibatch_size=4)),
+    ):
+        actions, state = agent.predict(observation)
+        assert actions.shape == (4,) and state is None
+        assert all(0 <= a < env.vocab_size for a in actions)
+        action, _ = agent.predict(single, deterministic=True)
+        assert np.ndim(action) == 0
+    # Deterministic PPO and reference predictions agree before training (same weights).
+    ppo = PPOAgent(env, PPOConfig(minibatch_size=4))
+    np.testing.assert_array_equal(
+        ppo.predict(observation, deterministic=True)[0],
+        ReferenceAgent(env).predict(observation, deterministic=True)[0],
+    )
+
+
+# -- parameter-efficient training --------------------------------------------------------------
+
+
+def test_lora_reference_is_the_policy_with_adapters_off(tokenizer, word_start_reward):
+    pytest.importorskip("peft")
+    policy, reference = add_lora(build_tiny_gpt2(tokenizer, seed=0), r=4, alpha=8)
+    base_weights = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora" not in n}
+    # No copy: the reference's weights are the policy's tensors.
+    policy_ptrs = {p.data_ptr() for p in policy.parameters()}
+    assert all(p.data_ptr() in policy_ptrs for p in reference.parameters())
+    env = make_vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
+                          num_envs=8)  # fmt: skip
+    assert abs(evaluate(ReferenceAgent(env), env, 8).kl) < 1e-5  # LoRA starts as a no-op
+    agent = PPOAgent(env, PPOConfig(learning_rate=1e-2, minibatch_size=8, progress_bar=False))
+    assert all("lora" in name or "value_head" in name for name in agent.trainable_parameters())
+    agent.learn(total_timesteps=400)
+    for name, parameter in policy.named_parameters():
+        if "lora" not in name:
+            assert torch.equal(parameter, base_weights[name]), name
+    # The adapters moved the policy away from the (unchanged) reference.
+    rollout = collect_episodes(env, agent.act, seed=5)
+    assert rollout.sequence_kl.abs().max() > 1e-3
+
+
+def test_frozen_lower_layers_share_the_trunk_with_the_reference(tokenizer, word_start_reward):
+    policy, reference = freeze_lower_layers(build_tiny_llama(tokenizer, seed=0), num_layers=1)
+    assert reference.model.embed_tokens is policy.model.embed_tokens
+    assert reference.model.layers[0] is policy.model.layers[0]
+    assert reference.model.layers[1] is not policy.model.layers[1]
+    assert not any(p.requires_grad for p in reference.parameters())
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    assert any("layers.0." in n for n in frozen) and not any("layers.1." in n for n in frozen)
+    env = make_vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
+                          num_envs=8)  # fmt: skip
+    agent = PPOAgent(env, PPOConfig(learning_rate=1e-2, minibatch_size=8, progress_bar=False))
+    agent.learn(total_timesteps=400)
+    for name, parameter in policy.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter, frozen[name]), name
+    assert not torch.equal(policy.model.layers[1].mlp.up_proj.weight,
+                           reference.model.layers[1].mlp.up_proj.weight)  # fmt: skip
+    with pytest.raises(ValueError, match=r"num_layers must be in \[0, 2\]"):
+        freeze_lower_layers(build_tiny_llama(tokenizer), num_layers=3)
+
+
+def test_separate_critic_trains_its_own_copy(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    agent = PPOAgent(env, PPOConfig(critic="separate", minibatch_size=8, learning_rate=1e-3,
+                                    progress_bar=False))  # fmt: skip
+    critic_before = {n: p.detach().clone() for n, p in agent.critic.named_parameters()}
+    agent.learn(total_timesteps=200)
+    assert any(not torch.equal(p, critic_before[n]) for n, p in agent.critic.named_parameters())
+    assert agent.history[-1]["losses/value"] >= 0
+
+
+# -- configuration, logging, schedules ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": 0}, "learning_rate must be > 0"),
+        ({"minibatch_size": 6, "gradient_accumulation_steps": 4}, "multiple of"),
+        ({"clip_range": 1.5}, r"clip_range must be in \(0, 1\)"),
+        ({"critic": "twin"}, "critic must be 'shared' or 'separate'"),
+        ({"lr_schedule": "cosine"}, "lr_schedule must be"),
+        ({"kl_target": -1.0}, "kl_target must be > 0"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**kwargs)
+
+
+def test_minibatch_larger_than_rollout_is_rejected(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    with pytest.raises(ValueError, match="exceeds the 4 responses"):
+        PPOAgent(env, PPOConfig(minibatch_size=8))
+
+
+def test_logging_schedule_early_stop_and_tensorboard(tokenizer, word_start_reward, tmp_path):
+    pytest.importorskip("tensorboard")
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    config = PPOConfig(
+        learning_rate=1e-2, lr_schedule="linear", minibatch_size=4, gradient_accumulation_steps=2,
+        epochs=8, target_kl=1e-4, log_dir=str(tmp_path / "tb"), progress_bar=False,
+    )  # fmt: skip
+    agent = PPOAgent(env, config).learn(total_timesteps=200)
+    rates = [record["train/learning_rate"] for record in agent.history]
+    assert rates[0] == pytest.approx(1e-2) and all(a > b for a, b in itertools.pairwise(rates))
+    assert all(record["train/epochs"] < 8 for record in agent.history)  # stopped by target_kl
+    logged = {name for record in agent.history for name in record} - {"timesteps"}
+    assert logged <= set(METRICS) and {"losses/policy", "train/approx_kl"} <= logged
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def _learning_setup(tokenizer, reward, checkpoint_dir=None):
+    env = make_vector_env(tokenizer, reward, num_envs=8)
+    config = PPOConfig(learning_rate=1e-3, minibatch_size=4, kl_target=2.0, progress_bar=False,
+                       checkpoint_dir=checkpoint_dir)  # fmt: skip
+    return env, config
+
+
+def test_resume_gives_the_same_next_update_bitwise(tokenizer, word_start_reward, tmp_path):
+    env, config = _learning_setup(tokenizer, word_start_reward)
+    agent = PPOAgent(env, config)
+    agent.learn(total_timesteps=1)  # one update
+    agent.save(tmp_path / "run")
+    agent.learn(total_timesteps=agent.num_timesteps + 1)  # the next update, uninterrupted
+    expected = {n: p.detach().clone() for n, p in agent.trainable_parameters().items()}
+
+    fresh_env, _ = _learning_setup(tokenizer, word_start_reward)
+    resumed = PPOAgent.load(tmp_path / "run", fresh_env)
+    assert resumed.iterations == 1 and resumed.num_timesteps > 0
+    assert fresh_env.kl_coef == resumed.kl_controller.value != 0.05
+    resumed.learn(total_timesteps=resumed.num_timesteps + 1)
+    for name, parameter in resumed.trainable_parameters().items():
+        assert torch.equal(parameter, expected[name]), name
+
+
+def test_checkpoint_write_is_atomic_and_errors_name_the_file(
+    tokenizer, word_start_reward, tmp_path, monkeypatch
+):
+    env, config = _learning_setup(tokenizer, word_start_reward)
+    agent = PPOAgent(env, config).learn(total_timesteps=1)
+    run = tmp_path / "run"
+    first = agent.save(run)
+    agent.learn(total_timesteps=agent.num_timesteps + 1)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)  # the optimizer file of the second save fails
+    with pytest.raises(OSError, match="disk full"):
+        agent.save(run)
+    monkeypatch.undo()
+    assert (run / LATEST).read_text().strip() == first.name
+    restored = PPOAgent.load(run, make_vector_env(tokenizer, word_start_reward, num_envs=8))
+    assert restored.iterations == 1
+
+    (first / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors"):
+        PPOAgent.load(run, make_vector_env(tokenizer, word_start_reward, num_envs=8))
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
+        PPOAgent.load(tmp_path / "nothing", env)
+    state = json.loads((first / "state.json").read_text())
+    assert state["agent"] == "PPOAgent" and state["num_timesteps"] == restored.num_timesteps
+
+
+def test_checkpoint_of_another_model_is_refused(tokenizer, word_start_reward, tmp_path):
+    env, config = _learning_setup(tokenizer, word_start_reward)
+    PPOAgent(env, config).save(tmp_path / "run")
+    llama_env = make_vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
+                                num_envs=8)  # fmt: skip
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        PPOAgent.load(tmp_path / "run", llama_env)
+    with pytest.raises(CheckpointError, match="holds a PPOAgent checkpoint"):
+        RLOOAgent.load(tmp_path / "run", env)
+
+
+def test_learn_writes_periodic_checkpoints_and_keeps_the_newest(
+    tokenizer, word_start_reward, tmp_path
+):
+    env, config = _learning_setup(tokenizer, word_start_reward, str(tmp_path / "run"))
+    config.checkpoint_every = 1
+    agent = PPOAgent(env, config).learn(total_timesteps=3 * 8 * 8)
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert kept == [f"checkpoint-{agent.iterations - 1:06d}", f"checkpoint-{agent.iterations:06d}"]
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+def test_baseline_agents_save_and_load(tokenizer, word_start_reward, tmp_path):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    RandomAgent(env, seed=7).save(tmp_path / "random")
+    assert RandomAgent.load(tmp_path / "random", env).seed == 7
+    assert RandomAgent(env).learn(10).num_timesteps == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ppo_on_cuda_in_bf16_learns(tokenizer, word_start_reward):
+    policy = build_tiny_gpt2(tokenizer, seed=0).cuda()
+    env = make_vector_env(tokenizer, word_start_reward, policy=policy)
+    baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
+    config = PPOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0, progress_bar=False)
+    agent = PPOAgent(env, config).learn(total_timesteps=16_000)
+    assert agent.device.type == "cuda" and env.policy_logits.is_cuda
+    assert all(p.dtype == torch.float32 for p in agent.trainable_parameters().values())
+    result = evaluate(agent, env, num_episodes=64, seed=1)
+    assert result.score > baseline.score + 0.15, (baseline.score, result.score)
+    assert 0 < result.kl < 12.0
