@@ -3,12 +3,14 @@
 ============== ===================================================================
 ``RandomAgent``    uniformly random tokens
 ``ReferenceAgent`` samples from the frozen reference: the baseline of every result
+``PolicyAgent``    samples from the env's current policy (to evaluate one trained elsewhere)
 ``PPOAgent``       PPO with a value head and token-level GAE (:class:`PPOConfig`)
 ``RLOOAgent``      critic-free, group baseline: RLOO or GRPO-style (:class:`RLOOConfig`)
 ============== ===================================================================
 
-Select one by name with :func:`make_agent` (``"random"``, ``"reference"``, ``"ppo"``,
-``"rloo"``, ``"grpo"``).
+Select one by name with :func:`make_agent` (``"random"``, ``"reference"``, ``"policy"``,
+``"ppo"``, ``"rloo"``, ``"grpo"``). :mod:`agents.sb3` holds ``LanguageModelPolicy``, the policy
+class for stable-baselines3's own PPO and A2C (imported on demand).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import Agent
-from agents.baselines import RandomAgent, ReferenceAgent
+from agents.baselines import PolicyAgent, RandomAgent, ReferenceAgent
 from agents.config import PolicyGradientConfig, PPOConfig, RLOOConfig
 from agents.evaluation import Evaluation, evaluate
 from agents.ppo import PPOAgent
@@ -27,6 +29,7 @@ from rlhf_env.vector_env import TextGenerationVectorEnv
 AGENTS: dict[str, type[Agent]] = {
     "random": RandomAgent,
     "reference": ReferenceAgent,
+    "policy": PolicyAgent,
     "ppo": PPOAgent,
     "rloo": RLOOAgent,
     "grpo": RLOOAgent,
@@ -56,6 +59,7 @@ __all__ = [
     "Evaluation",
     "PPOAgent",
     "PPOConfig",
+    "PolicyAgent",
     "PolicyGradientConfig",
     "RLOOAgent",
     "RLOOConfig",

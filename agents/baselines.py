@@ -82,3 +82,20 @@ class ReferenceAgent(_FixedAgent):
         """Sample from ``env.reference_logits`` (no forward of its own)."""
         assert env.reference_logits is not None
         return self._sample(env.reference_logits, deterministic=False)
+
+
+class PolicyAgent(_FixedAgent):
+    """Samples from the env's current policy, whatever trained it (e.g. stable-baselines3):
+    the way to evaluate a policy trained outside :mod:`agents`."""
+
+    def predict(
+        self, observation: dict[str, Any], deterministic: bool = False
+    ) -> tuple[np.ndarray, None]:
+        """Sample (or, ``deterministic``, take the argmax of) the policy's next token."""
+        actions = self._sample(next_token_logits(self.env.policy, observation), deterministic)
+        return (actions[0] if np.asarray(observation["input_ids"]).ndim == 1 else actions), None
+
+    def act(self, env: TextGenerationVectorEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Sample from ``env.policy_logits`` (no forward of its own)."""
+        assert env.policy_logits is not None
+        return self._sample(env.policy_logits, deterministic=False)

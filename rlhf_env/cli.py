@@ -115,7 +115,10 @@ def train_rm(args: argparse.Namespace) -> int:
     config = dataclass_from_args(RewardTrainingConfig, args)
     pairs = load_pairs(args.pairs)
     reward_model = RewardModel.from_backbone(
-        assets.resolve(args.backbone), max_length=args.max_length, seed=config.seed
+        assets.resolve(args.backbone),
+        max_length=args.max_length,
+        seed=config.seed,
+        include_prompt=not args.response_only,
     )
     metrics = train_reward_model(reward_model, pairs, config)
     out = Path(args.out)
@@ -177,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", type=Path, required=True, help="output folder")
     train.add_argument("--max-length", type=int, default=256, help="tokens per text")
+    train.add_argument(
+        "--response-only",
+        action="store_true",
+        help="score the response alone, not (prompt, response): for preferences that depend "
+        "on the response only, such as the sentiment oracles' labels",
+    )
     add_dataclass_arguments(train, RewardTrainingConfig)
     train.set_defaults(handler=train_rm)
     return parser

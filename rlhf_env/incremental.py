@@ -39,6 +39,8 @@ class IncrementalLM:
 
     The model is held by reference: if it is being trained, every forward reads its current
     weights (cached keys/values of earlier tokens were computed with the weights of their time).
+    With ``with_hidden=True`` each call also leaves the last layer's hidden states of the rows it
+    returned logits for in ``last_hidden`` ``(B, H)`` (for a value head).
 
     Example:
         >>> lm = IncrementalLM(model)
@@ -46,8 +48,10 @@ class IncrementalLM:
         >>> logits = lm.extend(next_tokens)                # (B, V), after appending (B,) tokens
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, with_hidden: bool = False) -> None:
         self.model = model
+        self.with_hidden = with_hidden
+        self.last_hidden: torch.Tensor | None = None
         # A peft model (or a view of one) forwards **kwargs to the HF model: read that one's.
         signature_owner = model.get_base_model() if hasattr(model, "get_base_model") else model
         parameters = inspect.signature(signature_owner.forward).parameters
@@ -73,8 +77,11 @@ class IncrementalLM:
                 attention_mask=self.attention_mask,
                 position_ids=position_ids,
                 use_cache=True,
+                output_hidden_states=self.with_hidden,
                 **kwargs,
             )
+        if self.with_hidden:
+            self.last_hidden = output.hidden_states[-1][:, -1]  # (B, H)
         return output.logits[:, -1].float()  # (B, V)
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -114,8 +121,9 @@ class IncrementalLM:
         """
         if self.cache is None or self.attention_mask is None or self._next_position is None:
             raise RuntimeError("IncrementalLM.replace_rows() called before start()")
-        fresh = IncrementalLM(self.model)
+        fresh = IncrementalLM(self.model, self.with_hidden)
         logits = fresh.start(input_ids, attention_mask)
+        self.last_hidden = fresh.last_hidden
         assert fresh.cache is not None and fresh.attention_mask is not None
         new_length = attention_mask.shape[1]
         self._left_pad_to(new_length)
@@ -166,6 +174,7 @@ class IncrementalLM:
         self.cache = None
         self.attention_mask = None
         self._next_position = None
+        self.last_hidden = None
 
 
 def _full_attention_layers(cache: DynamicCache) -> list[DynamicLayer]:

@@ -34,21 +34,30 @@ class SB3VecEnv(VecEnv):
 
     SB3's conventions: ``step`` returns ``(obs, rewards, dones, infos)`` with ``dones =
     terminated | truncated``, ``infos`` a list of dicts; a sub-env that ended is reset in the
-    same step, its last observation in ``infos[i]["terminal_observation"]`` and
-    ``infos[i]["TimeLimit.truncated"]`` set when the episode was cut by ``max_new_tokens``.
-    The vector env must therefore use ``AutoresetMode.SAME_STEP``.
+    same step, its last observation in ``infos[i]["terminal_observation"]``. The vector env
+    must therefore use ``AutoresetMode.SAME_STEP``.
+
+    ``infos[i]["TimeLimit.truncated"]`` tells SB3 to bootstrap the return with the value of the
+    last observation. A response cut at ``max_new_tokens`` has had its score paid in full, and
+    no reward follows, so by default it is reported as ``False`` (no bootstrap; bootstrapping
+    would count the score twice). ``bootstrap_truncated=True`` reports Gymnasium's truncation
+    flag instead.
 
     Args:
         vector_env: the batched environment, built with ``autoreset_mode="SameStep"``.
+        bootstrap_truncated: let SB3 bootstrap responses cut at ``max_new_tokens``.
     """
 
-    def __init__(self, vector_env: TextGenerationVectorEnv) -> None:
+    def __init__(
+        self, vector_env: TextGenerationVectorEnv, bootstrap_truncated: bool = False
+    ) -> None:
         if vector_env.autoreset_mode != AutoresetMode.SAME_STEP:
             raise ValueError(
                 "SB3VecEnv needs a vector env that resets in the same step, as SB3 does; build "
                 "it with TextGenerationVectorEnv(..., autoreset_mode='SameStep')"
             )
         self.vector_env = vector_env
+        self.bootstrap_truncated = bootstrap_truncated
         self._actions: np.ndarray | None = None
         super().__init__(
             vector_env.num_envs,
@@ -87,7 +96,8 @@ class SB3VecEnv(VecEnv):
         for row in np.flatnonzero(terminations | truncations):
             # The reset info ("prompt") belongs to the new episode; the rest to the one that ended.
             split[row]["terminal_observation"] = infos["final_obs"][row]
-            split[row]["TimeLimit.truncated"] = bool(truncations[row] and not terminations[row])
+            cut = bool(truncations[row] and not terminations[row])
+            split[row]["TimeLimit.truncated"] = cut and self.bootstrap_truncated
         return split
 
     def close(self) -> None:

@@ -161,7 +161,7 @@ def test_grpo_baseline_and_make_agent(tokenizer, word_start_reward):
     # Every round answered each prompt group_size times, in consecutive rows.
     rollout = collect_episodes(env, agent.act, agent.round_prompts(), seed=3)
     assert rollout.prompts[:4] == [rollout.prompts[0]] * 4
-    assert set(AGENTS) == {"random", "reference", "ppo", "rloo", "grpo"}
+    assert set(AGENTS) == {"random", "reference", "policy", "ppo", "rloo", "grpo"}
     with pytest.raises(ValueError, match="unknown agent"):
         make_agent("dqn", env)
     with pytest.raises(ValueError, match="multiple of group_size"):

@@ -46,3 +46,27 @@ def test_vector_env_memory_smoke(tmp_path):
     assert "growth" in stdout
     result = json.loads(out.read_text())
     assert result["episodes"] > 0 and result["rss_final_mib"] > 0
+
+
+def test_ppo_training_smoke(tmp_path):
+    out = tmp_path / "ppo.json"
+    stdout = _run(
+        "ppo_training.py", "--model", "tiny", "--setups", "full", "lora:4", "--num-envs", "4",
+        "--new", "4", "--iterations", "2", "--minibatch", "4", "--out", str(out),
+    )  # fmt: skip
+    assert "peak MiB" in stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["setup"] for row in rows] == ["full", "lora:4"]
+    assert rows[1]["trainable_parameters"] < rows[0]["trainable_parameters"]
+    assert all(row["tokens_per_second"] > 0 for row in rows)
+
+
+def test_sb3_rollout_smoke(tmp_path):
+    out = tmp_path / "sb3.json"
+    stdout = _run(
+        "sb3_rollout.py", "--models", "tiny-gpt2", "--tokenizer", "tiny", "--batch", "2",
+        "--new", "4", "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "ratio" in stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["tokens_per_second_cache"] > 0 and result["tokens_per_second_no_cache"] > 0

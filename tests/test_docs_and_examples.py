@@ -60,3 +60,22 @@ def test_readme_agents_example_runs(tmp_path, monkeypatch):
     exec(compile(_readme_python_block("Agents: PPO and RLOO"), "README.md", "exec"), namespace)
     assert namespace["trained"].score > namespace["baseline"].score
     assert (tmp_path / "runs" / "ppo" / "latest").is_file()
+
+
+def test_sb3_example_runs_in_a_subprocess():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sb3_ppo.py"), "--timesteps", "2048",
+         "--num-envs", "16"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "after SB3 PPO:" in result.stdout and "KL to the reference" in result.stdout
+
+
+def test_readme_sb3_example_runs():
+    namespace: dict = {}
+    exec(compile(_readme_python_block("Usage"), "README.md", "exec"), namespace)
+    block = _readme_python_block("stable-baselines3").replace("16_000", "256")  # a short run
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["model"].num_timesteps >= 256
+    assert namespace["model"].policy.model is namespace["vector_env"].policy

@@ -93,6 +93,24 @@ def test_normalisation_save_and_load(backbone_dir, tmp_path):
     assert (loaded.mean, loaded.std) == (reward_model.mean, reward_model.std)
 
 
+def test_response_only_reward_model_ignores_the_prompt_and_keeps_the_setting(
+    backbone_dir, tmp_path
+):
+    both = RewardModel.from_backbone(backbone_dir, device="cpu")
+    alone = RewardModel.from_backbone(backbone_dir, device="cpu", include_prompt=False)
+    responses = [" was great.", " was great."]
+    prompts = ["The film", "The music was awful and the ending"]
+    scores = alone(prompts, responses)
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)  # the prompt is not read
+    assert both(prompts, responses)[0] != both(prompts, responses)[1]
+    assert (
+        alone.encode(prompts, responses)["input_ids"].shape[1]
+        < (both.encode(prompts, responses)["input_ids"].shape[1])
+    )
+    loaded = RewardModel.from_pretrained(alone.save_pretrained(tmp_path / "rm"), device="cpu")
+    assert loaded.include_prompt is False and loaded(prompts, responses) == scores
+
+
 def test_reward_model_plugs_into_the_env(backbone_dir):
     from rlhf_env import TextGenerationEnv
     from rlhf_env.models import build_tiny_gpt2

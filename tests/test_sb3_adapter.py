@@ -35,7 +35,7 @@ def test_sb3_format_terminal_observation_and_time_limit(tokenizer, gpt2):
     for _ in range(3):
         obs, rewards, dones, infos = env.step(np.array([30, 30, 30]))
     assert dones.tolist() == [False, True, True]
-    assert infos[1]["TimeLimit.truncated"] is True
+    assert infos[1]["TimeLimit.truncated"] is False  # the score is paid: no bootstrap
     assert infos[1]["terminal_observation"]["input_ids"][-4:].tolist() == [30] * 4
     assert obs["attention_mask"][1].sum() < 16  # already the next episode's prompt
 

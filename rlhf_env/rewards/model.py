@@ -26,6 +26,10 @@ class RewardModel:
 
         score = (head(backbone(prompt [SEP] response)) - mean) / std
 
+    With ``include_prompt=False`` the backbone reads the response alone, for preferences that
+    depend on the response only (such as the sentiment oracles' labels): shorter inputs, and
+    the prompt's own content cannot leak into the score.
+
     Call it as the env's ``reward_fn``: ``reward_model(prompts, responses) -> list[float]``.
     Train it with :func:`rlhf_env.rewards.training.train_reward_model`.
 
@@ -33,6 +37,7 @@ class RewardModel:
         model: a sequence-classification model with ``num_labels == 1``.
         tokenizer: its tokenizer (a pad token is ensured).
         max_length: texts are truncated to this many tokens (the prompt is cut first).
+        include_prompt: read ``(prompt, response)`` as a text pair (default) or the response only.
         mean, std: the normalisation (see :meth:`normalize`).
         batch_size: texts per forward when scoring.
     """
@@ -45,6 +50,7 @@ class RewardModel:
         mean: float = 0.0,
         std: float = 1.0,
         batch_size: int = 64,
+        include_prompt: bool = True,
     ) -> None:
         if int(model.config.num_labels) != 1:
             raise RewardModelError(
@@ -60,6 +66,7 @@ class RewardModel:
         self.max_length = max_length
         self.mean, self.std = float(mean), float(std)
         self.batch_size = batch_size
+        self.include_prompt = bool(include_prompt)
 
     @classmethod
     def from_backbone(
@@ -70,6 +77,7 @@ class RewardModel:
         max_length: int = 256,
         trust_remote_code: bool = False,
         seed: int = 0,
+        include_prompt: bool = True,
     ) -> RewardModel:
         """A fresh scalar head on a pretrained backbone (hub name or local folder).
 
@@ -100,7 +108,12 @@ class RewardModel:
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
         )
-        return cls(model.to(pick_device(device)), tokenizer, max_length=max_length)
+        return cls(
+            model.to(pick_device(device)),
+            tokenizer,
+            max_length=max_length,
+            include_prompt=include_prompt,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -108,10 +121,11 @@ class RewardModel:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenise ``(prompt, response)`` pairs as text pairs, padded, on the model's device."""
+        """Tokenise ``(prompt, response)`` text pairs (or the responses alone, when
+        ``include_prompt`` is off), padded, on the model's device."""
+        texts = (list(prompts), list(responses)) if self.include_prompt else (list(responses),)
         batch = self.tokenizer(
-            list(prompts),
-            list(responses),
+            *texts,
             padding=True,
             truncation="longest_first",
             max_length=self.max_length,
@@ -152,7 +166,12 @@ class RewardModel:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        config = {"mean": self.mean, "std": self.std, "max_length": self.max_length}
+        config = {
+            "mean": self.mean,
+            "std": self.std,
+            "max_length": self.max_length,
+            "include_prompt": self.include_prompt,
+        }
         (directory / REWARD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return directory
 
@@ -185,6 +204,7 @@ class RewardModel:
                 float(config["std"]),
                 config["max_length"],
             )
+            include_prompt = bool(config.get("include_prompt", True))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise RewardModelError(f"{config_path} is corrupt: {error}") from error
         try:
@@ -195,4 +215,11 @@ class RewardModel:
             raise RewardModelError(f"cannot load the weights in {weights}: {error}") from error
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         model = model.to(pick_device(device)).eval()
-        return cls(model, tokenizer, max_length=int(max_length), mean=mean, std=std)
+        return cls(
+            model,
+            tokenizer,
+            max_length=int(max_length),
+            mean=mean,
+            std=std,
+            include_prompt=include_prompt,
+        )

@@ -1,0 +1,130 @@
+"""agents.sb3.LanguageModelPolicy: stable-baselines3's PPO and A2C, as released, train the LM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.utils import obs_as_tensor
+
+from agents import PolicyAgent, ReferenceAgent, evaluate
+from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
+from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
+from rlhf_env.sb3 import SB3VecEnv
+
+PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
+
+
+def word_start_share(tokenizer):
+    """The easy task of test_agents: the share of response tokens that start a word."""
+    targets = {
+        i
+        for i in range(len(tokenizer))
+        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
+    }
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        scores = []
+        for response in responses:
+            ids = tokenizer.encode(response, add_special_tokens=False)
+            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
+        return scores
+
+    return reward
+
+
+def make_env(tokenizer, policy=None, num_envs=8, max_new_tokens=8, reward=None):
+    return TextGenerationVectorEnv(
+        policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
+        tokenizer,
+        reward or word_start_share(tokenizer),
+        PROMPTS,
+        num_envs=num_envs,
+        max_new_tokens=max_new_tokens,
+        max_prompt_tokens=8,
+        kl_coef=0.05,
+        autoreset_mode="SameStep",
+    )
+
+
+@pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
+def test_cached_rollout_forward_equals_full_recomputation(tokenizer, build):
+    eos = tokenizer.eos_token_id
+    vector_env = make_env(tokenizer, policy=build(tokenizer, seed=0), num_envs=4,
+                          max_new_tokens=5)  # fmt: skip
+    venv = SB3VecEnv(vector_env)
+    model = PPO(LanguageModelPolicy, venv, policy_kwargs=language_model_policy_kwargs(vector_env),
+                n_steps=8, batch_size=32, device="cpu")  # fmt: skip
+    policy = model.policy
+    policy.set_training_mode(False)
+    venv.seed(0)
+    obs = venv.reset()
+    rng = np.random.default_rng(0)
+    resets = 0
+    for _ in range(24):  # several episodes per sub-env: early EOS, truncations, resets
+        tensors = obs_as_tensor({k: v.astype(np.float32) for k, v in obs.items()}, "cpu")
+        with torch.no_grad():
+            cached_logits, cached_hidden = policy._logits_and_hidden(tensors)
+            full_logits, full_hidden = policy._full_forward(tensors)
+        torch.testing.assert_close(cached_logits, full_logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cached_hidden, full_hidden, atol=1e-5, rtol=1e-5)
+        actions = rng.integers(3, 300, size=4)
+        actions[rng.random(4) < 0.15] = eos
+        obs, _, dones, _ = venv.step(actions)
+        resets += int(dones.sum())
+    assert resets >= 8
+
+
+def test_sb3_ppo_beats_the_reference(tokenizer):
+    torch.manual_seed(0)
+    vector_env = make_env(tokenizer, num_envs=32)
+    baseline = evaluate(ReferenceAgent(vector_env), vector_env, num_episodes=64, seed=1)
+    model = PPO(
+        LanguageModelPolicy, SB3VecEnv(vector_env),
+        policy_kwargs=language_model_policy_kwargs(vector_env), learning_rate=5e-4,
+        n_steps=16, batch_size=128, n_epochs=4, gamma=1.0, gae_lambda=0.95, seed=0, device="cpu",
+    )  # fmt: skip
+    assert model.policy.model is vector_env.policy  # the env's KL reads the trained module
+    model.learn(total_timesteps=16_000)
+    trained = evaluate(PolicyAgent(vector_env), vector_env, num_episodes=64, seed=1)
+    assert trained.score > baseline.score + 0.1, (baseline.score, trained.score)
+    assert trained.kl > 0
+
+
+def test_a2c_trains_and_the_reference_stays_out_of_the_optimizer(tokenizer):
+    vector_env = make_env(tokenizer)
+    reference_before = {n: p.clone() for n, p in vector_env.reference.named_parameters()}
+    policy_before = {n: p.detach().clone() for n, p in vector_env.policy.named_parameters()}
+    kwargs = language_model_policy_kwargs(vector_env)
+    model = A2C(LanguageModelPolicy, SB3VecEnv(vector_env), policy_kwargs=kwargs, n_steps=8,
+                device="cpu")  # fmt: skip
+    optimized = {id(p) for group in model.policy.optimizer.param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in vector_env.reference.parameters()}
+    assert id(model.policy.value_head.linear.weight) in optimized
+    model.learn(total_timesteps=256)
+    changed = [n for n, p in vector_env.policy.named_parameters()
+               if not torch.equal(p, policy_before[n])]  # fmt: skip
+    assert changed
+    for name, parameter in vector_env.reference.named_parameters():
+        assert torch.equal(parameter, reference_before[name])
+    action, _ = model.predict({k: v[0] for k, v in vector_env.reset(seed=0)[0].items()})
+    assert 0 <= int(action) < vector_env.vocab_size
+
+
+def test_policy_needs_the_model_and_a_same_step_env(tokenizer):
+    vector_env = make_env(tokenizer)
+    with pytest.raises(ValueError, match=r"policy_kwargs=\{'model': vector_env\.policy\}"):
+        PPO(LanguageModelPolicy, SB3VecEnv(vector_env), device="cpu")
+
+
+def test_bootstrap_of_truncated_responses_is_opt_in(tokenizer):
+    vector_env = make_env(tokenizer, num_envs=2, max_new_tokens=2)
+    for bootstrap in (False, True):
+        venv = SB3VecEnv(vector_env, bootstrap_truncated=bootstrap)
+        venv.reset()
+        venv.step(np.array([30, 30]))
+        _, _, dones, infos = venv.step(np.array([30, 30]))
+        assert dones.all()
+        assert [info["TimeLimit.truncated"] for info in infos] == [bootstrap, bootstrap]
