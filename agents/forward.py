@@ -12,7 +12,8 @@ import torch
 from rlhf_env.incremental import positions_from_mask
 
 
-def _accepts(model: torch.nn.Module, name: str) -> bool:
+def accepts_argument(model: torch.nn.Module, name: str) -> bool:
+    """Whether the forward of ``model`` (of the HF model under a peft wrapper) takes ``name``."""
     owner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(owner.forward).parameters
 
@@ -33,7 +34,7 @@ def next_token_logits(model: torch.nn.Module, observation: dict[str, Any]) -> to
     """The model's next-token logits ``(B, V)`` (float32) for left-padded observations."""
     device = next(model.parameters()).device
     input_ids, mask = observation_tensors(observation, device)  # (B, L)
-    kwargs = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    kwargs = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
     output = model(
         input_ids=input_ids,
         attention_mask=mask,
@@ -68,7 +69,7 @@ def response_forward(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (E, P + R)
     mask = torch.cat([prompt_mask, response_mask.long()], dim=1)  # (E, P + R)
     kwargs: dict[str, Any] = {"output_hidden_states": with_hidden}
-    if _accepts(model, "logits_to_keep"):
+    if accepts_argument(model, "logits_to_keep"):
         # Only the last R + 1 positions' logits are needed (the last one is dropped below).
         kwargs["logits_to_keep"] = response_width + 1 if with_logits else 1
     output = model(

@@ -41,6 +41,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
+from agents.forward import accepts_argument
 from rlhf_env.incremental import IncrementalLM, positions_from_mask
 from rlhf_env.models.value_head import ValueHead, hidden_size_of
 from rlhf_env.vector_env import TextGenerationVectorEnv
@@ -94,6 +95,7 @@ class LanguageModelPolicy(ActorCriticPolicy):
             raise ValueError("LanguageModelPolicy supports Discrete action spaces only")
         self.value_head = ValueHead(hidden_size_of(self.model)).to(_device_of(self.model))
         self._rollout_cache = _RolloutCache(self.model)
+        self._keeps_logits = accepts_argument(self.model, "logits_to_keep")
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
 
@@ -153,12 +155,15 @@ class LanguageModelPolicy(ActorCriticPolicy):
     def _full_forward(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-encode whole contexts: next-token logits ``(B, V)`` and last hidden ``(B, H)``."""
         input_ids, mask = _token_tensors(obs)
+        # Logits of the last position only: (B, V), not (B, L, V).
+        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
         output = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions_from_mask(mask),
             use_cache=False,
             output_hidden_states=True,
+            **kwargs,
         )
         return output.logits[:, -1].float(), output.hidden_states[-1][:, -1]
 

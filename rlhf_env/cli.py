@@ -119,6 +119,7 @@ def train_rm(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         seed=config.seed,
         include_prompt=not args.response_only,
+        pooling=args.pooling,
     )
     metrics = train_reward_model(reward_model, pairs, config)
     out = Path(args.out)
@@ -185,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the response alone, not (prompt, response): for preferences that depend "
         "on the response only, such as the sentiment oracles' labels",
+    )
+    train.add_argument(
+        "--pooling",
+        choices=["head", "sum", "mean"],
+        default="head",
+        help="head: the sequence-classification head; sum/mean: per-token scores summed or "
+        "averaged (an additive reward)",
     )
     add_dataclass_arguments(train, RewardTrainingConfig)
     train.set_defaults(handler=train_rm)

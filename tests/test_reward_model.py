@@ -74,6 +74,13 @@ def test_training_lowers_the_loss_and_separates_a_trivial_set(backbone_dir):
     assert metrics["eval_pairs"] == 16  # 2 of the 6 prompts, 8 pairs each
     assert metrics["eval_accuracy"][-1] == 1.0
     assert pairwise_accuracy(reward_model, separable_pairs()) == 1.0
+    # Normalised on the distinct training responses (each once, though in several pairs).
+    train, _ = split_pairs(separable_pairs(), config.eval_fraction, config.seed)
+    distinct = dict.fromkeys([(p.prompt, p.chosen) for p in train] + [(p.prompt, p.rejected)
+                                                                      for p in train])  # fmt: skip
+    scores = torch.tensor(reward_model([t[0] for t in distinct], [t[1] for t in distinct]))
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert scores.std().item() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_normalisation_save_and_load(backbone_dir, tmp_path):
@@ -109,6 +116,30 @@ def test_response_only_reward_model_ignores_the_prompt_and_keeps_the_setting(
     )
     loaded = RewardModel.from_pretrained(alone.save_pretrained(tmp_path / "rm"), device="cpu")
     assert loaded.include_prompt is False and loaded(prompts, responses) == scores
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_token_pooled_reward_model_trains_and_round_trips(backbone_dir, tmp_path, pooling):
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu", pooling=pooling)
+    config = RewardTrainingConfig(epochs=6, batch_size=8, learning_rate=3e-3, eval_fraction=0.25)
+    metrics = train_reward_model(reward_model, separable_pairs(), config, progress=False)
+    assert metrics["eval_accuracy"][-1] == 1.0
+    pairs = separable_pairs(6)
+    prompts, responses = [p.prompt for p in pairs], [p.chosen for p in pairs]
+    # The score is the pooled per-token scores of the backbone's token-classification head.
+    batch = reward_model.encode(prompts, responses)
+    with torch.no_grad():
+        per_token = reward_model.model(**batch).logits[..., 0]  # (B, T)
+    mask = batch["attention_mask"].float()
+    pooled = (per_token * mask).sum(1)
+    if pooling == "mean":
+        pooled = pooled / mask.sum(1)
+    torch.testing.assert_close(reward_model.raw_scores(prompts, responses), pooled)
+    loaded = RewardModel.from_pretrained(reward_model.save_pretrained(tmp_path / "rm"))
+    assert loaded.pooling == pooling
+    assert loaded(prompts, responses) == pytest.approx(reward_model(prompts, responses), abs=1e-5)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        RewardModel.from_backbone(backbone_dir, pooling="max")
 
 
 def test_reward_model_plugs_into_the_env(backbone_dir):
@@ -195,3 +226,29 @@ def test_cli_train_rm_reports_bad_pairs_files(tmp_path, backbone_dir):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 1 and "empty.jsonl holds no preference records" in result.stderr
+
+
+def test_grouped_steps_hold_whole_prompts_and_score_each_text_once(backbone_dir, monkeypatch):
+    pairs = separable_pairs(48)  # 6 prompts, 8 pairs each
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu")
+    steps = []
+    forward = reward_model.raw_forward
+
+    def recording_forward(prompts, responses):
+        steps.append(list(zip(prompts, responses, strict=True)))
+        return forward(prompts, responses)
+
+    monkeypatch.setattr(reward_model, "raw_forward", recording_forward)
+    config = RewardTrainingConfig(epochs=1, batch_size=10, eval_fraction=0, normalize=False)
+    metrics = train_reward_model(reward_model, pairs, config, progress=False)
+    assert len(steps) == len(metrics["loss"]) == 3  # two whole prompts (16 pairs) per step
+    for texts in steps:
+        assert len(texts) == len(set(texts)) == 4  # each distinct response scored once
+    prompts = [prompt for texts in steps for prompt in {p for p, _ in texts}]
+    assert sorted(prompts) == sorted({pair.prompt for pair in pairs})  # no prompt split
+
+    steps.clear()
+    ungrouped = RewardTrainingConfig(epochs=1, batch_size=10, eval_fraction=0, normalize=False,
+                                     group_by_prompt=False)  # fmt: skip
+    train_reward_model(reward_model, pairs, ungrouped, progress=False)
+    assert len(steps) == 5  # ceil(48 / 10) shuffled chunks

@@ -6,13 +6,19 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.incremental import eval_mode
 from rlhf_env.models.loading import ensure_pad_token, pick_device
 
 REWARD_CONFIG = "reward_config.json"
+POOLINGS = ("head", "sum", "mean")
 
 
 class RewardModelError(ValueError):
@@ -30,6 +36,15 @@ class RewardModel:
     depend on the response only (such as the sentiment oracles' labels): shorter inputs, and
     the prompt's own content cannot leak into the score.
 
+    ``pooling`` chooses how the scalar is read off the backbone:
+
+    - ``"head"``: the model's sequence-classification head (``AutoModelForSequenceClassification``:
+      the [CLS] pooler for BERT-like encoders, the last token for GPT-like decoders);
+    - ``"sum"``: a per-token score ``w . h_t + b`` (``AutoModelForTokenClassification``) summed
+      over the text's tokens, ``r = sum_t s_t``: an additive reward, the right bias when
+      preferences add up word by word (lexicon sentiment such as VADER's sums word valences);
+    - ``"mean"``: the same per-token scores averaged, ``r = mean_t s_t``.
+
     Call it as the env's ``reward_fn``: ``reward_model(prompts, responses) -> list[float]``.
     Train it with :func:`rlhf_env.rewards.training.train_reward_model`.
 
@@ -38,6 +53,8 @@ class RewardModel:
         tokenizer: its tokenizer (a pad token is ensured).
         max_length: texts are truncated to this many tokens (the prompt is cut first).
         include_prompt: read ``(prompt, response)`` as a text pair (default) or the response only.
+        pooling: ``"head"``, ``"sum"`` or ``"mean"`` (see above); the model must be of the
+            matching kind (sequence classification for ``"head"``, token classification else).
         mean, std: the normalisation (see :meth:`normalize`).
         batch_size: texts per forward when scoring.
     """
@@ -51,7 +68,10 @@ class RewardModel:
         std: float = 1.0,
         batch_size: int = 64,
         include_prompt: bool = True,
+        pooling: str = "head",
     ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if int(model.config.num_labels) != 1:
             raise RewardModelError(
                 f"a reward model needs one output, the backbone's head has "
@@ -67,6 +87,7 @@ class RewardModel:
         self.mean, self.std = float(mean), float(std)
         self.batch_size = batch_size
         self.include_prompt = bool(include_prompt)
+        self.pooling = pooling
 
     @classmethod
     def from_backbone(
@@ -78,6 +99,7 @@ class RewardModel:
         trust_remote_code: bool = False,
         seed: int = 0,
         include_prompt: bool = True,
+        pooling: str = "head",
     ) -> RewardModel:
         """A fresh scalar head on a pretrained backbone (hub name or local folder).
 
@@ -101,7 +123,9 @@ class RewardModel:
             )
         torch.manual_seed(seed)  # the head's initialisation
         # A backbone that already has a classification head of another size gets a fresh one.
-        model = AutoModelForSequenceClassification.from_pretrained(
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        model = _model_class(pooling).from_pretrained(
             name_or_path,
             num_labels=1,
             ignore_mismatched_sizes=True,
@@ -113,6 +137,7 @@ class RewardModel:
             tokenizer,
             max_length=max_length,
             include_prompt=include_prompt,
+            pooling=pooling,
         )
 
     @property
@@ -135,7 +160,13 @@ class RewardModel:
 
     def raw_forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Unnormalised rewards ``(B,)`` with gradients (for training)."""
-        return self.model(**self.encode(prompts, responses)).logits[:, 0].float()
+        batch = self.encode(prompts, responses)
+        logits = self.model(**batch).logits.float()
+        if self.pooling == "head":
+            return logits[:, 0]
+        mask = batch["attention_mask"].float()  # (B, T)
+        total = (logits[..., 0] * mask).sum(dim=1)  # (B,)
+        return total if self.pooling == "sum" else total / mask.sum(dim=1).clamp(min=1)
 
     @torch.no_grad()
     def raw_scores(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
@@ -171,6 +202,7 @@ class RewardModel:
             "std": self.std,
             "max_length": self.max_length,
             "include_prompt": self.include_prompt,
+            "pooling": self.pooling,
         }
         (directory / REWARD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return directory
@@ -205,10 +237,12 @@ class RewardModel:
                 config["max_length"],
             )
             include_prompt = bool(config.get("include_prompt", True))
+            pooling = str(config.get("pooling", "head"))
+            model_class = _model_class(pooling)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise RewardModelError(f"{config_path} is corrupt: {error}") from error
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
+            model = model_class.from_pretrained(
                 directory, trust_remote_code=trust_remote_code, use_safetensors=True
             )
         except Exception as error:
@@ -222,4 +256,14 @@ class RewardModel:
             mean=mean,
             std=std,
             include_prompt=include_prompt,
+            pooling=pooling,
         )
+
+
+def _model_class(pooling: str) -> type:
+    """The transformers auto class whose outputs the pooling reads."""
+    if pooling not in POOLINGS:
+        raise RewardModelError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    return (
+        AutoModelForSequenceClassification if pooling == "head" else AutoModelForTokenClassification
+    )

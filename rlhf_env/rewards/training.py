@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -23,7 +22,15 @@ class RewardTrainingConfig:
     batch_size: int = field(
         default=16,
         metadata={
-            "help": "Pairs per optimiser step (each pair is two forwards: chosen and rejected)."
+            "help": "Pairs per optimiser step (at least; whole prompts when group_by_prompt)."
+        },
+    )
+    group_by_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Put all the pairs of a prompt in the same step and score each distinct "
+            "response once (InstructGPT): fewer forwards, and no response is fitted several "
+            "times per epoch, which limits overfitting. Off: pairs shuffled one by one."
         },
     )
     learning_rate: float = field(
@@ -62,7 +69,7 @@ class RewardTrainingConfig:
     normalize: bool = field(
         default=True,
         metadata={
-            "help": "After training, set mean/std so that the training responses "
+            "help": "After training, set mean/std so that the distinct training responses "
             "(chosen and rejected) score mean 0, std 1."
         },
     )
@@ -101,9 +108,13 @@ def pairwise_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]
     """Share of pairs where the chosen response scores strictly higher than the rejected."""
     if not pairs:
         raise ValueError("pairwise_accuracy needs at least one pair")
-    prompts = [p.prompt for p in pairs]
-    chosen = reward_model.raw_scores(prompts, [p.chosen for p in pairs])
-    rejected = reward_model.raw_scores(prompts, [p.rejected for p in pairs])
+    texts = dict.fromkeys(
+        (pair.prompt, response) for pair in pairs for response in (pair.chosen, pair.rejected)
+    )  # each distinct (prompt, response) scored once
+    scores = reward_model.raw_scores([t[0] for t in texts], [t[1] for t in texts])
+    row = {text: i for i, text in enumerate(texts)}
+    chosen = scores[[row[(pair.prompt, pair.chosen)] for pair in pairs]]
+    rejected = scores[[row[(pair.prompt, pair.rejected)] for pair in pairs]]
     return float((chosen > rejected).float().mean())
 
 
@@ -153,8 +164,9 @@ def train_reward_model(
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    rng = random.Random(config.seed + 1)
+    epochs = [_epoch_batches(train, config, rng) for _ in range(config.epochs)]
+    total_steps = sum(len(batches) for batches in epochs)
     warmup = max(1, total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -171,21 +183,21 @@ def train_reward_model(
     }
     if held_out:
         metrics["initial_eval_accuracy"] = pairwise_accuracy(reward_model, held_out)
-    rng = random.Random(config.seed + 1)
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
-    for _ in range(config.epochs):
-        order = list(range(len(train)))
-        rng.shuffle(order)
+    for batches in epochs:
         model.train()
-        for first in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[first : first + config.batch_size]]
-            prompts = [p.prompt for p in batch]
-            # 1. one forward over chosen and rejected together: (2B,)
-            rewards = reward_model.raw_forward(
-                prompts + prompts, [p.chosen for p in batch] + [p.rejected for p in batch]
-            )
-            chosen, rejected = rewards[: len(batch)], rewards[len(batch) :]
+        for batch in batches:
+            # 1. one forward over the step's distinct (prompt, response) texts: (D,)
+            texts = {
+                (pair.prompt, response): None
+                for pair in batch
+                for response in (pair.chosen, pair.rejected)
+            }
+            row = {text: i for i, text in enumerate(texts)}
+            rewards = reward_model.raw_forward([t[0] for t in texts], [t[1] for t in texts])
+            chosen = rewards[[row[(pair.prompt, pair.chosen)] for pair in batch]]  # (B,)
+            rejected = rewards[[row[(pair.prompt, pair.rejected)] for pair in batch]]  # (B,)
             loss = bradley_terry_loss(chosen, rejected, config.margin, config.center_coef)
             # 2. step
             optimizer.zero_grad(set_to_none=True)
@@ -204,9 +216,37 @@ def train_reward_model(
             )
     bar.close()
     if config.normalize:
-        prompts = [p.prompt for p in train] * 2
-        responses = [p.chosen for p in train] + [p.rejected for p in train]
-        reward_model.normalize(prompts, responses)
+        # Each distinct (prompt, response) once: a response is usually in several pairs.
+        texts = dict.fromkeys(
+            [(p.prompt, p.chosen) for p in train] + [(p.prompt, p.rejected) for p in train]
+        )
+        reward_model.normalize([t[0] for t in texts], [t[1] for t in texts])
     metrics["normalization"] = {"mean": reward_model.mean, "std": reward_model.std}
     metrics["seconds"] = time.perf_counter() - start
     return metrics
+
+
+def _epoch_batches(
+    train: Sequence[PreferencePair], config: RewardTrainingConfig, rng: random.Random
+) -> list[list[PreferencePair]]:
+    """One epoch's steps: shuffled pairs in chunks of ``batch_size``, or with
+    ``group_by_prompt`` shuffled prompts, each with all its pairs, until a step holds at least
+    ``batch_size`` pairs."""
+    if not config.group_by_prompt:
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        return [
+            [train[i] for i in order[first : first + config.batch_size]]
+            for first in range(0, len(order), config.batch_size)
+        ]
+    groups: dict[str, list[PreferencePair]] = {}
+    for pair in train:
+        groups.setdefault(pair.prompt, []).append(pair)
+    prompts = list(groups)
+    rng.shuffle(prompts)
+    batches: list[list[PreferencePair]] = [[]]
+    for prompt in prompts:
+        if len(batches[-1]) >= config.batch_size:
+            batches.append([])
+        batches[-1].extend(groups[prompt])
+    return batches
