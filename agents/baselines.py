@@ -68,34 +68,46 @@ class RandomAgent(_FixedAgent):
         return self.rng.integers(env.vocab_size, size=env.num_envs)
 
 
-class ReferenceAgent(_FixedAgent):
-    """Samples from the frozen reference model: the untrained baseline."""
+class _SamplingAgent(_FixedAgent):
+    """Samples from one of the env's two models: ``predict`` runs it, ``act`` reads the env's
+    fast-path logits of it."""
+
+    def _model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _fast_logits(self, env: TextGenerationVectorEnv) -> torch.Tensor | None:
+        raise NotImplementedError
 
     def predict(
         self, observation: dict[str, Any], deterministic: bool = False
     ) -> tuple[np.ndarray, None]:
-        """Sample (or, ``deterministic``, take the argmax of) the reference's next token."""
-        actions = self._sample(next_token_logits(self.env.reference, observation), deterministic)
+        """Sample (or, ``deterministic``, take the argmax of) the model's next token."""
+        actions = self._sample(next_token_logits(self._model(), observation), deterministic)
         return (actions[0] if np.asarray(observation["input_ids"]).ndim == 1 else actions), None
 
     def act(self, env: TextGenerationVectorEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """Sample from ``env.reference_logits`` (no forward of its own)."""
-        assert env.reference_logits is not None
-        return self._sample(env.reference_logits, deterministic=False)
+        """Sample from the env's logits of the model (no forward of its own)."""
+        logits = self._fast_logits(env)
+        assert logits is not None
+        return self._sample(logits, deterministic=False)
 
 
-class PolicyAgent(_FixedAgent):
+class ReferenceAgent(_SamplingAgent):
+    """Samples from the frozen reference model: the untrained baseline."""
+
+    def _model(self) -> torch.nn.Module:
+        return self.env.reference
+
+    def _fast_logits(self, env: TextGenerationVectorEnv) -> torch.Tensor | None:
+        return env.reference_logits
+
+
+class PolicyAgent(_SamplingAgent):
     """Samples from the env's current policy, whatever trained it (e.g. stable-baselines3):
     the way to evaluate a policy trained outside :mod:`agents`."""
 
-    def predict(
-        self, observation: dict[str, Any], deterministic: bool = False
-    ) -> tuple[np.ndarray, None]:
-        """Sample (or, ``deterministic``, take the argmax of) the policy's next token."""
-        actions = self._sample(next_token_logits(self.env.policy, observation), deterministic)
-        return (actions[0] if np.asarray(observation["input_ids"]).ndim == 1 else actions), None
+    def _model(self) -> torch.nn.Module:
+        return self.env.policy
 
-    def act(self, env: TextGenerationVectorEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """Sample from ``env.policy_logits`` (no forward of its own)."""
-        assert env.policy_logits is not None
-        return self._sample(env.policy_logits, deterministic=False)
+    def _fast_logits(self, env: TextGenerationVectorEnv) -> torch.Tensor | None:
+        return env.policy_logits

@@ -24,6 +24,31 @@ def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
     return [len(response) / 10 for response in responses]
 
 
+def make_word_start_reward(tokenizer) -> Callable[[list[str], list[str]], list[float]]:
+    """The agents' easy task: the share of response tokens that start a word (a leading space
+    and at least one more character). 34 of the tiny tokenizer's 384 tokens qualify, so a
+    random-init policy scores about 0.06 and the best policy 1.0."""
+    targets = {
+        i
+        for i in range(len(tokenizer))
+        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
+    }
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        scores = []
+        for response in responses:
+            ids = tokenizer.encode(response, add_special_tokens=False)
+            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
+        return scores
+
+    return reward
+
+
+@pytest.fixture(scope="session")
+def word_start_reward(tokenizer):
+    return make_word_start_reward(tokenizer)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tiny_tokenizer()

@@ -31,29 +31,6 @@ from rlhf_env.models.efficient import add_lora, freeze_lower_layers
 PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
 
 
-@pytest.fixture(scope="module")
-def word_start_reward(tokenizer):
-    """The easy task: the share of response tokens that start a word (a leading space).
-
-    34 of the tiny tokenizer's 384 tokens qualify, so a random-init policy scores about 0.06
-    and the best policy 1.0.
-    """
-    targets = {
-        i
-        for i in range(len(tokenizer))
-        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
-    }
-
-    def reward(prompts: list[str], responses: list[str]) -> list[float]:
-        scores = []
-        for response in responses:
-            ids = tokenizer.encode(response, add_special_tokens=False)
-            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
-        return scores
-
-    return reward
-
-
 def make_vector_env(tokenizer, reward, policy=None, reference=None, num_envs=32, **kwargs):
     return TextGenerationVectorEnv(
         policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_word_start_reward
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.utils import obs_as_tensor
 
@@ -17,29 +18,11 @@ from rlhf_env.sb3 import SB3VecEnv
 PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
 
 
-def word_start_share(tokenizer):
-    """The easy task of test_agents: the share of response tokens that start a word."""
-    targets = {
-        i
-        for i in range(len(tokenizer))
-        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
-    }
-
-    def reward(prompts: list[str], responses: list[str]) -> list[float]:
-        scores = []
-        for response in responses:
-            ids = tokenizer.encode(response, add_special_tokens=False)
-            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
-        return scores
-
-    return reward
-
-
 def make_env(tokenizer, policy=None, num_envs=8, max_new_tokens=8, reward=None):
     return TextGenerationVectorEnv(
         policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
         tokenizer,
-        reward or word_start_share(tokenizer),
+        reward or make_word_start_reward(tokenizer),
         PROMPTS,
         num_envs=num_envs,
         max_new_tokens=max_new_tokens,
