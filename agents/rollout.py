@@ -76,18 +76,6 @@ class Rollout:
         subset = Rollout(**values)
         return subset._trimmed()
 
-    def to(self, device: torch.device | str) -> Rollout:
-        """A copy with every tensor on ``device``."""
-        values = {
-            field.name: (
-                getattr(self, field.name).to(device)
-                if isinstance(getattr(self, field.name), torch.Tensor)
-                else getattr(self, field.name)
-            )
-            for field in fields(self)
-        }
-        return Rollout(**values)
-
     @staticmethod
     def concatenate(rollouts: list[Rollout]) -> Rollout:
         """One rollout holding the episodes of all ``rollouts`` (re-padded to common widths)."""
