@@ -3,27 +3,30 @@ teacher-forced scoring of whole responses for the updates (one forward per seque
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 import torch
 
-from rlhf_env.incremental import positions_from_mask
+from rlhf_env.incremental import forward_parameters, positions_from_mask
 
 
 def accepts_argument(model: torch.nn.Module, name: str) -> bool:
     """Whether the forward of ``model`` (of the HF model under a peft wrapper) takes ``name``."""
-    owner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return name in inspect.signature(owner.forward).parameters
+    return name in forward_parameters(model)
 
 
 def observation_tensors(
     observation: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` as ``(B, L)`` tensors from one or a batch of observations."""
-    input_ids = torch.as_tensor(np.asarray(observation["input_ids"]), device=device).long()
-    mask = torch.as_tensor(np.asarray(observation["attention_mask"]), device=device).long()
+    """``(input_ids, attention_mask)`` as integer ``(B, L)`` tensors from one observation or a
+    batch, given as arrays or tensors (SB3's buffers hold them as floats: rounded back)."""
+
+    def as_ids(value: Any) -> torch.Tensor:
+        tensor = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        return (tensor.round() if tensor.is_floating_point() else tensor).long().to(device)
+
+    input_ids, mask = as_ids(observation["input_ids"]), as_ids(observation["attention_mask"])
     if input_ids.dim() == 1:
         input_ids, mask = input_ids.unsqueeze(0), mask.unsqueeze(0)
     return input_ids, mask

@@ -41,7 +41,7 @@ from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from agents.forward import accepts_argument
+from agents.forward import accepts_argument, observation_tensors
 from rlhf_env.incremental import IncrementalLM, positions_from_mask
 from rlhf_env.models.value_head import ValueHead, hidden_size_of
 from rlhf_env.vector_env import TextGenerationVectorEnv
@@ -181,11 +181,7 @@ def _token_tensors(obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer ``(B, L)`` token ids and mask from SB3's (float) observation tensors."""
     if not isinstance(obs, dict):
         raise TypeError("LanguageModelPolicy takes the env's dict observations")
-    input_ids = obs["input_ids"].round().long()
-    mask = obs["attention_mask"].round().long()
-    if input_ids.dim() == 1:
-        input_ids, mask = input_ids.unsqueeze(0), mask.unsqueeze(0)
-    return input_ids, mask
+    return observation_tensors(obs, obs["input_ids"].device)
 
 
 class _RolloutCache:

@@ -29,6 +29,13 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
             module.train()
 
 
+def forward_parameters(model: torch.nn.Module) -> set[str]:
+    """Names of the arguments of ``model``'s forward; for a peft model (or a view of one), which
+    passes ``**kwargs`` on, those of the Hugging Face model underneath."""
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(owner.forward).parameters)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids for left-padded rows: 0 at each row's first real token. ``(B, T)``."""
     return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
@@ -52,9 +59,7 @@ class IncrementalLM:
         self.model = model
         self.with_hidden = with_hidden
         self.last_hidden: torch.Tensor | None = None
-        # A peft model (or a view of one) forwards **kwargs to the HF model: read that one's.
-        signature_owner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        parameters = inspect.signature(signature_owner.forward).parameters
+        parameters = forward_parameters(model)
         self._accepts_logits_to_keep = "logits_to_keep" in parameters
         # transformers renamed ``past_key_values`` to ``cache``; use whichever this one takes.
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
