@@ -8,7 +8,7 @@ import contextlib
 import json
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,12 @@ from rlhf_env.kl import AdaptiveKLController, FixedKLController
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 CHECKPOINT_FORMAT = 1
+
+#: Called by :meth:`PolicyGradientAgent.learn` after every update with the agent, the update's
+#: rollout and its metrics record. It may add scalars to the record (they are logged and kept in
+#: ``agent.history``) and returns ``False`` to stop training (anything else goes on), like
+#: stable-baselines3's ``BaseCallback._on_step``.
+IterationCallback = Callable[["PolicyGradientAgent", Rollout, dict[str, float]], bool | None]
 
 
 class PolicyGradientAgent(Agent):
@@ -130,12 +136,16 @@ class PolicyGradientAgent(Agent):
 
     # -- training ------------------------------------------------------------------------------
 
-    def learn(self, total_timesteps: int) -> PolicyGradientAgent:
-        """Alternate rollouts and updates until ``num_timesteps >= total_timesteps``.
+    def learn(
+        self, total_timesteps: int, callback: IterationCallback | None = None
+    ) -> PolicyGradientAgent:
+        """Alternate rollouts and updates until ``num_timesteps >= total_timesteps`` (or until
+        ``callback`` returns ``False``).
 
         Each iteration: (1) collect ``rollout_rounds x num_envs`` responses; (2) advantages;
         (3) ``epochs`` passes of minibatch updates; (4) step the KL controller and hand the new
-        ``beta`` to the env; (5) log (:data:`agents.logger.METRICS`) and checkpoint.
+        ``beta`` to the env; (5) ``callback``, log (:data:`agents.logger.METRICS`) and
+        checkpoint.
         """
         config = self.config
         logger = MetricsLogger(config.log_dir)
@@ -177,6 +187,7 @@ class PolicyGradientAgent(Agent):
                     "perf/update_seconds": seconds - rollout_seconds,
                     **stats,
                 }
+                go_on = callback is None or callback(self, rollout, record) is not False
                 self.history.append(record)
                 logger.log(record, self.num_timesteps)
                 bar.update(min(self.num_timesteps, total_timesteps) - bar.n)
@@ -184,6 +195,8 @@ class PolicyGradientAgent(Agent):
                 every = config.checkpoint_every
                 if config.checkpoint_dir and every and self.iterations % every == 0:
                     self.save(config.checkpoint_dir)
+                if not go_on:
+                    break
         finally:
             bar.close()
             logger.close()

@@ -130,6 +130,34 @@ def imdb_prompts(
     return prompts
 
 
+def balanced_imdb_prompts(count: int, words: int = 8, offset: int = 0) -> list[str]:
+    """``count`` IMDB prompts alternating negative and positive reviews (the file holds all
+    12,500 negative reviews first); ``offset`` skips that many reviews of each label."""
+    half = (count + 1) // 2
+    negative = imdb_prompts(half, words=words, label="negative", offset=offset)
+    positive = imdb_prompts(half, words=words, label="positive", offset=offset)
+    return [p for pair in zip(negative, positive, strict=False) for p in pair][:count]
+
+
+#: Prompt-source names :func:`named_prompts` takes besides a text file's path.
+PROMPT_SOURCES = ("imdb", "imdb-balanced")
+
+
+def named_prompts(source: str, count: int, offset: int = 0, words: int = 8) -> list[str]:
+    """Prompts by source name: ``"imdb"`` (review openings in file order), ``"imdb-balanced"``
+    (alternating negative and positive reviews, ``offset`` per label), or a text file with one
+    prompt per line (``offset``/``count`` select lines)."""
+    if source == "imdb":
+        return imdb_prompts(count=count, words=words, offset=offset)
+    if source == "imdb-balanced":
+        return balanced_imdb_prompts(count, words=words, offset=offset)
+    if not Path(source).is_file():
+        raise FileNotFoundError(
+            f"prompt source {source!r} is neither one of {PROMPT_SOURCES} nor a text file"
+        )
+    return text_file_prompts(source)[offset : offset + count]
+
+
 def text_file_prompts(path: str | Path) -> list[str]:
     """One prompt per non-blank line of a UTF-8 text file."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -5,7 +5,8 @@
 - :func:`add_lora`: LoRA adapters via ``peft``; the reference is the same model with its
   adapters disabled (:class:`AdaptersDisabled`), so no weights are copied at all.
 
-Both return ``(policy, reference)`` to pass to the environments.
+Both return ``(policy, reference)`` to pass to the environments; :func:`apply_training_setup`
+picks one by a short name (``"full"``, ``"frozen:N"``, ``"lora:R"``), as the CLI takes it.
 """
 
 from __future__ import annotations
@@ -154,3 +155,19 @@ def add_lora(
     )
     policy = peft.get_peft_model(model, config)
     return policy, AdaptersDisabled(policy)
+
+
+def apply_training_setup(
+    model: torch.nn.Module, setup: str
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """``(policy, reference)`` for a setup name: ``"full"`` (every weight trains; reference
+    ``None``, for the env to make a frozen copy), ``"frozen:N"`` (:func:`freeze_lower_layers`)
+    or ``"lora:R"`` (:func:`add_lora` with rank R and alpha 2R)."""
+    kind, _, number = setup.partition(":")
+    if kind == "full" and not number:
+        return model, None
+    if kind in ("frozen", "lora") and number.isdigit():
+        if kind == "frozen":
+            return freeze_lower_layers(model, int(number))
+        return add_lora(model, r=int(number), alpha=2 * int(number))
+    raise ValueError(f"training setup must be 'full', 'frozen:N' or 'lora:R', got {setup!r}")

@@ -76,8 +76,9 @@ def load_causal_lm(
     """Load a causal LM by hub name, local folder or ``.gguf`` file, in eval mode.
 
     Args:
-        name_or_path: hub name, folder with ``config.json`` and weights, or a ``.gguf`` file
-            (dequantised on load; needs the ``gguf`` package).
+        name_or_path: hub name, folder with ``config.json`` and weights, a ``.gguf`` file
+            (dequantised on load; needs the ``gguf`` package), or a folder of LoRA adapters
+            saved by ``peft`` (its base model is loaded and the adapters merged into it).
         device: where to put it; default CUDA when available, else CPU.
         dtype: default bfloat16 on CUDA that supports it, float32 otherwise.
         trust_remote_code: run model code shipped with the checkpoint. Off unless you trust it.
@@ -85,6 +86,8 @@ def load_causal_lm(
     """
     target = pick_device(device)
     dtype = dtype or pick_dtype(target)
+    if (Path(name_or_path) / "adapter_config.json").is_file():
+        return _load_adapter_folder(Path(name_or_path), target, dtype, trust_remote_code)
     folder, gguf_file = split_gguf_path(name_or_path)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if gguf_file is not None:
@@ -94,6 +97,25 @@ def load_causal_lm(
         kwargs.update(dtype=dtype, use_safetensors=None if allow_pickle else True)
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     return model.to(device=target, dtype=dtype).eval()
+
+
+def _load_adapter_folder(
+    folder: Path, device: torch.device, dtype: torch.dtype, trust_remote_code: bool
+) -> PreTrainedModel:
+    """The base model named in a peft adapter folder, with the adapters merged in."""
+    try:
+        import peft
+    except ImportError as error:
+        raise ImportError(f"{folder} holds LoRA adapters; loading them needs peft") from error
+    config = peft.PeftConfig.from_pretrained(folder)
+    base = load_causal_lm(
+        config.base_model_name_or_path,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    merged = peft.PeftModel.from_pretrained(base, folder).merge_and_unload()
+    return merged.eval()
 
 
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:

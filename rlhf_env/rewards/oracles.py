@@ -50,3 +50,14 @@ def _texts(prompts: list[str], responses: list[str], include_prompt: bool) -> li
     if include_prompt:
         return [p + r for p, r in zip(prompts, responses, strict=True)]
     return list(responses)
+
+
+#: The oracles by the name the CLI and the demo take.
+ORACLES = {"vader": VaderSentiment, "textblob": TextBlobPolarity}
+
+
+def make_oracle(name: str) -> VaderSentiment | TextBlobPolarity:
+    """An oracle scoring the response alone, by name (``"vader"`` or ``"textblob"``)."""
+    if name not in ORACLES:
+        raise ValueError(f"unknown oracle {name!r}; choose one of {sorted(ORACLES)}")
+    return ORACLES[name]()

@@ -1,0 +1,45 @@
+"""The ``rlhf-env`` command line: thin wrappers over the Python API.
+
+rlhf-env demo                       the whole pipeline offline, with a report
+rlhf-env data show SOURCE --index I one preference pair side by side
+rlhf-env data synth --out FILE      sampled responses labelled by a gold oracle
+rlhf-env train-rm --pairs FILE ...  a reward model on preference pairs
+rlhf-env train --agent ppo ...      RL fine-tuning in the vector env
+rlhf-env eval --policy DIR ...      reward, gold score and KL on held-out prompts
+rlhf-env bench NAME                 a benchmark script
+
+``demo``, ``train`` and ``eval`` take ``--config FILE`` (YAML or JSON); options given on the
+command line override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rlhf_env.cli import bench, data, demo, reward_model, train
+from rlhf_env.cli.options import apply_config_file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlhf-env`` argument parser."""
+    parser = argparse.ArgumentParser(prog="rlhf-env", description="RLHF as a Gymnasium env.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (demo, data, reward_model, train, bench):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rlhf-env``; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "config", None):
+            args = apply_config_file(parser, args.command_parser, args.config, argv)
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"rlhf-env: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,49 @@
+"""``rlhf-env bench NAME [ARGS...]``: run one of the benchmark scripts of a source checkout."""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Benchmark names and what each measures (the scripts are ``benchmarks/<name>.py``).
+BENCHMARKS = {
+    "rollout_throughput": "env rollout tokens/s against a fused loop, a no-cache env, generate",
+    "ppo_training": "PPO peak memory and throughput: full, frozen layers, LoRA",
+    "sb3_rollout": "stable-baselines3 rollout collection with and without the KV cache",
+    "vector_env_memory": "resident memory of the vector env over a long run",
+}
+
+
+def benchmarks_folder() -> Path:
+    """``benchmarks/`` of the source checkout this package runs from."""
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            "the benchmark scripts ship with the source checkout, not the installed package: "
+            "clone the repository and install it with pip install -e ."
+        )
+    return folder
+
+
+def bench(args: argparse.Namespace) -> int:
+    script = benchmarks_folder() / f"{args.name}.py"
+    sys.argv = [str(script), *args.script_args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def register(commands: Any) -> None:
+    """Add ``bench``."""
+    parser = commands.add_parser(
+        "bench",
+        help="run a benchmark script (figures in benchmarks/RESULTS.md)",
+        description="Runs benchmarks/NAME.py with the arguments after NAME (pass -- --help for "
+        "a script's own options). "
+        + "; ".join(f"{name}: {what}" for name, what in BENCHMARKS.items()),
+    )
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="the script's arguments")
+    parser.set_defaults(handler=bench)

@@ -1,0 +1,231 @@
+"""``rlhf-env train`` (any learning agent in the vector env) and ``rlhf-env eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from rlhf_env.cli.options import add_dataclass_arguments, dataclass_values
+
+LEARNING_AGENTS = ("ppo", "rloo", "grpo")
+
+
+def load_reward(spec: str, device: str | None) -> Any:
+    """A reward function by name: an oracle (``vader``, ``textblob``) or a reward-model folder."""
+    from rlhf_env.rewards.model import RewardModel
+    from rlhf_env.rewards.oracles import ORACLES, make_oracle
+
+    if spec in ORACLES:
+        return make_oracle(spec)
+    if not Path(spec).is_dir():
+        raise FileNotFoundError(
+            f"--reward {spec!r} is neither an oracle ({', '.join(ORACLES)}) nor a reward-model "
+            "folder written by train-rm"
+        )
+    return RewardModel.from_pretrained(spec, device=device)
+
+
+def _add_env_arguments(parser: argparse.ArgumentParser, prompt_offset: int) -> None:
+    parser.add_argument(
+        "--policy", default="smollm2-135m-instruct", help="hub name, folder, or asset name"
+    )
+    parser.add_argument(
+        "--reward",
+        default="vader",
+        help="'vader', 'textblob', or a reward-model folder from train-rm (default: vader)",
+    )
+    parser.add_argument(
+        "--prompts",
+        default="imdb-balanced",
+        help="'imdb', 'imdb-balanced' or a text file, one prompt per line",
+    )
+    parser.add_argument("--num-prompts", type=int, default=4096, help="prompts to draw from")
+    parser.add_argument(
+        "--prompt-offset",
+        type=int,
+        default=prompt_offset,
+        help=f"skip this many prompts (per label for imdb-balanced; default {prompt_offset})",
+    )
+    parser.add_argument("--num-envs", type=int, default=16, help="sub-environments")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-prompt-tokens", type=int, default=64)
+    parser.add_argument("--kl-estimator", choices=["k1", "k3", "full"], default="k1")
+    parser.add_argument("--env-kl-coef", type=float, default=0.05, help="the env's initial beta")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    from rlhf_env.data.prompts import named_prompts
+
+    return named_prompts(args.prompts, args.num_prompts, args.prompt_offset)
+
+
+# -- train --------------------------------------------------------------------------------------
+
+
+def _agent_config(args: argparse.Namespace) -> Any:
+    from agents import PPOConfig, RLOOConfig
+
+    config_class = PPOConfig if args.agent == "ppo" else RLOOConfig
+    values = dataclass_values(PPOConfig, args) | dataclass_values(RLOOConfig, args)
+    own = {field.name for field in dataclasses.fields(config_class)}
+    foreign = sorted(set(values) - own)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise ValueError(f"{flags} do(es) not apply to --agent {args.agent}")
+    if args.agent == "grpo":
+        values.setdefault("baseline", "grpo")
+    values.setdefault("checkpoint_dir", str(args.out / "rl"))
+    values.setdefault("log_dir", str(args.out / "tensorboard"))
+    return config_class, values
+
+
+def train(args: argparse.Namespace) -> int:
+    from agents import AGENTS
+    from agents.checkpoint import LATEST
+    from rlhf_env import assets
+    from rlhf_env.models import load_causal_lm, load_tokenizer
+    from rlhf_env.models.efficient import apply_training_setup
+    from rlhf_env.vector_env import TextGenerationVectorEnv
+
+    config_class, values = _agent_config(args)
+    folder = assets.resolve(args.policy)
+    policy, reference = apply_training_setup(
+        load_causal_lm(folder, device=args.device, dtype=_float32()), args.setup
+    )
+    tokenizer = load_tokenizer(folder)
+    env = TextGenerationVectorEnv(
+        policy,
+        tokenizer,
+        reward_fn=load_reward(args.reward, args.device),
+        prompts=_prompts(args),
+        reference=reference,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        kl_coef=args.env_kl_coef,
+        kl_estimator=args.kl_estimator,
+        num_envs=args.num_envs,
+        device=args.device,
+    )
+    agent_class = AGENTS[args.agent]
+    run_dir = Path(values["checkpoint_dir"])
+    if (run_dir / LATEST).is_file():
+        agent = agent_class.load(run_dir, env, **values)
+        print(f"resuming {run_dir} at {agent.num_timesteps} tokens")
+    else:
+        agent = agent_class(env, config_class(**values))
+    agent.learn(args.total_timesteps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "history.json").write_text(json.dumps(agent.history, indent=1) + "\n")
+    policy.save_pretrained(args.out / "policy", safe_serialization=True)
+    tokenizer.save_pretrained(args.out / "policy")
+    last = agent.history[-1] if agent.history else {}
+    score, kl = last.get("rollout/score", float("nan")), last.get("rollout/kl", float("nan"))
+    print(
+        f"{agent.num_timesteps} tokens in {agent.iterations} updates; last rollout: score "
+        f"{score:.3f}, KL {kl:.2f} nats; policy in {args.out / 'policy'}"
+    )
+    return 0
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+# -- eval ---------------------------------------------------------------------------------------
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from rlhf_env import assets
+    from rlhf_env.models import load_causal_lm, load_tokenizer
+    from rlhf_env.pipeline.evaluation import evaluate_policy
+    from rlhf_env.rewards.oracles import make_oracle
+    from rlhf_env.vector_env import TextGenerationVectorEnv
+
+    folder = assets.resolve(args.policy)
+    policy = load_causal_lm(folder, device=args.device, dtype=_float32())
+    reference = (
+        load_causal_lm(assets.resolve(args.reference), device=args.device, dtype=_float32())
+        if args.reference
+        else None
+    )
+    prompts = _prompts(args)
+    env = TextGenerationVectorEnv(
+        policy,
+        load_tokenizer(folder),
+        reward_fn=load_reward(args.reward, args.device),
+        prompts=prompts,
+        reference=reference,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        kl_coef=args.env_kl_coef,
+        kl_estimator=args.kl_estimator,
+        num_envs=min(args.num_envs, len(prompts)),
+        device=args.device,
+    )
+    gold = make_oracle(args.gold) if args.gold != "none" else None
+    result = evaluate_policy(env, prompts, gold, seed=args.seed, progress=True)
+    summary = result["summary"]
+    for name, value in summary.items():
+        print(f"{name:>16}: {value:.4f}" if isinstance(value, float) else f"{name:>16}: {value}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def register(commands: Any) -> None:
+    """Add ``train`` and ``eval``."""
+    from agents import PPOConfig, RLOOConfig
+
+    parser = commands.add_parser(
+        "train",
+        help="train a policy with an agent in the vector env",
+        description="Train --policy with PPO, RLOO or GRPO against --reward (an oracle or a "
+        "reward model from train-rm) minus beta * KL to the initial policy. Checkpoints go to "
+        "OUT/rl (the same command resumes from them), the policy to OUT/policy. Agent options "
+        "left out keep the agent's defaults.",
+    )
+    parser.add_argument("--config", help="YAML or JSON file of the options below")
+    parser.add_argument("--agent", choices=LEARNING_AGENTS, default="ppo")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument(
+        "--setup",
+        default="full",
+        help="what trains: 'full', 'frozen:N' (bottom N blocks frozen) or 'lora:R' (default full)",
+    )
+    parser.add_argument("--total-timesteps", type=int, default=16_384, help="generated tokens")
+    _add_env_arguments(parser, prompt_offset=0)
+    add_dataclass_arguments(parser, PPOConfig, suppress_defaults=True)
+    add_dataclass_arguments(
+        parser, RLOOConfig, skip={f.name for f in dataclasses.fields(PPOConfig)},
+        suppress_defaults=True,
+    )  # fmt: skip
+    parser.set_defaults(handler=train, command_parser=parser)
+
+    evaluation = commands.add_parser(
+        "eval",
+        help="evaluate a policy on held-out prompts: reward, gold score, KL",
+        description="Sample one response per prompt from --policy (a model folder, e.g. "
+        "OUT/policy from train or the demo) and report the mean reward, the gold oracle's "
+        "score and the KL to --reference.",
+    )
+    evaluation.add_argument("--config", help="YAML or JSON file of the options below")
+    evaluation.add_argument(
+        "--reference",
+        default=None,
+        help="model the KL is measured against, e.g. the initial policy (default: the policy)",
+    )
+    evaluation.add_argument(
+        "--gold", choices=["vader", "textblob", "none"], default="vader", help="gold oracle"
+    )
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    _add_env_arguments(evaluation, prompt_offset=6000)
+    evaluation.set_defaults(handler=evaluate_command, command_parser=evaluation, num_prompts=128)

@@ -1,0 +1,307 @@
+"""The embedded RLHF demo: the InstructGPT recipe end to end, offline, with a report.
+
+1. sample responses from the initial policy on preference prompts;
+2. label pairs of them with the gold oracle (VADER: the stand-in for human labellers);
+3. train the reward model on the pairs (held-out pairwise accuracy);
+4. evaluate the initial policy on held-out prompts (before any update: its KL is 0);
+5. RL fine-tuning in the vector env, reward = the learned reward model - beta * KL;
+6. evaluate the final policy on the same held-out prompts; write the report.
+
+Every stage writes its output to the run folder and is marked done in ``run.json``, and RL
+writes checkpoints, so running the same command again resumes where a run stopped.
+
+This module is an entry point (like the CLI that calls it): it imports the agents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents import AGENTS, PPOConfig, RLOOConfig
+from agents.checkpoint import LATEST
+from agents.policy_gradient import PolicyGradientAgent
+from agents.rollout import Rollout
+from rlhf_env import assets
+from rlhf_env.data.preferences import load_pairs, write_jsonl_pairs
+from rlhf_env.data.prompts import balanced_imdb_prompts
+from rlhf_env.data.synthetic import label_pairs, sample_responses
+from rlhf_env.models import (
+    build_tiny_gpt2,
+    build_tiny_tokenizer,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+)
+from rlhf_env.models.efficient import apply_training_setup
+from rlhf_env.pipeline.config import TINY_MODEL, DemoConfig
+from rlhf_env.pipeline.evaluation import evaluate_policy
+from rlhf_env.pipeline.report import write_report
+from rlhf_env.pipeline.run_folder import RunFolder
+from rlhf_env.rewards.model import RewardModel
+from rlhf_env.rewards.oracles import make_oracle
+from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
+from rlhf_env.vector_env import TextGenerationVectorEnv
+
+Oracle = Callable[[list[str], list[str]], Sequence[float]]
+STAGE_COUNT = 6
+
+
+@dataclass
+class PromptSplits:
+    """Disjoint prompt sets, each half from negative and half from positive reviews."""
+
+    preference: list[str]
+    train: list[str]
+    evaluation: list[str]
+
+
+def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
+    """Run (or resume) the pipeline into ``config.out``; returns the report's path.
+
+    Raises:
+        ValueError: the run folder holds a run with other settings (and not ``overwrite``).
+    """
+    started = time.perf_counter()
+    run = RunFolder(config, overwrite=overwrite)
+    device = pick_device(config.device)
+    _say(f"run folder {run.path}, device {device}")
+    policy_path = _model_folder(config.policy, run.path)
+    backbone_path = _model_folder(config.reward_backbone, run.path)
+    tokenizer = load_tokenizer(policy_path)
+    splits = prompt_splits(config)
+    oracle = make_oracle(config.oracle)
+
+    # 1-2. sample responses from the initial policy and label pairs with the oracle
+    if not run.done("preferences"):
+        _say(f"[1-2/{STAGE_COUNT}] sampling responses and labelling pairs with {config.oracle}")
+        start = time.perf_counter()
+        policy = load_causal_lm(policy_path, device=device, dtype=torch.float32)
+        responses = sample_responses(
+            policy, tokenizer, splits.preference, config.responses_per_prompt,
+            config.max_new_tokens, seed=config.seed, progress=config.progress_bar,
+        )  # fmt: skip
+        del policy
+        pairs = label_pairs(
+            splits.preference, responses, oracle, noise_k=config.label_noise, seed=config.seed
+        )
+        if not pairs:
+            raise ValueError(
+                f"the {config.oracle} oracle scored every pair of sampled responses the same, so "
+                "there is no preference to learn; sample more or longer responses, or set "
+                "label_noise to break ties at random"
+            )
+        write_jsonl_pairs(pairs, run.file("pairs.jsonl"))
+        flat = [r for group in responses for r in group]
+        gold = np.asarray(oracle([""] * len(flat), flat), dtype=np.float64)
+        run.finish(
+            "preferences",
+            time.perf_counter() - start,
+            responses=len(flat),
+            pairs=len(pairs),
+            gold_mean=float(gold.mean()),
+        )
+    _say(f"  {run.stage('preferences')['pairs']} pairs in {run.file('pairs.jsonl')}")
+
+    # 3. the reward model
+    rm_folder = run.file("reward_model")
+    if not run.done("reward_model"):
+        _say(f"[3/{STAGE_COUNT}] training the reward model on {config.reward_backbone}")
+        start = time.perf_counter()
+        reward_model = RewardModel.from_backbone(
+            backbone_path,
+            device=device,
+            max_length=config.rm_max_length,
+            seed=config.seed,
+            include_prompt=False,  # the oracle scores the response alone
+            pooling=config.rm_pooling,
+        )
+        training = RewardTrainingConfig(
+            epochs=config.rm_epochs,
+            batch_size=config.rm_batch_size,
+            learning_rate=config.rm_learning_rate,
+            seed=config.seed,
+        )
+        metrics = train_reward_model(
+            reward_model, load_pairs(run.file("pairs.jsonl")), training, config.progress_bar
+        )
+        reward_model.save_pretrained(rm_folder)
+        run.write_json("reward_model/metrics.json", metrics)
+        run.finish(
+            "reward_model",
+            time.perf_counter() - start,
+            eval_accuracy=metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
+            initial_eval_accuracy=metrics.get("initial_eval_accuracy"),
+            train_pairs=metrics["train_pairs"],
+            eval_pairs=metrics["eval_pairs"],
+        )
+    reward_model = RewardModel.from_pretrained(rm_folder, device=device)
+    _say(f"  held-out pairwise accuracy {run.stage('reward_model')['eval_accuracy']}")
+
+    # The RL env (train prompts) and the evaluation env (held-out prompts) share the models.
+    policy, reference = apply_training_setup(
+        load_causal_lm(policy_path, device=device, dtype=torch.float32), config.efficient
+    )
+    env_options: dict[str, Any] = {
+        "tokenizer": tokenizer,
+        "reward_fn": reward_model,
+        "reference": reference,
+        "max_new_tokens": config.max_new_tokens,
+        "max_prompt_tokens": 48,
+        "kl_coef": config.kl_coef,
+        "device": device,
+    }
+    env = TextGenerationVectorEnv(
+        policy, prompts=splits.train, num_envs=config.num_envs, **env_options
+    )
+    eval_env = TextGenerationVectorEnv(
+        policy,
+        prompts=splits.evaluation,
+        num_envs=min(config.num_envs * 2, len(splits.evaluation)),
+        **{**env_options, "reference": env.reference},
+    )
+
+    # 4. the initial policy on held-out prompts (before any update)
+    if not run.done("initial_eval"):
+        _say(f"[4/{STAGE_COUNT}] evaluating the initial policy on {len(splits.evaluation)} prompts")
+        start = time.perf_counter()
+        result = evaluate_policy(
+            eval_env, splits.evaluation, oracle, config.seed + 1, config.progress_bar
+        )
+        run.write_json("eval_initial.json", result)
+        run.finish("initial_eval", time.perf_counter() - start, **result["summary"])
+
+    # 5. RL fine-tuning, resumed from the last checkpoint if there is one
+    agent = _make_agent(config, env, run)
+    if not run.done("rl"):
+        _say(f"[5/{STAGE_COUNT}] {config.agent.upper()} on {config.efficient} for "
+             f"{config.total_timesteps} tokens (from {agent.num_timesteps})")  # fmt: skip
+        start = time.perf_counter()
+        stopper = _Monitor(oracle, started, config, run.stage("initial_eval")["seconds"])
+        agent.learn(config.total_timesteps, callback=stopper)
+        run.write_json("rl_history.json", agent.history)
+        _save_policy(policy, tokenizer, run.file("policy"))
+        run.finish(
+            "rl",
+            time.perf_counter() - start,
+            timesteps=agent.num_timesteps,
+            iterations=agent.iterations,
+            stopped_by_budget=stopper.stopped,
+            final_beta=env.kl_coef,
+        )
+
+    # 6. the final policy on the same held-out prompts, and the report
+    if not run.done("final_eval"):
+        _say(f"[6/{STAGE_COUNT}] evaluating the final policy and writing the report")
+        start = time.perf_counter()
+        result = evaluate_policy(
+            eval_env, splits.evaluation, oracle, config.seed + 1, config.progress_bar
+        )
+        run.write_json("eval_final.json", result)
+        run.finish("final_eval", time.perf_counter() - start, **result["summary"])
+    report = write_report(run, total_seconds=time.perf_counter() - started)
+    _say(f"report: {report}")
+    return report
+
+
+# -- models and data ---------------------------------------------------------------------------
+
+
+def _model_folder(name: str, run_dir: Path) -> Path | str:
+    """A local folder for a model name: packaged assets resolve (converting SmolLM2 once), the
+    tiny test model is built and saved in the run folder, anything else is left alone."""
+    if name != TINY_MODEL:
+        return assets.resolve(name)
+    folder = run_dir / TINY_MODEL
+    if not (folder / "config.json").is_file():
+        tokenizer = build_tiny_tokenizer()
+        build_tiny_gpt2(tokenizer, n_layer=2, n_embd=64, seed=0).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def prompt_splits(config: DemoConfig) -> PromptSplits:
+    """IMDB review openings alternating negative and positive reviews, in three disjoint sets:
+    preference prompts, RL training prompts, held-out evaluation prompts."""
+    sizes = [config.preference_prompts, config.train_prompts, config.eval_prompts]
+    halves = [(size + 1) // 2 for size in sizes]
+    prompts = balanced_imdb_prompts(2 * sum(halves), words=config.prompt_words)
+    sets, offset = [], 0
+    for size, half in zip(sizes, halves, strict=True):
+        sets.append(prompts[offset : offset + size])
+        offset += 2 * half
+    return PromptSplits(*sets)
+
+
+def _make_agent(
+    config: DemoConfig, env: TextGenerationVectorEnv, run: RunFolder
+) -> PolicyGradientAgent:
+    """The RL agent, restored from the run's last checkpoint when there is one."""
+    agent_class = AGENTS[config.agent]
+    options: dict[str, Any] = {
+        "learning_rate": config.learning_rate,
+        "epochs": config.epochs,
+        "minibatch_size": config.minibatch_size,
+        "kl_coef": config.kl_coef,
+        "kl_target": config.kl_target,
+        "seed": config.seed,
+        "checkpoint_dir": str(run.file("rl")),
+        "checkpoint_every": config.checkpoint_every,
+        "log_dir": str(run.file("tensorboard")),
+        "progress_bar": config.progress_bar,
+    }
+    if (run.file("rl") / LATEST).is_file():
+        runtime = {k: options[k] for k in ("checkpoint_dir", "log_dir", "progress_bar")}
+        agent = agent_class.load(run.file("rl"), env, **runtime)
+        _say(f"  resumed from {run.file('rl')} at {agent.num_timesteps} tokens")
+        return agent  # type: ignore[return-value]
+    if config.agent == "ppo":
+        return agent_class(env, PPOConfig(**options))  # type: ignore[call-arg]
+    return agent_class(env, RLOOConfig(baseline=config.agent, **options))  # type: ignore[call-arg]
+
+
+class _Monitor:
+    """The RL callback: scores every rollout with the gold oracle (for the report's curves) and
+    stops training when the time budget would be passed."""
+
+    def __init__(
+        self, oracle: Oracle, started: float, config: DemoConfig, eval_seconds: float
+    ) -> None:
+        self.oracle = oracle
+        self.started = started
+        self.budget = config.budget_minutes * 60 if config.budget_minutes else None
+        self.reserve = 1.5 * eval_seconds + 10  # the final evaluation and the report
+        self.stopped = False
+
+    def __call__(
+        self, agent: PolicyGradientAgent, rollout: Rollout, record: dict[str, float]
+    ) -> bool:
+        gold = self.oracle(rollout.prompts, rollout.responses)
+        record["rollout/gold_score"] = float(np.mean(gold))
+        if self.budget is None:
+            return True
+        elapsed = time.perf_counter() - self.started
+        next_update = record["perf/rollout_seconds"] + record["perf/update_seconds"]
+        if elapsed + next_update + self.reserve > self.budget:
+            self.stopped = True
+            return False
+        return True
+
+
+def _save_policy(policy: torch.nn.Module, tokenizer, folder: Path) -> None:
+    """The trained policy as safetensors (a LoRA policy: its adapters), with the tokenizer."""
+    policy.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+__all__ = ["PromptSplits", "prompt_splits", "run_demo"]
