@@ -14,8 +14,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(VENV)/.installed
-	$(BIN)/python examples/quickstart.py
+# The embedded offline demo needs the packaged assets; DEMO_ARGS passes options (e.g. --smoke).
+demo: $(VENV)/.assets
+	$(BIN)/rlhf-env demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	bash scripts/run_tests.sh $(BIN)/python

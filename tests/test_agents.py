@@ -360,3 +360,30 @@ def test_ppo_on_cuda_in_bf16_learns(tokenizer, word_start_reward):
     result = evaluate(agent, env, num_episodes=64, seed=1)
     assert result.score > baseline.score + 0.15, (baseline.score, result.score)
     assert 0 < result.kl < 12.0
+
+
+# -- callbacks and held-out evaluation ---------------------------------------------------------
+
+
+def test_learn_callback_adds_scalars_and_stops_training(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    agent = PPOAgent(env, PPOConfig(minibatch_size=4, progress_bar=False))
+    seen = []
+
+    def callback(agent, rollout, record):
+        seen.append(rollout.num_episodes)
+        record["custom/longest"] = float(rollout.lengths.max())
+        return len(seen) < 2  # stop after the second update
+
+    agent.learn(10_000, callback=callback)
+    assert seen == [4, 4] and agent.iterations == 2
+    assert all("custom/longest" in record for record in agent.history)
+
+
+def test_evaluate_answers_each_given_prompt_once_in_order(tokenizer, word_start_reward):
+    env = make_vector_env(tokenizer, word_start_reward, num_envs=3)
+    prompts = [f"The film {i}" for i in range(7)]  # 3 rounds, the last one padded
+    result = evaluate(ReferenceAgent(env), env, prompts=prompts)
+    assert result.rollout.prompts == prompts and result.rollout.num_episodes == 7
+    with pytest.raises(ValueError, match="either num_episodes or prompts"):
+        evaluate(ReferenceAgent(env), env, 4, prompts=prompts)

@@ -75,6 +75,9 @@ class DemoConfig:
     kl_target: float | None = _option(
         None, "Adaptive KL control toward this many nats per response (None: fixed beta)."
     )
+    kl_horizon: int = _option(
+        64, "Adaptive KL horizon in responses: beta moves at most 20% x responses / horizon."
+    )
     train_prompts: int = _option(4096, "Prompts the RL stage draws from.")
     checkpoint_every: int = _option(10, "RL updates between checkpoints (resume point).")
     budget_minutes: float | None = _option(

@@ -250,6 +250,7 @@ def _make_agent(
         "minibatch_size": config.minibatch_size,
         "kl_coef": config.kl_coef,
         "kl_target": config.kl_target,
+        "kl_horizon": config.kl_horizon,
         "seed": config.seed,
         "checkpoint_dir": str(run.file("rl")),
         "checkpoint_every": config.checkpoint_every,
