@@ -78,7 +78,7 @@ def test_a_rerun_of_a_finished_demo_redoes_no_stage(finished_run):
 
 def test_other_settings_in_the_same_folder_are_refused(finished_run):
     config, _ = finished_run
-    with pytest.raises(ValueError, match=r"learning_rate: 5e-05 -> 0.001.*--overwrite"):
+    with pytest.raises(ValueError, match=r"learning_rate: 0.0002 -> 0.001.*--overwrite"):
         run_demo(config.with_values(learning_rate=1e-3))
 
 

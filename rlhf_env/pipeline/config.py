@@ -67,11 +67,11 @@ class DemoConfig:
         "or 'lora:R' (LoRA of rank R; the reference is the model with adapters off).",
     )
     num_envs: int = _option(16, "Sub-environments: responses per rollout round.")
-    total_timesteps: int = _option(16_384, "Generated tokens of RL training.")
-    learning_rate: float = _option(5e-5, "RL learning rate.")
+    total_timesteps: int = _option(12_288, "Generated tokens of RL training.")
+    learning_rate: float = _option(2e-4, "RL learning rate.")
     epochs: int = _option(2, "Passes over each rollout.")
     minibatch_size: int = _option(8, "Responses per optimiser step.")
-    kl_coef: float = _option(0.05, "Initial KL coefficient beta.")
+    kl_coef: float = _option(0.2, "KL coefficient beta (the initial one with kl_target).")
     kl_target: float | None = _option(
         None, "Adaptive KL control toward this many nats per response (None: fixed beta)."
     )

@@ -73,76 +73,17 @@ def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
     device = pick_device(config.device)
     _say(f"run folder {run.path}, device {device}")
     policy_path = _model_folder(config.policy, run.path)
-    backbone_path = _model_folder(config.reward_backbone, run.path)
     tokenizer = load_tokenizer(policy_path)
     splits = prompt_splits(config)
     oracle = make_oracle(config.oracle)
 
-    # 1-2. sample responses from the initial policy and label pairs with the oracle
     if not run.done("preferences"):
-        _say(f"[1-2/{STAGE_COUNT}] sampling responses and labelling pairs with {config.oracle}")
-        start = time.perf_counter()
-        policy = load_causal_lm(policy_path, device=device, dtype=torch.float32)
-        responses = sample_responses(
-            policy, tokenizer, splits.preference, config.responses_per_prompt,
-            config.max_new_tokens, seed=config.seed, progress=config.progress_bar,
-        )  # fmt: skip
-        del policy
-        pairs = label_pairs(
-            splits.preference, responses, oracle, noise_k=config.label_noise, seed=config.seed
-        )
-        if not pairs:
-            raise ValueError(
-                f"the {config.oracle} oracle scored every pair of sampled responses the same, so "
-                "there is no preference to learn; sample more or longer responses, or set "
-                "label_noise to break ties at random"
-            )
-        write_jsonl_pairs(pairs, run.file("pairs.jsonl"))
-        flat = [r for group in responses for r in group]
-        gold = np.asarray(oracle([""] * len(flat), flat), dtype=np.float64)
-        run.finish(
-            "preferences",
-            time.perf_counter() - start,
-            responses=len(flat),
-            pairs=len(pairs),
-            gold_mean=float(gold.mean()),
-        )
+        _make_preferences(run, config, policy_path, tokenizer, splits.preference, oracle, device)
     _say(f"  {run.stage('preferences')['pairs']} pairs in {run.file('pairs.jsonl')}")
-
-    # 3. the reward model
-    rm_folder = run.file("reward_model")
     if not run.done("reward_model"):
-        _say(f"[3/{STAGE_COUNT}] training the reward model on {config.reward_backbone}")
-        start = time.perf_counter()
-        reward_model = RewardModel.from_backbone(
-            backbone_path,
-            device=device,
-            max_length=config.rm_max_length,
-            seed=config.seed,
-            include_prompt=False,  # the oracle scores the response alone
-            pooling=config.rm_pooling,
-        )
-        training = RewardTrainingConfig(
-            epochs=config.rm_epochs,
-            batch_size=config.rm_batch_size,
-            learning_rate=config.rm_learning_rate,
-            seed=config.seed,
-        )
-        metrics = train_reward_model(
-            reward_model, load_pairs(run.file("pairs.jsonl")), training, config.progress_bar
-        )
-        reward_model.save_pretrained(rm_folder)
-        run.write_json("reward_model/metrics.json", metrics)
-        run.finish(
-            "reward_model",
-            time.perf_counter() - start,
-            eval_accuracy=metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
-            initial_eval_accuracy=metrics.get("initial_eval_accuracy"),
-            train_pairs=metrics["train_pairs"],
-            eval_pairs=metrics["eval_pairs"],
-        )
-    reward_model = RewardModel.from_pretrained(rm_folder, device=device)
-    _say(f"  held-out pairwise accuracy {run.stage('reward_model')['eval_accuracy']}")
+        _train_reward_model(run, config, device)
+    reward_model = RewardModel.from_pretrained(run.file("reward_model"), device=device)
+    _say(f"  held-out pairwise accuracy {run.stage('reward_model')['eval_accuracy']:.3f}")
 
     # The RL env (train prompts) and the evaluation env (held-out prompts) share the models.
     policy, reference = apply_training_setup(
@@ -151,66 +92,149 @@ def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
     env_options: dict[str, Any] = {
         "tokenizer": tokenizer,
         "reward_fn": reward_model,
-        "reference": reference,
         "max_new_tokens": config.max_new_tokens,
         "max_prompt_tokens": 48,
         "kl_coef": config.kl_coef,
         "device": device,
     }
     env = TextGenerationVectorEnv(
-        policy, prompts=splits.train, num_envs=config.num_envs, **env_options
+        policy, prompts=splits.train, reference=reference, num_envs=config.num_envs, **env_options
     )
     eval_env = TextGenerationVectorEnv(
         policy,
         prompts=splits.evaluation,
+        reference=env.reference,
         num_envs=min(config.num_envs * 2, len(splits.evaluation)),
-        **{**env_options, "reference": env.reference},
+        **env_options,
     )
 
-    # 4. the initial policy on held-out prompts (before any update)
     if not run.done("initial_eval"):
         _say(f"[4/{STAGE_COUNT}] evaluating the initial policy on {len(splits.evaluation)} prompts")
-        start = time.perf_counter()
-        result = evaluate_policy(
-            eval_env, splits.evaluation, oracle, config.seed + 1, config.progress_bar
-        )
-        run.write_json("eval_initial.json", result)
-        run.finish("initial_eval", time.perf_counter() - start, **result["summary"])
-
-    # 5. RL fine-tuning, resumed from the last checkpoint if there is one
-    agent = _make_agent(config, env, run)
+        _evaluate_stage(run, "initial_eval", eval_env, splits.evaluation, oracle, config)
+    agent = _make_agent(config, env, run)  # restored from the last checkpoint if there is one
     if not run.done("rl"):
         _say(f"[5/{STAGE_COUNT}] {config.agent.upper()} on {config.efficient} for "
              f"{config.total_timesteps} tokens (from {agent.num_timesteps})")  # fmt: skip
-        start = time.perf_counter()
-        stopper = _Monitor(oracle, started, config, run.stage("initial_eval")["seconds"])
-        agent.learn(config.total_timesteps, callback=stopper)
-        run.write_json("rl_history.json", agent.history)
-        _save_policy(policy, tokenizer, run.file("policy"))
-        run.finish(
-            "rl",
-            time.perf_counter() - start,
-            timesteps=agent.num_timesteps,
-            iterations=agent.iterations,
-            stopped_by_budget=stopper.stopped,
-            final_beta=env.kl_coef,
-        )
-
-    # 6. the final policy on the same held-out prompts, and the report
+        _reinforce(run, config, agent, oracle, started)
     if not run.done("final_eval"):
         _say(f"[6/{STAGE_COUNT}] evaluating the final policy and writing the report")
-        start = time.perf_counter()
-        result = evaluate_policy(
-            eval_env, splits.evaluation, oracle, config.seed + 1, config.progress_bar
-        )
-        run.write_json("eval_final.json", result)
-        run.finish("final_eval", time.perf_counter() - start, **result["summary"])
+        _evaluate_stage(run, "final_eval", eval_env, splits.evaluation, oracle, config)
     report = write_report(run, total_seconds=time.perf_counter() - started)
     _say(f"report: {report}")
     return report
 
 
-# -- models and data ---------------------------------------------------------------------------
+# -- the stages ----------------------------------------------------------------------------------
+
+
+def _make_preferences(
+    run: RunFolder,
+    config: DemoConfig,
+    policy_path: Path | str,
+    tokenizer: Any,
+    prompts: list[str],
+    oracle: Oracle,
+    device: torch.device,
+) -> None:
+    """1-2. Sample responses from the initial policy; label pairs of them with the oracle."""
+    _say(f"[1-2/{STAGE_COUNT}] sampling responses and labelling pairs with {config.oracle}")
+    start = time.perf_counter()
+    policy = load_causal_lm(policy_path, device=device, dtype=torch.float32)
+    responses = sample_responses(
+        policy, tokenizer, prompts, config.responses_per_prompt, config.max_new_tokens,
+        seed=config.seed, progress=config.progress_bar,
+    )  # fmt: skip
+    pairs = label_pairs(prompts, responses, oracle, noise_k=config.label_noise, seed=config.seed)
+    if not pairs:
+        raise ValueError(
+            f"the {config.oracle} oracle scored every pair of sampled responses the same, so "
+            "there is no preference to learn; sample more or longer responses, or set "
+            "label_noise to break ties at random"
+        )
+    write_jsonl_pairs(pairs, run.file("pairs.jsonl"))
+    flat = [response for group in responses for response in group]
+    gold = np.asarray(oracle([""] * len(flat), flat), dtype=np.float64)
+    run.finish(
+        "preferences",
+        time.perf_counter() - start,
+        responses=len(flat),
+        pairs=len(pairs),
+        gold_mean=float(gold.mean()),
+    )
+
+
+def _train_reward_model(run: RunFolder, config: DemoConfig, device: torch.device) -> None:
+    """3. A reward model on the pairs, saved to ``reward_model/`` with its metrics."""
+    _say(f"[3/{STAGE_COUNT}] training the reward model on {config.reward_backbone}")
+    start = time.perf_counter()
+    reward_model = RewardModel.from_backbone(
+        _model_folder(config.reward_backbone, run.path),
+        device=device,
+        max_length=config.rm_max_length,
+        seed=config.seed,
+        include_prompt=False,  # the oracle scores the response alone
+        pooling=config.rm_pooling,
+    )
+    training = RewardTrainingConfig(
+        epochs=config.rm_epochs,
+        batch_size=config.rm_batch_size,
+        learning_rate=config.rm_learning_rate,
+        seed=config.seed,
+    )
+    pairs = load_pairs(run.file("pairs.jsonl"))
+    metrics = train_reward_model(reward_model, pairs, training, config.progress_bar)
+    reward_model.save_pretrained(run.file("reward_model"))
+    run.write_json("reward_model/metrics.json", metrics)
+    run.finish(
+        "reward_model",
+        time.perf_counter() - start,
+        eval_accuracy=metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
+        initial_eval_accuracy=metrics.get("initial_eval_accuracy"),
+        train_pairs=metrics["train_pairs"],
+        eval_pairs=metrics["eval_pairs"],
+    )
+
+
+def _evaluate_stage(
+    run: RunFolder,
+    stage: str,
+    env: TextGenerationVectorEnv,
+    prompts: list[str],
+    oracle: Oracle,
+    config: DemoConfig,
+) -> None:
+    """4 and 6. The env's current policy on the held-out prompts (same seed both times)."""
+    start = time.perf_counter()
+    result = evaluate_policy(env, prompts, oracle, config.seed + 1, config.progress_bar)
+    run.write_json(f"eval_{stage.removesuffix('_eval')}.json", result)
+    run.finish(stage, time.perf_counter() - start, **result["summary"])
+
+
+def _reinforce(
+    run: RunFolder,
+    config: DemoConfig,
+    agent: PolicyGradientAgent,
+    oracle: Oracle,
+    started: float,
+) -> None:
+    """5. RL fine-tuning until ``total_timesteps`` or the time budget; the trained policy is
+    saved to ``policy/``."""
+    start = time.perf_counter()
+    monitor = _Monitor(oracle, started, config, run.stage("initial_eval")["seconds"])
+    agent.learn(config.total_timesteps, callback=monitor)
+    run.write_json("rl_history.json", agent.history)
+    _save_policy(agent.env.policy, agent.env.tokenizer, run.file("policy"))
+    run.finish(
+        "rl",
+        time.perf_counter() - start,
+        timesteps=agent.num_timesteps,
+        iterations=agent.iterations,
+        stopped_by_budget=monitor.stopped,
+        final_beta=agent.env.kl_coef,
+    )
+
+
+# -- models, data, the agent ----------------------------------------------------------------------
 
 
 def _model_folder(name: str, run_dir: Path) -> Path | str:

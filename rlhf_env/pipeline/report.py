@@ -116,6 +116,7 @@ def plot_history(
     kl_axis.set_ylabel("KL per response (nats)", color="tab:green")
     beta_axis.plot(steps, series["train/beta"], color="tab:red")
     beta_axis.set_ylabel("beta (KL coefficient)", color="tab:red")
+    beta_axis.set_ylim(0, 1.25 * float(np.nanmax(series["train/beta"])) or 1.0)
     kl_axis.set_xlabel("generated tokens")
     kl_axis.set_title("KL to the reference and the KL coefficient")
     figure.tight_layout()
