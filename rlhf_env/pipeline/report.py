@@ -71,6 +71,24 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def _curve(
+    axis: Any, steps: np.ndarray, values: np.ndarray, colour: str, label: str, raw: bool = True
+) -> None:
+    """One series against training tokens: faint raw values, and a moving average on top."""
+    if raw:
+        axis.plot(steps, values, color=colour, alpha=0.25)
+    axis.plot(steps, _smooth(values, max(1, len(values) // 10)) if raw else values, color=colour)
+    axis.set_ylabel(label, color=colour)
+
+
+def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_history(
     history: list[dict[str, float]],
     initial: dict[str, float],
@@ -89,39 +107,26 @@ def plot_history(
         key: np.array([record.get(key, np.nan) for record in history])
         for key in ("rollout/score", "rollout/gold_score", "rollout/kl", "train/beta")
     }
-    window = max(1, len(history) // 10)
 
     # 1. learned and gold reward against training tokens
     figure, learned_axis = plt.subplots(figsize=(7, 4))
     gold_axis = learned_axis.twinx()
-    for axis, key, colour, label in (
-        (learned_axis, "rollout/score", "tab:blue", "learned reward (RM score)"),
-        (gold_axis, "rollout/gold_score", "tab:orange", "gold reward (oracle)"),
-    ):
-        axis.plot(steps, series[key], color=colour, alpha=0.25)
-        axis.plot(steps, _smooth(series[key], window), color=colour, label=label)
-        axis.set_ylabel(label, color=colour)
+    _curve(learned_axis, steps, series["rollout/score"], "tab:blue", "learned reward (RM score)")
+    _curve(gold_axis, steps, series["rollout/gold_score"], "tab:orange", "gold reward (oracle)")
     gold_axis.axhline(initial["gold_score"], color="tab:orange", linestyle=":", linewidth=1)
-    learned_axis.set_xlabel("generated tokens")
     learned_axis.set_title("Reward of the training rollouts (dotted: initial policy, gold)")
-    figure.tight_layout()
-    figure.savefig(folder / PLOTS["reward"], dpi=120)
-    plt.close(figure)
+    learned_axis.set_xlabel("generated tokens")
+    _save(figure, folder / PLOTS["reward"])
 
     # 2. KL to the reference and beta against training tokens
     figure, kl_axis = plt.subplots(figsize=(7, 4))
     beta_axis = kl_axis.twinx()
-    kl_axis.plot(steps, series["rollout/kl"], color="tab:green", alpha=0.25)
-    kl_axis.plot(steps, _smooth(series["rollout/kl"], window), color="tab:green")
-    kl_axis.set_ylabel("KL per response (nats)", color="tab:green")
-    beta_axis.plot(steps, series["train/beta"], color="tab:red")
-    beta_axis.set_ylabel("beta (KL coefficient)", color="tab:red")
+    _curve(kl_axis, steps, series["rollout/kl"], "tab:green", "KL per response (nats)")
+    _curve(beta_axis, steps, series["train/beta"], "tab:red", "beta (KL coefficient)", raw=False)
     beta_axis.set_ylim(0, 1.25 * float(np.nanmax(series["train/beta"])) or 1.0)
-    kl_axis.set_xlabel("generated tokens")
     kl_axis.set_title("KL to the reference and the KL coefficient")
-    figure.tight_layout()
-    figure.savefig(folder / PLOTS["kl"], dpi=120)
-    plt.close(figure)
+    kl_axis.set_xlabel("generated tokens")
+    _save(figure, folder / PLOTS["kl"])
 
     # 3. gold reward against KL: what the reward costs in distance from the reference
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -137,9 +142,7 @@ def plot_history(
     axis.set_ylabel("gold reward")
     axis.set_title("Gold reward vs KL (dots: training rollouts; black: held-out)")
     axis.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(folder / PLOTS["gold_vs_kl"], dpi=120)
-    plt.close(figure)
+    _save(figure, folder / PLOTS["gold_vs_kl"])
 
 
 def _cell(text: str, limit: int = 140) -> str:
