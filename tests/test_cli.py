@@ -90,7 +90,7 @@ def test_train_then_eval_a_policy_from_the_command_line(model_dir, prompts_file,
 def test_train_rejects_options_of_another_agent(model_dir, prompts_file, tmp_path, capsys):
     status = main(
         ["train", "--agent", "ppo", "--policy", str(model_dir), "--prompts", str(prompts_file),
-         "--out", str(tmp_path / "run"), "--group-size", "4"]
+         "--out", str(tmp_path / "run"), "--reward", "vader", "--group-size", "4"]
     )  # fmt: skip
     assert status == 1
     assert "--group-size do(es) not apply to --agent ppo" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def add_dataclass_arguments(
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default
-        help_text = f"{field.metadata.get('help', '')} (default: {default})"
+        help_text = f"{field.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         convert, is_bool = _converter(hints[field.name])
         options: dict[str, Any] = {
             "help": help_text,

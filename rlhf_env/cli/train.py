@@ -28,14 +28,17 @@ def load_reward(spec: str, device: str | None) -> Any:
     return RewardModel.from_pretrained(spec, device=device)
 
 
-def _add_env_arguments(parser: argparse.ArgumentParser, prompt_offset: int) -> None:
+def _add_env_arguments(
+    parser: argparse.ArgumentParser, prompt_offset: int, reward_required: bool
+) -> None:
     parser.add_argument(
         "--policy", default="smollm2-135m-instruct", help="hub name, folder, or asset name"
     )
     parser.add_argument(
         "--reward",
+        required=reward_required,
         default="vader",
-        help="'vader', 'textblob', or a reward-model folder from train-rm (default: vader)",
+        help="'vader', 'textblob' (gold oracles), or a reward-model folder from train-rm",
     )
     parser.add_argument(
         "--prompts",
@@ -201,7 +204,7 @@ def register(commands: Any) -> None:
         help="what trains: 'full', 'frozen:N' (bottom N blocks frozen) or 'lora:R' (default full)",
     )
     parser.add_argument("--total-timesteps", type=int, default=16_384, help="generated tokens")
-    _add_env_arguments(parser, prompt_offset=0)
+    _add_env_arguments(parser, prompt_offset=0, reward_required=True)
     add_dataclass_arguments(parser, PPOConfig, suppress_defaults=True)
     add_dataclass_arguments(
         parser, RLOOConfig, skip={f.name for f in dataclasses.fields(PPOConfig)},
@@ -227,5 +230,5 @@ def register(commands: Any) -> None:
     )
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    _add_env_arguments(evaluation, prompt_offset=6000)
+    _add_env_arguments(evaluation, prompt_offset=6000, reward_required=False)
     evaluation.set_defaults(handler=evaluate_command, command_parser=evaluation, num_prompts=128)

@@ -1,0 +1,519 @@
+"""TRL's ``RLOOTrainer`` against our ``RLOOAgent`` and ``PPOAgent`` on equal work, side by side.
+
+Each setup runs in its own process (a clean peak) from the same initial policy, on the same
+prompts, against the same reward, for ``--iterations`` iterations of the same size. One
+iteration is one generation round and its updates:
+
+- ``P x G`` responses (``--prompts-per-iteration P`` prompts, each answered ``--group-size G``
+  times; PPO answers ``P x G`` prompts drawn from the same set once each), sampled at
+  temperature 1 with no top-k / top-p, at most ``--new`` new tokens, ending at EOS;
+- reward = ``--reward`` (``vader``, ``textblob`` or a reward-model folder) minus
+  ``--kl-coef`` x the sampled per-response KL (``sum_t log pi - log pi_ref``, k1) to the frozen
+  initial model;
+- ``--epochs`` passes over the responses in minibatches of ``--minibatch`` responses, each
+  one AdamW step (lr ``--learning-rate``, constant, betas 0.9/0.999, eps 1e-8, no weight
+  decay, gradients clipped to norm 1), forwards of ``--minibatch / --accumulation``
+  responses; clipped surrogate with epsilon 0.2, no entropy bonus;
+- float32 on CPU, dropout off, every weight trained.
+
+Setups:
+    trl-rloo    trl.RLOOTrainer (trl 1.16), with HF ``generate`` (no vLLM)
+    rloo        agents.RLOOAgent in rlhf_env.TextGenerationVectorEnv
+    ppo         agents.PPOAgent (shared value head, GAE, whitened advantages) in the same env
+    initial     no training: the initial policy, evaluated like the others (the baseline)
+
+How the TRL knobs map (trl/trainer/rloo_config.py, rloo_trainer.py of trl 1.16.0):
+    num_generations = G; generation_batch_size = P x G (one generation round);
+    per_device_train_batch_size = minibatch / accumulation, gradient_accumulation_steps =
+    accumulation, so an optimizer step sees ``--minibatch`` responses; steps_per_generation =
+    P x G / per_device_train_batch_size (the round is cut into that many micro-batches);
+    num_iterations = epochs (TRL regenerates every steps_per_generation x num_iterations
+    micro-steps), so a round is epochs x P x G / minibatch optimizer steps, as ours;
+    max_steps = iterations x that; beta = kl_coef (TRL RLOO subtracts beta x the summed k1 KL
+    from the reward, as our env does); epsilon = 0.2; normalize_advantages = False;
+    max_completion_length = new; temperature = 1, top_p = 1, top_k = 0; lr_scheduler_type =
+    constant, optim = adamw_torch, weight_decay = 0, max_grad_norm = 1; bf16 = False,
+    gradient_checkpointing = False (TRL defaults to both), disable_dropout = True, use_cpu.
+
+What is not the same:
+    - the loss: TRL's importance ratio and clipping are per sequence (``exp(sum_t log-ratio)``)
+      and the loss is a mean over sequences; ours are per token and the loss is a mean over
+      tokens. Both use the RLOO leave-one-out advantage of the KL-penalised reward, without
+      normalisation. Under Adam the gradient scale (about the response length apart) matters
+      little, but the clipped region differs once the policy moves (epochs > 1).
+    - TRL shuffles a round once and replays the same minibatches every epoch; we reshuffle per
+      epoch. TRL draws prompts without replacement (a shuffled pass over the set); our agents
+      draw with replacement. Random streams differ, so no two setups see the same samples.
+    - TRL recomputes the rollout's log-probs with one extra teacher-forced forward of the policy
+      and of the reference after ``generate``; the env records them while sampling (the
+      reference steps beside the policy with its own KV cache).
+    - peak memory includes each library's own import footprint (TRL imports accelerate,
+      datasets, pandas); ``rss_before_training_mib`` shows it apart.
+
+Figures per setup: wall seconds per iteration and its rollout / update split (median after the
+first, warm-up iteration), generated tokens per second (the median per-iteration rate after the
+first; tokens = response tokens including an EOS, excluding padding, counted from the env's
+rollout for ours and from the completion ids TRL hands its reward function), peak resident
+memory of the setup's process after training, and after training, the same held-out evaluation
+for all: one answer per held-out prompt (temperature 1, seeded) from the trained policy in our
+vector env, reference = the initial model reloaded, giving the mean gold score (``--gold``), the
+learned score (``--reward``) and the per-response KL to the initial model. TRL's rollout time is
+from the start of a round's first optimizer step to the end of its reward call (generation, the
+log-prob forwards and the reward); the rest of the round is update.
+
+    python benchmarks/vs_trl.py --model tiny --iterations 3  # seconds, a smoke test (needs trl)
+    python benchmarks/vs_trl.py --model smollm2-135m-instruct --setups initial trl-rloo rloo ppo \\
+        --prompts-per-iteration 8 --group-size 4 --new 24 --iterations 20 --epochs 2 \\
+        --minibatch 8 --learning-rate 1e-5 --kl-coef 0.05 --reward vader --eval-prompts 128
+    python benchmarks/vs_trl.py --model tiny --setups rloo ppo  # without trl installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+SETUPS = ("initial", "trl-rloo", "rloo", "ppo")
+RESULT_PREFIX = "VS_TRL_RESULT "
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+
+# -- the shared pieces: policy, prompts, reward, evaluation ---------------------------------------
+
+
+def materialise_policy(model: str, folder: Path) -> str:
+    """The policy's folder: ``tiny`` is built (2-layer GPT-2, seed 0) and saved to ``folder``;
+    a packaged asset name is resolved (and converted once) here, before any setup is timed."""
+    from rlhf_env.assets import resolve
+    from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+
+    if model != "tiny":
+        return str(resolve(model))
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_gpt2(tokenizer, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def load_policy(folder: str) -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` from ``folder``: float32 on CPU, eval mode (dropout off)."""
+    from rlhf_env.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(folder, device="cpu", dtype=torch.float32)
+    return model, load_tokenizer(folder)
+
+
+def prompt_sets(train: int, held_out: int) -> tuple[list[str], list[str]]:
+    """Disjoint training and held-out IMDB review openings (8 words), alternating negative and
+    positive reviews, as the demo splits them."""
+    from rlhf_env.data.prompts import balanced_imdb_prompts
+
+    halves = [(train + 1) // 2, (held_out + 1) // 2]
+    prompts = balanced_imdb_prompts(2 * sum(halves), words=8)
+    return prompts[:train], prompts[2 * halves[0] : 2 * halves[0] + held_out]
+
+
+def make_reward(name: str) -> RewardFn:
+    """An oracle by name (``vader``, ``textblob``) or a reward model saved in a folder."""
+    from rlhf_env.rewards import RewardModel
+    from rlhf_env.rewards.oracles import ORACLES, make_oracle
+
+    if name in ORACLES:
+        return make_oracle(name)
+    return RewardModel.from_pretrained(name, device="cpu")
+
+
+def evaluate_trained(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    folder: str,
+    reward_fn: RewardFn,
+    oracle: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+    max_prompt_tokens: int,
+) -> dict[str, Any]:
+    """The same held-out evaluation for every setup: one answer per prompt from ``policy`` in
+    a fresh vector env whose reference is the initial model, reloaded from ``folder``."""
+    from rlhf_env import TextGenerationVectorEnv
+    from rlhf_env.pipeline.evaluation import evaluate_policy
+
+    reference, _ = load_policy(folder)
+    reference.requires_grad_(False)
+    env = TextGenerationVectorEnv(
+        policy.eval(), tokenizer, reward_fn, prompts, reference=reference,
+        num_envs=args.prompts_per_iteration * args.group_size, max_new_tokens=args.new,
+        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
+    )  # fmt: skip
+    result = evaluate_policy(env, prompts, oracle, seed=args.seed + 1)
+    env.close()
+    return result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- our agents -----------------------------------------------------------------------------------
+
+
+def train_ours(
+    setup: str,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+    max_prompt_tokens: int,
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """``args.iterations`` iterations of ``RLOOAgent`` or ``PPOAgent``; the trained policy and
+    one record per iteration."""
+    from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
+    from rlhf_env import TextGenerationVectorEnv
+
+    num_envs = args.prompts_per_iteration * args.group_size
+    env = TextGenerationVectorEnv(
+        policy, tokenizer, reward_fn, prompts, num_envs=num_envs, max_new_tokens=args.new,
+        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
+    )  # fmt: skip
+    shared = {
+        "epochs": args.epochs,
+        "minibatch_size": args.minibatch,
+        "gradient_accumulation_steps": args.accumulation,
+        "learning_rate": args.learning_rate,
+        "kl_coef": args.kl_coef,
+        "seed": args.seed,
+        "progress_bar": False,
+    }
+    agent: RLOOAgent | PPOAgent
+    if setup == "rloo":
+        agent = RLOOAgent(env, RLOOConfig(group_size=args.group_size, **shared))
+    else:
+        agent = PPOAgent(env, PPOConfig(**shared))
+    iterations: list[dict[str, float]] = []
+
+    def record(_agent: Any, rollout: Any, metrics: dict[str, float]) -> bool:
+        iterations.append(
+            {
+                "seconds": metrics["perf/rollout_seconds"] + metrics["perf/update_seconds"],
+                "rollout_seconds": metrics["perf/rollout_seconds"],
+                "update_seconds": metrics["perf/update_seconds"],
+                "tokens": float(rollout.num_tokens),
+                "score": float(rollout.scores.mean()),
+            }
+        )
+        return len(iterations) < args.iterations
+
+    # At most num_envs x new tokens an iteration: the callback, not the budget, ends the run.
+    agent.learn(args.iterations * num_envs * args.new + 1, callback=record)
+    env.close()
+    return policy, iterations
+
+
+# -- TRL --------------------------------------------------------------------------------------------
+
+
+def trl_config(args: argparse.Namespace, output_dir: str) -> Any:
+    """``trl.RLOOConfig`` doing our iteration: see the module docstring for the mapping."""
+    from trl import RLOOConfig
+
+    responses = args.prompts_per_iteration * args.group_size
+    micro_batch = args.minibatch // args.accumulation
+    steps_per_iteration = args.epochs * responses // args.minibatch
+    return RLOOConfig(
+        output_dir=output_dir,
+        # one round: P x G responses, G per prompt, cut into micro-batches of minibatch / accum
+        num_generations=args.group_size,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=args.accumulation,
+        steps_per_generation=responses // micro_batch,
+        num_iterations=args.epochs,
+        max_steps=args.iterations * steps_per_iteration,
+        # sampling: temperature 1, no top-k / top-p, at most `new` tokens
+        max_completion_length=args.new,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        # objective: reward - beta * sum_t k1, leave-one-out advantages, clip 0.2
+        beta=args.kl_coef,
+        epsilon=0.2,
+        normalize_advantages=False,
+        # optimiser: AdamW as ours, constant learning rate, clip grad norm 1
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        # numerics: float32 on CPU, dropout off, no gradient checkpointing
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        disable_dropout=True,
+        # bookkeeping: log once an iteration, no checkpoints, no trackers, no progress bar
+        logging_steps=steps_per_iteration,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=args.seed,
+    )
+
+
+def train_trl(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """``args.iterations`` generation rounds of ``trl.RLOOTrainer``; the trained policy and one
+    record per round (timed by a ``TrainerCallback``, tokens counted in the reward call)."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import RLOOTrainer
+
+    steps_per_iteration = args.epochs * args.prompts_per_iteration * args.group_size
+    steps_per_iteration //= args.minibatch
+    iterations: list[dict[str, float]] = []
+    round_state: dict[str, float] = {}
+
+    def reward(
+        prompts: list[str], completions: list[str], completion_ids: list[list[int]], **_: Any
+    ) -> list[float]:
+        """Our reward function under TRL's signature; counts the round's tokens."""
+        scores = [float(s) for s in reward_fn(prompts, completions)]
+        round_state["tokens"] = float(sum(len(ids) for ids in completion_ids))
+        round_state["score"] = sum(scores) / len(scores)
+        round_state["rollout_end"] = time.perf_counter()
+        return scores
+
+    class RoundTimer(TrainerCallback):
+        """Times each generation round: ``steps_per_iteration`` optimizer steps."""
+
+        def on_step_begin(self, _args: Any, state: Any, control: Any, **_: Any) -> None:
+            if state.global_step % steps_per_iteration == 0:
+                round_state["start"] = time.perf_counter()
+
+        def on_step_end(self, _args: Any, state: Any, control: Any, **_: Any) -> None:
+            if state.global_step % steps_per_iteration == 0:
+                end = time.perf_counter()
+                rollout = round_state["rollout_end"] - round_state["start"]
+                iterations.append(
+                    {
+                        "seconds": end - round_state["start"],
+                        "rollout_seconds": rollout,
+                        "update_seconds": end - round_state["rollout_end"],
+                        "tokens": round_state["tokens"],
+                        "score": round_state["score"],
+                    }
+                )
+
+    with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
+        trainer = RLOOTrainer(
+            model=policy,
+            reward_funcs=reward,
+            args=trl_config(args, output_dir),
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
+            processing_class=tokenizer,
+            callbacks=[RoundTimer()],
+        )
+        trainer.train()
+    if len(iterations) != args.iterations:
+        raise RuntimeError(f"TRL ran {len(iterations)} rounds, expected {args.iterations}")
+    return trainer.model, iterations
+
+
+# -- one setup in this process ------------------------------------------------------------------
+
+
+def run_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Build, train (``args.child``), measure the peak, then evaluate on held-out prompts."""
+    from rlhf_env.rewards.oracles import make_oracle
+
+    setup = args.child
+    torch.manual_seed(args.seed)
+    policy, tokenizer = load_policy(args.policy_folder)
+    reward_fn = make_reward(args.reward)
+    oracle = make_oracle(args.gold)
+    train_prompts, eval_prompts = prompt_sets(args.train_prompts, args.eval_prompts)
+    # Whole prompts on both sides: TRL never cuts a prompt, so the env must not either.
+    max_prompt_tokens = max(len(tokenizer(p)["input_ids"]) for p in train_prompts + eval_prompts)
+    rss_before = peak_rss_mib()
+
+    start = time.perf_counter()
+    iterations: list[dict[str, float]] = []
+    if setup == "trl-rloo":
+        policy, iterations = train_trl(policy, tokenizer, reward_fn, train_prompts, args)
+    elif setup in ("rloo", "ppo"):
+        policy, iterations = train_ours(
+            setup, policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens
+        )
+    train_seconds = time.perf_counter() - start
+    peak = peak_rss_mib()
+
+    evaluation = evaluate_trained(
+        policy, tokenizer, args.policy_folder, reward_fn, oracle, eval_prompts, args,
+        max_prompt_tokens,
+    )  # fmt: skip
+    row: dict[str, Any] = {
+        "setup": setup,
+        "rss_before_training_mib": round(rss_before, 1),
+        "peak_memory_mib": round(peak, 1),
+        "train_seconds": round(train_seconds, 2),
+        **summarise(iterations),
+        **{f"eval_{k}": v for k, v in evaluation["summary"].items()},
+        "iterations": iterations,
+        "eval_samples": evaluation["samples"][:4],
+    }
+    return row
+
+
+def summarise(iterations: list[dict[str, float]]) -> dict[str, float | None]:
+    """Medians after the first (warm-up) iteration, or of the only one."""
+    if not iterations:
+        keys = ("seconds_per_iteration", "rollout_seconds", "update_seconds")
+        return {key: None for key in (*keys, "tokens_per_second", "tokens_per_iteration")}
+    timed = iterations[1:] or iterations
+    return {
+        "seconds_per_iteration": round(statistics.median(i["seconds"] for i in timed), 3),
+        "rollout_seconds": round(statistics.median(i["rollout_seconds"] for i in timed), 3),
+        "update_seconds": round(statistics.median(i["update_seconds"] for i in timed), 3),
+        "tokens_per_second": round(statistics.median(i["tokens"] / i["seconds"] for i in timed), 1),
+        "tokens_per_iteration": statistics.mean(i["tokens"] for i in iterations),
+    }
+
+
+# -- the parent: one subprocess per setup, then the table ----------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line; errors for sizes TRL or our agents cannot split evenly."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--model", default="tiny", help="'tiny', a packaged asset name or a model folder")
+    add("--setups", nargs="+", default=["trl-rloo", "rloo", "ppo"], choices=SETUPS)
+    add("--prompts-per-iteration", type=int, default=4, help="P: prompts per round")
+    add("--group-size", type=int, default=4, help="G: answers per prompt (P x G responses)")
+    add("--new", type=int, default=16, help="max new tokens per response")
+    add("--iterations", type=int, default=3, help="rounds of P x G responses and their updates")
+    add("--epochs", type=int, default=1, help="passes over each round (TRL num_iterations)")
+    add("--minibatch", type=int, default=8, help="responses per optimizer step")
+    add("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
+    add("--learning-rate", type=float, default=1e-5)
+    add("--kl-coef", type=float, default=0.05, help="beta: KL penalty in the reward")
+    add("--reward", default="vader", help="'vader', 'textblob' or a reward-model folder")
+    add("--gold", default="vader", help="the gold oracle of the evaluation")
+    add("--train-prompts", type=int, default=256, help="size of the training prompt set")
+    add("--eval-prompts", type=int, default=32, help="held-out prompts, one answer each")
+    add("--seed", type=int, default=0)
+    add("--out", type=Path, help="JSON file (default: benchmarks/results/vs_trl_MODEL.json)")
+    add("--child", help=argparse.SUPPRESS)
+    add("--policy-folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    responses = args.prompts_per_iteration * args.group_size
+    if args.group_size < 2:
+        parser.error("--group-size must be >= 2 (RLOO needs a leave-one-out baseline)")
+    if args.minibatch % args.accumulation:
+        parser.error(f"--minibatch {args.minibatch} must be a multiple of --accumulation")
+    if responses % args.minibatch:
+        parser.error(
+            f"P x G = {responses} responses must be a multiple of --minibatch {args.minibatch}, "
+            "so that TRL and our agents make the same optimizer steps per round"
+        )
+    if args.train_prompts < args.prompts_per_iteration:
+        parser.error("--train-prompts must be at least --prompts-per-iteration")
+    return args
+
+
+def run_children(args: argparse.Namespace, folder: str) -> list[dict[str, Any]]:
+    """Each setup in its own Python process; its result row from the last marked line."""
+    rows = []
+    for setup in args.setups:
+        command = [
+            sys.executable, __file__, *sys.argv[1:], "--child", setup, "--policy-folder", folder,
+        ]  # fmt: skip
+        print(f"running {setup} ...", file=sys.stderr, flush=True)
+        output = subprocess.run(command, capture_output=True, text=True)
+        marked = [line for line in output.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+        if output.returncode or not marked:
+            raise SystemExit(f"setup {setup} failed:\n{output.stderr[-3000:]}")
+        rows.append(json.loads(marked[-1].removeprefix(RESULT_PREFIX)))
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """A markdown table; ratios are to TRL's row when there is one."""
+    trl = next((row for row in rows if row["setup"] == "trl-rloo"), None)
+
+    def ratio(row: dict[str, Any], key: str) -> str:
+        if trl is None or row[key] is None or not trl[key]:
+            return "-"
+        return f"{row[key] / trl[key]:.2f}x"
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    print(
+        "| setup | s/iter | vs TRL | rollout s | update s | tok/s | vs TRL | peak MiB | vs TRL "
+        "| gold | learned | KL |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        gold = f"{row['eval_gold_score']:+.3f} ± {row['eval_gold_score_sem']:.3f}"
+        print(
+            f"| {row['setup']} | {number(row['seconds_per_iteration'], 2)} "
+            f"| {ratio(row, 'seconds_per_iteration')} | {number(row['rollout_seconds'], 2)} "
+            f"| {number(row['update_seconds'], 2)} | {number(row['tokens_per_second'], 1)} "
+            f"| {ratio(row, 'tokens_per_second')} | {row['peak_memory_mib']:.0f} "
+            f"| {ratio(row, 'peak_memory_mib')} | {gold} | {row['eval_learned_score']:+.3f} "
+            f"| {row['eval_kl']:.2f} |"
+        )
+
+
+def main() -> None:
+    """Parent: materialise the policy, run each setup in a subprocess, print and write."""
+    args = parse_args()
+    if args.child:
+        print(RESULT_PREFIX + json.dumps(run_setup(args)), flush=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="vs_trl_policy_") as scratch:
+        folder = materialise_policy(args.model, Path(scratch))
+        rows = run_children(args, folder)
+    print_table(rows)
+    versions = {"torch": torch.__version__, "python": platform.python_version()}
+    for package in ("transformers", "trl"):
+        try:
+            versions[package] = __import__(package).__version__
+        except ImportError:
+            versions[package] = None
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, cpu",
+        "versions": versions,
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("child", "policy_folder")},
+        "rows": rows,
+    }
+    out = args.out or RESULTS / f"vs_trl_{Path(str(args.model)).name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
