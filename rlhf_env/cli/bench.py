@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ppo_training": "PPO peak memory and throughput: full, frozen layers, LoRA",
     "sb3_rollout": "stable-baselines3 rollout collection with and without the KV cache",
     "vector_env_memory": "resident memory of the vector env over a long run",
+    "vs_trl": "TRL's RLOOTrainer against our RLOO and PPO agents on equal work",
 }
 
 
