@@ -20,6 +20,9 @@ Setups:
     trl-rloo    trl.RLOOTrainer (trl 1.16), with HF ``generate`` (no vLLM)
     rloo        agents.RLOOAgent in rlhf_env.TextGenerationVectorEnv
     ppo         agents.PPOAgent (shared value head, GAE, whitened advantages) in the same env
+    sb3-ppo     stable-baselines3's PPO on the same env (SB3VecEnv, agents.sb3.LanguageModelPolicy):
+                P x G sub-envs x --new steps a rollout, minibatches of --minibatch x --new
+                transitions, --epochs, clip 0.2, gamma 1, GAE 0.95, its own value head
     initial     no training: the initial policy, evaluated like the others (the baseline)
 
 How the TRL knobs map (trl/trainer/rloo_config.py, rloo_trainer.py of trl 1.16.0):
@@ -100,7 +103,7 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-SETUPS = ("initial", "trl-rloo", "rloo", "ppo")
+SETUPS = ("initial", "trl-rloo", "rloo", "ppo", "sb3-ppo")
 RESULT_PREFIX = "VS_TRL_RESULT "
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -236,6 +239,79 @@ def train_ours(
 
     # At most num_envs x new tokens an iteration: the callback, not the budget, ends the run.
     agent.learn(args.iterations * num_envs * args.new + 1, callback=record)
+    env.close()
+    return policy, iterations
+
+
+# -- stable-baselines3 ----------------------------------------------------------------------------
+
+
+def train_sb3(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+    max_prompt_tokens: int,
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """``args.iterations`` rollouts and updates of stable-baselines3's own PPO on our env, with
+    ``agents.sb3.LanguageModelPolicy``: ``P x G`` sub-envs x ``new`` steps a rollout (SB3
+    resets a sub-env in the step its response ends, so a rollout is ``P x G x new`` tokens),
+    ``epochs`` passes in minibatches of ``minibatch x new`` transitions."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
+    from rlhf_env import TextGenerationVectorEnv
+    from rlhf_env.sb3 import SB3VecEnv
+
+    num_envs = args.prompts_per_iteration * args.group_size
+    env = TextGenerationVectorEnv(
+        policy, tokenizer, reward_fn, prompts, num_envs=num_envs, max_new_tokens=args.new,
+        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
+        autoreset_mode="SameStep",
+    )  # fmt: skip
+    iterations: list[dict[str, float]] = []
+
+    class Timer(BaseCallback):
+        """Times each rollout (collection) and the update that follows it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.marks: list[tuple[float, float]] = []
+            self.scores: list[float] = []
+            self.kls: list[float] = []
+
+        def _on_rollout_start(self) -> None:
+            self.started = time.perf_counter()
+            self.scores, self.kls = [], []
+
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "score" in info:
+                    self.scores.append(float(info["score"]))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            self.marks.append((self.started, time.perf_counter()))
+            iterations.append({"score": statistics.fmean(self.scores) if self.scores else 0.0})
+
+    timer = Timer()
+    model = PPO(
+        LanguageModelPolicy, SB3VecEnv(env), policy_kwargs=language_model_policy_kwargs(env),
+        learning_rate=args.learning_rate, n_steps=args.new, batch_size=args.minibatch * args.new,
+        n_epochs=args.epochs, gamma=1.0, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0,
+        max_grad_norm=1.0, seed=args.seed, device="cpu",
+    )  # fmt: skip
+    model.learn(total_timesteps=args.iterations * num_envs * args.new, callback=timer)
+    ends = [start for start, _ in timer.marks[1:]] + [time.perf_counter()]
+    for record, (start, collected), end in zip(iterations, timer.marks, ends, strict=True):
+        record.update(
+            seconds=end - start,
+            rollout_seconds=collected - start,
+            update_seconds=end - collected,
+            tokens=float(num_envs * args.new),
+        )
     env.close()
     return policy, iterations
 
@@ -387,6 +463,10 @@ def run_setup(args: argparse.Namespace) -> dict[str, Any]:
     iterations: list[dict[str, float]] = []
     if setup == "trl-rloo":
         policy, iterations = train_trl(policy, tokenizer, reward_fn, train_prompts, args)
+    elif setup == "sb3-ppo":
+        policy, iterations = train_sb3(
+            policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens
+        )
     elif setup in ("rloo", "ppo"):
         policy, iterations = train_ours(
             setup, policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens

