@@ -32,7 +32,7 @@ from agents.policy_gradient import PolicyGradientAgent
 from agents.rollout import Rollout
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.assets import resolve
-from rlhf_env.data.prompts import balanced_imdb_prompts
+from rlhf_env.data.prompts import balanced_imdb_prompt_sets
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from rlhf_env.models.efficient import apply_training_setup
 from rlhf_env.pipeline.evaluation import evaluate_policy
@@ -93,8 +93,7 @@ def main() -> None:
 
     policy, tokenizer = load_policy(args.model)
     policy, reference = apply_training_setup(policy, args.setup)
-    prompts = balanced_imdb_prompts(args.train_prompts + args.eval_prompts)
-    train_prompts, eval_prompts = prompts[: args.train_prompts], prompts[args.train_prompts :]
+    train_prompts, eval_prompts = balanced_imdb_prompt_sets([args.train_prompts, args.eval_prompts])
     reward_model = RewardModel.from_pretrained(args.reward_model, device="cpu")
     gold = make_oracle("vader")
     options: dict[str, Any] = {

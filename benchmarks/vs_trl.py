@@ -137,21 +137,29 @@ def load_policy(folder: str) -> tuple[torch.nn.Module, Any]:
 def prompt_sets(train: int, held_out: int) -> tuple[list[str], list[str]]:
     """Disjoint training and held-out IMDB review openings (8 words), alternating negative and
     positive reviews, as the demo splits them."""
-    from rlhf_env.data.prompts import balanced_imdb_prompts
+    from rlhf_env.data.prompts import balanced_imdb_prompt_sets
 
-    halves = [(train + 1) // 2, (held_out + 1) // 2]
-    prompts = balanced_imdb_prompts(2 * sum(halves), words=8)
-    return prompts[:train], prompts[2 * halves[0] : 2 * halves[0] + held_out]
+    train_prompts, held_out_prompts = balanced_imdb_prompt_sets([train, held_out], words=8)
+    return train_prompts, held_out_prompts
 
 
-def make_reward(name: str) -> RewardFn:
-    """An oracle by name (``vader``, ``textblob``) or a reward model saved in a folder."""
-    from rlhf_env.rewards import RewardModel
-    from rlhf_env.rewards.oracles import ORACLES, make_oracle
+def make_env(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+    max_prompt_tokens: int,
+    **options: Any,
+) -> Any:
+    """Our vector env for one iteration's work: ``P x G`` sub-envs, ``new`` tokens, ``beta``."""
+    from rlhf_env import TextGenerationVectorEnv
 
-    if name in ORACLES:
-        return make_oracle(name)
-    return RewardModel.from_pretrained(name, device="cpu")
+    num_envs = args.prompts_per_iteration * args.group_size
+    return TextGenerationVectorEnv(
+        policy, tokenizer, reward_fn, prompts, num_envs=num_envs, max_new_tokens=args.new,
+        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu", **options,
+    )  # fmt: skip
 
 
 def evaluate_trained(
@@ -166,16 +174,13 @@ def evaluate_trained(
 ) -> dict[str, Any]:
     """The same held-out evaluation for every setup: one answer per prompt from ``policy`` in
     a fresh vector env whose reference is the initial model, reloaded from ``folder``."""
-    from rlhf_env import TextGenerationVectorEnv
     from rlhf_env.pipeline.evaluation import evaluate_policy
 
     reference, _ = load_policy(folder)
     reference.requires_grad_(False)
-    env = TextGenerationVectorEnv(
-        policy.eval(), tokenizer, reward_fn, prompts, reference=reference,
-        num_envs=args.prompts_per_iteration * args.group_size, max_new_tokens=args.new,
-        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
-    )  # fmt: skip
+    env = make_env(
+        policy.eval(), tokenizer, reward_fn, prompts, args, max_prompt_tokens, reference=reference
+    )
     result = evaluate_policy(env, prompts, oracle, seed=args.seed + 1)
     env.close()
     return result
@@ -201,13 +206,9 @@ def train_ours(
     """``args.iterations`` iterations of ``RLOOAgent`` or ``PPOAgent``; the trained policy and
     one record per iteration."""
     from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
-    from rlhf_env import TextGenerationVectorEnv
 
-    num_envs = args.prompts_per_iteration * args.group_size
-    env = TextGenerationVectorEnv(
-        policy, tokenizer, reward_fn, prompts, num_envs=num_envs, max_new_tokens=args.new,
-        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
-    )  # fmt: skip
+    env = make_env(policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens)
+    num_envs = env.num_envs
     shared = {
         "epochs": args.epochs,
         "minibatch_size": args.minibatch,
@@ -262,15 +263,13 @@ def train_sb3(
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
-    from rlhf_env import TextGenerationVectorEnv
     from rlhf_env.sb3 import SB3VecEnv
 
-    num_envs = args.prompts_per_iteration * args.group_size
-    env = TextGenerationVectorEnv(
-        policy, tokenizer, reward_fn, prompts, num_envs=num_envs, max_new_tokens=args.new,
-        max_prompt_tokens=max_prompt_tokens, kl_coef=args.kl_coef, device="cpu",
-        autoreset_mode="SameStep",
-    )  # fmt: skip
+    # SB3 resets a sub-env in the step its episode ends.
+    env = make_env(
+        policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens, autoreset_mode="SameStep"
+    )
+    num_envs = env.num_envs
     iterations: list[dict[str, float]] = []
 
     class Timer(BaseCallback):
@@ -280,11 +279,10 @@ def train_sb3(
             super().__init__()
             self.marks: list[tuple[float, float]] = []
             self.scores: list[float] = []
-            self.kls: list[float] = []
 
         def _on_rollout_start(self) -> None:
             self.started = time.perf_counter()
-            self.scores, self.kls = [], []
+            self.scores = []
 
         def _on_step(self) -> bool:
             for info in self.locals["infos"]:
@@ -443,12 +441,13 @@ def train_trl(
 
 def run_setup(args: argparse.Namespace) -> dict[str, Any]:
     """Build, train (``args.child``), measure the peak, then evaluate on held-out prompts."""
+    from rlhf_env.rewards.by_name import load_reward
     from rlhf_env.rewards.oracles import make_oracle
 
     setup = args.child
     torch.manual_seed(args.seed)
     policy, tokenizer = load_policy(args.policy_folder)
-    reward_fn = make_reward(args.reward)
+    reward_fn = load_reward(args.reward, device="cpu")
     oracle = make_oracle(args.gold)
     train_prompts, eval_prompts = prompt_sets(args.train_prompts, args.eval_prompts)
     # Whole prompts on both sides: TRL never cuts a prompt, so the env must not either.

@@ -8,24 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rlhf_env.cli.options import add_dataclass_arguments, dataclass_values
 
 LEARNING_AGENTS = ("ppo", "rloo", "grpo")
-
-
-def load_reward(spec: str, device: str | None) -> Any:
-    """A reward function by name: an oracle (``vader``, ``textblob``) or a reward-model folder."""
-    from rlhf_env.rewards.model import RewardModel
-    from rlhf_env.rewards.oracles import ORACLES, make_oracle
-
-    if spec in ORACLES:
-        return make_oracle(spec)
-    if not Path(spec).is_dir():
-        raise FileNotFoundError(
-            f"--reward {spec!r} is neither an oracle ({', '.join(ORACLES)}) nor a reward-model "
-            "folder written by train-rm"
-        )
-    return RewardModel.from_pretrained(spec, device=device)
 
 
 def _add_env_arguments(
@@ -56,7 +43,6 @@ def _add_env_arguments(
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--max-prompt-tokens", type=int, default=64)
     parser.add_argument("--kl-estimator", choices=["k1", "k3", "full"], default="k1")
-    parser.add_argument("--env-kl-coef", type=float, default=0.05, help="the env's initial beta")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
 
 
@@ -64,6 +50,32 @@ def _prompts(args: argparse.Namespace) -> list[str]:
     from rlhf_env.data.prompts import named_prompts
 
     return named_prompts(args.prompts, args.num_prompts, args.prompt_offset)
+
+
+def _make_env(
+    args: argparse.Namespace,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reference: torch.nn.Module | None,
+    prompts: list[str],
+    num_envs: int,
+) -> Any:
+    """The vector env the environment options describe, on ``policy`` and ``prompts``."""
+    from rlhf_env.rewards.by_name import load_reward
+    from rlhf_env.vector_env import TextGenerationVectorEnv
+
+    return TextGenerationVectorEnv(
+        policy,
+        tokenizer,
+        reward_fn=load_reward(args.reward, args.device),
+        prompts=prompts,
+        reference=reference,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        kl_estimator=args.kl_estimator,
+        num_envs=num_envs,
+        device=args.device,
+    )
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -90,29 +102,16 @@ def train(args: argparse.Namespace) -> int:
     from agents import AGENTS
     from agents.checkpoint import LATEST
     from rlhf_env import assets
-    from rlhf_env.models import load_causal_lm, load_tokenizer
+    from rlhf_env.models import load_causal_lm, load_tokenizer, save_policy
     from rlhf_env.models.efficient import apply_training_setup
-    from rlhf_env.vector_env import TextGenerationVectorEnv
 
     config_class, values = _agent_config(args)
     folder = assets.resolve(args.policy)
     policy, reference = apply_training_setup(
-        load_causal_lm(folder, device=args.device, dtype=_float32()), args.setup
+        load_causal_lm(folder, device=args.device, dtype=torch.float32), args.setup
     )
     tokenizer = load_tokenizer(folder)
-    env = TextGenerationVectorEnv(
-        policy,
-        tokenizer,
-        reward_fn=load_reward(args.reward, args.device),
-        prompts=_prompts(args),
-        reference=reference,
-        max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        kl_coef=args.env_kl_coef,
-        kl_estimator=args.kl_estimator,
-        num_envs=args.num_envs,
-        device=args.device,
-    )
+    env = _make_env(args, policy, tokenizer, reference, _prompts(args), args.num_envs)
     agent_class = AGENTS[args.agent]
     run_dir = Path(values["checkpoint_dir"])
     if (run_dir / LATEST).is_file():
@@ -123,8 +122,7 @@ def train(args: argparse.Namespace) -> int:
     agent.learn(args.total_timesteps)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "history.json").write_text(json.dumps(agent.history, indent=1) + "\n")
-    policy.save_pretrained(args.out / "policy", safe_serialization=True)
-    tokenizer.save_pretrained(args.out / "policy")
+    save_policy(policy, tokenizer, args.out / "policy")
     last = agent.history[-1] if agent.history else {}
     score, kl = last.get("rollout/score", float("nan")), last.get("rollout/kl", float("nan"))
     print(
@@ -132,12 +130,6 @@ def train(args: argparse.Namespace) -> int:
         f"{score:.3f}, KL {kl:.2f} nats; policy in {args.out / 'policy'}"
     )
     return 0
-
-
-def _float32() -> Any:
-    import torch
-
-    return torch.float32
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -148,29 +140,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from rlhf_env.models import load_causal_lm, load_tokenizer
     from rlhf_env.pipeline.evaluation import evaluate_policy
     from rlhf_env.rewards.oracles import make_oracle
-    from rlhf_env.vector_env import TextGenerationVectorEnv
 
     folder = assets.resolve(args.policy)
-    policy = load_causal_lm(folder, device=args.device, dtype=_float32())
+    policy = load_causal_lm(folder, device=args.device, dtype=torch.float32)
     reference = (
-        load_causal_lm(assets.resolve(args.reference), device=args.device, dtype=_float32())
+        load_causal_lm(assets.resolve(args.reference), device=args.device, dtype=torch.float32)
         if args.reference
         else None
     )
     prompts = _prompts(args)
-    env = TextGenerationVectorEnv(
-        policy,
-        load_tokenizer(folder),
-        reward_fn=load_reward(args.reward, args.device),
-        prompts=prompts,
-        reference=reference,
-        max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        kl_coef=args.env_kl_coef,
-        kl_estimator=args.kl_estimator,
-        num_envs=min(args.num_envs, len(prompts)),
-        device=args.device,
-    )
+    num_envs = min(args.num_envs, len(prompts))
+    env = _make_env(args, policy, load_tokenizer(folder), reference, prompts, num_envs)
     gold = make_oracle(args.gold) if args.gold != "none" else None
     result = evaluate_policy(env, prompts, gold, seed=args.seed, progress=True)
     summary = result["summary"]

@@ -139,6 +139,18 @@ def balanced_imdb_prompts(count: int, words: int = 8, offset: int = 0) -> list[s
     return [p for pair in zip(negative, positive, strict=False) for p in pair][:count]
 
 
+def balanced_imdb_prompt_sets(sizes: Sequence[int], words: int = 8) -> list[list[str]]:
+    """Disjoint sets of :func:`balanced_imdb_prompts` of the given ``sizes`` (e.g. training and
+    held-out prompts), each starting at a negative review."""
+    halves = [(size + 1) // 2 for size in sizes]
+    prompts = balanced_imdb_prompts(2 * sum(halves), words=words)
+    sets, offset = [], 0
+    for size, half in zip(sizes, halves, strict=True):
+        sets.append(prompts[offset : offset + size])
+        offset += 2 * half
+    return sets
+
+
 #: Prompt-source names :func:`named_prompts` takes besides a text file's path.
 PROMPT_SOURCES = ("imdb", "imdb-balanced")
 

@@ -8,6 +8,7 @@ from rlhf_env.models.loading import (
     load_tokenizer,
     pick_device,
     pick_dtype,
+    save_policy,
     split_gguf_path,
     vocab_size_of,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "load_tokenizer",
     "pick_device",
     "pick_dtype",
+    "save_policy",
     "split_gguf_path",
     "vocab_size_of",
 ]

@@ -99,6 +99,14 @@ def load_causal_lm(
     return model.to(device=target, dtype=dtype).eval()
 
 
+def save_policy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
+    """Save a (trained) policy with its tokenizer as safetensors, for :func:`load_causal_lm`;
+    a peft policy saves its adapters, which ``load_causal_lm`` merges back on load."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
 def _load_adapter_folder(
     folder: Path, device: torch.device, dtype: torch.dtype, trust_remote_code: bool
 ) -> PreTrainedModel:

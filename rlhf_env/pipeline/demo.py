@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents import AGENTS, PPOConfig, RLOOConfig
+from agents import AGENTS, make_agent
 from agents.checkpoint import LATEST
 from agents.policy_gradient import PolicyGradientAgent
 from agents.rollout import Rollout
 from rlhf_env import assets
 from rlhf_env.data.preferences import load_pairs, write_jsonl_pairs
-from rlhf_env.data.prompts import balanced_imdb_prompts
+from rlhf_env.data.prompts import balanced_imdb_prompt_sets
 from rlhf_env.data.synthetic import label_pairs, sample_responses
 from rlhf_env.models import (
     build_tiny_gpt2,
@@ -38,6 +38,7 @@ from rlhf_env.models import (
     load_causal_lm,
     load_tokenizer,
     pick_device,
+    save_policy,
 )
 from rlhf_env.models.efficient import apply_training_setup
 from rlhf_env.pipeline.config import TINY_MODEL, DemoConfig
@@ -223,7 +224,7 @@ def _reinforce(
     monitor = _Monitor(oracle, started, config, run.stage("initial_eval")["seconds"])
     agent.learn(config.total_timesteps, callback=monitor)
     run.write_json("rl_history.json", agent.history)
-    _save_policy(agent.env.policy, agent.env.tokenizer, run.file("policy"))
+    save_policy(agent.env.policy, agent.env.tokenizer, run.file("policy"))
     run.finish(
         "rl",
         time.perf_counter() - start,
@@ -254,20 +255,13 @@ def prompt_splits(config: DemoConfig) -> PromptSplits:
     """IMDB review openings alternating negative and positive reviews, in three disjoint sets:
     preference prompts, RL training prompts, held-out evaluation prompts."""
     sizes = [config.preference_prompts, config.train_prompts, config.eval_prompts]
-    halves = [(size + 1) // 2 for size in sizes]
-    prompts = balanced_imdb_prompts(2 * sum(halves), words=config.prompt_words)
-    sets, offset = [], 0
-    for size, half in zip(sizes, halves, strict=True):
-        sets.append(prompts[offset : offset + size])
-        offset += 2 * half
-    return PromptSplits(*sets)
+    return PromptSplits(*balanced_imdb_prompt_sets(sizes, words=config.prompt_words))
 
 
 def _make_agent(
     config: DemoConfig, env: TextGenerationVectorEnv, run: RunFolder
 ) -> PolicyGradientAgent:
     """The RL agent, restored from the run's last checkpoint when there is one."""
-    agent_class = AGENTS[config.agent]
     options: dict[str, Any] = {
         "learning_rate": config.learning_rate,
         "epochs": config.epochs,
@@ -283,12 +277,10 @@ def _make_agent(
     }
     if (run.file("rl") / LATEST).is_file():
         runtime = {k: options[k] for k in ("checkpoint_dir", "log_dir", "progress_bar")}
-        agent = agent_class.load(run.file("rl"), env, **runtime)
+        agent = AGENTS[config.agent].load(run.file("rl"), env, **runtime)
         _say(f"  resumed from {run.file('rl')} at {agent.num_timesteps} tokens")
         return agent  # type: ignore[return-value]
-    if config.agent == "ppo":
-        return agent_class(env, PPOConfig(**options))  # type: ignore[call-arg]
-    return agent_class(env, RLOOConfig(baseline=config.agent, **options))  # type: ignore[call-arg]
+    return make_agent(config.agent, env, **options)  # type: ignore[return-value]
 
 
 class _Monitor:
@@ -317,12 +309,6 @@ class _Monitor:
             self.stopped = True
             return False
         return True
-
-
-def _save_policy(policy: torch.nn.Module, tokenizer, folder: Path) -> None:
-    """The trained policy as safetensors (a LoRA policy: its adapters), with the tokenizer."""
-    policy.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
 
 
 def _say(message: str) -> None:

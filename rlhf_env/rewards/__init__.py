@@ -5,11 +5,13 @@
 - :class:`SequenceClassifierReward`: a classifier's logit or label probability;
 - :class:`VaderSentiment`, :class:`TextBlobPolarity`: gold sentiment oracles;
 - :class:`BLEUReward`, :class:`ChrFReward`, :class:`RougeReward`: text metrics vs references;
-- :class:`LengthPenalty`, :class:`CompositeReward`: shaping and weighted sums. (The
+- :class:`LengthPenalty`, :class:`CompositeReward`: shaping and weighted sums;
+- :func:`load_reward`: an oracle or a saved reward model by name. (The
   missing-EOS penalty is the environments' ``missing_eos_penalty``.)
 """
 
 from rlhf_env.rewards.base import RewardError, RewardFunction, score_responses
+from rlhf_env.rewards.by_name import load_reward
 from rlhf_env.rewards.classifier import SequenceClassifierReward
 from rlhf_env.rewards.metrics import (
     BLEUReward,
@@ -42,6 +44,7 @@ __all__ = [
     "TextBlobPolarity",
     "VaderSentiment",
     "bradley_terry_loss",
+    "load_reward",
     "pairwise_accuracy",
     "score_responses",
     "train_reward_model",

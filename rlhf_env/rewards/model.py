@@ -124,8 +124,6 @@ class RewardModel:
             )
         torch.manual_seed(seed)  # the head's initialisation
         # A backbone that already has a classification head of another size gets a fresh one.
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         # The head is new by design: silence transformers' report of its missing weights.
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()
@@ -270,7 +268,7 @@ class RewardModel:
 def _model_class(pooling: str) -> type:
     """The transformers auto class whose outputs the pooling reads."""
     if pooling not in POOLINGS:
-        raise RewardModelError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        raise RewardModelError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     return (
         AutoModelForSequenceClassification if pooling == "head" else AutoModelForTokenClassification
     )

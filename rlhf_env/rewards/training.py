@@ -108,11 +108,8 @@ def pairwise_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]
     """Share of pairs where the chosen response scores strictly higher than the rejected."""
     if not pairs:
         raise ValueError("pairwise_accuracy needs at least one pair")
-    texts = dict.fromkeys(
-        (pair.prompt, response) for pair in pairs for response in (pair.chosen, pair.rejected)
-    )  # each distinct (prompt, response) scored once
-    scores = reward_model.raw_scores([t[0] for t in texts], [t[1] for t in texts])
-    row = {text: i for i, text in enumerate(texts)}
+    prompts, responses, row = _distinct_texts(pairs)  # each distinct text scored once
+    scores = reward_model.raw_scores(prompts, responses)
     chosen = scores[[row[(pair.prompt, pair.chosen)] for pair in pairs]]
     rejected = scores[[row[(pair.prompt, pair.rejected)] for pair in pairs]]
     return float((chosen > rejected).float().mean())
@@ -189,13 +186,8 @@ def train_reward_model(
         model.train()
         for batch in batches:
             # 1. one forward over the step's distinct (prompt, response) texts: (D,)
-            texts = {
-                (pair.prompt, response): None
-                for pair in batch
-                for response in (pair.chosen, pair.rejected)
-            }
-            row = {text: i for i, text in enumerate(texts)}
-            rewards = reward_model.raw_forward([t[0] for t in texts], [t[1] for t in texts])
+            prompts, responses, row = _distinct_texts(batch)
+            rewards = reward_model.raw_forward(prompts, responses)
             chosen = rewards[[row[(pair.prompt, pair.chosen)] for pair in batch]]  # (B,)
             rejected = rewards[[row[(pair.prompt, pair.rejected)] for pair in batch]]  # (B,)
             loss = bradley_terry_loss(chosen, rejected, config.margin, config.center_coef)
@@ -217,13 +209,23 @@ def train_reward_model(
     bar.close()
     if config.normalize:
         # Each distinct (prompt, response) once: a response is usually in several pairs.
-        texts = dict.fromkeys(
-            [(p.prompt, p.chosen) for p in train] + [(p.prompt, p.rejected) for p in train]
-        )
-        reward_model.normalize([t[0] for t in texts], [t[1] for t in texts])
+        prompts, responses, _ = _distinct_texts(train)
+        reward_model.normalize(prompts, responses)
     metrics["normalization"] = {"mean": reward_model.mean, "std": reward_model.std}
     metrics["seconds"] = time.perf_counter() - start
     return metrics
+
+
+def _distinct_texts(
+    pairs: Sequence[PreferencePair],
+) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
+    """The distinct ``(prompt, response)`` texts of ``pairs`` (chosen and rejected, first-seen
+    order) as prompts and responses, and each text's row among them."""
+    texts = dict.fromkeys(
+        (pair.prompt, response) for pair in pairs for response in (pair.chosen, pair.rejected)
+    )
+    row = {text: i for i, text in enumerate(texts)}
+    return [prompt for prompt, _ in texts], [response for _, response in texts], row
 
 
 def _epoch_batches(
