@@ -1,4 +1,5 @@
-"""TRL's ``RLOOTrainer`` against our ``RLOOAgent`` and ``PPOAgent`` on equal work, side by side.
+"""TRL's RLOO, GRPO and PPO trainers against our ``RLOOAgent`` and ``PPOAgent`` on equal work,
+side by side.
 
 Each setup runs in its own process (a clean peak) from the same initial policy, on the same
 prompts, against the same reward, for ``--iterations`` iterations of the same size. One
@@ -18,7 +19,11 @@ iteration is one generation round and its updates:
 
 Setups:
     trl-rloo    trl.RLOOTrainer (trl 1.16), with HF ``generate`` (no vLLM)
+    trl-grpo    trl.GRPOTrainer (trl 1.16), the same way
+    trl-ppo     trl.PPOTrainer of trl 0.24 (TRL removed it later), run by ``--trl-ppo-python``:
+                a virtual environment with trl==0.24.0, transformers<5 and this package
     rloo        agents.RLOOAgent in rlhf_env.TextGenerationVectorEnv
+    grpo        agents.RLOOAgent with baseline="grpo" (group mean and std) in the same env
     ppo         agents.PPOAgent (shared value head, GAE, whitened advantages) in the same env
     sb3-ppo     stable-baselines3's PPO on the same env (SB3VecEnv, agents.sb3.LanguageModelPolicy):
                 P x G sub-envs x --new steps a rollout, minibatches of --minibatch x --new
@@ -38,6 +43,23 @@ How the TRL knobs map (trl/trainer/rloo_config.py, rloo_trainer.py of trl 1.16.0
     constant, optim = adamw_torch, weight_decay = 0, max_grad_norm = 1; bf16 = False,
     gradient_checkpointing = False (TRL defaults to both), disable_dropout = True, use_cpu.
 
+GRPO (trl/trainer/grpo_config.py, grpo_trainer.py of trl 1.16.0): the same mapping, with
+    scale_rewards = "group" (advantage = (r - group mean) / group std, as baseline="grpo") and
+    loss_type = "dapo" (per-token ratios and clipping, the loss a mean over the batch's tokens,
+    as ours).
+
+PPO (trl/trainer/ppo_config.py, ppo_trainer.py of trl 0.24.0): per_device_train_batch_size =
+    P x G (one rollout, generated in one batch: local_rollout_forward_batch_size = P x G),
+    gradient_accumulation_steps = 1, num_mini_batches = P x G / minibatch (so an optimizer step
+    sees ``--minibatch`` responses; TRL's accumulation counter spans minibatches, hence
+    ``--accumulation 1`` only), num_ppo_epochs = epochs, total_episodes = iterations x P x G,
+    response_length = new, stop_token = "eos", kl_coef = beta with kl_estimator = "k1" (the
+    per-token KL penalty in the reward, as our env pays it), gamma 1, lam 0.95, whitened
+    advantages, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1 (PPOConfig's defaults), no
+    missing-EOS penalty, no sample generations. The reward: TRL 0.24 scores token ids with a
+    reward *model* sharing the policy's tokenizer; ``TextReward`` decodes them and calls the
+    same reward function as the other setups.
+
 What is not the same:
     - the loss: TRL's importance ratio and clipping are per sequence (``exp(sum_t log-ratio)``)
       and the loss is a mean over sequences; ours are per token and the loss is a mean over
@@ -50,6 +72,15 @@ What is not the same:
     - TRL recomputes the rollout's log-probs with one extra teacher-forced forward of the policy
       and of the reference after ``generate``; the env records them while sampling (the
       reference steps beside the policy with its own KV cache).
+    - GRPO: TRL's beta weights a k3 KL term in the loss; our env subtracts beta x the k1 KL
+      from the reward (the KL in the table is the evaluation's, the same for all).
+    - TRL's PPO keeps a separate value model (the policy's architecture with a fresh scalar
+      head: a second full model with its own optimizer state) and computes its values, the
+      old and the reference log-probs in teacher-forced passes after ``generate``; our PPO has
+      a value head on the policy's trunk. With SmolLM2 the tokenizer's pad is its EOS, so TRL
+      treats the EOS as padding: its reward and values attach to the token before it.
+    - trl-ppo runs under transformers 4.57 (trl 0.24 predates transformers 5), the others
+      under transformers 5.
     - peak memory includes each library's import footprint (TRL imports accelerate, datasets,
       pandas); ``rss_before_training_mib`` shows it apart.
 
@@ -78,6 +109,7 @@ Figures per setup:
         first held-out samples.
 
     python benchmarks/vs_trl.py --model tiny --iterations 3  # seconds, a smoke test (needs trl)
+    python benchmarks/vs_trl.py --model tiny --setups trl-ppo --trl-ppo-python ~/trl024/bin/python
     python benchmarks/vs_trl.py --model smollm2-135m-instruct --setups initial trl-rloo rloo ppo \\
         --prompts-per-iteration 8 --group-size 4 --new 24 --iterations 20 --epochs 2 \\
         --minibatch 8 --learning-rate 1e-5 --kl-coef 0.05 --reward vader --eval-prompts 128
@@ -103,7 +135,8 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-SETUPS = ("initial", "trl-rloo", "rloo", "ppo", "sb3-ppo")
+SETUPS = ("initial", "trl-rloo", "trl-grpo", "trl-ppo", "rloo", "grpo", "ppo", "sb3-ppo")
+TRL_SETUPS = ("trl-rloo", "trl-grpo", "trl-ppo")
 RESULT_PREFIX = "VS_TRL_RESULT "
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -127,11 +160,21 @@ def materialise_policy(model: str, folder: Path) -> str:
 
 
 def load_policy(folder: str) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` from ``folder``: float32 on CPU, eval mode (dropout off)."""
+    """``(model, tokenizer)`` from ``folder``: float32 on CPU, eval mode (dropout off).
+
+    trl-ppo runs under transformers 4, which cannot name the tokenizer class that transformers
+    5 writes into ``tokenizer_config.json``; the fast tokenizer itself loads in both."""
+    from transformers import PreTrainedTokenizerFast
+
     from rlhf_env.models import load_causal_lm, load_tokenizer
+    from rlhf_env.models.loading import ensure_pad_token
 
     model = load_causal_lm(folder, device="cpu", dtype=torch.float32)
-    return model, load_tokenizer(folder)
+    try:
+        tokenizer = load_tokenizer(folder)
+    except ValueError:
+        tokenizer = ensure_pad_token(PreTrainedTokenizerFast.from_pretrained(folder))
+    return model, tokenizer
 
 
 def prompt_sets(train: int, held_out: int) -> tuple[list[str], list[str]]:
@@ -203,8 +246,8 @@ def train_ours(
     args: argparse.Namespace,
     max_prompt_tokens: int,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """``args.iterations`` iterations of ``RLOOAgent`` or ``PPOAgent``; the trained policy and
-    one record per iteration."""
+    """``args.iterations`` iterations of ``RLOOAgent`` (``baseline`` "rloo" or "grpo") or
+    ``PPOAgent``; the trained policy and one record per iteration."""
     from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
 
     env = make_env(policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens)
@@ -219,8 +262,9 @@ def train_ours(
         "progress_bar": False,
     }
     agent: RLOOAgent | PPOAgent
-    if setup == "rloo":
-        agent = RLOOAgent(env, RLOOConfig(group_size=args.group_size, **shared))
+    if setup in ("rloo", "grpo"):
+        config = RLOOConfig(group_size=args.group_size, baseline=setup, **shared)
+        agent = RLOOAgent(env, config)
     else:
         agent = PPOAgent(env, PPOConfig(**shared))
     iterations: list[dict[str, float]] = []
@@ -314,17 +358,24 @@ def train_sb3(
     return policy, iterations
 
 
-# -- TRL -------------------------------------------------------------------------------------------
+# -- TRL: RLOOTrainer and GRPOTrainer (trl 1.16) --------------------------------------------------
 
 
-def trl_config(args: argparse.Namespace, output_dir: str) -> Any:
-    """``trl.RLOOConfig`` doing our iteration: see the module docstring for the mapping."""
-    from trl import RLOOConfig
+def trl_config(setup: str, args: argparse.Namespace, output_dir: str) -> Any:
+    """``trl.RLOOConfig`` or ``trl.GRPOConfig`` doing our iteration: see the module docstring."""
+    from trl import GRPOConfig, RLOOConfig
 
     responses = args.prompts_per_iteration * args.group_size
     micro_batch = args.minibatch // args.accumulation
     steps_per_iteration = args.epochs * responses // args.minibatch
-    return RLOOConfig(
+    if setup == "trl-rloo":
+        # leave-one-out advantages of the KL-penalised reward, not normalised
+        config_class, specific = RLOOConfig, {"normalize_advantages": False}
+    else:
+        # group mean and std; per-token ratios, loss a mean over the batch's tokens (as ours)
+        config_class = GRPOConfig
+        specific = {"scale_rewards": "group", "loss_type": "dapo"}
+    return config_class(
         output_dir=output_dir,
         # one round: P x G responses, G per prompt, cut into micro-batches of minibatch / accum
         num_generations=args.group_size,
@@ -338,10 +389,10 @@ def trl_config(args: argparse.Namespace, output_dir: str) -> Any:
         temperature=1.0,
         top_p=1.0,
         top_k=0,
-        # objective: reward - beta * sum_t k1, leave-one-out advantages, clip 0.2
+        # objective: beta x KL (RLOO: in the reward; GRPO: a k3 loss term), clip 0.2
         beta=args.kl_coef,
         epsilon=0.2,
-        normalize_advantages=False,
+        **specific,
         # optimiser: AdamW as ours, constant learning rate, clip grad norm 1
         learning_rate=args.learning_rate,
         lr_scheduler_type="constant",
@@ -366,17 +417,19 @@ def trl_config(args: argparse.Namespace, output_dir: str) -> Any:
 
 
 def train_trl(
+    setup: str,
     policy: torch.nn.Module,
     tokenizer: Any,
     reward_fn: RewardFn,
     prompts: list[str],
     args: argparse.Namespace,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """``args.iterations`` generation rounds of ``trl.RLOOTrainer``; the trained policy and one
-    record per round (timed by a ``TrainerCallback``, tokens counted in the reward call)."""
+    """``args.iterations`` generation rounds of ``trl.RLOOTrainer`` or ``trl.GRPOTrainer``; the
+    trained policy and one record per round (timed by a ``TrainerCallback``, tokens counted in
+    the reward call)."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import RLOOTrainer
+    from trl import GRPOTrainer, RLOOTrainer
 
     responses = args.prompts_per_iteration * args.group_size
     steps_per_iteration = args.epochs * responses // args.minibatch
@@ -402,30 +455,22 @@ def train_trl(
 
         def on_step_end(self, _args: Any, state: Any, control: Any, **_: Any) -> None:
             if state.global_step % steps_per_iteration == 0:
-                end = time.perf_counter()
-                rollout = round_state["rollout_end"] - round_state["start"]
-                iterations.append(
-                    {
-                        "seconds": end - round_state["start"],
-                        "rollout_seconds": rollout,
-                        "update_seconds": end - round_state["rollout_end"],
-                        "tokens": round_state["tokens"],
-                        "score": round_state["score"],
-                    }
-                )
+                iterations.append(round_record(round_state))
 
         def on_log(self, _args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            # Logged once a round (logging_steps): TRL's "kl" is a mean per completion token.
+            # Logged once a round (logging_steps): TRL's "kl" is a mean per completion token
+            # (RLOO: k1; GRPO: its loss's k3).
             logs = kwargs.get("logs") or {}
             if "kl" in logs and iterations:
                 tokens_per_response = iterations[-1]["tokens"] / responses
                 iterations[-1]["kl"] = float(logs["kl"]) * tokens_per_response
 
+    trainer_class = RLOOTrainer if setup == "trl-rloo" else GRPOTrainer
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
-        trainer = RLOOTrainer(
+        trainer = trainer_class(
             model=policy,
             reward_funcs=reward,
-            args=trl_config(args, output_dir),
+            args=trl_config(setup, args, output_dir),
             train_dataset=Dataset.from_dict({"prompt": prompts}),
             processing_class=tokenizer,
             callbacks=[RoundTimer()],
@@ -434,6 +479,160 @@ def train_trl(
     if len(iterations) != args.iterations:
         raise RuntimeError(f"TRL ran {len(iterations)} rounds, expected {args.iterations}")
     return trainer.model, iterations
+
+
+def round_record(round_state: dict[str, float]) -> dict[str, float]:
+    """One TRL round's record, at its end: its seconds, their split, its tokens and score."""
+    end = time.perf_counter()
+    return {
+        "seconds": end - round_state["start"],
+        "rollout_seconds": round_state["rollout_end"] - round_state["start"],
+        "update_seconds": end - round_state["rollout_end"],
+        "tokens": round_state["tokens"],
+        "score": round_state["score"],
+    }
+
+
+# -- TRL's PPOTrainer (trl 0.24, the last releases with it; run with --trl-ppo-python) -------------
+
+
+def trl_ppo_config(args: argparse.Namespace, output_dir: str) -> Any:
+    """``trl.PPOConfig`` (0.24) doing our PPO iteration: see the module docstring."""
+    from trl import PPOConfig
+
+    responses = args.prompts_per_iteration * args.group_size
+    return PPOConfig(
+        output_dir=output_dir,
+        # one rollout of P x G responses, generated in one batch; each epoch cuts it into
+        # minibatches of `minibatch` responses, one optimizer step each (no accumulation)
+        per_device_train_batch_size=responses,
+        gradient_accumulation_steps=1,
+        num_mini_batches=responses // args.minibatch,
+        num_ppo_epochs=args.epochs,
+        local_rollout_forward_batch_size=responses,
+        total_episodes=args.iterations * responses,
+        # sampling: temperature 1 (TRL: no top-k / top-p), at most `new` tokens, stop at EOS
+        response_length=args.new,
+        temperature=1.0,
+        stop_token="eos",
+        missing_eos_penalty=None,
+        # objective: score - beta x per-token k1 KL, GAE (gamma 1, lambda 0.95), whitened
+        # advantages, clip 0.2, value clip 0.2, value-loss weight 0.1 (PPOConfig's defaults)
+        kl_coef=args.kl_coef,
+        kl_estimator="k1",
+        whiten_rewards=False,
+        gamma=1.0,
+        lam=0.95,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=0.1,
+        # optimiser, numerics, bookkeeping: as trl_config
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        num_sample_generations=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=args.seed,
+    )
+
+
+class TextReward(torch.nn.Module):
+    """Stands for a text reward where ``PPOTrainer`` wants a reward *model*: TRL 0.24 scores
+    token ids with the policy's tokenizer through ``trl.trainer.utils.get_reward``, which
+    ``train_trl_ppo`` routes here for this module (the value model keeps TRL's own path)."""
+
+    def __init__(self, reward_fn: RewardFn, tokenizer: Any, round_state: dict[str, float]):
+        super().__init__()
+        self.reward_fn, self.tokenizer, self.round_state = reward_fn, tokenizer, round_state
+
+    def score_ids(self, query_responses: torch.Tensor, context_length: int) -> torch.Tensor:
+        """Decode prompt and response (up to its first EOS), score the texts, count tokens."""
+        eos = self.tokenizer.eos_token_id
+        prompts, completions, tokens = [], [], 0
+        for row in query_responses.tolist():
+            query, response = row[:context_length], row[context_length:]
+            length = response.index(eos) + 1 if eos in response else len(response)
+            tokens += length
+            prompt_ids = [t for t in query if t != self.tokenizer.pad_token_id]
+            prompts.append(self.tokenizer.decode(prompt_ids, skip_special_tokens=True))
+            completions.append(self.tokenizer.decode(response[:length], skip_special_tokens=True))
+        scores = [float(s) for s in self.reward_fn(prompts, completions)]
+        self.round_state.update(
+            tokens=float(tokens), score=sum(scores) / len(scores), rollout_end=time.perf_counter()
+        )
+        return torch.tensor(scores, device=query_responses.device)
+
+
+def train_trl_ppo(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[str],
+    args: argparse.Namespace,
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """``args.iterations`` rollouts and updates of ``trl.PPOTrainer`` (trl 0.24): its own
+    reference copy and a separate value model (the policy's architecture with a fresh scalar
+    head, as TRL's examples build it); one record per rollout."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from trl import PPOTrainer
+    from trl.trainer import ppo_trainer
+
+    iterations: list[dict[str, float]] = []
+    round_state: dict[str, float] = {"start": time.perf_counter()}
+    text_reward = TextReward(reward_fn, tokenizer, round_state)
+    original_get_reward = ppo_trainer.get_reward
+
+    def get_reward(model: Any, query_responses: torch.Tensor, pad_id: int, context: int) -> Any:
+        if model is text_reward:
+            return None, text_reward.score_ids(query_responses, context), None
+        return original_get_reward(model, query_responses, pad_id, context)
+
+    class RoundTimer(TrainerCallback):
+        """A rollout runs from the previous update's end to this one's; TRL logs once each."""
+
+        def on_log(self, _args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            round_state["kl"] = float((kwargs.get("logs") or {})["objective/kl"])  # summed k1
+
+        def on_step_end(self, _args: Any, state: Any, control: Any, **_: Any) -> None:
+            iterations.append({**round_record(round_state), "kl": round_state["kl"]})
+            round_state["start"] = time.perf_counter()
+
+    ppo_trainer.get_reward = get_reward
+    reference, _ = load_policy(args.policy_folder)
+    value_model = AutoModelForSequenceClassification.from_pretrained(
+        args.policy_folder, num_labels=1
+    )
+    tokenizer.padding_side = "left"  # TRL generates from left-padded queries
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in prompts]})
+    with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
+        trainer = PPOTrainer(
+            args=trl_ppo_config(args, output_dir),
+            processing_class=tokenizer,
+            model=policy,
+            ref_model=reference,
+            reward_model=text_reward,
+            train_dataset=dataset,
+            value_model=value_model,
+            callbacks=[RoundTimer()],
+        )
+        round_state["start"] = time.perf_counter()
+        trainer.train()
+    ppo_trainer.get_reward = original_get_reward
+    if len(iterations) != args.iterations:
+        raise RuntimeError(f"TRL PPO ran {len(iterations)} updates, expected {args.iterations}")
+    return trainer.policy_model, iterations
 
 
 # -- one setup in this process ---------------------------------------------------------------------
@@ -452,21 +651,26 @@ def run_setup(args: argparse.Namespace) -> dict[str, Any]:
     train_prompts, eval_prompts = prompt_sets(args.train_prompts, args.eval_prompts)
     # Whole prompts on both sides: TRL never cuts a prompt, so the env must not either.
     max_prompt_tokens = max(len(tokenizer(p)["input_ids"]) for p in train_prompts + eval_prompts)
-    if setup == "trl-rloo":
+    if setup in TRL_SETUPS:
         # trl imports lazily: load the trainer's modules now, so that their footprint is in
         # the baseline, not in training's share of the peak.
-        from trl import RLOOTrainer  # noqa: F401
+        import trl
+
+        trainers = {"trl-rloo": "RLOOTrainer", "trl-grpo": "GRPOTrainer", "trl-ppo": "PPOTrainer"}
+        getattr(trl, trainers[setup])
     rss_before = peak_rss_mib()
 
     start = time.perf_counter()
     iterations: list[dict[str, float]] = []
-    if setup == "trl-rloo":
-        policy, iterations = train_trl(policy, tokenizer, reward_fn, train_prompts, args)
+    if setup in ("trl-rloo", "trl-grpo"):
+        policy, iterations = train_trl(setup, policy, tokenizer, reward_fn, train_prompts, args)
+    elif setup == "trl-ppo":
+        policy, iterations = train_trl_ppo(policy, tokenizer, reward_fn, train_prompts, args)
     elif setup == "sb3-ppo":
         policy, iterations = train_sb3(
             policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens
         )
-    elif setup in ("rloo", "ppo"):
+    elif setup in ("rloo", "grpo", "ppo"):
         policy, iterations = train_ours(
             setup, policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens
         )
@@ -483,6 +687,7 @@ def run_setup(args: argparse.Namespace) -> dict[str, Any]:
         "peak_memory_mib": round(peak, 1),
         "train_seconds": round(train_seconds, 2),
         "torch_threads": torch.get_num_threads(),
+        "versions": package_versions(),
         **summarise(iterations),
         **{f"eval_{k}": v for k, v in evaluation["summary"].items()},
         "iterations": iterations,
@@ -529,6 +734,11 @@ def parse_args() -> argparse.Namespace:
     add("--eval-prompts", type=int, default=32, help="held-out prompts, one answer each")
     add("--seed", type=int, default=0)
     add("--out", type=Path, help="JSON file (default: benchmarks/results/vs_trl_MODEL.json)")
+    add(
+        "--trl-ppo-python",
+        default=sys.executable,
+        help="the Python of a virtual environment with trl 0.24 (PPOTrainer) for setup trl-ppo",
+    )
     add("--child", help=argparse.SUPPRESS)
     add("--policy-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -544,8 +754,11 @@ def parse_args() -> argparse.Namespace:
         )
     if args.train_prompts < args.prompts_per_iteration:
         parser.error("--train-prompts must be at least --prompts-per-iteration")
-    if "trl-rloo" in args.setups and importlib.util.find_spec("trl") is None:
-        parser.error("setup trl-rloo needs trl (pip install trl==1.16.0), or leave it out")
+    needs_trl = sorted(set(args.setups) & {"trl-rloo", "trl-grpo"})
+    if needs_trl and importlib.util.find_spec("trl") is None:
+        parser.error(f"setups {needs_trl} need trl (pip install trl==1.16.0), or leave them out")
+    if "trl-ppo" in args.setups and args.accumulation != 1:
+        parser.error("trl-ppo maps --minibatch to TRL PPO's minibatches: use --accumulation 1")
     return args
 
 
@@ -553,8 +766,9 @@ def run_children(args: argparse.Namespace, folder: str) -> list[dict[str, Any]]:
     """Each setup in its own Python process; its result row from the last marked line."""
     rows = []
     for setup in args.setups:
+        python = args.trl_ppo_python if setup == "trl-ppo" else sys.executable
         command = [
-            sys.executable, __file__, *sys.argv[1:], "--child", setup, "--policy-folder", folder,
+            python, __file__, *sys.argv[1:], "--child", setup, "--policy-folder", folder,
         ]  # fmt: skip
         print(f"running {setup} ...", file=sys.stderr, flush=True)
         output = subprocess.run(command, capture_output=True, text=True)
@@ -563,6 +777,18 @@ def run_children(args: argparse.Namespace, folder: str) -> list[dict[str, Any]]:
             raise SystemExit(f"setup {setup} failed:\n{output.stderr[-3000:]}")
         rows.append(json.loads(marked[-1].removeprefix(RESULT_PREFIX)))
     return rows
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python's, torch's, transformers' and trl's versions in this process."""
+    versions: dict[str, str | None] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    for package in ("transformers", "trl"):
+        spec = importlib.util.find_spec(package)
+        versions[package] = __import__(package).__version__ if spec else None
+    return versions
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -604,15 +830,9 @@ def main() -> None:
         folder = materialise_policy(args.model, Path(scratch))
         rows = run_children(args, folder)
     print_table(rows)
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    for package in ("transformers", "trl"):
-        try:
-            versions[package] = __import__(package).__version__
-        except ImportError:
-            versions[package] = None
     result = {
         "machine": f"{platform.processor() or platform.machine()}, cpu",
-        "versions": versions,
+        "versions": package_versions(),
         "arguments": {k: v for k, v in vars(args).items() if k not in ("child", "policy_folder")},
         "rows": rows,
     }
