@@ -6,6 +6,8 @@ with a float ``mask`` of 1 on real tokens and 0 on padding after the response en
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -14,11 +16,23 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    eps: float = 1e-8,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``values`` shifted and scaled to mean 0 and std 1 over the masked positions; padding
-    positions are set to 0."""
-    mean = masked_mean(values, mask)
-    variance = masked_mean((values - mean) ** 2, mask)
+    positions are set to 0. ``all_reduce`` (e.g. :func:`rlhf_env.distributed.all_reduce_sum`)
+    takes the mean and variance over the positions of every process instead of this one's."""
+    if all_reduce is None:
+        mean = masked_mean(values, mask)
+        variance = masked_mean((values - mean) ** 2, mask)
+    else:
+        total, count = all_reduce(torch.stack([(values * mask).sum(), mask.sum()])).tolist()
+        mean = torch.tensor(total / count, dtype=values.dtype, device=values.device)
+        squares = all_reduce(((values - mean) ** 2 * mask).sum().reshape(1))
+        variance = (squares[0] / count).to(values.dtype)
     return (values - mean) * torch.rsqrt(variance + eps) * mask
 
 

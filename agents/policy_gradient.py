@@ -32,6 +32,16 @@ from agents.config import PolicyGradientConfig
 from agents.forward import next_token_logits
 from agents.logger import MetricsLogger
 from agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_env.distributed import (
+    GradientSync,
+    all_agree,
+    all_reduce_sum,
+    barrier,
+    current_context,
+    gather_objects,
+    rank_seed,
+    sum_over_processes,
+)
 from rlhf_env.kl import AdaptiveKLController, FixedKLController
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
@@ -50,6 +60,12 @@ class PolicyGradientAgent(Agent):
     :mod:`rlhf_env.models.efficient`), so the env's KL always reads the current policy.
 
     Subclasses implement :meth:`compute_advantages` and :meth:`loss`.
+
+    Under ``torchrun`` / ``accelerate launch`` (see :mod:`rlhf_env.distributed`) each process
+    collects its own rollouts from its env (its shard of the prompts, its own seed) and every
+    optimiser step averages the gradients of the processes' minibatches, each token weighted
+    as in one process holding the global batch; the processes agree on timesteps, beta and
+    early stops, and rank 0 logs and writes checkpoints.
     """
 
     config_class: type[PolicyGradientConfig] = PolicyGradientConfig
@@ -64,6 +80,7 @@ class PolicyGradientAgent(Agent):
                 f"{type(self).__name__} takes a {self.config_class.__name__}, "
                 f"got {type(self.config).__name__}"
             )
+        self.distributed = current_context()
         self._check_sizes()
         self.policy = env.policy
         self.device = env.task.device
@@ -85,8 +102,14 @@ class PolicyGradientAgent(Agent):
         self.optimizer = torch.optim.AdamW(
             parameters, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
         )
-        self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
-        self.rng = np.random.default_rng(self.config.seed)
+        self.gradient_sync = GradientSync(
+            {"policy": self.policy, **self.extra_modules()},
+            self.loss,
+            find_unused_parameters=self.has_unused_parameters(),
+        )
+        seed = rank_seed(self.config.seed, self.distributed.rank)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
         self.iterations = 0
         self.history: list[dict[str, float]] = []
 
@@ -98,6 +121,15 @@ class PolicyGradientAgent(Agent):
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         """Modules trained beside the policy, by checkpoint file stem."""
         return {}
+
+    def has_unused_parameters(self) -> bool:
+        """Some trainable parameter gets no gradient from :meth:`loss` (e.g. a separate
+        critic's unused LM head)."""
+        return False
+
+    def whitening_reduce(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """How advantage whitening sums over the processes (``None``: one process)."""
+        return all_reduce_sum if self.distributed.enabled else None
 
     def round_prompts(self) -> list[str] | None:
         """Prompts for one collection round (``None``: the env draws them)."""
@@ -146,15 +178,20 @@ class PolicyGradientAgent(Agent):
         (3) ``epochs`` passes of minibatch updates; (4) step the KL controller and hand the new
         ``beta`` to the env; (5) ``callback``, log (:data:`agents.logger.METRICS`) and
         checkpoint.
+
+        With several processes, ``total_timesteps`` and the logged means count every
+        process's tokens and responses; ``callback`` runs on every process with its own
+        rollout and the global record, and training stops when it stops on any process.
         """
         config = self.config
-        logger = MetricsLogger(config.log_dir)
+        main = self.distributed.is_main
+        logger = MetricsLogger(config.log_dir if main else None)
         bar = tqdm(
             total=total_timesteps,
             initial=min(self.num_timesteps, total_timesteps),
             unit="tok",
             desc=type(self).__name__,
-            disable=not config.progress_bar,
+            disable=not (config.progress_bar and main),
         )
         try:
             while self.num_timesteps < total_timesteps:
@@ -166,28 +203,30 @@ class PolicyGradientAgent(Agent):
                 # 2-3. advantages and the optimisation epochs
                 learning_rate = self._set_learning_rate(total_timesteps)
                 stats = self.update(rollout)
-                # 4. KL control: beta for the next rollout
-                sequence_kl = float(rollout.sequence_kl.mean())
-                beta = self.kl_controller.update(sequence_kl, rollout.num_episodes)
+                # 4. KL control: beta for the next rollout (the same on every process)
+                totals = self._rollout_totals(rollout)
+                episodes = totals["episodes"]
+                sequence_kl = totals["kl"] / episodes
+                beta = self.kl_controller.update(sequence_kl, int(episodes))
                 self.env.kl_coef = beta
                 # 5. log and checkpoint
-                self.num_timesteps += rollout.num_tokens
+                self.num_timesteps += int(totals["tokens"])
                 self.iterations += 1
                 seconds = time.perf_counter() - start
                 record = {
                     "timesteps": float(self.num_timesteps),
-                    "rollout/score": float(rollout.scores.mean()),
-                    "rollout/return": float(rollout.returns.mean()),
+                    "rollout/score": totals["score"] / episodes,
+                    "rollout/return": totals["return"] / episodes,
                     "rollout/kl": sequence_kl,
-                    "rollout/response_length": float(rollout.lengths.float().mean()),
+                    "rollout/response_length": totals["tokens"] / episodes,
                     "train/beta": beta,
                     "train/learning_rate": learning_rate,
-                    "perf/tokens_per_second": rollout.num_tokens / seconds,
+                    "perf/tokens_per_second": totals["tokens"] / seconds,
                     "perf/rollout_seconds": rollout_seconds,
                     "perf/update_seconds": seconds - rollout_seconds,
                     **stats,
                 }
-                go_on = callback is None or callback(self, rollout, record) is not False
+                go_on = all_agree(callback is None or callback(self, rollout, record) is not False)
                 self.history.append(record)
                 logger.log(record, self.num_timesteps)
                 bar.update(min(self.num_timesteps, total_timesteps) - bar.n)
@@ -203,6 +242,18 @@ class PolicyGradientAgent(Agent):
         if config.checkpoint_dir:
             self.save(config.checkpoint_dir)
         return self
+
+    def _rollout_totals(self, rollout: Rollout) -> dict[str, float]:
+        """Sums of the rollout's scores, returns, KLs, tokens and responses over the processes."""
+        return sum_over_processes(
+            {
+                "score": float(rollout.scores.sum()),
+                "return": float(rollout.returns.sum()),
+                "kl": float(rollout.sequence_kl.sum()),
+                "tokens": float(rollout.num_tokens),
+                "episodes": float(rollout.num_episodes),
+            }
+        )
 
     def collect(self) -> Rollout:
         """``rollout_rounds`` rounds of one episode per sub-env, as one rollout."""
@@ -220,26 +271,33 @@ class PolicyGradientAgent(Agent):
         totals: dict[str, float] = {}
         steps, epochs_run = 0, 0
         micro_size = config.minibatch_size // config.gradient_accumulation_steps
+        # DDP averages the processes' gradients: scale each back to a share of the global sum.
+        processes = self.distributed.world_size
         stop = False
         for _ in range(config.epochs):
             epochs_run += 1
             order = self.rng.permutation(rollout.num_episodes)
             for first in range(0, len(order), config.minibatch_size):
                 minibatch = order[first : first + config.minibatch_size]
-                minibatch_tokens = float(rollout.response_mask[minibatch].sum())
+                local_tokens = rollout.response_mask[minibatch].sum().reshape(1)
+                minibatch_tokens = float(all_reduce_sum(local_tokens)[0])  # every process's
                 self.optimizer.zero_grad(set_to_none=True)
                 step_stats: dict[str, float] = {}
-                for micro_first in range(0, len(minibatch), micro_size):
+                firsts = range(0, len(minibatch), micro_size)
+                for micro_first in firsts:
                     index = minibatch[micro_first : micro_first + micro_size]
                     batch = rollout.select(index)
                     width = batch.response_ids.shape[1]
                     micro_targets = {k: v[index, :width] for k, v in targets.items()}
-                    with self.autocast():
-                        loss, stats = self.loss(batch, micro_targets)
                     weight = float(batch.response_mask.sum()) / minibatch_tokens
-                    (loss * weight).backward()
+                    last = micro_first == firsts[-1]
+                    with contextlib.nullcontext() if last else self.gradient_sync.no_sync():
+                        with self.autocast():
+                            loss, stats = self.gradient_sync(batch, micro_targets)
+                        (loss * (weight * processes)).backward()
                     for name, value in stats.items():
                         step_stats[name] = step_stats.get(name, 0.0) + float(value) * weight
+                step_stats = sum_over_processes(step_stats)  # token-weighted global means
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     list(self.trainable_parameters().values()), config.max_grad_norm
                 )
@@ -295,14 +353,25 @@ class PolicyGradientAgent(Agent):
                 f"of a rollout (num_envs {self.env.num_envs} x rollout_rounds "
                 f"{self.config.rollout_rounds}); lower it or raise num_envs / rollout_rounds"
             )
+        counts = gather_objects(episodes)
+        if len(set(counts)) > 1:
+            raise ValueError(
+                f"the processes collect different numbers of responses per rollout ({counts}, "
+                "by rank): give every process the same num_envs and rollout_rounds, so that "
+                "they make the same optimiser steps"
+            )
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint to the run directory ``path`` (atomically; see
         :mod:`agents.checkpoint`): trainable weights (safetensors), optimizer, KL controller,
-        counters, RNG states and the config."""
+        counters, RNG states and the config.
+
+        With several processes every process must call it (they send their RNG states); rank
+        0 writes, and all return once the checkpoint is complete."""
         trainable = self.trainable_parameters()
+        ranks = gather_objects((self.rng.bit_generator.state, self.generator.get_state()))
         state = {
             "format": CHECKPOINT_FORMAT,
             "agent": type(self).__name__,
@@ -311,19 +380,24 @@ class PolicyGradientAgent(Agent):
             "iterations": self.iterations,
             "kl_controller": {"type": type(self.kl_controller).__name__}
             | self.kl_controller.state_dict(),
-            "numpy_rng": self.rng.bit_generator.state,
+            "numpy_rng": ranks[0][0],
+            "world_size": len(ranks),
+            "rank_numpy_rngs": [numpy_state for numpy_state, _ in ranks[1:]],
             "history": self.history,
         }
+        generators = {_generator_key(rank): generator for rank, (_, generator) in enumerate(ranks)}
 
         def write(folder: Path) -> None:
             save_tensors(trainable, folder / "weights.safetensors")
-            save_tensors({"generator": self.generator.get_state()}, folder / "rng.safetensors")
+            save_tensors(generators, folder / "rng.safetensors")
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             (folder / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
 
-        return write_checkpoint(
-            path, f"checkpoint-{self.iterations:06d}", write, keep=self.config.keep_checkpoints
-        )
+        name = f"checkpoint-{self.iterations:06d}"
+        if self.distributed.is_main:
+            write_checkpoint(path, name, write, keep=self.config.keep_checkpoints)
+        barrier()
+        return Path(path) / name
 
     @classmethod
     def load(
@@ -334,11 +408,21 @@ class PolicyGradientAgent(Agent):
         config fields (e.g. ``checkpoint_dir``, ``progress_bar``); then ``learn(total)`` goes on
         where the run stopped.
 
+        With several processes, every process loads (from a shared filesystem), each its own
+        RNG states; the number of processes must be the one that wrote the checkpoint.
+
         Raises:
             CheckpointError: a missing, corrupt or mismatched file, named in the message.
         """
         folder = resolve_checkpoint(path)
         state = read_state(folder)
+        context = current_context()
+        if state.get("world_size", 1) != context.world_size:
+            raise CheckpointError(
+                f"{folder / STATE_FILE} was written by {state.get('world_size', 1)} process(es); "
+                f"resume it with as many (this run has {context.world_size}), e.g. torchrun "
+                f"--nproc-per-node {state.get('world_size', 1)}"
+            )
         if state.get("agent") != cls.__name__:
             raise CheckpointError(
                 f"{folder / STATE_FILE} holds a {state.get('agent')} checkpoint; load it with "
@@ -357,8 +441,14 @@ class PolicyGradientAgent(Agent):
             )
         except (OSError, RuntimeError, ValueError, KeyError) as error:
             raise CheckpointError(f"{optimizer_file} is missing or corrupt: {error}") from error
-        agent.generator.set_state(load_tensors(folder / "rng.safetensors")["generator"])
-        agent.rng.bit_generator.state = state["numpy_rng"]
+        rank = context.rank
+        generators = load_tensors(folder / "rng.safetensors")
+        if _generator_key(rank) not in generators:
+            raise CheckpointError(f"{folder / 'rng.safetensors'} has no RNG state of rank {rank}")
+        agent.generator.set_state(generators[_generator_key(rank)])
+        agent.rng.bit_generator.state = (
+            state["numpy_rng"] if rank == 0 else state["rank_numpy_rngs"][rank - 1]
+        )
         controller = dict(state["kl_controller"])
         controller.pop("type", None)
         agent.kl_controller.load_state_dict(controller)
@@ -367,3 +457,9 @@ class PolicyGradientAgent(Agent):
         agent.iterations = int(state["iterations"])
         agent.history = list(state.get("history", []))
         return agent
+
+
+def _generator_key(rank: int) -> str:
+    """The torch generator state's name in ``rng.safetensors`` (rank 0: ``generator``, as
+    one-process checkpoints name it)."""
+    return "generator" if rank == 0 else f"generator.rank{rank}"

@@ -50,6 +50,10 @@ class PPOAgent(PolicyGradientAgent):
             modules["critic"] = self.critic
         return modules
 
+    def has_unused_parameters(self) -> bool:
+        """A separate critic's LM head gets no gradient."""
+        return self.critic is not None
+
     def values(self, batch: Rollout) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(logits, values)``: policy logits ``(E, R, V)`` when the critic shares the trunk
         (``None`` otherwise) and values ``(E, R)`` of the states before each response token."""
@@ -75,7 +79,7 @@ class PPOAgent(PolicyGradientAgent):
             rollout.rewards, old_values, mask, config.gamma, config.gae_lambda
         )
         if config.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask, all_reduce=self.whitening_reduce())
         return {"advantages": advantages, "returns": returns, "old_values": old_values}
 
     def loss(

@@ -54,7 +54,7 @@ class RLOOAgent(PolicyGradientAgent):
         mask = rollout.response_mask
         per_token = advantages[:, None] * mask  # (E, R)
         if self.config.whiten_advantages:
-            per_token = masked_whiten(per_token, mask)
+            per_token = masked_whiten(per_token, mask, all_reduce=self.whitening_reduce())
         return {"advantages": per_token}
 
     def loss(

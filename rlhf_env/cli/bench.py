@@ -14,7 +14,9 @@ BENCHMARKS = {
     "ppo_training": "PPO peak memory and throughput: full, frozen layers, LoRA",
     "sb3_rollout": "stable-baselines3 rollout collection with and without the KV cache",
     "vector_env_memory": "resident memory of the vector env over a long run",
-    "vs_trl": "TRL's RLOOTrainer against our RLOO and PPO agents on equal work",
+    "vs_trl": "TRL's RLOO, GRPO and PPO trainers against our agents on equal work",
+    "overoptimization": "gold and learned reward against sqrt(KL) over a long PPO run",
+    "ddp_scaling": "PPO training throughput on 1 process against 2 (torchrun)",
 }
 
 

@@ -13,10 +13,12 @@ from rlhf_env.cli.options import add_dataclass_arguments, dataclass_from_args
 def train_rm(args: argparse.Namespace) -> int:
     from rlhf_env import assets
     from rlhf_env.data.preferences import load_pairs
+    from rlhf_env.distributed import init_distributed
     from rlhf_env.rewards.model import RewardModel
     from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
 
     config = dataclass_from_args(RewardTrainingConfig, args)
+    context = init_distributed()  # under torchrun: join the group (one process: nothing)
     pairs = load_pairs(args.pairs)
     reward_model = RewardModel.from_backbone(
         assets.resolve(args.backbone),
@@ -24,8 +26,11 @@ def train_rm(args: argparse.Namespace) -> int:
         seed=config.seed,
         include_prompt=not args.response_only,
         pooling=args.pooling,
+        device=context.device if context.enabled else None,
     )
     metrics = train_reward_model(reward_model, pairs, config)
+    if not context.is_main:
+        return 0
     out = Path(args.out)
     reward_model.save_pretrained(out)
     metrics.update(pairs_file=str(args.pairs), backbone=str(args.backbone))

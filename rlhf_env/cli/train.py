@@ -102,24 +102,32 @@ def train(args: argparse.Namespace) -> int:
     from agents import AGENTS
     from agents.checkpoint import LATEST
     from rlhf_env import assets
+    from rlhf_env.distributed import init_distributed, shard
     from rlhf_env.models import load_causal_lm, load_tokenizer, save_policy
     from rlhf_env.models.efficient import apply_training_setup
 
     config_class, values = _agent_config(args)
+    context = init_distributed()  # under torchrun: join the group (one process: nothing)
+    if context.enabled:
+        args.device = args.device or str(context.device)
     folder = assets.resolve(args.policy)
     policy, reference = apply_training_setup(
         load_causal_lm(folder, device=args.device, dtype=torch.float32), args.setup
     )
     tokenizer = load_tokenizer(folder)
-    env = _make_env(args, policy, tokenizer, reference, _prompts(args), args.num_envs)
+    prompts = shard(_prompts(args), context)  # each process its own prompts
+    env = _make_env(args, policy, tokenizer, reference, prompts, args.num_envs)
     agent_class = AGENTS[args.agent]
     run_dir = Path(values["checkpoint_dir"])
     if (run_dir / LATEST).is_file():
         agent = agent_class.load(run_dir, env, **values)
-        print(f"resuming {run_dir} at {agent.num_timesteps} tokens")
+        if context.is_main:
+            print(f"resuming {run_dir} at {agent.num_timesteps} tokens")
     else:
         agent = agent_class(env, config_class(**values))
     agent.learn(args.total_timesteps)
+    if not context.is_main:
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "history.json").write_text(json.dumps(agent.history, indent=1) + "\n")
     save_policy(policy, tokenizer, args.out / "policy")
@@ -173,7 +181,8 @@ def register(commands: Any) -> None:
         description="Train --policy with PPO, RLOO or GRPO against --reward (an oracle or a "
         "reward model from train-rm) minus beta * KL to the initial policy. Checkpoints go to "
         "OUT/rl (the same command resumes from them), the policy to OUT/policy. Agent options "
-        "left out keep the agent's defaults.",
+        "left out keep the agent's defaults. Under torchrun or accelerate launch, each process "
+        "runs --num-envs sub-envs on its share of the prompts and the gradients are averaged.",
     )
     parser.add_argument("--config", help="YAML or JSON file of the options below")
     parser.add_argument("--agent", choices=LEARNING_AGENTS, default="ppo")

@@ -4,12 +4,15 @@ pad tokens and the frozen reference."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.distributed import barrier, current_context
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -131,13 +134,34 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
     Loading a GGUF file dequantises it on every load (SmolLM2-135M: about 13 s and 3.5 GB peak);
     the converted folder loads in about a second. An existing conversion in ``out_dir`` is
-    reused. The write is atomic: a crash leaves no half-written folder.
+    reused. The write is atomic: a crash leaves no half-written folder, and processes
+    converting at once leave one complete folder. Under ``torch.distributed``, rank 0 converts
+    while the others wait (``out_dir`` must then be on a filesystem every node sees).
 
     Returns:
         ``out_dir``, loadable by :func:`load_causal_lm` and :func:`load_tokenizer`.
     """
     out = Path(out_dir)
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+    context = current_context()
+    if not context.enabled:
+        return _convert_gguf_once(gguf_path, out)
+    if context.is_main:
+        _convert_gguf_once(gguf_path, out)
+    barrier()
+    if not _is_converted(out):
+        raise FileNotFoundError(
+            f"rank 0 converted {gguf_path} into {out}, which this node does not see: put "
+            "RLHF_ENV_CACHE on a shared filesystem, or convert once on every node first"
+        )
+    return out
+
+
+def _is_converted(out: Path) -> bool:
+    return (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def _convert_gguf_once(gguf_path: str | Path, out: Path) -> Path:
+    if _is_converted(out):
         return out
     folder, gguf_file = split_gguf_path(gguf_path)
     if gguf_file is None:
@@ -148,11 +172,16 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = out.with_name(out.name + ".partial")
+    staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except OSError:  # another process finished first: keep its folder
+        shutil.rmtree(staging, ignore_errors=True)
+        if not _is_converted(out):
+            raise
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf_env.data.preferences import PreferencePair
+from rlhf_env.distributed import GradientSync, current_context, sum_over_processes
 from rlhf_env.rewards.model import RewardModel
 
 
@@ -22,7 +23,8 @@ class RewardTrainingConfig:
     batch_size: int = field(
         default=16,
         metadata={
-            "help": "Pairs per optimiser step (at least; whole prompts when group_by_prompt)."
+            "help": "Pairs per optimiser step (at least; whole prompts when group_by_prompt), "
+            "per process: several processes make a global step of this x their number."
         },
     )
     group_by_prompt: bool = field(
@@ -108,11 +110,33 @@ def pairwise_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]
     """Share of pairs where the chosen response scores strictly higher than the rejected."""
     if not pairs:
         raise ValueError("pairwise_accuracy needs at least one pair")
-    prompts, responses, row = _distinct_texts(pairs)  # each distinct text scored once
+    return _correct_pairs(reward_model, pairs) / len(pairs)
+
+
+def _correct_pairs(reward_model: RewardModel, pairs: Sequence[PreferencePair]) -> int:
+    """How many pairs the chosen response scores strictly higher in (each text scored once)."""
+    if not pairs:
+        return 0
+    prompts, responses, row = _distinct_texts(pairs)
     scores = reward_model.raw_scores(prompts, responses)
     chosen = scores[[row[(pair.prompt, pair.chosen)] for pair in pairs]]
     rejected = scores[[row[(pair.prompt, pair.rejected)] for pair in pairs]]
-    return float((chosen > rejected).float().mean())
+    return int((chosen > rejected).sum())
+
+
+def _sharded_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]) -> float:
+    """:func:`pairwise_accuracy` of ``pairs``, each process scoring its share."""
+    return sum_over_processes(
+        {"correct": float(_correct_pairs(reward_model, _process_share(pairs)))}
+    )["correct"] / len(pairs)
+
+
+def _process_share(items: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """This process's contiguous share of a global step's pairs (a prompt's pairs, adjacent in
+    a step, mostly stay together, so each distinct response is still scored about once)."""
+    context = current_context()
+    count, rank, processes = len(items), context.rank, context.world_size
+    return list(items[rank * count // processes : (rank + 1) * count // processes])
 
 
 def split_pairs(
@@ -150,19 +174,27 @@ def train_reward_model(
     Metrics: ``loss`` (per step), ``train_pairs``, ``eval_pairs``, ``eval_accuracy`` (held-out
     pairwise accuracy after each epoch, the last being the final figure), ``initial_eval_accuracy``,
     ``seconds``, ``normalization`` (mean, std) and the ``config``.
+
+    Under ``torchrun`` (:mod:`rlhf_env.distributed`) every process passes the same pairs: a
+    global step takes ``batch_size x processes`` pairs, each process computes the loss of its
+    share, and the gradients are averaged (each pair weighted as in one process); the held-out
+    accuracy is shared out too. The trained model is the same on every process.
     """
     config = config or RewardTrainingConfig()
     if not pairs:
         raise ValueError("train_reward_model needs at least one preference pair")
     train, held_out = split_pairs(pairs, config.eval_fraction, config.seed)
     model = reward_model.model
+    processes = current_context().world_size
+    sync = GradientSync({"model": model}, reward_model.raw_forward)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
     )
     rng = random.Random(config.seed + 1)
-    epochs = [_epoch_batches(train, config, rng) for _ in range(config.epochs)]
+    step_size = config.batch_size * processes
+    epochs = [_epoch_batches(train, config, step_size, rng) for _ in range(config.epochs)]
     total_steps = sum(len(batches) for batches in epochs)
     warmup = max(1, total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -179,30 +211,36 @@ def train_reward_model(
         "config": asdict(config),
     }
     if held_out:
-        metrics["initial_eval_accuracy"] = pairwise_accuracy(reward_model, held_out)
+        metrics["initial_eval_accuracy"] = _sharded_accuracy(reward_model, held_out)
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
+    show = progress and current_context().is_main
+    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not show)
     for batches in epochs:
         model.train()
         for batch in batches:
-            # 1. one forward over the step's distinct (prompt, response) texts: (D,)
-            prompts, responses, row = _distinct_texts(batch)
-            rewards = reward_model.raw_forward(prompts, responses)
-            chosen = rewards[[row[(pair.prompt, pair.chosen)] for pair in batch]]  # (B,)
-            rejected = rewards[[row[(pair.prompt, pair.rejected)] for pair in batch]]  # (B,)
+            # 1. this process's share of the step: its share of the global mean loss
+            share = _process_share(batch)
+            weight = len(share) / len(batch)
+            if not share:  # more processes than pairs: a forward that adds nothing
+                share = batch[:1]
+            # 2. one forward over the share's distinct (prompt, response) texts: (D,)
+            prompts, responses, row = _distinct_texts(share)
+            rewards = sync(prompts, responses)
+            chosen = rewards[[row[(pair.prompt, pair.chosen)] for pair in share]]  # (B,)
+            rejected = rewards[[row[(pair.prompt, pair.rejected)] for pair in share]]  # (B,)
             loss = bradley_terry_loss(chosen, rejected, config.margin, config.center_coef)
-            # 2. step
+            # 3. step (DDP averages the processes' gradients: scale back to a share of the sum)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (weight * processes)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            metrics["loss"].append(loss.item())
+            metrics["loss"].append(sum_over_processes({"loss": loss.item() * weight})["loss"])
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss'][-1]:.3f}")
         model.eval()
         if held_out:
-            metrics["eval_accuracy"].append(pairwise_accuracy(reward_model, held_out))
+            metrics["eval_accuracy"].append(_sharded_accuracy(reward_model, held_out))
             bar.set_postfix(
                 loss=f"{metrics['loss'][-1]:.3f}", acc=f"{metrics['eval_accuracy'][-1]:.3f}"
             )
@@ -229,7 +267,10 @@ def _distinct_texts(
 
 
 def _epoch_batches(
-    train: Sequence[PreferencePair], config: RewardTrainingConfig, rng: random.Random
+    train: Sequence[PreferencePair],
+    config: RewardTrainingConfig,
+    batch_size: int,
+    rng: random.Random,
 ) -> list[list[PreferencePair]]:
     """One epoch's steps: shuffled pairs in chunks of ``batch_size``, or with
     ``group_by_prompt`` shuffled prompts, each with all its pairs, until a step holds at least
@@ -238,8 +279,8 @@ def _epoch_batches(
         order = list(range(len(train)))
         rng.shuffle(order)
         return [
-            [train[i] for i in order[first : first + config.batch_size]]
-            for first in range(0, len(order), config.batch_size)
+            [train[i] for i in order[first : first + batch_size]]
+            for first in range(0, len(order), batch_size)
         ]
     groups: dict[str, list[PreferencePair]] = {}
     for pair in train:
@@ -248,7 +289,7 @@ def _epoch_batches(
     rng.shuffle(prompts)
     batches: list[list[PreferencePair]] = [[]]
     for prompt in prompts:
-        if len(batches[-1]) >= config.batch_size:
+        if len(batches[-1]) >= batch_size:
             batches.append([])
         batches[-1].extend(groups[prompt])
     return batches

@@ -1,0 +1,203 @@
+"""Data parallelism: real multi-process runs on the CPU (gloo), started by ``torchrun`` and by
+``accelerate launch``, against one-process references (``tests/distributed_worker.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agents import PPOAgent
+from agents.checkpoint import CheckpointError
+from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.distributed import (
+    DistributedContext,
+    current_context,
+    init_distributed,
+    rank_seed,
+    shard,
+)
+from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+#: 2 processes against 1 with the same global batch: float32 sums in another order, through
+#: two Adam steps (parameters are of order 1; measured differences are about 1e-6).
+TOLERANCE = 1e-4
+
+
+def launch(launcher: list[str], out: Path, *cases: str) -> None:
+    """Run the worker under ``launcher`` (one thread per process); fail with its output."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment.pop("WORLD_SIZE", None)
+    command = [*launcher, str(WORKER), "--out", str(out), "--cases", *cases]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+
+def torchrun(processes: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={processes}"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    """One torchrun of every case on 2 processes, and the one-process references."""
+    out = tmp_path_factory.mktemp("ddp")
+    launch(torchrun(2), out, "learn", "update", "reward_model")
+    launch([sys.executable], out, "update", "reward_model")
+    return out
+
+
+def learn_results(out: Path) -> list[dict]:
+    return [json.loads((out / f"learn-rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_after_updates_every_rank_holds_identical_parameters(two_process_run):
+    ranks = learn_results(two_process_run)
+    for agent in ("ppo", "rloo"):
+        first, second = ranks[0][agent], ranks[1][agent]
+        assert first["moved"] > 1e-4  # training changed the weights...
+        assert first["digest"] == second["digest"]  # ...bit for bit alike on both ranks
+        assert first["iterations"] >= 2
+        # they agree on the global counts and means (logged once, by rank 0)
+        assert first["timesteps"] == second["timesteps"]
+        assert first["history_kl"] == second["history_kl"]
+
+
+def test_each_rank_samples_its_own_shard_of_the_prompts(two_process_run):
+    ranks = learn_results(two_process_run)
+    shards = [set(shard([f"Review {i}: the film" for i in range(8)], DistributedContext(r, 2)))
+              for r in (0, 1)]  # fmt: skip
+    assert not shards[0] & shards[1]
+    for rank, result in enumerate(ranks):
+        for agent in ("ppo", "rloo"):
+            assert set(result[agent]["first_rollout"]["prompts"]) <= shards[rank]
+    # different seeds: the ranks' first responses differ
+    assert (
+        ranks[0]["ppo"]["first_rollout"]["responses"]
+        != (ranks[1]["ppo"]["first_rollout"]["responses"])
+    )
+
+
+def test_checkpoints_restore_each_ranks_own_random_state(two_process_run):
+    for result in learn_results(two_process_run):
+        for agent in ("ppo", "rloo"):
+            assert result[agent]["restored_equal"]
+            assert result[agent]["restored_numpy_rng"] and result[agent]["restored_generator"]
+    run_dir = two_process_run / "run-ppo"
+    latest = run_dir / (run_dir / "latest").read_text().strip()
+    state = json.loads((latest / "state.json").read_text())
+    assert state["world_size"] == 2 and len(state["rank_numpy_rngs"]) == 1
+
+
+def test_a_checkpoint_resumes_only_with_as_many_processes(two_process_run):
+    tokenizer = build_tiny_tokenizer()
+    env = TextGenerationVectorEnv(
+        build_tiny_gpt2(tokenizer, seed=0), tokenizer, lambda p, r: [0.0] * len(r),
+        ["Review 0: the film"], num_envs=4, max_new_tokens=6,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"written by 2 process.*torchrun --nproc-per-node 2"):
+        PPOAgent.load(two_process_run / "run-ppo", env)
+
+
+@pytest.mark.parametrize("agent", ["ppo", "rloo"])
+def test_two_ranks_match_one_rank_with_the_same_global_batch(two_process_run, agent):
+    one = load_file(two_process_run / "update-world1.safetensors")
+    two = load_file(two_process_run / "update-world2.safetensors")
+    difference = float((one[agent] - two[agent]).abs().max())
+    assert difference < TOLERANCE
+    assert torch.allclose(one[f"{agent}.losses"], two[f"{agent}.losses"], atol=1e-5)
+    # the comparison has teeth: two updates moved the weights far more than the tolerance
+    assert float((one[agent] - one[agent].roll(1)).abs().max()) > 100 * TOLERANCE
+
+
+def test_reward_model_training_on_two_ranks_matches_one_rank(two_process_run):
+    one = load_file(two_process_run / "reward-model-world1.safetensors")
+    two = load_file(two_process_run / "reward-model-world2.safetensors")
+    assert float((one["parameters"] - two["parameters"]).abs().max()) < TOLERANCE
+    assert torch.allclose(one["loss"], two["loss"], atol=1e-5)  # the same global mean per step
+    summaries = [
+        json.loads((two_process_run / f"reward-model-world{w}.json").read_text()) for w in (1, 2)
+    ]
+    assert summaries[0]["eval_accuracy"] == summaries[1]["eval_accuracy"]  # sharded evaluation
+    assert summaries[0]["eval_accuracy"][-1] > 0.9
+    assert summaries[0]["normalization"]["mean"] == pytest.approx(
+        summaries[1]["normalization"]["mean"], abs=1e-4
+    )
+
+
+def test_accelerate_launch_trains_the_same_way(tmp_path):
+    pytest.importorskip("accelerate")
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+        "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+    launch(launcher, tmp_path, "learn")
+    ranks = learn_results(tmp_path)
+    assert (tmp_path / "done-rank1-of2").exists()
+    assert ranks[0]["ppo"]["digest"] == ranks[1]["ppo"]["digest"]
+
+
+def test_cli_train_under_torchrun(tmp_path):
+    pytest.importorskip("vaderSentiment")
+    tokenizer = build_tiny_tokenizer()
+    policy_folder = tmp_path / "policy-in"
+    build_tiny_gpt2(tokenizer, seed=0).save_pretrained(policy_folder)
+    tokenizer.save_pretrained(policy_folder)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"Review {i}: the film" for i in range(8)) + "\n")
+    out = tmp_path / "run"
+    command = [
+        *torchrun(2), "-m", "rlhf_env.cli", "train", "--agent", "rloo", "--policy",
+        str(policy_folder), "--reward", "vader", "--prompts", str(prompts), "--num-envs", "4",
+        "--group-size", "2", "--max-new-tokens", "4", "--total-timesteps", "64",
+        "--minibatch-size", "4", "--epochs", "1", "--no-progress-bar", "--out", str(out),
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.stdout.count("tokens in") == 1  # rank 0 alone reports
+    history = json.loads((out / "history.json").read_text())
+    assert history and history[-1]["timesteps"] >= 64
+    assert (out / "policy" / "model.safetensors").is_file()
+    latest = out / "rl" / (out / "rl" / "latest").read_text().strip()
+    assert json.loads((latest / "state.json").read_text())["world_size"] == 2
+
+
+# -- one process: the helpers are no-ops, and a half-launched process says what to do ----------
+
+
+def test_one_process_context_and_helpers():
+    context = init_distributed()
+    assert context == current_context() and not context.enabled and context.is_main
+    assert shard([1, 2, 3]) == [1, 2, 3]
+    assert shard([1, 2, 3, 4, 5], DistributedContext(rank=1, world_size=2)) == [2, 4]
+    with pytest.raises(ValueError, match="cannot be shared by 4 processes"):
+        shard([1, 2], DistributedContext(rank=0, world_size=4))
+
+
+def test_rank_seeds_are_distinct_reproducible_and_rank_zero_keeps_the_seed():
+    assert rank_seed(7, 0) == 7
+    seeds = [rank_seed(7, rank) for rank in range(8)]
+    assert len(set(seeds)) == 8 and seeds == [rank_seed(7, rank) for rank in range(8)]
+    assert rank_seed(8, 1) != rank_seed(7, 1)
+
+
+def test_a_launched_process_that_did_not_join_the_group_is_told_how(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"call rlhf_env\.distributed\.init_distributed"):
+        current_context()
