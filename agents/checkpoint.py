@@ -9,14 +9,18 @@ Layout::
 
 A checkpoint is written to a temporary folder, flushed to disk, then renamed into place, and only
 then does ``latest`` point at it; a crash at any moment leaves the previous checkpoint complete
-and ``latest`` naming it.
+and ``latest`` naming it. (Saving the same update twice swaps the folders; a crash in between
+leaves ``latest`` naming a missing folder, and :func:`resolve_checkpoint` falls back to the
+newest complete one.) Temporary folders of processes that died are removed on the next save.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ def write_checkpoint(
     ``keep`` checkpoints. Returns the checkpoint's path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers_of_dead_processes(run_dir)
     temporary = run_dir / f".{name}.tmp-{os.getpid()}"
     if temporary.exists():
         shutil.rmtree(temporary)
@@ -48,9 +53,13 @@ def write_checkpoint(
     for file in temporary.iterdir():
         _fsync(file)
     final = run_dir / name
-    if final.exists():  # the same update saved twice: replace it
-        shutil.rmtree(final)
-    os.replace(temporary, final)
+    if final.exists():  # the same update saved twice: swap the new one in
+        replaced = run_dir / f".{name}.old-{os.getpid()}"
+        os.replace(final, replaced)
+        os.replace(temporary, final)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(temporary, final)
     _fsync(run_dir)
     pointer = run_dir / f".{LATEST}.tmp-{os.getpid()}"
     pointer.write_text(name + "\n")
@@ -75,7 +84,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
         checkpoint = path / pointer.read_text().strip()
         if (checkpoint / STATE_FILE).is_file():
             return checkpoint
-        raise CheckpointError(f"{pointer} names {checkpoint}, which has no {STATE_FILE}")
+        complete = sorted(p for p in path.glob("checkpoint-*") if (p / STATE_FILE).is_file())
+        if not complete:
+            raise CheckpointError(
+                f"{pointer} names {checkpoint}, which has no {STATE_FILE}, and {path} holds no "
+                "other complete checkpoint"
+            )
+        warnings.warn(
+            f"{pointer} names {checkpoint.name}, which is incomplete (a save was interrupted); "
+            f"loading {complete[-1].name}, the newest complete checkpoint",
+            stacklevel=2,
+        )
+        return complete[-1]
     raise CheckpointError(
         f"{path} is neither a checkpoint (no {STATE_FILE}) nor a run directory (no {LATEST}); "
         "pass the folder given to agent.save() or config.checkpoint_dir"
@@ -127,6 +147,31 @@ def load_into_parameters(parameters: dict[str, torch.nn.Parameter], file: Path) 
                     f"{tuple(parameter.shape)}; it was saved from another model"
                 )
             parameter.copy_(tensor.to(parameter.device, parameter.dtype))
+
+
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
+
+
+def _remove_leftovers_of_dead_processes(run_dir: Path) -> None:
+    """Delete the temporary folders and files of saves whose process no longer runs."""
+    for entry in run_dir.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match is None or int(match.group(2)) == os.getpid() or _is_running(int(match.group(2))):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _prune(run_dir: Path, keep: int, current: str) -> None:

@@ -46,6 +46,10 @@ from rlhf_env.kl import AdaptiveKLController, FixedKLController
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 CHECKPOINT_FORMAT = 1
+#: What every checkpoint's state.json holds.
+REQUIRED_STATE = (
+    "agent", "config", "num_timesteps", "iterations", "kl_controller", "numpy_rng",
+)  # fmt: skip
 
 #: Called by :meth:`PolicyGradientAgent.learn` after every update with the agent, the update's
 #: rollout and its metrics record. It may add scalars to the record (they are logged and kept in
@@ -416,6 +420,15 @@ class PolicyGradientAgent(Agent):
         """
         folder = resolve_checkpoint(path)
         state = read_state(folder)
+        state_file = folder / STATE_FILE
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{state_file} has checkpoint format {state.get('format')!r}; this version reads "
+                f"format {CHECKPOINT_FORMAT}"
+            )
+        missing = sorted(set(REQUIRED_STATE) - set(state))
+        if missing:
+            raise CheckpointError(f"{state_file} is incomplete: it lacks {missing}")
         context = current_context()
         if state.get("world_size", 1) != context.world_size:
             raise CheckpointError(
@@ -430,8 +443,8 @@ class PolicyGradientAgent(Agent):
             )
         try:
             config = cls.config_class(**{**state["config"], **config_overrides})
-        except TypeError as error:
-            raise CheckpointError(f"{folder / STATE_FILE}: config does not fit: {error}") from error
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{state_file}: config does not fit: {error}") from error
         agent = cls(env, config)
         load_into_parameters(agent.trainable_parameters(), folder / "weights.safetensors")
         optimizer_file = folder / "optimizer.pt"
@@ -450,7 +463,11 @@ class PolicyGradientAgent(Agent):
             state["numpy_rng"] if rank == 0 else state["rank_numpy_rngs"][rank - 1]
         )
         controller = dict(state["kl_controller"])
-        controller.pop("type", None)
+        if controller.pop("type", None) != type(agent.kl_controller).__name__:
+            raise CheckpointError(
+                f"{state_file} holds a {state['kl_controller'].get('type')} KL controller, the "
+                f"config makes a {type(agent.kl_controller).__name__}: keep kl_target as saved"
+            )
         agent.kl_controller.load_state_dict(controller)
         env.kl_coef = agent.kl_controller.value
         agent.num_timesteps = int(state["num_timesteps"])

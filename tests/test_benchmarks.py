@@ -39,15 +39,17 @@ def test_rollout_throughput_smoke(tmp_path):
     assert result["a_over_b"] > 0 and result["a_over_c"] > 0
 
 
-def test_vector_env_memory_smoke(tmp_path):
+@pytest.mark.parametrize("env", ["vector", "single"])
+def test_env_memory_soak_smoke(tmp_path, env):
     out = tmp_path / "memory.json"
     stdout = _run(
-        "vector_env_memory.py", "--steps", "1000", "--warmup", "500", "--num-envs", "2",
-        "--out", str(out),
+        "vector_env_memory.py", "--env", env, "--steps", "1000", "--warmup", "500",
+        "--num-envs", "2", "--limit", "100", "--out", str(out),
     )  # fmt: skip
-    assert "growth" in stdout
+    assert "growth" in stdout and "pass" in stdout
     result = json.loads(out.read_text())
-    assert result["episodes"] > 0 and result["rss_final_mib"] > 0
+    assert result["episodes"] > 0 and result["rss_final_mib"] > 0 and result["passed"]
+    assert result["env"] == env
 
 
 def test_ppo_training_smoke(tmp_path):

@@ -89,8 +89,12 @@ def load_causal_lm(
     """
     target = pick_device(device)
     dtype = dtype or pick_dtype(target)
+    if not allow_pickle:
+        refuse_pickled_weights(name_or_path)
     if (Path(name_or_path) / "adapter_config.json").is_file():
-        return _load_adapter_folder(Path(name_or_path), target, dtype, trust_remote_code)
+        return _load_adapter_folder(
+            Path(name_or_path), target, dtype, trust_remote_code, allow_pickle
+        )
     folder, gguf_file = split_gguf_path(name_or_path)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if gguf_file is not None:
@@ -110,8 +114,35 @@ def save_policy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fold
     return Path(folder)
 
 
+#: Weight files that unpickle (and so may run code) on load.
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def refuse_pickled_weights(name_or_path: str | Path) -> None:
+    """Raise if the local folder ``name_or_path`` holds pickled weights and no safetensors.
+
+    Raises:
+        ValueError: naming the file, and the two ways on (convert it, or ``allow_pickle``).
+    """
+    folder = Path(name_or_path)
+    if not folder.is_dir() or any((folder / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    pickled = [name for name in PICKLED_WEIGHTS if (folder / name).is_file()]
+    if pickled:
+        raise ValueError(
+            f"{folder / pickled[0]} holds pickled weights, which can run code when loaded, and "
+            f"{folder} has no safetensors file: convert it to safetensors (model.save_pretrained("
+            "folder, safe_serialization=True)), or pass allow_pickle=True if you trust the file"
+        )
+
+
 def _load_adapter_folder(
-    folder: Path, device: torch.device, dtype: torch.dtype, trust_remote_code: bool
+    folder: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    allow_pickle: bool,
 ) -> PreTrainedModel:
     """The base model named in a peft adapter folder, with the adapters merged in."""
     try:
@@ -124,6 +155,7 @@ def _load_adapter_folder(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     merged = peft.PeftModel.from_pretrained(base, folder).merge_and_unload()
     return merged.eval()

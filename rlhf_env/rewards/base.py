@@ -54,10 +54,18 @@ def score_responses(
         ``(len(responses),)`` float64 array.
 
     Raises:
-        RewardError: wrong count or shape, non-numbers, NaN or infinity (the message names the
-            offending row and its prompt).
+        RewardError: ``reward_fn`` raised, or returned the wrong count or shape, non-numbers,
+            NaN or infinity (the message names the offending row and its prompt).
     """
-    scores = _to_array(reward_fn(prompts, responses))
+    try:
+        raw = reward_fn(prompts, responses)
+    except Exception as error:
+        raise RewardError(
+            f"reward_fn raised {type(error).__name__}: {error} while scoring "
+            f"{_failing_row(reward_fn, prompts, responses, labels)}; fix the reward function "
+            "or the data it chokes on"
+        ) from error
+    scores = _to_array(raw)
     if scores.ndim == 2 and scores.shape[1] == 1:
         scores = scores[:, 0]
     if scores.shape != (len(responses),):
@@ -68,9 +76,34 @@ def score_responses(
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         row = int(bad[0])
-        name = labels[row] if labels is not None else f"response {row}"
         raise RewardError(
-            f"reward_fn returned {scores[row]} for {name} (prompt {prompts[row]!r}, response "
-            f"{responses[row]!r}); rewards must be finite: fix or clip the reward function"
+            f"reward_fn returned {scores[row]} for {_describe(row, prompts, responses, labels)}; "
+            "rewards must be finite: fix or clip the reward function"
         )
     return scores
+
+
+def _describe(
+    row: int, prompts: list[str], responses: list[str], labels: Sequence[str] | None
+) -> str:
+    name = labels[row] if labels is not None else f"response {row}"
+    return f"{name} (prompt {prompts[row]!r}, response {responses[row]!r})"
+
+
+def _failing_row(
+    reward_fn: RewardFunction,
+    prompts: list[str],
+    responses: list[str],
+    labels: Sequence[str] | None,
+) -> str:
+    """The first row ``reward_fn`` raises on when called on it alone (found by scoring the rows
+    one by one, only after a batch failed), or the batch when no single row fails."""
+    if len(responses) > 1:
+        for row in range(len(responses)):
+            try:
+                reward_fn([prompts[row]], [responses[row]])
+            except Exception:
+                return _describe(row, prompts, responses, labels)
+    elif responses:
+        return _describe(0, prompts, responses, labels)
+    return f"a batch of {len(responses)} responses (no single one fails alone)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from rlhf_env.incremental import eval_mode
-from rlhf_env.models.loading import ensure_pad_token, pick_device
+from rlhf_env.models.loading import ensure_pad_token, pick_device, refuse_pickled_weights
 
 REWARD_CONFIG = "reward_config.json"
 POOLINGS = ("head", "sum", "mean")
@@ -101,12 +102,19 @@ class RewardModel:
         seed: int = 0,
         include_prompt: bool = True,
         pooling: str = "head",
+        allow_pickle: bool = False,
     ) -> RewardModel:
         """A fresh scalar head on a pretrained backbone (hub name or local folder).
 
+        ``allow_pickle``: also accept pickled ``.bin`` weights (they can run code when
+        loaded); by default only safetensors load.
+
         Raises:
             RewardModelError: the backbone has no usable tokenizer.
+            ValueError: a local backbone with pickled weights only, and ``allow_pickle`` off.
         """
+        if not allow_pickle:
+            refuse_pickled_weights(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 name_or_path, trust_remote_code=trust_remote_code
@@ -133,7 +141,7 @@ class RewardModel:
                 num_labels=1,
                 ignore_mismatched_sizes=True,
                 trust_remote_code=trust_remote_code,
-                use_safetensors=True,
+                use_safetensors=None if allow_pickle else True,
             )
         finally:
             transformers_logging.set_verbosity(verbosity)
@@ -246,13 +254,34 @@ class RewardModel:
             model_class = _model_class(pooling)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise RewardModelError(f"{config_path} is corrupt: {error}") from error
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise RewardModelError(
+                f"{config_path}: the normalisation must be finite with std > 0, got mean {mean}, "
+                f"std {std}"
+            )
+        if not isinstance(max_length, int) or max_length < 1:
+            raise RewardModelError(
+                f"{config_path}: max_length must be a positive integer, got {max_length!r}"
+            )
         try:
             model = model_class.from_pretrained(
                 directory, trust_remote_code=trust_remote_code, use_safetensors=True
             )
         except Exception as error:
             raise RewardModelError(f"cannot load the weights in {weights}: {error}") from error
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise RewardModelError(
+                f"{directory / 'config.json'} describes {model.config.num_labels} outputs; a "
+                "reward model has one"
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                directory, trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError, TypeError) as error:
+            raise RewardModelError(
+                f"the tokenizer files in {directory} are unusable: {error}"
+            ) from error
         model = model.to(pick_device(device)).eval()
         return cls(
             model,
