@@ -50,7 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.env == "single":
         args.num_envs = 1
-    out = args.out or Path(f"benchmarks/results/{args.env}_env_memory_{args.autoreset}.json")
+    name = "single_env_memory" if args.env == "single" else f"vector_env_memory_{args.autoreset}"
+    out = args.out or Path(f"benchmarks/results/{name}.json")
 
     tokenizer = build_tiny_tokenizer(vocab_size=2048)
     policy = build_tiny_gpt2(tokenizer, n_layer=4, n_embd=256, n_head=4, n_positions=512)

@@ -393,27 +393,33 @@ def trl_config(setup: str, args: argparse.Namespace, output_dir: str) -> Any:
         beta=args.kl_coef,
         epsilon=0.2,
         **specific,
-        # optimiser: AdamW as ours, constant learning rate, clip grad norm 1
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        optim="adamw_torch",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        # numerics: float32 on CPU, dropout off, no gradient checkpointing
-        bf16=False,
-        fp16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
         disable_dropout=True,
-        # bookkeeping: log once an iteration, no checkpoints, no trackers, no progress bar
-        logging_steps=steps_per_iteration,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=args.seed,
+        logging_steps=steps_per_iteration,  # once an iteration
+        **trainer_arguments(args),
     )
+
+
+def trainer_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """What every TRL setup shares: AdamW as ours (constant learning rate, no weight decay,
+    gradients clipped to norm 1), float32 on the CPU without gradient checkpointing, and no
+    checkpoints, trackers or progress bar."""
+    return {
+        "learning_rate": args.learning_rate,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "optim": "adamw_torch",
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "bf16": False,
+        "fp16": False,
+        "use_cpu": True,
+        "gradient_checkpointing": False,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "seed": args.seed,
+    }
 
 
 def train_trl(
@@ -526,24 +532,9 @@ def trl_ppo_config(args: argparse.Namespace, output_dir: str) -> Any:
         cliprange=0.2,
         cliprange_value=0.2,
         vf_coef=0.1,
-        # optimiser, numerics, bookkeeping: as trl_config
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        optim="adamw_torch",
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        bf16=False,
-        fp16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
         num_sample_generations=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=args.seed,
+        logging_steps=1,  # once an update
+        **trainer_arguments(args),
     )
 
 
@@ -739,9 +730,12 @@ def parse_args() -> argparse.Namespace:
         default=sys.executable,
         help="the Python of a virtual environment with trl 0.24 (PPOTrainer) for setup trl-ppo",
     )
+    add("--replot", type=Path, help="print and plot the rows of an earlier JSON, run nothing")
     add("--child", help=argparse.SUPPRESS)
     add("--policy-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.replot:
+        return args
     responses = args.prompts_per_iteration * args.group_size
     if args.group_size < 2:
         parser.error("--group-size must be >= 2 (RLOO needs a leave-one-out baseline)")
@@ -820,9 +814,44 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Two panels: tokens/s per setup, and held-out gold against KL (with standard errors)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (speed, quality) = plt.subplots(1, 2, figsize=(11, 4))
+    trained = [row for row in rows if row["tokens_per_second"] is not None]
+    colours = ["tab:gray" if row["setup"].startswith(("trl", "sb3")) else "tab:blue"
+               for row in trained]  # fmt: skip
+    speed.barh([row["setup"] for row in trained], [row["tokens_per_second"] for row in trained],
+               color=colours)  # fmt: skip
+    speed.invert_yaxis()
+    speed.set_xlabel("generated tokens / s (training, median iteration)")
+    speed.set_title("throughput on equal work (blue: ours)")
+    for row in rows:
+        quality.errorbar(row["eval_kl"], row["eval_gold_score"], yerr=row["eval_gold_score_sem"],
+                         fmt="o", capsize=3)  # fmt: skip
+        quality.annotate(row["setup"], (row["eval_kl"], row["eval_gold_score"]),
+                         textcoords="offset points", xytext=(5, 4), fontsize=8)  # fmt: skip
+    quality.set_xlabel("KL to the initial policy (nats / response, held-out)")
+    quality.set_ylabel("held-out gold score (± s.e.)")
+    quality.set_title("gold reward after the same budget")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     """Parent: materialise the policy, run each setup in a subprocess, print and write."""
     args = parse_args()
+    if args.replot:
+        rows = json.loads(args.replot.read_text())["rows"]
+        print_table(rows)
+        plot(rows, args.replot.with_suffix(".png"))
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return
     if args.child:
         print(RESULT_PREFIX + json.dumps(run_setup(args)), flush=True)
         return
@@ -839,7 +868,8 @@ def main() -> None:
     out = args.out or RESULTS / f"vs_trl_{Path(str(args.model)).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {out}")
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

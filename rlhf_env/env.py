@@ -212,7 +212,10 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if terminated or truncated:
             # Score before changing any state: a failing reward_fn leaves the env as it was.
             response = self.task.decode_response(response_ids)
-            score = float(score_responses(self.task.reward_fn, [self._prompt_text], [response])[0])
+            scores = score_responses(
+                self.task.reward_fn, [self._prompt_text], [response], labels=["the episode"]
+            )
+            score = float(scores[0])
             reward += score - (self.task.missing_eos_penalty if truncated else 0.0)
             info.update(score=score, response=response)
             self._episode_over = True

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_reward_model import backbone_dir, separable_pairs  # noqa: F401  (a fixture)
 
 from agents import PPOAgent
 from agents.checkpoint import CheckpointError
 from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.data.preferences import write_jsonl_pairs
 from rlhf_env.distributed import (
     DistributedContext,
     current_context,
@@ -25,6 +27,7 @@ from rlhf_env.distributed import (
     shard,
 )
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.rewards.model import RewardModel
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 #: 2 processes against 1 with the same global batch: float32 sums in another order, through
@@ -201,3 +204,21 @@ def test_a_launched_process_that_did_not_join_the_group_is_told_how(monkeypatch)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"call rlhf_env\.distributed\.init_distributed"):
         current_context()
+
+
+def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
+    pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
+    out = tmp_path / "rm"
+    command = [
+        *torchrun(2), "-m", "rlhf_env.cli", "train-rm", "--pairs", str(pairs), "--backbone",
+        str(backbone_dir), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+        "--learning-rate", "0.003", "--eval-fraction", "0.25",
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.stdout.count("held-out pairwise accuracy") == 1  # rank 0 alone reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 16 training pairs, 4 per process x 2 processes a step: 2 steps an epoch
+    assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2
+    assert RewardModel.from_pretrained(out)(["The film"], [" was great."])

@@ -115,15 +115,7 @@ class RewardModel:
         """
         if not allow_pickle:
             refuse_pickled_weights(name_or_path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                name_or_path, trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError, TypeError) as error:
-            raise RewardModelError(
-                f"backbone {name_or_path} has no usable tokenizer ({error}); pass a folder or "
-                "hub name that holds tokenizer files as well as weights"
-            ) from error
+        tokenizer = _load_tokenizer(name_or_path, trust_remote_code)
         # transformers may build an empty tokenizer from a config alone: check it encodes text.
         if not tokenizer("The film was good.", add_special_tokens=False)["input_ids"]:
             raise RewardModelError(
@@ -274,14 +266,7 @@ class RewardModel:
                 f"{directory / 'config.json'} describes {model.config.num_labels} outputs; a "
                 "reward model has one"
             )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                directory, trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError, TypeError) as error:
-            raise RewardModelError(
-                f"the tokenizer files in {directory} are unusable: {error}"
-            ) from error
+        tokenizer = _load_tokenizer(directory, trust_remote_code)
         model = model.to(pick_device(device)).eval()
         return cls(
             model,
@@ -292,6 +277,21 @@ class RewardModel:
             include_prompt=include_prompt,
             pooling=pooling,
         )
+
+
+def _load_tokenizer(name_or_path: str | Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    """The tokenizer of a backbone or saved reward model.
+
+    Raises:
+        RewardModelError: no usable tokenizer files there.
+    """
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as error:
+        raise RewardModelError(
+            f"{name_or_path} has no usable tokenizer ({error}); pass a folder or hub name that "
+            "holds tokenizer files as well as weights"
+        ) from error
 
 
 def _model_class(pooling: str) -> type:
