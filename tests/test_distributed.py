@@ -222,3 +222,11 @@ def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
     # 16 training pairs, 4 per process x 2 processes a step: 2 steps an epoch
     assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2
     assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
+
+
+def test_one_process_commands_refuse_to_run_once_per_process(monkeypatch, capsys):
+    from rlhf_env.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["demo", "--smoke", "--out", "unused"]) == 1
+    assert "demo runs in one process" in capsys.readouterr().err

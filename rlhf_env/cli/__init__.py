@@ -9,7 +9,9 @@ rlhf-env eval --policy DIR ...      reward, gold score and KL on held-out prompt
 rlhf-env bench NAME                 a benchmark script
 
 ``demo``, ``train`` and ``eval`` take ``--config FILE`` (YAML or JSON); options given on the
-command line override the file.
+command line override the file. ``train`` and ``train-rm`` also run under ``torchrun`` /
+``accelerate launch`` (data parallel); the other commands refuse to, rather than run once per
+process into the same files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from collections.abc import Sequence
 
 from rlhf_env.cli import bench, data, demo, reward_model, train
 from rlhf_env.cli.options import apply_config_file
+from rlhf_env.distributed import launched_in_parallel
+
+#: The commands that run data-parallel under torchrun / accelerate launch.
+DATA_PARALLEL_COMMANDS = ("train", "train-rm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if launched_in_parallel() and args.command not in DATA_PARALLEL_COMMANDS:
+        print(
+            f"rlhf-env: error: {args.command} runs in one process; of the commands, only "
+            f"{' and '.join(DATA_PARALLEL_COMMANDS)} run under torchrun or accelerate launch",
+            file=sys.stderr,
+        )
+        return 1
     try:
         if getattr(args, "config", None):
             args = apply_config_file(parser, args.command_parser, args.config, argv)
