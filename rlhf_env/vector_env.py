@@ -169,7 +169,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(
                 f"options['prompts'] has {len(prompts)} prompts for {rows.size} resets"
             )
-        infos = self._reset_rows(rows, prompts)
+        infos = self._reset_rows(rows, self._encode_prompts(rows, prompts))
         self._started = True
         return self._get_obs(), infos
 
@@ -211,6 +211,14 @@ class TextGenerationVectorEnv(VectorEnv):
         rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
         rewards[finished_rows] += scores
         rewards[truncations] -= self.task.missing_eos_penalty
+        # The rows to reset, and their new prompts (drawing or encoding may fail: still before
+        # any state changes).
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
+            to_reset = finished
+        else:
+            to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
+        reset_rows = np.flatnonzero(to_reset)
+        new_prompts = self._encode_prompts(reset_rows, None) if reset_rows.size else []
 
         # 3. Commit: responses, observations, infos.
         self._responses, self._response_lengths = responses, lengths
@@ -226,14 +234,11 @@ class TextGenerationVectorEnv(VectorEnv):
         # 4. Advance the models for rows that go on; reset the rows due for it.
         if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
             self._add_final_infos(infos, finished)
-            to_reset = finished
-        else:
-            to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
         going_on = acting & ~finished
         if going_on.any():
             self._extend(action_tensor, going_on)
-        if to_reset.any():
-            infos.update(self._reset_rows(np.flatnonzero(to_reset), None))
+        if reset_rows.size:
+            infos.update(self._reset_rows(reset_rows, new_prompts))
         self._add_action_mask(infos)
         return self._get_obs(), rewards, terminations, truncations, infos
 
@@ -286,11 +291,17 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(f"got {len(seed)} seeds for {rows.size} sub-envs being reset")
         return list(seed)
 
-    def _reset_rows(self, rows: np.ndarray, prompts: list[str] | None) -> dict[str, Any]:
-        """Draw and encode prompts for ``rows``, start their caches; returns the reset infos."""
+    def _encode_prompts(
+        self, rows: np.ndarray, prompts: list[str] | None
+    ) -> list[tuple[list[int], str]]:
+        """``(token ids, text)`` of the prompts for ``rows``: ``prompts``, or drawn with each
+        row's generator. Changes no state but the generators."""
         if prompts is None:
             prompts = [self.task.prompt_source.sample(self._rngs[row]) for row in rows]
-        encoded = [self.task.encode_prompt(prompt) for prompt in prompts]
+        return [self.task.encode_prompt(prompt) for prompt in prompts]
+
+    def _reset_rows(self, rows: np.ndarray, encoded: list[tuple[list[int], str]]) -> dict[str, Any]:
+        """Start ``rows`` on their encoded prompts (their caches too); returns the reset infos."""
         width = max(len(ids) for ids, _ in encoded)
         input_ids = np.full((rows.size, width), self.task.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((rows.size, width), dtype=np.int64)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS
+from conftest import PROMPTS, length_reward
 from safetensors.torch import load_file
 
 from agents import PPOAgent
@@ -158,3 +158,25 @@ def test_resuming_after_a_kill_gives_the_uninterrupted_run_bitwise(tmp_path, age
     assert resumed.keys() == straight.keys()
     for name in straight:
         assert torch.equal(resumed[name], straight[name]), name
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_a_prompt_failing_at_autoreset_changes_nothing(tokenizer, gpt2, mode):
+    """The autoreset's new prompts are drawn and encoded before the step changes any state: a
+    prompt that cannot be encoded fails the step cleanly, again on a retry, and an explicit
+    reset recovers."""
+    env = TextGenerationVectorEnv(
+        gpt2, tokenizer, length_reward, [""], num_envs=2, max_new_tokens=2, autoreset_mode=mode
+    )
+    start = {"prompts": ["This movie was", "I think"]}
+    env.reset(seed=0, options=start)
+    obs, *_ = env.step(np.array([30, 31]))
+    if mode == "NextStep":
+        obs, *_ = env.step(np.array([30, 31]))  # both episodes end; they reset at the next step
+    for _ in range(2):  # the same failure each time: nothing was half-done
+        with pytest.raises(ValueError, match="encodes to no tokens"):
+            env.step(np.array([32, 33]))
+    np.testing.assert_array_equal(env._get_obs()["input_ids"], obs["input_ids"])
+    env.reset(options=start)
+    _, rewards, terminated, truncated, _ = env.step(np.array([30, 31]))  # mid-episode, as ever
+    assert np.isfinite(rewards).all() and not (terminated | truncated).any()
