@@ -127,6 +127,14 @@ def shard(items: Sequence[T], context: DistributedContext | None = None) -> list
     return list(items[context.rank :: context.world_size])
 
 
+def contiguous_share(items: Sequence[T], context: DistributedContext | None = None) -> list[T]:
+    """This process's contiguous share of ``items`` (sizes differ by at most one; empty when
+    there are fewer items than processes): keeps neighbours, e.g. a prompt's pairs, together."""
+    context = context or current_context()
+    count, rank, processes = len(items), context.rank, context.world_size
+    return list(items[rank * count // processes : (rank + 1) * count // processes])
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """A per-process seed: ``seed`` itself on rank 0 (a one-process run is unchanged), and on
     other ranks a value derived from ``(seed, rank)``, distinct and reproducible."""
@@ -209,10 +217,10 @@ class GradientSync:
         find_unused_parameters: bool = False,
     ):
         self.function = function
-        self.context = current_context()
         self.wrapped: torch.nn.parallel.DistributedDataParallel | None = None
-        if self.context.enabled:
-            device = self.context.device
+        context = current_context()
+        if context.enabled:
+            device = context.device
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 _Call(modules, function),
                 device_ids=[device.index] if device.type == "cuda" else None,

@@ -49,6 +49,15 @@ def torchrun(processes: int) -> list[str]:
             f"--nproc-per-node={processes}"]  # fmt: skip
 
 
+def torchrun_cli(*args: str) -> str:
+    """``rlhf-env ARGS`` on 2 processes under torchrun; its standard output."""
+    command = [*torchrun(2), "-m", "rlhf_env.cli", *args]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return result.stdout
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -164,21 +173,33 @@ def test_cli_train_under_torchrun(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"Review {i}: the film" for i in range(8)) + "\n")
     out = tmp_path / "run"
-    command = [
-        *torchrun(2), "-m", "rlhf_env.cli", "train", "--agent", "rloo", "--policy",
-        str(policy_folder), "--reward", "vader", "--prompts", str(prompts), "--num-envs", "4",
-        "--group-size", "2", "--max-new-tokens", "4", "--total-timesteps", "64",
-        "--minibatch-size", "4", "--epochs", "1", "--no-progress-bar", "--out", str(out),
-    ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.count("tokens in") == 1  # rank 0 alone reports
+    stdout = torchrun_cli(
+        "train", "--agent", "rloo", "--policy", str(policy_folder), "--reward", "vader",
+        "--prompts", str(prompts), "--num-envs", "4", "--group-size", "2", "--max-new-tokens",
+        "4", "--total-timesteps", "64", "--minibatch-size", "4", "--epochs", "1",
+        "--no-progress-bar", "--out", str(out),
+    )  # fmt: skip
+    assert stdout.count("tokens in") == 1  # rank 0 alone reports
     history = json.loads((out / "history.json").read_text())
     assert history and history[-1]["timesteps"] >= 64
     assert (out / "policy" / "model.safetensors").is_file()
     latest = out / "rl" / (out / "rl" / "latest").read_text().strip()
     assert json.loads((latest / "state.json").read_text())["world_size"] == 2
+
+
+def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
+    pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
+    out = tmp_path / "rm"
+    stdout = torchrun_cli(
+        "train-rm", "--pairs", str(pairs), "--backbone", str(backbone_dir), "--out", str(out),
+        "--epochs", "2", "--batch-size", "4", "--learning-rate", "0.003",
+        "--eval-fraction", "0.25",
+    )  # fmt: skip
+    assert stdout.count("held-out pairwise accuracy") == 1  # rank 0 alone reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 16 training pairs, 4 per process x 2 processes a step: 2 steps an epoch
+    assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2
+    assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
 
 
 # -- one process: the helpers are no-ops, and a half-launched process says what to do ----------
@@ -204,24 +225,6 @@ def test_a_launched_process_that_did_not_join_the_group_is_told_how(monkeypatch)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"call rlhf_env\.distributed\.init_distributed"):
         current_context()
-
-
-def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
-    pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
-    out = tmp_path / "rm"
-    command = [
-        *torchrun(2), "-m", "rlhf_env.cli", "train-rm", "--pairs", str(pairs), "--backbone",
-        str(backbone_dir), "--out", str(out), "--epochs", "2", "--batch-size", "4",
-        "--learning-rate", "0.003", "--eval-fraction", "0.25",
-    ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.count("held-out pairwise accuracy") == 1  # rank 0 alone reports
-    metrics = json.loads((out / "metrics.json").read_text())
-    # 16 training pairs, 4 per process x 2 processes a step: 2 steps an epoch
-    assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2
-    assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
 
 
 def test_one_process_commands_refuse_to_run_once_per_process(monkeypatch, capsys):

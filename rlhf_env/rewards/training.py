@@ -11,7 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf_env.data.preferences import PreferencePair
-from rlhf_env.distributed import GradientSync, current_context, sum_over_processes
+from rlhf_env.distributed import (
+    GradientSync,
+    contiguous_share,
+    current_context,
+    sum_over_processes,
+)
 from rlhf_env.rewards.model import RewardModel
 
 
@@ -127,16 +132,8 @@ def _correct_pairs(reward_model: RewardModel, pairs: Sequence[PreferencePair]) -
 def _sharded_accuracy(reward_model: RewardModel, pairs: Sequence[PreferencePair]) -> float:
     """:func:`pairwise_accuracy` of ``pairs``, each process scoring its share."""
     return sum_over_processes(
-        {"correct": float(_correct_pairs(reward_model, _process_share(pairs)))}
+        {"correct": float(_correct_pairs(reward_model, contiguous_share(pairs)))}
     )["correct"] / len(pairs)
-
-
-def _process_share(items: Sequence[PreferencePair]) -> list[PreferencePair]:
-    """This process's contiguous share of a global step's pairs (a prompt's pairs, adjacent in
-    a step, mostly stay together, so each distinct response is still scored about once)."""
-    context = current_context()
-    count, rank, processes = len(items), context.rank, context.world_size
-    return list(items[rank * count // processes : (rank + 1) * count // processes])
 
 
 def split_pairs(
@@ -218,8 +215,9 @@ def train_reward_model(
     for batches in epochs:
         model.train()
         for batch in batches:
-            # 1. this process's share of the step: its share of the global mean loss
-            share = _process_share(batch)
+            # 1. this process's share of the step (a prompt's pairs mostly stay together, so
+            # each distinct response is still scored about once): its part of the global mean
+            share = contiguous_share(batch)
             weight = len(share) / len(batch)
             if not share:  # more processes than pairs: a forward that adds nothing
                 share = batch[:1]
