@@ -3,10 +3,13 @@ teacher-forced scoring of whole responses for the updates (one forward per seque
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rlhf_env.incremental import forward_parameters, positions_from_mask
 
@@ -96,3 +99,42 @@ def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``log softmax(logits)[token]`` per position: ``(E, R, V)``, ``(E, R)`` -> ``(E, R)``."""
     logprobs = torch.log_softmax(logits, dim=-1)  # (E, R, V)
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Turn on Hugging Face's activation checkpointing (non-reentrant) of ``model``'s decoder
+    layers and return them. It acts only on layers in training mode with gradients enabled,
+    so only inside :func:`checkpointing`: the environment's no-grad steps are unchanged.
+
+    Raises:
+        ValueError: the model does not support gradient checkpointing.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"{type(base).__name__} does not support gradient checkpointing; set "
+            "gradient_checkpointing=False"
+        )
+    # transformers >= 5.2x names it activation_checkpointing_enable.
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    enable = enable if enable is not None else base.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    if hasattr(base, "_require_grads_hook"):  # only reentrant checkpointing needs it
+        base.disable_input_require_grads()
+    return [module for module in base.modules() if isinstance(module, GradientCheckpointingLayer)]
+
+
+@contextmanager
+def checkpointing(layers: list[torch.nn.Module]) -> Iterator[None]:
+    """Recompute the activations of ``layers`` (from :func:`enable_gradient_checkpointing`)
+    in the backward pass inside this block. The layers themselves are flagged as training
+    (Hugging Face checkpoints training layers only); the modules inside them, dropout
+    included, keep their modes, so the numbers are those of the plain forward."""
+    flags = [layer.training for layer in layers]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, flags, strict=True):
+            layer.training = flag

@@ -29,7 +29,7 @@ from agents.checkpoint import (
     write_checkpoint,
 )
 from agents.config import PolicyGradientConfig
-from agents.forward import next_token_logits
+from agents.forward import checkpointing, enable_gradient_checkpointing, next_token_logits
 from agents.logger import MetricsLogger
 from agents.rollout import Rollout, check_rollout_env, collect_episodes
 from rlhf_env.distributed import (
@@ -103,9 +103,17 @@ class PolicyGradientAgent(Agent):
             raise ValueError(
                 "the policy has no parameter that requires gradients; unfreeze some layers"
             )
+        # The fused (single-kernel) AdamW where every parameter is on CUDA.
+        fused = all(parameter.is_cuda for parameter in parameters) or None
         self.optimizer = torch.optim.AdamW(
-            parameters, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+            parameters, lr=self.config.learning_rate, weight_decay=self.config.weight_decay,
+            fused=fused,
+        )  # fmt: skip
+        self.checkpointed_layers: list[torch.nn.Module] = []
+        if self.config.gradient_checkpointing:
+            for module in (self.policy, *self.extra_modules().values()):
+                if hasattr(module, "config"):  # the policy, a separate critic
+                    self.checkpointed_layers += enable_gradient_checkpointing(module)
         self.gradient_sync = GradientSync(
             {"policy": self.policy, **self.extra_modules()},
             self.loss,
@@ -296,7 +304,7 @@ class PolicyGradientAgent(Agent):
                     weight = float(batch.response_mask.sum()) / minibatch_tokens
                     last = micro_first == firsts[-1]
                     with contextlib.nullcontext() if last else self.gradient_sync.no_sync():
-                        with self.autocast():
+                        with self.autocast(), checkpointing(self.checkpointed_layers):
                             loss, stats = self.gradient_sync(batch, micro_targets)
                         (loss * (weight * processes)).backward()
                     for name, value in stats.items():

@@ -98,14 +98,16 @@ def run_setup(args: argparse.Namespace) -> dict:
         policy, reference = freeze_lower_layers(policy, int(amount))
     elif kind == "lora":
         policy, reference = add_lora(policy, r=int(amount), alpha=2 * int(amount))
+    compile_step = {"auto": None, "yes": True, "no": False}[args.compile_step]
     env = TextGenerationVectorEnv(
         policy, tokenizer, reward_function(), prompts(), reference=reference,
         num_envs=args.num_envs, max_new_tokens=args.new, max_prompt_tokens=24, kl_coef=0.05,
-        device=device,
+        device=device, engine=args.engine, compile_step=compile_step,
     )  # fmt: skip
     config = PPOConfig(
         learning_rate=1e-5, minibatch_size=args.minibatch, epochs=args.epochs,
         gradient_accumulation_steps=args.accumulation, progress_bar=False,
+        gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     agent = PPOAgent(env, config)
     trainable = sum(p.numel() for p in agent.trainable_parameters().values())
@@ -123,6 +125,7 @@ def run_setup(args: argparse.Namespace) -> dict:
     )
     return {
         "setup": args.child,
+        "engine": type(env.engine).__name__ + (" (compiled)" if env.engine.compiled else ""),
         "trainable_parameters": trainable,
         "peak_memory_mib": round(peak, 1),
         "tokens_per_second": round(statistics.median(rates[1:] or rates), 1),
@@ -149,6 +152,14 @@ def main() -> None:
     parser.add_argument("--minibatch", type=int, default=8)
     parser.add_argument("--accumulation", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--engine", choices=["auto", "static", "dynamic"], default="auto")
+    parser.add_argument(
+        "--compile-step", choices=["auto", "yes", "no"], default="auto",
+        help="compile the static engine's step (auto: on CUDA)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in updates"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/...)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,7 +177,7 @@ def main() -> None:
     full = next((row for row in rows if row["setup"] == "full"), rows[0])
     header = (
         f"{'setup':<10} {'trainable':>12} {'peak MiB':>9} {'vs full':>8} {'tok/s':>8} "
-        f"{'s/iter':>7} {'rollout s':>9} {'update s':>8}"
+        f"{'s/iter':>7} {'rollout s':>9} {'update s':>8}  engine"
     )
     print(header)
     for row in rows:
@@ -174,7 +185,7 @@ def main() -> None:
         print(
             f"{row['setup']:<10} {row['trainable_parameters']:>12,} {row['peak_memory_mib']:>9.0f} "
             f"{ratio:>8.2f} {row['tokens_per_second']:>8.1f} {row['seconds_per_iteration']:>7.2f} "
-            f"{row['rollout_seconds']:>9.2f} {row['update_seconds']:>8.2f}"
+            f"{row['rollout_seconds']:>9.2f} {row['update_seconds']:>8.2f}  {row['engine']}"
         )
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {args.device}"

@@ -1,16 +1,20 @@
 """Rollout throughput of the vector env against the limit and against the alternatives.
 
 Rows, all doing the same work per case (``batch`` responses of exactly ``new`` sampled tokens,
-policy + reference forwards, one reward call per batch of finished responses):
+policy + reference forwards, one reward call per batch of finished responses), except (d) and
+(d2), which generate with the policy alone:
 
-    (a) vector env  TextGenerationVectorEnv driven through its ``policy_logits`` fast path
-    (b) fused loop  hand-written incremental policy + reference forwards with KV caches: the limit
-    (c) naive env   a per-token env that re-encodes the full context every step (no KV cache)
-    (d) generate    Hugging Face ``generate`` for the policy alone (no reference, no reward)
-    (e) SB3 path    the vector env behind ``rlhf_env.sb3.SB3VecEnv``, stepped as SB3 does
+    (a)  env dynamic    TextGenerationVectorEnv, engine="dynamic", through its ``policy_logits``
+    (a1) env static     the same, engine="static", eager step
+    (a2) env compiled   the same, engine="static", compile_step=True (one CUDA graph on CUDA)
+    (b)  fused loop     hand-written incremental policy + reference forwards with KV caches
+    (c)  naive env      a per-token env that re-encodes the full context every step (no cache)
+    (d)  generate       Hugging Face ``generate``, dynamic cache
+    (d2) generate comp. ``generate`` with a static cache and ``torch.compile`` (the strongest)
+    (e)  SB3 path       the vector env (default engine) behind ``rlhf_env.sb3.SB3VecEnv``
 
-Rows (a), (b), (c) and (e) run interleaved within each repeat so machine noise hits them
-alike; the figure is the median over repeats. Prints a table and writes JSON.
+All rows run interleaved within each repeat so machine noise hits them alike; the figure is
+the median over repeats. Prints a table and writes JSON.
 
     python benchmarks/rollout_throughput.py --models tiny-gpt2 --batches 16 64 --new 32 128 256
 """
@@ -32,6 +36,7 @@ from gymnasium.vector import AutoresetMode
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    CompileConfig,
     DynamicCache,
     GPT2Config,
     GPT2ForSequenceClassification,
@@ -52,7 +57,26 @@ from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.rewards import SequenceClassifierReward
 from rlhf_env.sb3 import SB3VecEnv
 
-ROWS = ("vector_env", "fused_loop", "naive_env", "generate", "sb3_path")
+#: Row name -> table label.
+ROWS: dict[str, str] = {
+    "env_dynamic": "(a) dyn",
+    "env_static": "(a1) stat",
+    "env_compiled": "(a2) comp",
+    "fused_loop": "(b) fused",
+    "naive_env": "(c) naive",
+    "generate": "(d) gen",
+    "generate_compiled": "(d2) gen-c",
+    "sb3_path": "(e) sb3",
+}
+#: Ratio name -> (numerator row, denominator row), as throughput ratios.
+RATIOS: dict[str, tuple[str, str]] = {
+    "a1/a": ("env_static", "env_dynamic"),
+    "a2/a": ("env_compiled", "env_dynamic"),
+    "a2/b": ("env_compiled", "fused_loop"),
+    "a/c": ("env_dynamic", "naive_env"),
+    "a2/d2": ("env_compiled", "generate_compiled"),
+    "e/a": ("sb3_path", "env_dynamic"),
+}
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -134,7 +158,8 @@ def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def run_vector_env(venv: TextGenerationVectorEnv, new: int, seed: int) -> None:
-    """(a): sample from ``policy_logits``; one episode of ``new`` tokens per sub-env."""
+    """(a), (a1), (a2): sample from ``policy_logits``; one episode of ``new`` tokens per
+    sub-env."""
     generator = torch.Generator(device=venv.task.device).manual_seed(seed)
     venv.reset(seed=seed)
     for _ in range(new):
@@ -227,6 +252,24 @@ def run_generate(policy, tokenizer, prompts, new: int, seed: int) -> None:
     )  # fmt: skip
 
 
+@torch.no_grad()
+def run_generate_compiled(policy, tokenizer, prompts, new: int, seed: int) -> None:
+    """(d2): ``generate`` with a static cache and its automatic ``torch.compile`` of the decode
+    step (CUDA graphs on CUDA; the default mode on CPU)."""
+    device = next(policy.parameters()).device
+    torch.manual_seed(seed)
+    input_ids, mask = left_pad(tokenizer, prompts, device)
+    config = CompileConfig(fullgraph=True, mode="reduce-overhead")
+    if device.type != "cuda":
+        config = CompileConfig(fullgraph=True, mode="default")
+        config._compile_all_devices = True  # generate compiles on CUDA only unless told
+    policy.generate(
+        input_ids=input_ids, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=new,
+        min_new_tokens=new, pad_token_id=tokenizer.pad_token_id, cache_implementation="static",
+        compile_config=config,
+    )  # fmt: skip
+
+
 # -- driver -----------------------------------------------------------------------------------
 
 
@@ -246,24 +289,36 @@ def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive
         reference=reference, max_new_tokens=new, max_prompt_tokens=32, num_envs=batch,
         eos_token_ids=[],  # every response runs to exactly `new` tokens, as in rows (b)-(d)
     )  # fmt: skip
-    venv = TextGenerationVectorEnv(**common)
-    adapter = SB3VecEnv(TextGenerationVectorEnv(**common, autoreset_mode=AutoresetMode.SAME_STEP))
+    envs = {
+        "env_dynamic": dict(engine="dynamic"),
+        "env_static": dict(engine="static", compile_step=False),
+        "env_compiled": dict(engine="static", compile_step=True),
+    }
+    venvs = {row: TextGenerationVectorEnv(**common, **envs[row]) for row in envs if row in rows}
+    adapter = None
+    if "sb3_path" in rows:
+        adapter = SB3VecEnv(
+            TextGenerationVectorEnv(**common, autoreset_mode=AutoresetMode.SAME_STEP)
+        )
     # The envs draw their prompts (seeded) from the same `batch` prompts the loops take in order.
     work = (policy, reference, tokenizer, reward_fn, prompts, new)
     runners = {
-        "vector_env": lambda s: run_vector_env(venv, new, s),
+        **{row: functools.partial(run_vector_env, venv, new) for row, venv in venvs.items()},
         "fused_loop": lambda s: run_fused_loop(*work, s),
         "naive_env": lambda s: run_naive_env(*work, s),
         "generate": lambda s: run_generate(policy, tokenizer, prompts, new, s),
+        "generate_compiled": lambda s: run_generate_compiled(policy, tokenizer, prompts, new, s),
         "sb3_path": lambda s: run_sb3_path(adapter, new, s),
     }
     active = [r for r in rows if r != "naive_env" or new <= naive_max_new]
-    warm_up = dict(runners)
-    warm_up["vector_env"] = lambda s: run_vector_env(venv, min(new, 8), s)
+    warm_up = dict(runners)  # kernels, allocator, caches, compilation (short for env rows)
+    for row, venv in venvs.items():
+        warm_up[row] = functools.partial(run_vector_env, venv, min(new, 8))
     warm_up["sb3_path"] = lambda s: run_sb3_path(adapter, min(new, 8), s)
-    for row in active:  # warm-up: kernels, allocator, caches (short for the env rows)
+    compile_seconds = {}
+    for row in active:
         if row != "naive_env":
-            warm_up[row](0)
+            compile_seconds[row] = timed(functools.partial(warm_up[row], 0))
     times: dict[str, list[float]] = {row: [] for row in active}
     for repeat in range(repeats):
         for row in active:
@@ -275,32 +330,32 @@ def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive
             median = statistics.median(times[row])
             result[f"{row}_s"] = median
             result[f"{row}_tok_s"] = tokens / median
-    if "fused_loop_s" in result and "vector_env_s" in result:
-        result["a_over_b"] = result["fused_loop_s"] / result["vector_env_s"]
-    if "naive_env_s" in result and "vector_env_s" in result:
-        result["a_over_c"] = result["naive_env_s"] / result["vector_env_s"]
-    if "sb3_path_s" in result and "vector_env_s" in result:
-        result["e_over_a"] = result["vector_env_s"] / result["sb3_path_s"]
+            if row in compile_seconds:
+                result[f"{row}_warm_up_s"] = compile_seconds[row]
+    for name, (numerator, denominator) in RATIOS.items():
+        if f"{numerator}_s" in result and f"{denominator}_s" in result:
+            result[name] = result[f"{denominator}_s"] / result[f"{numerator}_s"]
     return result
 
 
 def print_table(results: list[dict]) -> None:
+    rows = [row for row in ROWS if any(f"{row}_tok_s" in r for r in results)]
+    ratios = [name for name in RATIOS if any(name in r for r in results)]
     header = (
-        f"{'model':<13}{'batch':>6}{'new':>5} | {'(a) env':>9}{'(b) fused':>10}{'(c) naive':>10}"
-        f"{'(d) gen':>9}{'(e) sb3':>9} | {'a/b':>6}{'a/c':>7}{'e/a':>6}   (tokens/s)"
+        f"{'model':<13}{'batch':>6}{'new':>5} |"
+        + "".join(f"{ROWS[row]:>11}" for row in rows)
+        + " |"
+        + "".join(f"{name:>7}" for name in ratios)
+        + "   (tokens/s)"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         cells = "".join(
-            f"{r[f'{row}_tok_s']:>{w}.0f}" if f"{row}_tok_s" in r else f"{'-':>{w}}"
-            for row, w in zip(ROWS, (9, 10, 10, 9, 9), strict=True)
+            f"{r[f'{row}_tok_s']:>11.0f}" if f"{row}_tok_s" in r else f"{'-':>11}" for row in rows
         )
-        ratios = "".join(
-            f"{r[k]:>{w}.2f}" if k in r else f"{'-':>{w}}"
-            for k, w in (("a_over_b", 6), ("a_over_c", 7), ("e_over_a", 6))
-        )
-        print(f"{r['model']:<13}{r['batch']:>6}{r['new_tokens']:>5} | {cells} | {ratios}")
+        shares = "".join(f"{r[name]:>7.2f}" if name in r else f"{'-':>7}" for name in ratios)
+        print(f"{r['model']:<13}{r['batch']:>6}{r['new_tokens']:>5} |{cells} |{shares}")
 
 
 def main() -> None:
@@ -309,7 +364,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--new", nargs="+", type=int, default=[32, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument(
         "--naive-max-new", type=int, default=10**9,
         help="skip row (c) for longer responses (it is O(T^2); hours on CPU for large models)",

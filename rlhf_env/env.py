@@ -12,8 +12,8 @@ import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.incremental import PolicyAndReference
-from rlhf_env.kl import KLEstimator, kl_and_logprobs
+from rlhf_env.engine import EngineName, make_engine
+from rlhf_env.kl import KLEstimator
 from rlhf_env.rewards.base import RewardFunction, score_responses
 from rlhf_env.task import GenerationTask
 
@@ -80,8 +80,11 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     ## Fast Path
 
     ``env.policy_logits`` is the policy's next-token logits (a float32 tensor of shape ``(V,)``)
-    for the current observation, valid after ``reset`` and after every non-final ``step``. An
-    agent that samples from it needs no policy forward of its own.
+    for the current observation, valid after ``reset`` and after every non-final ``step``
+    (updated in place by the next step: clone it to keep it). An agent that samples from it
+    needs no policy forward of its own. ``env.engine`` is the engine that steps policy and
+    reference (:class:`rlhf_env.engine.StaticEngine` or :class:`~rlhf_env.engine.DynamicEngine`;
+    ``env.engine.compiled`` says whether its step is compiled).
 
     ## Arguments
 
@@ -102,6 +105,11 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
     - ``device``: where models loaded from a path go (default CUDA when available).
     - ``trust_remote_code``: run code shipped with a checkpoint loaded by path (default off).
+    - ``engine``: how policy and reference are stepped (:mod:`rlhf_env.engine`): ``"static"``
+      (fixed-shape caches, one compiled step; the fast path on GPUs), ``"dynamic"`` (growing
+      caches, any causal LM) or ``"auto"`` (default: static where the models support it).
+    - ``compile_step``: compile the static engine's step with ``torch.compile`` (one CUDA graph
+      per step on CUDA); default ``None`` = on CUDA only. It compiles once, at the first step.
 
     ## Version History
 
@@ -126,6 +134,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
+        engine: EngineName = "auto",
+        compile_step: bool | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -149,14 +159,21 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.action_space = self.task.action_space()
         self.observation_space = self.task.observation_space()
 
-        self._models = PolicyAndReference(self.policy, self.reference)
+        self.engine = make_engine(
+            self.policy, self.reference, num_rows=1, num_slots=self.task.context_length,
+            kl_estimator=self.task.kl_estimator, engine=engine, compile_step=compile_step,
+        )  # fmt: skip
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
         self._response_ids: list[int] = []
         self._episode_over = True
         self._started = False
-        self.policy_logits: torch.Tensor | None = None
-        self._ref_logits: torch.Tensor | None = None
+
+    @property
+    def policy_logits(self) -> torch.Tensor | None:
+        """The policy's next-token logits ``(V,)`` float32 for the current observation (see
+        Fast Path), ``None`` before ``reset``."""
+        return self.engine.policy_logits[0] if self._started else None
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -171,9 +188,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             prompt = self.task.prompt_source.sample(self.np_random)
         prompt_ids, prompt_text = self.task.encode_prompt(prompt)
 
-        input_ids = torch.tensor([prompt_ids], device=self._models.device)  # (1, P)
-        policy_logits, ref_logits = self._models.start(input_ids, torch.ones_like(input_ids))
-        self.policy_logits, self._ref_logits = policy_logits[0], ref_logits[0]  # (V,)
+        input_ids = torch.tensor([prompt_ids])  # (1, P)
+        self.engine.start(np.zeros(1, dtype=np.int64), input_ids, torch.ones_like(input_ids))
 
         self._prompt_ids, self._prompt_text = prompt_ids, prompt_text
         self._response_ids = []
@@ -193,22 +209,11 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 "step() called after the episode ended (terminated or truncated); "
                 "call env.reset() to start a new episode"
             )
-        assert self.policy_logits is not None and self._ref_logits is not None
-        action_tensor = torch.tensor([token], device=self._models.device)  # (1,)
-        stats = kl_and_logprobs(
-            self.task.kl_estimator, self.policy_logits[None], self._ref_logits[None], action_tensor
-        )  # (3, 1)
-        kl, policy_logprob, ref_logprob = stats[:, 0].tolist()  # one device sync
-        info: dict[str, Any] = {
-            "kl": kl,
-            "policy_logprob": policy_logprob,
-            "ref_logprob": ref_logprob,
-        }
-        reward = -self.kl_coef * kl
-
         response_ids = [*self._response_ids, token]
         terminated = token in self.eos_token_ids
         truncated = not terminated and len(response_ids) >= self.max_new_tokens
+        info: dict[str, Any] = {}
+        reward = 0.0
         if terminated or truncated:
             # Score before changing any state: a failing reward_fn leaves the env as it was.
             response = self.task.decode_response(response_ids)
@@ -216,12 +221,15 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 self.task.reward_fn, [self._prompt_text], [response], labels=["the episode"]
             )
             score = float(scores[0])
-            reward += score - (self.task.missing_eos_penalty if truncated else 0.0)
+            reward = score - (self.task.missing_eos_penalty if truncated else 0.0)
             info.update(score=score, response=response)
-            self._episode_over = True
-        else:
-            policy_logits, ref_logits = self._models.extend(action_tensor)
-            self.policy_logits, self._ref_logits = policy_logits[0], ref_logits[0]
+        # KL and log-probs of the token, then (unless the episode ends) one forward of each
+        # model with it appended.
+        stats = self.engine.step(np.array([token]), np.array([not (terminated or truncated)]))
+        kl, policy_logprob, ref_logprob = (float(value) for value in stats[:, 0])
+        info = {"kl": kl, "policy_logprob": policy_logprob, "ref_logprob": ref_logprob, **info}
+        reward -= self.kl_coef * kl
+        self._episode_over = terminated or truncated
         self._response_ids = response_ids
         if self.render_mode == "human":
             self.render()
@@ -249,8 +257,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def close(self) -> None:
         """Release the KV caches."""
-        self._models.release()
-        self.policy_logits = self._ref_logits = None
+        self.engine.release()
         self._started = False
         self._episode_over = True
 

@@ -1,8 +1,10 @@
 """Step a causal LM one token at a time over a batch of left-padded contexts, with a KV cache.
 
-This is the per-token engine under the environments: one prefill forward over the prompts, then
-one single-token forward per step. Positions come from the attention mask, so left-padded rows
-see the same positions as unpadded ones.
+This is what the dynamic engine (:mod:`rlhf_env.engine.dynamic`) steps for each model: one
+prefill forward over the prompts, then one single-token forward per step, the cache growing by
+one column per step. Positions come from the attention mask, so left-padded rows see the same
+positions as unpadded ones. Every layer keeps every token (sliding-window models apply their
+windows through their own masks), so rows can be replaced by splicing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ def forward_parameters(model: torch.nn.Module) -> set[str]:
     passes ``**kwargs`` on, those of the Hugging Face model underneath."""
     owner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return set(inspect.signature(owner.forward).parameters)
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters."""
+    return next(model.parameters()).device
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -70,7 +77,7 @@ class IncrementalLM:
     @property
     def device(self) -> torch.device:
         """The device of the model's parameters."""
-        return next(self.model.parameters()).device
+        return device_of(self.model)
 
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         kwargs = {self._cache_argument: self.cache}
@@ -91,7 +98,9 @@ class IncrementalLM:
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode left-padded contexts ``(B, T)``; returns next-token logits ``(B, V)``, float32."""
-        self.cache = DynamicCache(config=getattr(self.model, "config", None))
+        # Full-attention layers for every model (no config): sliding-window models keep every
+        # token too and apply their windows through their masks, so rows can be spliced.
+        self.cache = DynamicCache()
         self.attention_mask = attention_mask.clone()
         positions = positions_from_mask(attention_mask)  # (B, T)
         self._next_position = positions[:, -1] + 1  # (B,)
@@ -188,64 +197,8 @@ def _full_attention_layers(cache: DynamicCache) -> list[DynamicLayer]:
     for layer in layers:
         if type(layer) is not DynamicLayer:
             raise NotImplementedError(
-                f"per-row cache replacement supports full-attention layers only, got "
-                f"{type(layer).__name__}; sliding-window and linear-attention models are not "
-                "supported by the vector env yet"
+                f"per-row cache replacement supports attention layers only, got "
+                f"{type(layer).__name__}; linear-attention (recurrent) models are not supported "
+                "by the environments yet"
             )
     return layers
-
-
-class PolicyAndReference:
-    """The policy and the frozen reference stepped together over the same tokens.
-
-    Every method returns ``(policy_logits, ref_logits)``, both on the policy's device. When the
-    reference is the policy module itself its forward is skipped and the policy's logits are
-    returned for both (the KL is then exactly 0).
-    """
-
-    def __init__(self, policy: torch.nn.Module, reference: torch.nn.Module) -> None:
-        self.policy = IncrementalLM(policy)
-        self.reference = None if reference is policy else IncrementalLM(reference)
-
-    @property
-    def device(self) -> torch.device:
-        """The policy's device, where inputs and logits live."""
-        return self.policy.device
-
-    def start(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`IncrementalLM.start` on both models."""
-        logits = self.policy.start(input_ids, attention_mask)
-        return logits, self._reference(logits, IncrementalLM.start, input_ids, attention_mask)
-
-    def extend(
-        self, tokens: torch.Tensor, live: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`IncrementalLM.extend` on both models."""
-        logits = self.policy.extend(tokens, live)
-        return logits, self._reference(logits, IncrementalLM.extend, tokens, live)
-
-    def replace_rows(
-        self, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`IncrementalLM.replace_rows` on both models."""
-        logits = self.policy.replace_rows(rows, input_ids, attention_mask)
-        return logits, self._reference(
-            logits, IncrementalLM.replace_rows, rows, input_ids, attention_mask
-        )
-
-    def release(self) -> None:
-        """Drop both KV caches."""
-        self.policy.release()
-        if self.reference is not None:
-            self.reference.release()
-
-    def _reference(
-        self, policy_logits: torch.Tensor, method, *args: torch.Tensor | None
-    ) -> torch.Tensor:
-        if self.reference is None:
-            return policy_logits
-        device = self.reference.device
-        moved = [None if a is None else a.to(device) for a in args]
-        return method(self.reference, *moved).to(policy_logits.device)

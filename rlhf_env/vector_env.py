@@ -14,8 +14,8 @@ from gymnasium.vector.utils import batch_space
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.incremental import PolicyAndReference
-from rlhf_env.kl import KLEstimator, kl_and_logprobs
+from rlhf_env.engine import EngineName, make_engine
+from rlhf_env.kl import KLEstimator
 from rlhf_env.rewards.base import RewardFunction, score_responses
 from rlhf_env.task import GenerationTask
 
@@ -62,15 +62,18 @@ class TextGenerationVectorEnv(VectorEnv):
     every ``step`` (rows awaiting a next-step autoreset hold stale values; their action is
     ignored). An agent that samples from it needs no policy forward of its own.
     ``reference_logits`` holds the reference's next-token logits the same way (the same tensor
-    when the reference is the policy), for agents that sample from the reference.
+    when the reference is the policy), for agents that sample from the reference. Both are
+    updated in place by the next step (clone them to keep them). ``engine`` is the engine that
+    steps the models (see :mod:`rlhf_env.engine`).
     ``sample_prompts(count, rng)`` draws prompts from the env's prompt source with the caller's
     generator, to pass back as ``reset(options={"prompts": ...})`` (grouped sampling).
 
     ## Arguments
 
-    Those of :class:`rlhf_env.TextGenerationEnv` (``missing_eos_penalty`` included), plus
-    ``num_envs``, ``autoreset_mode``,
-    ``top_k`` and ``top_p``. Sub-env ``i`` is seeded with ``seed + i`` by ``reset(seed=seed)``.
+    Those of :class:`rlhf_env.TextGenerationEnv` (``missing_eos_penalty``, ``engine`` and
+    ``compile_step`` included), plus ``num_envs``, ``autoreset_mode``, ``top_k`` and ``top_p``.
+    Sub-env ``i`` is seeded with ``seed + i`` by ``reset(seed=seed)``. The static engine steps
+    all sub-envs as one batch of fixed shape (``num_envs`` rounded up to a batch bucket).
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -95,6 +98,8 @@ class TextGenerationVectorEnv(VectorEnv):
         render_mode: str | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
+        engine: EngineName = "auto",
+        compile_step: bool | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -127,7 +132,10 @@ class TextGenerationVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
         n, length = self.num_envs, self.task.context_length
-        self._models = PolicyAndReference(self.policy, self.reference)
+        self.engine = make_engine(
+            self.policy, self.reference, num_rows=n, num_slots=length,
+            kl_estimator=self.task.kl_estimator, engine=engine, compile_step=compile_step,
+        )  # fmt: skip
         self._eos_ids = np.array(sorted(self.task.eos_token_ids), dtype=np.int64)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
         self._input_ids = np.full((n, length), self.task.pad_token_id, dtype=np.int64)
@@ -137,8 +145,17 @@ class TextGenerationVectorEnv(VectorEnv):
         self._prompts: list[str] = [""] * n
         self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
         self._started = False
-        self.policy_logits: torch.Tensor | None = None  # (N, V)
-        self.reference_logits: torch.Tensor | None = None  # (N, V)
+
+    @property
+    def policy_logits(self) -> torch.Tensor | None:
+        """The policy's next-token logits ``(num_envs, V)`` float32 (see Fast Path), ``None``
+        before ``reset``."""
+        return self.engine.policy_logits if self._started else None
+
+    @property
+    def reference_logits(self) -> torch.Tensor | None:
+        """The reference's next-token logits ``(num_envs, V)`` (see Fast Path)."""
+        return self.engine.reference_logits if self._started else None
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -190,15 +207,8 @@ class TextGenerationVectorEnv(VectorEnv):
             )
         acting = ~resetting if resetting is not None else np.ones(n, dtype=bool)  # (N,)
 
-        # 1. KL and log-probs of the taken tokens, from the logits of the current contexts.
-        action_tensor = torch.from_numpy(np.where(acting, actions, 0)).to(self.task.device)
-        assert self.policy_logits is not None and self.reference_logits is not None
-        stats = kl_and_logprobs(
-            self.task.kl_estimator, self.policy_logits, self.reference_logits, action_tensor
-        )  # (3, N)
-        kl_np, logp_np, ref_logp_np = stats.double().cpu().numpy()  # one device sync per step
-
-        # 2. Episode ends, and the scores of finished responses (before any state changes).
+        # 1. Episode ends, and the scores of finished responses (before any state changes: a
+        # failing reward_fn leaves the env as it was).
         lengths = self._response_lengths + acting
         terminations = acting & np.isin(actions, self._eos_ids)
         truncations = acting & ~terminations & (lengths >= self.task.max_new_tokens)
@@ -208,9 +218,6 @@ class TextGenerationVectorEnv(VectorEnv):
         responses[acting, lengths[acting] - 1] = actions[acting]
         texts = [self.task.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
         scores = self._score(finished_rows, texts)
-        rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
-        rewards[finished_rows] += scores
-        rewards[truncations] -= self.task.missing_eos_penalty
         # The rows to reset, and their new prompts (drawing or encoding may fail: still before
         # any state changes).
         if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
@@ -219,6 +226,14 @@ class TextGenerationVectorEnv(VectorEnv):
             to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
         reset_rows = np.flatnonzero(to_reset)
         new_prompts = self._encode_prompts(reset_rows, None) if reset_rows.size else []
+
+        # 2. KL and log-probs of the taken tokens under the current distributions, then one
+        # forward of each model over the rows that go on (one engine step, one device sync).
+        going_on = acting & ~finished
+        kl_np, logp_np, ref_logp_np = self.engine.step(np.where(acting, actions, 0), going_on)
+        rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
+        rewards[finished_rows] += scores
+        rewards[truncations] -= self.task.missing_eos_penalty
 
         # 3. Commit: responses, observations, infos.
         self._responses, self._response_lengths = responses, lengths
@@ -231,12 +246,9 @@ class TextGenerationVectorEnv(VectorEnv):
         _add_rows(infos, "score", _scatter(scores, finished_rows, n, 0.0), finished)
         _add_rows(infos, "response", _scatter(texts, finished_rows, n, None, object), finished)
 
-        # 4. Advance the models for rows that go on; reset the rows due for it.
+        # 4. Reset the rows due for it.
         if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
             self._add_final_infos(infos, finished)
-        going_on = acting & ~finished
-        if going_on.any():
-            self._extend(action_tensor, going_on)
         if reset_rows.size:
             infos.update(self._reset_rows(reset_rows, new_prompts))
         self._add_action_mask(infos)
@@ -260,8 +272,7 @@ class TextGenerationVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the KV caches."""
-        self._models.release()
-        self.policy_logits = self.reference_logits = None
+        self.engine.release()
         self._started = False
 
     # -- helpers -------------------------------------------------------------------------------
@@ -308,7 +319,7 @@ class TextGenerationVectorEnv(VectorEnv):
         for i, (ids, _) in enumerate(encoded):
             input_ids[i, width - len(ids) :] = ids
             attention_mask[i, width - len(ids) :] = 1
-        self._start_rows(rows, torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        self.engine.start(rows, torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
 
         length = self.task.context_length
         self._input_ids[rows] = self.task.pad_token_id
@@ -325,28 +336,6 @@ class TextGenerationVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         _add_rows(infos, "prompt", _scatter(texts, rows, self.num_envs, None, object), mask)
         return infos
-
-    def _start_rows(
-        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> None:
-        """Encode new contexts for ``rows``: a fresh batch when all rows start, else a splice."""
-        device = self.task.device
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        if rows.size == self.num_envs:
-            self.policy_logits, self.reference_logits = self._models.start(
-                input_ids, attention_mask
-            )
-            return
-        assert self.policy_logits is not None and self.reference_logits is not None
-        row_index = torch.from_numpy(rows).to(device)
-        policy_logits, ref_logits = self._models.replace_rows(row_index, input_ids, attention_mask)
-        self.policy_logits[row_index] = policy_logits
-        self.reference_logits[row_index] = ref_logits  # the same tensor when reference is policy
-
-    def _extend(self, tokens: torch.Tensor, going_on: np.ndarray) -> None:
-        live = torch.from_numpy(going_on).to(tokens.device)
-        tokens = torch.where(live, tokens, self.task.pad_token_id)
-        self.policy_logits, self.reference_logits = self._models.extend(tokens, live)
 
     def _score(self, rows: np.ndarray, texts: list[str]) -> np.ndarray:
         if rows.size == 0:

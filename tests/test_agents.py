@@ -222,6 +222,39 @@ def test_separate_critic_trains_its_own_copy(tokenizer, word_start_reward):
     assert agent.history[-1]["losses/value"] >= 0
 
 
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_gradient_checkpointing_recomputes_layers_and_changes_no_number(
+    tokenizer, word_start_reward, critic
+):
+    """With ``gradient_checkpointing`` every decoder layer runs once more per update forward
+    (again in the backward pass; counted on its MLP's forward), and the trained weights equal
+    those without it (1e-6)."""
+    trained, calls = [], []
+    for checkpointed in (False, True):
+        env = make_vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
+                              num_envs=4)  # fmt: skip
+        config = PPOConfig(minibatch_size=4, epochs=1, learning_rate=1e-3, critic=critic,
+                           gradient_checkpointing=checkpointed, progress_bar=False)  # fmt: skip
+        agent = PPOAgent(env, config)
+        rollout = collect_episodes(env, agent.act, seed=0)
+        count = [0]
+        layer = env.policy.model.layers[0]
+
+        def counted(*args, _forward=layer.mlp.forward, _count=count, **kwargs):
+            _count[0] += 1  # (module hooks do not fire in the recomputation)
+            return _forward(*args, **kwargs)
+
+        layer.mlp.forward = counted
+        agent.update(rollout)
+        del layer.mlp.forward
+        calls.append(count[0])
+        trained.append([p.detach().clone() for p in agent.trainable_parameters().values()])
+        assert not layer.training  # the layers' modes are restored after the update
+    assert calls[1] > calls[0] > 0
+    for plain, checkpointed in zip(*trained, strict=True):
+        torch.testing.assert_close(checkpointed, plain, atol=1e-6, rtol=0)
+
+
 # -- configuration, logging, schedules ---------------------------------------------------------
 
 

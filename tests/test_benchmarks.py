@@ -32,11 +32,16 @@ def test_rollout_throughput_smoke(tmp_path):
         "--prompts", "builtin", "--batches", "2", "--new", "4", "--repeats", "1",
         "--out", str(out),
     )  # fmt: skip
-    assert "(a) env" in stdout
+    assert "(a2) comp" in stdout and "(d2) gen-c" in stdout
     (result,) = json.loads(out.read_text())["results"]
-    for row in ("vector_env", "fused_loop", "naive_env", "generate", "sb3_path"):
+    rows = (
+        "env_dynamic", "env_static", "env_compiled", "fused_loop", "naive_env", "generate",
+        "generate_compiled", "sb3_path",
+    )  # fmt: skip
+    for row in rows:
         assert result[f"{row}_tok_s"] > 0
-    assert result["a_over_b"] > 0 and result["a_over_c"] > 0
+    for ratio in ("a1/a", "a2/a", "a2/b", "a/c", "a2/d2", "e/a"):
+        assert result[ratio] > 0
 
 
 @pytest.mark.parametrize("env", ["vector", "single"])
@@ -106,3 +111,15 @@ def test_ddp_scaling_smoke(tmp_path):
     assert responses["2x1"] == 2 * responses["1x1"]
     assert all(row["iterations"] == 2 and row["tokens_per_second"] > 0 for row in rows.values())
     assert "| 2x1 | 2 x 1 |" in stdout
+
+
+def test_engine_step_smoke(tmp_path):
+    out = tmp_path / "engine_step.json"
+    stdout = _run(
+        "engine_step.py", "--models", "tiny-gpt2", "--batches", "2", "--cache", "12",
+        "--prompt", "4", "--repeats", "1", "--engines", "dynamic", "static", "--out", str(out),
+    )  # fmt: skip
+    assert "stat/dyn" in stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["steps"] == 7 and result["static_vs_dynamic"] > 0
+    assert result["dynamic_step_ms"] > 0 and result["static_prefill_ms"] > 0

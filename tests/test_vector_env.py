@@ -11,6 +11,7 @@ from gymnasium.vector import AutoresetMode
 
 import rlhf_env
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
+from rlhf_env.models.tiny import build_tiny_causal_lm
 from rlhf_env.rewards import RewardError
 
 pytestmark = pytest.mark.filterwarnings("ignore:a prompt of .* tokens exceeds:UserWarning")
@@ -53,12 +54,16 @@ def _single_envs_step(envs, ended, actions, mode):
     return out
 
 
+@pytest.mark.parametrize("engine", ["static", "dynamic"])
 @pytest.mark.parametrize("num_envs", [1, 2, 3, 4])
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
-def test_vector_env_matches_single_envs(tokenizer, gpt2, gpt2_other, num_envs, mode):
+def test_vector_env_matches_single_envs(tokenizer, gpt2, gpt2_other, num_envs, mode, engine):
     """Observations, flags and texts exactly; rewards and log-probs within 1e-5 (float32
-    batched vs unbatched forwards)."""
-    common = dict(policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, reference=gpt2_other)
+    batched vs unbatched forwards), with either engine."""
+    common = dict(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, reference=gpt2_other,
+        engine=engine,
+    )  # fmt: skip
     venv = TextGenerationVectorEnv(**common, **KWARGS, num_envs=num_envs, autoreset_mode=mode)
     envs = [TextGenerationEnv(**common, **KWARGS) for _ in range(num_envs)]
     obs, infos = venv.reset(seed=7)
@@ -202,16 +207,60 @@ def test_render_ansi_lists_every_sub_env(tokenizer, gpt2):
     assert text.count("\n") == 1 and "(1 tokens)" in text
 
 
-def test_cache_stays_bounded_over_long_runs_with_resets(tokenizer, gpt2):
-    """Resets splice rows in and trim dead columns: the cache never outgrows one context."""
+def test_dynamic_cache_stays_bounded_over_long_runs_with_resets(tokenizer, gpt2):
+    """Resets splice rows in and trim dead columns: the dynamic engine's cache never outgrows
+    one context (the static engine's is fixed at one context)."""
     venv = TextGenerationVectorEnv(
-        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=4
-    )
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=4,
+        engine="dynamic",
+    )  # fmt: skip
     venv.reset(seed=0)
     rng = np.random.default_rng(1)
     longest = 0
     for _ in range(300):
         venv.step(_actions(rng, 4, tokenizer.eos_token_id))
-        models = venv._models
-        longest = max(longest, models.policy.length, models.reference.length)
+        longest = max(longest, venv.engine.length)
     assert longest <= venv.task.context_length + 1
+
+
+@pytest.mark.parametrize("engine", ["static", "dynamic"])
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+def test_fast_path_matches_full_recomputation_in_every_autoreset_mode(tokenizer, engine, mode):
+    """``policy_logits``, ``reference_logits`` and the reported log-probs equal a forward of
+    each observed context with no cache (1e-5), over staggered autoresets and, for the static
+    engine, several wrap-arounds of its 13-slot ring; Gemma 3 layout: sliding windows of 5
+    tokens between global layers."""
+    policy = build_tiny_causal_lm("gemma3_text", tokenizer, seed=0)
+    reference = build_tiny_causal_lm("gemma3_text", tokenizer, seed=1)
+    venv = TextGenerationVectorEnv(
+        policy=policy, tokenizer=tokenizer, reward_fn=length_reward, reference=reference,
+        prompts=RAGGED_PROMPTS, max_new_tokens=5, max_prompt_tokens=8, num_envs=3,
+        autoreset_mode=mode, engine=engine,
+    )  # fmt: skip
+    obs, _ = venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    awaiting_reset = np.zeros(3, dtype=bool)
+    for _ in range(40):
+        contexts = [
+            obs["input_ids"][row][obs["attention_mask"][row] == 1].tolist() for row in range(3)
+        ]
+        expected = {
+            name: torch.stack([model(torch.tensor([c])).logits[0, -1] for c in contexts]).detach()
+            for name, model in (("policy", policy), ("reference", reference))
+        }
+        live = np.flatnonzero(~awaiting_reset)
+        for name, logits in (("policy", venv.policy_logits), ("reference", venv.reference_logits)):
+            torch.testing.assert_close(logits[live], expected[name][live], atol=1e-5, rtol=0)
+        actions = _actions(rng, 3, tokenizer.eos_token_id)
+        obs, _, terminations, truncations, infos = venv.step(actions)
+        acting = infos["_policy_logprob"]
+        assert np.array_equal(acting, ~awaiting_reset)
+        want = torch.log_softmax(expected["policy"], -1)[torch.arange(3), actions]
+        np.testing.assert_allclose(
+            infos["policy_logprob"][acting], want.numpy()[acting], atol=1e-5, rtol=0
+        )
+        ended = terminations | truncations
+        if mode == AutoresetMode.DISABLED and ended.any():
+            obs, _ = venv.reset(options={"reset_mask": ended})
+        elif mode == AutoresetMode.NEXT_STEP:
+            awaiting_reset = ended

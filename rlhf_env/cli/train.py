@@ -44,6 +44,18 @@ def _add_env_arguments(
     parser.add_argument("--max-prompt-tokens", type=int, default=64)
     parser.add_argument("--kl-estimator", choices=["k1", "k3", "full"], default="k1")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "static", "dynamic"],
+        default="auto",
+        help="how the env steps policy and reference (auto: static where supported)",
+    )
+    parser.add_argument(
+        "--compile-step",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="compile the static engine's step (auto: on CUDA only)",
+    )
 
 
 def _prompts(args: argparse.Namespace) -> list[str]:
@@ -75,6 +87,8 @@ def _make_env(
         kl_estimator=args.kl_estimator,
         num_envs=num_envs,
         device=args.device,
+        engine=args.engine,
+        compile_step={"auto": None, "yes": True, "no": False}[args.compile_step],
     )
 
 

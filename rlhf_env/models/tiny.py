@@ -12,14 +12,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
@@ -123,3 +127,46 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+_DECODER = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256,
+)  # fmt: skip
+
+#: Tiny random configs of the architectures the engines are tested on, by ``model_type``.
+#: Sliding windows are 5 tokens, so that short test contexts cross them.
+TINY_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "gpt2": dict(n_layer=2, n_embd=64, n_head=2, n_positions=256),
+    "llama": _DECODER,
+    "qwen2": {**_DECODER, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 2},
+    "qwen3": {**_DECODER, "head_dim": 16},
+    "mistral": {**_DECODER, "sliding_window": 5},
+    "phi3": {**_DECODER, "num_key_value_heads": 4, "sliding_window": 5},
+    "gemma2": {
+        **_DECODER, "head_dim": 16, "sliding_window": 5, "query_pre_attn_scalar": 16,
+        "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+    },
+    "gemma3_text": {
+        **_DECODER, "head_dim": 16, "sliding_window": 5, "query_pre_attn_scalar": 16,
+        "layer_types": ["sliding_attention", "full_attention"] * 2,
+    },
+}  # fmt: skip
+
+
+def build_tiny_causal_lm(
+    architecture: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0, **overrides: Any
+) -> PreTrainedModel:
+    """A random-initialised causal LM of ``architecture`` (a key of
+    :data:`TINY_ARCHITECTURES`, e.g. ``"gemma3_text"``) sized to ``tokenizer``, in eval mode.
+
+    ``overrides`` replace config fields (e.g. ``sliding_window=3``).
+    """
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(
+            f"no tiny config for {architecture!r}; choose one of {sorted(TINY_ARCHITECTURES)}"
+        )
+    fields = {**TINY_ARCHITECTURES[architecture], **_special_ids(tokenizer), **overrides}
+    config = AutoConfig.for_model(architecture, **fields)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()

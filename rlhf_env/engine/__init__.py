@@ -1,0 +1,85 @@
+"""Per-token engines: the policy and the frozen reference stepped together over a batch of rows.
+
+Both environments hold one engine. Per step it returns the KL and log-probs of the taken tokens
+under the current next-token distributions and appends the tokens (one forward of each model);
+``policy_logits`` / ``reference_logits`` ``(rows, V)`` hold the distributions for the next step.
+
+- :class:`StaticEngine` (``engine="static"``): fixed-shape caches and one compiled step (one
+  CUDA graph on CUDA); for the architectures in :data:`STATIC_ARCHITECTURES`.
+- :class:`DynamicEngine` (``engine="dynamic"``): growing Hugging Face caches, any causal LM.
+- ``engine="auto"`` (the environments' default): static where the models support it, else
+  dynamic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from rlhf_env.engine.dynamic import DynamicEngine
+from rlhf_env.engine.layout import STATIC_ARCHITECTURES, UnsupportedModelError, attention_layout
+from rlhf_env.engine.static import BATCH_BUCKETS, StaticEngine, batch_bucket
+from rlhf_env.kl import KLEstimator
+
+EngineName = Literal["auto", "static", "dynamic"]
+ENGINES: tuple[str, ...] = ("auto", "static", "dynamic")
+
+TokenEngine = StaticEngine | DynamicEngine
+
+
+def check_engine(engine: str) -> EngineName:
+    """``engine`` if it names an engine, else a ``ValueError`` listing them."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    return engine  # type: ignore[return-value]
+
+
+def static_support(model: torch.nn.Module) -> str | None:
+    """``None`` if the static engine can step ``model``, else the reason it cannot."""
+    try:
+        attention_layout(model)
+    except UnsupportedModelError as error:
+        return str(error)
+    return None
+
+
+def make_engine(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    num_rows: int,
+    num_slots: int,
+    kl_estimator: KLEstimator = "k1",
+    engine: EngineName = "auto",
+    compile_step: bool | None = None,
+) -> TokenEngine:
+    """The engine ``engine`` names for these models (see the module docstring).
+
+    Raises:
+        UnsupportedModelError: ``engine="static"`` for a model it cannot step.
+    """
+    check_engine(engine)
+    if engine == "dynamic":
+        return DynamicEngine(policy, reference, num_rows, kl_estimator)
+    models = [policy] if reference is policy else [policy, reference]
+    reasons = [reason for model in models if (reason := static_support(model)) is not None]
+    if reasons and engine == "auto":
+        return DynamicEngine(policy, reference, num_rows, kl_estimator)
+    if reasons:
+        raise UnsupportedModelError(reasons[0])
+    return StaticEngine(policy, reference, num_rows, num_slots, kl_estimator, compile_step)
+
+
+__all__ = [
+    "BATCH_BUCKETS",
+    "ENGINES",
+    "STATIC_ARCHITECTURES",
+    "DynamicEngine",
+    "EngineName",
+    "StaticEngine",
+    "TokenEngine",
+    "UnsupportedModelError",
+    "batch_bucket",
+    "check_engine",
+    "make_engine",
+]

@@ -1,0 +1,111 @@
+"""The dynamic engine: Hugging Face ``DynamicCache`` s that grow by one column per step.
+
+It steps any causal LM whose forward takes a cache, positions and a 2-D attention mask (every
+Hugging Face decoder), with no compilation: the choice for architectures the static engine does
+not support, and a reference to test the static engine against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlhf_env.incremental import IncrementalLM
+from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
+
+
+class DynamicEngine:
+    """Policy and reference stepped one token at a time over ``num_rows`` rows, with growing
+    KV caches (:class:`rlhf_env.incremental.IncrementalLM`); same interface as
+    :class:`rlhf_env.engine.StaticEngine`.
+
+    When the reference is the policy module itself its forward is skipped and the policy's
+    logits serve for both (the KL is then exactly 0).
+    """
+
+    compiled = False
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module,
+        num_rows: int,
+        kl_estimator: KLEstimator = "k1",
+    ) -> None:
+        self.num_rows = int(num_rows)
+        self.kl_estimator = check_kl_estimator(kl_estimator)
+        self.policy = IncrementalLM(policy)
+        self.reference = None if reference is policy else IncrementalLM(reference)
+        self.device = self.policy.device
+        self.policy_logits: torch.Tensor | None = None  # (N, V) float32
+        self.reference_logits: torch.Tensor | None = None  # (N, V), the policy's if shared
+
+    def start(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on.
+        Starting every row builds fresh caches; starting some splices them in."""
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        if len(rows) == self.num_rows:
+            order = torch.as_tensor(np.argsort(rows), device=self.device)
+            self.policy_logits, self.reference_logits = self._both(
+                IncrementalLM.start, input_ids[order], attention_mask[order]
+            )
+            return
+        if self.policy_logits is None or self.reference_logits is None:
+            raise RuntimeError("the first start() must start every row")
+        row_index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
+        policy_logits, reference_logits = self._both(
+            IncrementalLM.replace_rows, row_index, input_ids, attention_mask
+        )
+        self.policy_logits[row_index] = policy_logits
+        if self.reference is not None:
+            self.reference_logits[row_index] = reference_logits
+
+    def step(self, tokens: np.ndarray, advance: np.ndarray) -> np.ndarray:
+        """KL and log-probs ``(3, num_rows)`` float64 of ``tokens`` under the current
+        distributions, then append them to the rows where ``advance`` is set (the others get a
+        masked-out placeholder column and keep their positions and logits; rows about to be
+        restarted, as in the environments; with sliding-window layers a row that pauses and
+        goes on is not exact, since windows count cache columns)."""
+        if self.policy_logits is None or self.reference_logits is None:
+            raise RuntimeError("DynamicEngine.step() called before start()")
+        token_tensor = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
+        stats = kl_and_logprobs(
+            self.kl_estimator, self.policy_logits, self.reference_logits, token_tensor
+        )  # (3, N), queued before the forwards below replace the logits
+        if np.all(advance):
+            self.policy_logits, self.reference_logits = self._both(
+                IncrementalLM.extend, token_tensor, None
+            )
+        elif np.any(advance):
+            live = torch.as_tensor(advance).to(self.device)
+            policy_logits, reference_logits = self._both(IncrementalLM.extend, token_tensor, live)
+            keep = ~live[:, None]  # (N, 1): rows that wait keep their logits
+            self.policy_logits = torch.where(keep, self.policy_logits, policy_logits)
+            self.reference_logits = (
+                self.policy_logits
+                if self.reference is None
+                else torch.where(keep, self.reference_logits, reference_logits)
+            )
+        return stats.double().cpu().numpy()  # one device sync per step
+
+    def release(self) -> None:
+        """Drop both KV caches."""
+        self.policy.release()
+        if self.reference is not None:
+            self.reference.release()
+        self.policy_logits = self.reference_logits = None
+
+    @property
+    def length(self) -> int:
+        """Columns in the caches (the longest context, plus placeholders)."""
+        lengths = [self.policy.length] + ([] if self.reference is None else [self.reference.length])
+        return max(lengths)
+
+    def _both(self, method, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        policy_logits = method(self.policy, *args)
+        if self.reference is None:
+            return policy_logits, policy_logits
+        moved = [None if a is None else a.to(self.reference.device) for a in args]
+        return policy_logits, method(self.reference, *moved).to(policy_logits.device)

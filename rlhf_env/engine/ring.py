@@ -1,0 +1,168 @@
+"""Preallocated key/value storage for the static engine, and the cache layers that write into it.
+
+One :class:`RingStorage` per model holds, for every layer, keys and values of fixed shape
+``(rows, kv_heads, slots, head_dim)``. Two Hugging Face cache layers write into it:
+
+- :class:`RingLayer` for the one-token step: every row writes its new key and value into the
+  same slot (the engine's write pointer, a device tensor) and attends over all slots through
+  the mask the engine passes;
+- :class:`PrefillLayer` for starting rows on new prompts: it writes the prompts' keys and values
+  of the given rows into the given slots and returns the prompts' own states, so the prefill
+  attends over the prompt only (its mask is built by the model from the 2-D padding mask).
+
+Both implement the public ``transformers.cache_utils.CacheLayerMixin`` interface; the model
+calls ``Cache.update(key, value, layer_idx)`` and never sees the ring.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+class RingStorage:
+    """Keys and values of every layer of one model, ``(rows, kv_heads, slots, head_dim)`` each.
+
+    The tensors are allocated by the first prefill, which sees the shapes and the dtype the
+    model produces (bf16 under autocast, for instance), and keep their addresses afterwards (a
+    compiled step reads them as static inputs). Later writes are cast to that dtype.
+    """
+
+    def __init__(self, num_layers: int, rows: int, slots: int) -> None:
+        self.rows, self.slots = rows, slots
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    @property
+    def allocated(self) -> bool:
+        """Every layer has its tensors (after the first prefill)."""
+        return all(keys is not None for keys in self.keys)
+
+    def allocate(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Allocate layer ``layer`` shaped after its first states ``(k, kv_heads, P, head_dim)``."""
+        heads = keys.shape[1]
+        for store, states in ((self.keys, keys), (self.values, values)):
+            tensor = states.new_zeros((self.rows, heads, self.slots, states.shape[-1]))
+            if not torch.compiler.is_compiling():
+                torch._dynamo.mark_static_address(tensor)
+            store[layer] = tensor
+
+    def nbytes(self) -> int:
+        """Bytes held by the allocated tensors."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
+
+
+class RingWindow:
+    """What the eager one-token step may skip, shared by every layer. ``span``: the slots it
+    attends over, all of them (``None``, as in the compiled step) or a contiguous ``slice``
+    that holds every row's context. ``every_row_advances``: no row keeps its old logits."""
+
+    def __init__(self) -> None:
+        self.span: slice | None = None
+        self.every_row_advances = False
+
+
+class RingLayer(CacheLayerMixin):
+    """One layer's ring for the one-token step: writes at ``write_slot`` ``(1,)`` and returns
+    the slots of ``window``; the engine's 4-D mask says which of them each row attends to."""
+
+    is_compileable = True
+    is_sliding = False
+
+    def __init__(
+        self, storage: RingStorage, layer: int, write_slot: torch.Tensor, window: RingWindow
+    ) -> None:
+        super().__init__()
+        keys, values = storage.keys[layer], storage.values[layer]
+        if keys is None or values is None:
+            raise RuntimeError("the ring is stepped before any prefill allocated it")
+        self.keys, self.values = keys, values
+        self.write_slot, self.window = write_slot, window
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Never needed: the storage is allocated by the prefill."""
+        raise RuntimeError("RingLayer storage is allocated by the prefill")
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the step's ``(B, kv_heads, 1, head_dim)`` states into the write slot; return
+        the window's slots ``(B, kv_heads, L', head_dim)`` (views, no copy)."""
+        assert self.keys is not None and self.values is not None
+        self.keys.index_copy_(2, self.write_slot, key_states.to(self.keys.dtype))
+        self.values.index_copy_(2, self.write_slot, value_states.to(self.values.dtype))
+        span = self.window.span
+        if span is None:
+            return self.keys, self.values
+        return self.keys[:, :, span], self.values[:, :, span]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """Every slot (the mask itself comes from the engine)."""
+        return self.get_max_length(), 0
+
+    def get_seq_length(self) -> int:
+        """0: positions are always given explicitly, per row."""
+        return 0
+
+    def get_max_length(self) -> int:
+        """The number of slots."""
+        assert self.keys is not None
+        return int(self.keys.shape[2])
+
+
+class PrefillLayer(CacheLayerMixin):
+    """One layer's prefill writer: stores the prompt states of ``rows`` ``(k,)`` in ``slots``
+    ``(P,)`` of the ring and returns the prompt's own states."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(
+        self, storage: RingStorage, layer: int, rows: torch.Tensor, slots: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.storage, self.layer = storage, layer
+        self.rows, self.slots = rows, slots
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Allocate the ring's tensors of this layer if this is the first prefill."""
+        if self.storage.keys[self.layer] is None:
+            self.storage.allocate(self.layer, key_states, value_states)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``(k, kv_heads, P, head_dim)`` states; return them unchanged for attention."""
+        self.lazy_initialization(key_states, value_states)
+        rows, slots = self.rows[:, None], self.slots[None, :]  # (k, 1), (1, P)
+        for store, states in ((self.storage.keys, key_states), (self.storage.values, value_states)):
+            tensor = store[self.layer]
+            assert tensor is not None
+            # Advanced indices around a slice put their dimensions first: (k, P, kv_heads, D).
+            tensor[rows, :, slots] = states.transpose(1, 2).to(tensor.dtype)
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """The prompt attends to itself only."""
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        """Nothing before the prompt."""
+        return 0
+
+    def get_max_length(self) -> int:
+        """No fixed maximum for the prompt's own states."""
+        return -1
+
+
+def ring_cache(storage: RingStorage, write_slot: torch.Tensor, window: RingWindow) -> Cache:
+    """A cache whose layers step the ring (see :class:`RingLayer`)."""
+    layers = [RingLayer(storage, i, write_slot, window) for i in range(len(storage.keys))]
+    return Cache(layers=layers)
+
+
+def prefill_cache(storage: RingStorage, rows: torch.Tensor, slots: torch.Tensor) -> Cache:
+    """A cache whose layers write a prefill into the ring (see :class:`PrefillLayer`)."""
+    return Cache(layers=[PrefillLayer(storage, i, rows, slots) for i in range(len(storage.keys))])

@@ -1,0 +1,415 @@
+"""The static engine: fixed-shape KV caches and one compiled step for policy, reference and KL.
+
+A per-token environment on a GPU is bound by kernel launches, not by arithmetic: two 30-layer
+forwards issue hundreds of small kernels per token. This engine keeps every shape fixed so that
+the whole step (both forwards, both log-softmaxes, the KL and the log-probs of the taken
+tokens) is one ``torch.compile`` graph, replayed as one CUDA graph on CUDA
+(``mode="reduce-overhead"``); on CPU the same graph is compiled in the default mode (optional,
+``compile_step=True``), and the eager step already avoids the dynamic engine's per-step cache
+reallocation.
+
+## Layout and invariants
+
+State lives on the device, in tensors allocated once (their addresses never change, so a
+captured graph reads them in place):
+
+- per model and layer, keys and values ``(C, kv_heads, L, head_dim)`` (:mod:`.ring`), with
+  ``C`` the batch bucket (the number of rows rounded up, :func:`batch_bucket`) and ``L`` the
+  number of slots (``max_prompt_tokens + max_new_tokens``);
+- ``write_slot`` ``(1,)``: the slot every row writes in this step; it advances by one per step,
+  modulo ``L`` (a ring with one shared write pointer);
+- ``valid`` ``(C, L)``: the slots that hold a token of the row's current context;
+- ``slot_positions`` ``(C, L)``: the position of the token in each slot (for sliding windows);
+- ``positions`` ``(C,)``: the position of each row's next token;
+- the next-token logits of both models ``(C, V)``, the step's inputs (tokens, advance mask)
+  and its outputs (KL and log-probs ``(3, C)``).
+
+1. Keys are cached after the rotary embedding (or carry no position at all, as in GPT-2), and
+   attention is a sum over keys, so the order of the slots does not matter: only which slots
+   a row attends to, which the mask says.
+2. A row's context occupies the slots just behind the write pointer, oldest first, and has at
+   most ``L - 1`` tokens (the environments guarantee it: a context never exceeds
+   ``max_prompt_tokens + max_new_tokens - 1`` cached tokens), so the shared write slot never
+   holds a token of any row's context: writing it destroys nothing.
+3. A step writes every row's key and value into the write slot; it becomes valid for the rows
+   that advance, and stays invalid for the others (rows that finished, rows about to be
+   reset, the bucket's padding rows), whose contexts and logits are kept, so a row can pause
+   and go on. Each query attends to its valid slots and to the write slot itself, so no row
+   is ever fully masked.
+4. Starting rows on new prompts (the prefill, outside the graph, batched) runs the models on
+   the prompts alone and writes their keys and values into the ``P`` slots behind the write
+   pointer of those rows only, invalidating their other slots. The other rows' caches, and
+   the graph, are untouched.
+5. Sliding-window layers attend to valid slots whose position is within the window of the
+   query's position: ``slot_position > position - window``, as Hugging Face's masks do.
+6. The compiled step attends over all ``L`` slots (fixed shapes); the eager step only over
+   the contiguous slots behind the pointer that hold the longest row's context (all slots when
+   that range wraps around the ring's end), and copies the new logits without the select
+   when every row advances: the same numbers, less work.
+
+Parameters are read in place by the graph: optimiser steps are seen at once. Anything that
+reallocates them is picked up too: a new module structure or dtype makes dynamo trace again,
+and a parameter at a new address makes torch's CUDA-graph trees record again (they check the
+addresses of parameters at every replay).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
+from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
+from rlhf_env.engine.ring import RingStorage, RingWindow, prefill_cache, ring_cache
+from rlhf_env.incremental import device_of, eval_mode, forward_parameters, positions_from_mask
+from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
+from rlhf_env.models.loading import vocab_size_of
+
+#: Batch sizes the step is compiled for; a batch is padded up to the next one (then to a
+#: multiple of 128), so that engines of nearby sizes share shapes.
+BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def batch_bucket(rows: int) -> int:
+    """The smallest bucket that holds ``rows`` rows."""
+    if rows < 1:
+        raise ValueError(f"an engine needs at least one row, got {rows}")
+    for bucket in BATCH_BUCKETS:
+        if rows <= bucket:
+            return bucket
+    return -(-rows // 128) * 128
+
+
+class _SteppedModel:
+    """One model the engine steps: the module, its attention layout, its ring and its cache."""
+
+    def __init__(self, module: torch.nn.Module, rows: int, slots: int) -> None:
+        self.module = module
+        self.layout: AttentionLayout = attention_layout(module)
+        self.storage = RingStorage(int(module.config.num_hidden_layers), rows, slots)
+        parameters = forward_parameters(module)
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self.step_cache = None  # built once the storage is allocated
+
+    def forward(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+        """Next-token logits ``(B, V)`` float32 at the last position."""
+        output = self.module(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_argument: cache},
+        )
+        return output.logits[:, -1].float()
+
+
+class StaticEngine:
+    """Policy and reference stepped one token at a time over ``num_rows`` rows, with fixed
+    shapes and (optionally) one compiled step; see the module docstring for the design.
+
+    Args:
+        policy: the causal LM being trained (read under ``no_grad``, in place).
+        reference: the frozen reference; the policy itself for KL = 0 (one forward).
+        num_rows: rows stepped together (the vector env's ``num_envs``; 1 for the single env).
+        num_slots: cache slots per row; a row's context must stay below it.
+        kl_estimator: ``"k1"``, ``"k3"`` or ``"full"`` (see :mod:`rlhf_env.kl`).
+        compile_step: compile the step with ``torch.compile`` (CUDA graphs on CUDA);
+            ``None`` = on CUDA only. A compile failure falls back to the eager step with a
+            warning.
+
+    Raises:
+        UnsupportedModelError: an architecture the engine cannot step (the message names it).
+
+    Example:
+        >>> engine = StaticEngine(policy, reference, num_rows=4, num_slots=64)
+        >>> engine.start(np.arange(4), input_ids, attention_mask)   # (4, P) left-padded
+        >>> stats = engine.step(tokens, advance)   # (3, 4): KL, log pi, log pi_ref of tokens
+        >>> engine.policy_logits                   # (4, V) for the contexts with the tokens
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module,
+        num_rows: int,
+        num_slots: int,
+        kl_estimator: KLEstimator = "k1",
+        compile_step: bool | None = None,
+    ) -> None:
+        self.num_rows = int(num_rows)
+        self.capacity = batch_bucket(self.num_rows)
+        self.num_slots = int(num_slots)
+        if self.num_slots < 2:
+            raise ValueError(f"num_slots must be >= 2, got {num_slots}")
+        self.kl_estimator = check_kl_estimator(kl_estimator)
+        self.device = device_of(policy)
+        if reference is not policy and device_of(reference) != self.device:
+            raise ValueError(
+                f"the reference is on {device_of(reference)}, the policy on {self.device}; "
+                "put both on one device"
+            )
+        self._policy = _SteppedModel(policy, self.capacity, self.num_slots)
+        self._reference = (
+            None if reference is policy else _SteppedModel(reference, self.capacity, self.num_slots)
+        )
+        rows, slots, device = self.capacity, self.num_slots, self.device
+        vocab = vocab_size_of(policy)
+        self._write_slot = torch.zeros(1, dtype=torch.long, device=device)
+        self._host_write_slot = 0  # a host copy, so that prefills need no device read
+        self._host_lengths = np.zeros(rows, dtype=np.int64)  # cached tokens per row, on host
+        self._advance_host = np.zeros(0, dtype=bool)  # the step's advance mask, on host
+        self._window = RingWindow()  # the slots the eager step attends over (invariant 6)
+        self._slot_index = torch.arange(slots, device=device)  # (L,)
+        self._valid = torch.zeros(rows, slots, dtype=torch.bool, device=device)
+        self._slot_positions = torch.zeros(rows, slots, dtype=torch.long, device=device)
+        self._positions = torch.zeros(rows, dtype=torch.long, device=device)
+        self._tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        self._advance = torch.zeros(rows, dtype=torch.bool, device=device)
+        self._stats = torch.zeros(3, rows, dtype=torch.float32, device=device)
+        self._policy_logits = torch.zeros(rows, vocab, dtype=torch.float32, device=device)
+        self._reference_logits = self._policy_logits
+        if self._reference is not None:
+            self._reference_logits = torch.zeros_like(self._policy_logits)
+        for tensor in self._state_tensors():
+            torch._dynamo.mark_static_address(tensor)
+        if compile_step is None:
+            compile_step = device.type == "cuda"
+        self._compiled: Callable[[], None] | None = self._compile() if compile_step else None
+        self._warmed_up = False
+        self._started = False
+
+    # -- what the environments use ------------------------------------------------------------
+
+    @property
+    def policy_logits(self) -> torch.Tensor:
+        """The policy's next-token logits ``(num_rows, V)``, float32 (a view, updated in place
+        by every step: clone it to keep it)."""
+        return self._policy_logits[: self.num_rows]
+
+    @property
+    def reference_logits(self) -> torch.Tensor:
+        """The reference's next-token logits ``(num_rows, V)`` (the policy's when the
+        reference is the policy)."""
+        return self._reference_logits[: self.num_rows]
+
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run through the compiled graph (False when compiling is off or
+        failed)."""
+        return self._compiled is not None
+
+    def start(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on."""
+        width = int(input_ids.shape[1])
+        if width >= self.num_slots:
+            raise ValueError(
+                f"a context of {width} tokens does not fit the engine's {self.num_slots} slots"
+            )
+        for model in self._models():
+            if device_of(model.module) != self.device:
+                raise RuntimeError(
+                    f"a model moved from {self.device} to {device_of(model.module)} after the "
+                    "environment was built; build the environment again on the new device"
+                )
+        if len(rows) == self.num_rows:
+            # Every row starts: the prompts go to slots 0..P-1 and the pointer to P, so that an
+            # episode's numbers do not depend on earlier episodes and its contexts do not wrap.
+            self._host_write_slot = width
+            self._write_slot.fill_(width)
+        row_index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
+        self._host_lengths[np.asarray(rows)] = attention_mask.sum(dim=1).cpu().numpy()
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        # The P slots behind the write pointer, oldest first (invariant 2).
+        slots = (self._host_write_slot - width + torch.arange(width, device=self.device)) % (
+            self.num_slots
+        )  # (P,)
+        positions = positions_from_mask(attention_mask)  # (k, P)
+        with torch.no_grad():
+            for model, logits in self._models_and_logits():
+                cache = prefill_cache(model.storage, row_index, slots)
+                with eval_mode(model.module):
+                    logits[row_index] = model.forward(input_ids, attention_mask, positions, cache)
+                if model.step_cache is None:
+                    model.step_cache = ring_cache(model.storage, self._write_slot, self._window)
+            self._valid[row_index] = False
+            self._valid[row_index[:, None], slots[None, :]] = attention_mask.bool()
+            self._slot_positions[row_index[:, None], slots[None, :]] = positions
+            self._positions[row_index] = attention_mask.sum(dim=1)
+        self._started = True
+
+    def step(self, tokens: np.ndarray, advance: np.ndarray) -> np.ndarray:
+        """KL and log-probs of ``tokens`` ``(num_rows,)`` under the current next-token
+        distributions, then append them to the rows where ``advance`` ``(num_rows,)`` is set.
+
+        Returns ``(3, num_rows)`` float64: per-token KL (the engine's estimator), ``log pi``
+        and ``log pi_ref`` of the tokens. One device-to-host copy; rows that do not advance
+        keep their contexts and their logits.
+        """
+        if not self._started:
+            raise RuntimeError("StaticEngine.step() called before start()")
+        n = self.num_rows
+        advance = np.asarray(advance, dtype=bool)
+        self._tokens[:n].copy_(torch.as_tensor(tokens, dtype=torch.long))
+        self._advance[:n].copy_(torch.from_numpy(advance))
+        self._advance_host = advance
+        with torch.no_grad():
+            if np.any(advance):
+                self._run_step()
+                self._host_write_slot = (self._host_write_slot + 1) % self.num_slots
+                self._host_lengths[:n] += advance
+            else:  # nothing to append: the statistics alone
+                self._stats.copy_(self._token_stats())
+        return self._stats[:, :n].double().cpu().numpy()
+
+    def release(self) -> None:
+        """Free the KV caches (the next ``start`` allocates them again; a compiled step then
+        records its graph again for the new addresses)."""
+        for model in self._models():
+            model.storage = RingStorage(len(model.storage.keys), self.capacity, self.num_slots)
+            model.step_cache = None
+        self._started = False
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def _token_stats(self) -> torch.Tensor:
+        """``(3, C)``: KL, ``log pi`` and ``log pi_ref`` of the step's tokens."""
+        return kl_and_logprobs(
+            self.kl_estimator, self._policy_logits, self._reference_logits, self._tokens
+        )
+
+    def _step_graph(self) -> None:
+        """The whole step, traced as one graph: statistics of the tokens, then both forwards
+        over the ring (invariant 3), then the pointer and positions advance."""
+        self._stats.copy_(self._token_stats())
+        self._valid.index_copy_(1, self._write_slot, self._advance[:, None])
+        self._slot_positions.index_copy_(1, self._write_slot, self._positions[:, None])
+        attend = self._valid | (self._slot_index == self._write_slot)  # (C, L)
+        span = self._window.span
+        slot_positions = self._slot_positions if span is None else self._slot_positions[:, span]
+        if span is not None:
+            attend = attend[:, span]  # (C, L') (invariant 6)
+        tokens, positions = self._tokens[:, None], self._positions[:, None]  # (C, 1)
+        advancing = self._advance[:, None]  # (C, 1)
+        masks_by_layout = {}
+        for model, logits in self._models_and_logits():
+            if model.layout not in masks_by_layout:
+                masks_by_layout[model.layout] = self._masks(model.layout, attend, slot_positions)
+            masks = masks_by_layout[model.layout]
+            new_logits = model.forward(tokens, masks, positions, model.step_cache)  # (C, V)
+            if self._window.every_row_advances:  # eager shortcut (invariant 6)
+                logits.copy_(new_logits)
+            else:
+                logits.copy_(torch.where(advancing, new_logits, logits))
+        self._positions.add_(self._advance.long())
+        self._write_slot.add_(1).remainder_(self.num_slots)
+
+    def _masks(self, layout: AttentionLayout, attend: torch.Tensor, slot_positions: torch.Tensor):
+        """The model's 4-D masks ``(C, 1, 1, L)`` over the slots ``attend`` and
+        ``slot_positions`` ``(C, L)`` cover: one tensor, or one per kind of layer."""
+        masks = {}
+        for kind in layout.kinds:
+            allowed = attend
+            if kind != FULL:  # sliding window (invariant 5)
+                horizon = self._positions[:, None] - layout.sliding_window  # (C, 1)
+                allowed = attend & (slot_positions > horizon)
+            mask = allowed[:, None, None, :]  # (C, 1, 1, L)
+            if layout.additive:
+                mask = torch.zeros(mask.shape, device=mask.device).masked_fill(
+                    ~mask, torch.finfo(torch.float32).min
+                )
+            masks[kind] = mask
+        return masks if layout.as_mapping else masks[layout.kinds[0]]
+
+    def _run_step(self) -> None:
+        # Boolean-mask (sdpa) models attend through one_token_attention in the step: each
+        # cached key and value is read once, also under torch.compile (see .attention).
+        sdpa_models = [model.module for model in self._models() if not model.layout.additive]
+        with (
+            eval_mode(self._policy.module),
+            eval_mode(self._reference_module()),
+            attention_implementation(sdpa_models, ONE_TOKEN_ATTENTION),
+        ):
+            if self._compiled is None:
+                self._eager_step()
+            elif self._warmed_up:
+                self._compiled()
+            else:
+                self._warm_up(self._compiled)
+
+    def _eager_step(self) -> None:
+        """The step without compiling, over the slots behind the pointer that hold the longest
+        context plus the write slot, unless that range wraps around the ring's end
+        (invariant 6)."""
+        first = self._host_write_slot - int(self._host_lengths.max())
+        self._window.span = slice(first, self._host_write_slot + 1) if first >= 0 else None
+        self._window.every_row_advances = bool(self._advance_host.all())
+        try:
+            self._step_graph()
+        finally:
+            self._window.span, self._window.every_row_advances = None, False
+
+    def _compile(self) -> Callable[[], None]:
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        return torch.compile(self._step_graph, fullgraph=True, dynamic=False, mode=mode)
+
+    def _warm_up(self, compiled: Callable[[], None]) -> None:
+        """The first compiled call: trace, compile (and on CUDA record the graph), with a
+        message; a failure falls back to the eager step, once, with a warning."""
+        what = "policy" if self._reference is None else "policy + reference"
+        print(
+            f"rlhf_env: compiling the static engine's step ({what}, {self.capacity} rows x "
+            f"{self.num_slots} slots, {self.device.type}); once per engine, this can take a "
+            "minute",
+            file=sys.stderr,
+            flush=True,
+        )
+        start = time.perf_counter()
+        try:
+            compiled()
+        except Exception as error:  # any compiler failure: the eager step is exact
+            warnings.warn(
+                f"torch.compile failed for the static engine's step ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); stepping eagerly "
+                "(same results, slower). Pass compile_step=False to skip compiling.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._compiled = None
+            self._eager_step()
+        else:
+            print(
+                f"rlhf_env: static step ready in {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._warmed_up = True
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _models(self) -> list[_SteppedModel]:
+        return [self._policy] + ([] if self._reference is None else [self._reference])
+
+    def _models_and_logits(self) -> list[tuple[_SteppedModel, torch.Tensor]]:
+        pairs = [(self._policy, self._policy_logits)]
+        if self._reference is not None:
+            pairs.append((self._reference, self._reference_logits))
+        return pairs
+
+    def _reference_module(self) -> torch.nn.Module:
+        return self._policy.module if self._reference is None else self._reference.module
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [
+            self._write_slot, self._slot_index, self._valid, self._slot_positions,
+            self._positions, self._tokens, self._advance, self._stats, self._policy_logits,
+            self._reference_logits,
+        ]  # fmt: skip

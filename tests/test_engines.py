@@ -1,0 +1,338 @@
+"""The per-token engines against full recomputation, for every supported architecture.
+
+Each test drives an engine as the environments do (staggered resets, rows that stop, the
+static ring's write pointer wrapping around) and checks every logit and log-prob it reports
+against a forward of the whole context with no cache. Tolerance: 1e-5 absolute, float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from rlhf_env.engine import (
+    DynamicEngine,
+    StaticEngine,
+    UnsupportedModelError,
+    batch_bucket,
+    make_engine,
+)
+from rlhf_env.kl import kl_and_logprobs
+from rlhf_env.models.tiny import TINY_ARCHITECTURES, build_tiny_causal_lm
+
+TOLERANCE = dict(atol=1e-5, rtol=0)
+NUM_SLOTS = 12  # short, so that 40 steps wrap the static ring around three times
+#: CPU always; CUDA too where there is one (the GPU check runs these tests there). CUDA's
+#: float32 kernels sum in other orders, so its tolerance is 1e-4.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _tolerance(device: str) -> dict[str, float]:
+    return TOLERANCE if device == "cpu" else dict(atol=1e-4, rtol=0)
+
+
+def _left_pad(rows: list[list[int]], pad: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+@torch.no_grad()
+def _full_logits(model: torch.nn.Module, contexts: list[list[int]]) -> torch.Tensor:
+    """Next-token logits ``(k, V)`` of each context, from one uncached forward each."""
+    device = next(model.parameters()).device
+    return torch.stack(
+        [model(torch.tensor([c], device=device)).logits[0, -1].float() for c in contexts]
+    )
+
+
+def _build(kind: str, policy, reference, rows: int, estimator: str = "k1", **kwargs):
+    if kind == "static":
+        return StaticEngine(policy, reference, rows, NUM_SLOTS, estimator, **kwargs)
+    return DynamicEngine(policy, reference, rows, estimator)
+
+
+def _prompt(rng: np.random.Generator) -> list[int]:
+    return rng.integers(5, 380, size=int(rng.integers(1, 7))).tolist()
+
+
+def _drive(engine, policy, reference, steps: int, seed: int = 0, estimator: str = "k1") -> int:
+    """Step ``engine`` as an environment would, checking it against full recomputation after
+    every start and step; returns the number of row starts after the first."""
+    tolerance = _tolerance(engine.device.type)
+    rng = np.random.default_rng(seed)
+    n = engine.num_rows
+    contexts = [_prompt(rng) for _ in range(n)]
+    engine.start(np.arange(n), *_left_pad(contexts))
+    restarts = 0
+    for _ in range(steps):
+        expected = {
+            "policy": _full_logits(policy, contexts),
+            "reference": _full_logits(reference, contexts),
+        }
+        torch.testing.assert_close(engine.policy_logits, expected["policy"], **tolerance)
+        torch.testing.assert_close(engine.reference_logits, expected["reference"], **tolerance)
+        tokens = rng.integers(5, 380, size=n)
+        # Rows stop (as episodes end) at random, and always before the context fills the
+        # slots (the environments' invariant): the stopped rows restart on new prompts.
+        full = np.array([len(c) >= NUM_SLOTS - 2 for c in contexts])
+        advance = ~full & (rng.random(n) > 0.2)
+        stats = engine.step(tokens, advance)
+        want = kl_and_logprobs(
+            estimator, expected["policy"], expected["reference"],
+            torch.as_tensor(tokens, device=engine.device),
+        )  # fmt: skip
+        np.testing.assert_allclose(stats, want.double().cpu().numpy(), **tolerance)
+        for row in np.flatnonzero(advance):
+            contexts[row].append(int(tokens[row]))
+        stopped = np.flatnonzero(~advance)
+        if stopped.size:
+            new = [_prompt(rng) for _ in stopped]
+            engine.start(stopped, *_left_pad(new))
+            for row, context in zip(stopped, new, strict=True):
+                contexts[row] = context
+            restarts += stopped.size
+    return restarts
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_engine_matches_full_recomputation(tokenizer, architecture, kind, device):
+    """Staggered restarts and (static) three wrap-arounds of the ring, sliding windows of 5
+    tokens crossed by every longer context."""
+    policy = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
+    reference = build_tiny_causal_lm(architecture, tokenizer, seed=1).to(device)
+    engine = _build(kind, policy, reference, rows=3)
+    restarts = _drive(engine, policy, reference, steps=40)
+    assert restarts >= 10
+    if kind == "static":
+        assert engine.capacity == 4  # 3 rows padded to the bucket of 4
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3", "full"])
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_engine_reports_every_kl_estimator(tokenizer, estimator, kind):
+    policy = build_tiny_causal_lm("llama", tokenizer, seed=0)
+    reference = build_tiny_causal_lm("llama", tokenizer, seed=1)
+    engine = _build(kind, policy, reference, rows=2, estimator=estimator)
+    _drive(engine, policy, reference, steps=12, estimator=estimator)
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_reference_that_is_the_policy_gives_zero_kl(tokenizer, kind):
+    policy = build_tiny_causal_lm("llama", tokenizer)
+    engine = _build(kind, policy, policy, rows=2)
+    engine.start(np.arange(2), *_left_pad([[5, 6, 7], [8]]))
+    assert engine.reference_logits.data_ptr() == engine.policy_logits.data_ptr()
+    stats = engine.step(np.array([9, 10]), np.array([True, True]))
+    assert np.all(stats[0] == 0) and np.array_equal(stats[1], stats[2])
+
+
+def test_static_rows_that_pause_keep_their_context(tokenizer):
+    """A row that does not advance for some steps (its write slots stay invalid) keeps its
+    logits and goes on exactly where it was, sliding window included."""
+    policy = build_tiny_causal_lm("gemma3_text", tokenizer, seed=0)
+    engine = StaticEngine(policy, policy, num_rows=2, num_slots=16)
+    contexts = [[5, 6, 7], [8, 9]]
+    engine.start(np.arange(2), *_left_pad(contexts))
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        tokens = rng.integers(5, 380, size=2)
+        advance = np.array([True, step % 3 == 0])
+        engine.step(tokens, advance)
+        for row in np.flatnonzero(advance):
+            contexts[row].append(int(tokens[row]))
+        torch.testing.assert_close(
+            engine.policy_logits[1], _full_logits(policy, [contexts[1]])[0], **TOLERANCE
+        )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["static", "compiled", "dynamic"])
+def test_optimizer_steps_and_reallocated_weights_are_read(tokenizer, kind, device):
+    """The engines read the policy's current weights: after an in-place optimiser step and
+    after a parameter is replaced by a new tensor (as a peft merge or ``.to()`` would), the
+    next step's logits equal a fresh forward with the new weights, compiled step included
+    (on CUDA its graph is recorded again for the new address)."""
+    policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
+    reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
+    if kind == "dynamic":
+        engine = DynamicEngine(policy, reference, 2)
+    else:
+        engine = StaticEngine(policy, reference, 2, NUM_SLOTS, compile_step=kind == "compiled")
+    contexts = [[5, 6, 7], [8, 9]]
+    for change in ("optimizer step", "new tensor"):
+        engine.start(np.arange(2), *_left_pad(contexts))
+        engine.step(np.array([11, 12]), np.array([True, True]))  # compiles, on the first pass
+        if change == "optimizer step":
+            optimizer = torch.optim.SGD(policy.parameters(), lr=0.5)
+            policy(torch.tensor([[5, 6]], device=device)).logits.sum().backward()
+            optimizer.step()
+        else:
+            with torch.no_grad():
+                head = policy.lm_head
+                head.weight = torch.nn.Parameter(head.weight.detach().clone() * 1.5)
+        # Keys cached earlier hold the old weights' values; a new prompt sees only the new.
+        engine.start(np.arange(2), *_left_pad(contexts))
+        engine.step(np.array([11, 12]), np.array([True, True]))
+        expected = _full_logits(policy, [[*contexts[0], 11], [*contexts[1], 12]])
+        torch.testing.assert_close(engine.policy_logits, expected, **_tolerance(device))
+
+
+@pytest.mark.parametrize("setup", ["lora:4", "frozen:1"])
+def test_static_engine_steps_lora_and_frozen_layer_references(tokenizer, setup):
+    """The parameter-efficient setups: a LoRA policy whose reference is the same model with its
+    adapters off, and a frozen-layer policy whose reference shares its lower layers."""
+    from rlhf_env.models.efficient import apply_training_setup
+
+    policy, reference = apply_training_setup(build_tiny_causal_lm("llama", tokenizer), setup)
+    with torch.no_grad():  # a trained policy: adapters / upper layers away from the reference
+        for parameter in policy.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    engine = StaticEngine(policy, reference, 3, NUM_SLOTS)
+    _drive(engine, policy, reference, steps=15)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_step_matches_eager_without_recompiling(tokenizer, device):
+    """``torch.compile(fullgraph=True)`` of the whole step (CPU: the default mode; CUDA: one
+    CUDA graph per step): the same numbers as the eager step, and no recompilation after the
+    first step over 200 steps with staggered restarts."""
+    dynamo = torch._dynamo
+    tolerance = _tolerance(device)
+    policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
+    reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
+    compiled = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=True)
+    eager = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=False)
+    rng = np.random.default_rng(0)
+    contexts = [_prompt(rng) for _ in range(3)]
+    lengths = [len(c) for c in contexts]
+    for engine in (compiled, eager):
+        engine.start(np.arange(3), *_left_pad(contexts))
+    dynamo.utils.counters.clear()
+    for step in range(200):
+        tokens = rng.integers(5, 380, size=3)
+        advance = np.array([length < NUM_SLOTS - 2 for length in lengths]) & (rng.random(3) > 0.2)
+        if step == 1:  # after the first (compiling) step, any recompilation is an error
+            graphs_after_warm_up = dynamo.utils.counters["stats"]["unique_graphs"]
+            strict = dynamo.config.patch(error_on_recompile=True)
+            strict.__enter__()
+        outputs = [engine.step(tokens, advance) for engine in (compiled, eager)]
+        np.testing.assert_allclose(outputs[0], outputs[1], **tolerance)
+        torch.testing.assert_close(compiled.policy_logits, eager.policy_logits, **tolerance)
+        torch.testing.assert_close(compiled.reference_logits, eager.reference_logits, **tolerance)
+        lengths = [n + 1 if a else n for n, a in zip(lengths, advance, strict=True)]
+        stopped = np.flatnonzero(~advance)
+        if stopped.size:
+            new = [_prompt(rng) for _ in stopped]
+            for engine in (compiled, eager):
+                engine.start(stopped, *_left_pad(new))
+            for row, context in zip(stopped, new, strict=True):
+                lengths[row] = len(context)
+    strict.__exit__(None, None, None)
+    assert compiled.compiled and graphs_after_warm_up >= 1  # it did compile, one graph
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tokenizer, monkeypatch):
+    policy = build_tiny_causal_lm("gpt2", tokenizer)
+    engine = StaticEngine(policy, policy, 2, NUM_SLOTS, compile_step=True)
+
+    def broken_compiler() -> None:
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(engine, "_compiled", broken_compiler)
+    contexts = [[5, 6], [7]]
+    engine.start(np.arange(2), *_left_pad(contexts))
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*backend exploded"):
+        engine.step(np.array([8, 9]), np.array([True, True]))
+    assert not engine.compiled
+    engine.step(np.array([10, 11]), np.array([True, True]))  # no second warning
+    contexts = [[5, 6, 8, 10], [7, 9, 11]]
+    torch.testing.assert_close(engine.policy_logits, _full_logits(policy, contexts), **TOLERANCE)
+
+
+def test_unsupported_architecture_is_named_and_auto_falls_back(tokenizer):
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    model = GPTNeoXForCausalLM(config).eval()
+    with pytest.raises(UnsupportedModelError, match=r"'gpt_neox'.*engine='dynamic'"):
+        make_engine(model, model, 2, NUM_SLOTS, engine="static")
+    assert isinstance(make_engine(model, model, 2, NUM_SLOTS, engine="auto"), DynamicEngine)
+    llama = build_tiny_causal_lm("llama", tokenizer)
+    assert isinstance(make_engine(llama, llama, 2, NUM_SLOTS, engine="auto"), StaticEngine)
+    with pytest.raises(ValueError, match="unknown engine 'fast'"):
+        make_engine(llama, llama, 2, NUM_SLOTS, engine="fast")
+
+
+def test_batch_buckets():
+    assert [batch_bucket(n) for n in (1, 3, 5, 16, 17, 64, 65, 256, 257)] == [
+        1, 4, 8, 16, 24, 64, 96, 256, 384,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="at least one row"):
+        batch_bucket(0)
+
+
+def test_static_engine_refuses_a_context_longer_than_its_slots(tokenizer):
+    policy = build_tiny_causal_lm("gpt2", tokenizer)
+    engine = StaticEngine(policy, policy, 1, num_slots=4)
+    with pytest.raises(ValueError, match="does not fit the engine's 4 slots"):
+        engine.start(np.arange(1), *_left_pad([[5, 6, 7, 8]]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_bf16_step_on_cuda_tracks_the_dynamic_engine(tokenizer):
+    """bf16 weights on CUDA, the environments' GPU setting: the compiled static step and the
+    dynamic engine agree to bf16 precision over a long staggered run."""
+    policy = build_tiny_causal_lm("qwen2", tokenizer, seed=0).to("cuda", torch.bfloat16)
+    reference = build_tiny_causal_lm("qwen2", tokenizer, seed=1).to("cuda", torch.bfloat16)
+    engines = [
+        StaticEngine(policy, reference, 5, NUM_SLOTS, compile_step=True),
+        DynamicEngine(policy, reference, 5),
+    ]
+    rng = np.random.default_rng(0)
+    contexts = [_prompt(rng) for _ in range(5)]
+    for engine in engines:
+        engine.start(np.arange(5), *_left_pad(contexts))
+    lengths = [len(c) for c in contexts]
+    for _ in range(60):
+        tokens = rng.integers(5, 380, size=5)
+        advance = np.array([n < NUM_SLOTS - 2 for n in lengths]) & (rng.random(5) > 0.2)
+        static_stats, dynamic_stats = (engine.step(tokens, advance) for engine in engines)
+        np.testing.assert_allclose(static_stats, dynamic_stats, atol=0.05, rtol=0)
+        torch.testing.assert_close(
+            engines[0].policy_logits, engines[1].policy_logits, atol=0.05, rtol=0
+        )
+        lengths = [n + 1 if a else n for n, a in zip(lengths, advance, strict=True)]
+        stopped = np.flatnonzero(~advance)
+        if stopped.size:
+            new = [_prompt(rng) for _ in stopped]
+            for engine in engines:
+                engine.start(stopped, *_left_pad(new))
+            for row, context in zip(stopped, new, strict=True):
+                lengths[row] = len(context)
+    assert engines[0].compiled
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_release_frees_the_caches_and_a_new_start_works(tokenizer, kind):
+    policy = build_tiny_causal_lm("llama", tokenizer)
+    engine = _build(kind, policy, policy, rows=2)
+    engine.start(np.arange(2), *_left_pad([[5, 6], [7]]))
+    engine.step(np.array([8, 9]), np.array([True, True]))
+    engine.release()
+    if kind == "static":
+        assert engine._policy.storage.nbytes() == 0
+    with pytest.raises(RuntimeError, match="before start"):
+        engine.step(np.array([8, 9]), np.array([True, True]))
+    engine.start(np.arange(2), *_left_pad([[5, 6], [7]]))
+    engine.step(np.array([8, 9]), np.array([True, True]))
+    expected = _full_logits(policy, [[5, 6, 8], [7, 9]])
+    torch.testing.assert_close(engine.policy_logits, expected, **TOLERANCE)
