@@ -1,10 +1,11 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up .venv on first use.
+# The README's commands: `make demo` and `make test` (`make test-all` adds the long tier).
+# Each sets up .venv on first use.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint assets bench
+.PHONY: demo test test-all test-slow lint assets bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +19,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: $(VENV)/.assets
 	$(BIN)/rlhf-env demo $(DEMO_ARGS)
 
+# Tiers: `test` is every test of seconds (what the README's command runs); `test-all` runs it,
+# then the long tier (torchrun launches, kill loops, benchmark and demo smokes, example
+# scripts); `test-slow` the asset-heavy tests (needs `make assets`).
 test: $(VENV)/.installed
-	bash scripts/run_tests.sh $(BIN)/python
+	bash scripts/run_tests.sh $(BIN)/python -m "not slow and not long"
 
-test-slow: $(VENV)/.installed
+test-all: test
+	bash scripts/run_tests.sh $(BIN)/python -m "long and not slow"
+
+test-slow: $(VENV)/.assets
 	bash scripts/run_tests.sh $(BIN)/python -m slow
 
 # The packaged offline assets (../shared/ASSETS.md): SmolLM2-135M-Instruct (GGUF), movie reviews.

@@ -9,21 +9,25 @@
 ============== ===================================================================
 
 Select one by name with :func:`make_agent` (``"random"``, ``"reference"``, ``"policy"``,
-``"ppo"``, ``"rloo"``, ``"grpo"``). :mod:`agents.sb3` holds ``LanguageModelPolicy``, the policy
-class for stable-baselines3's own PPO and A2C (imported on demand).
+``"ppo"``, ``"rloo"``, ``"grpo"``). :mod:`rlhf_agents.sb3_policy` holds
+``LanguageModelPolicy``, the policy class for stable-baselines3's own PPO and A2C (imported
+on demand; the ``sb3`` extra).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents.base import Agent
-from agents.baselines import PolicyAgent, RandomAgent, ReferenceAgent
-from agents.config import PolicyGradientConfig, PPOConfig, RLOOConfig
-from agents.evaluation import Evaluation, evaluate
-from agents.ppo import PPOAgent
-from agents.rloo import RLOOAgent
+from rlhf_agents.base import Agent
+from rlhf_agents.baselines import PolicyAgent, RandomAgent, ReferenceAgent
+from rlhf_agents.config import PolicyGradientConfig, PPOConfig, RLOOConfig
+from rlhf_agents.evaluation import Evaluation, evaluate
+from rlhf_agents.ppo import PPOAgent
+from rlhf_agents.rloo import RLOOAgent
 from rlhf_env.vector_env import TextGenerationVectorEnv
+
+#: The agents that learn, by the names :func:`make_agent` and the CLI take.
+LEARNING_AGENTS: tuple[str, ...] = ("ppo", "rloo", "grpo")
 
 #: Agent classes by the name :func:`make_agent` and the CLI take.
 AGENTS: dict[str, type[Agent]] = {
@@ -44,17 +48,14 @@ def make_agent(name: str, env: TextGenerationVectorEnv, **config: Any) -> Agent:
     """
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
-    cls = AGENTS[name]
-    if cls is RLOOAgent:
+    if name in ("rloo", "grpo"):
         config.setdefault("baseline", name)
-        return RLOOAgent(env, RLOOConfig(**config))
-    if cls is PPOAgent:
-        return PPOAgent(env, PPOConfig(**config))
-    return cls(env, **config)
+    return AGENTS[name](env, **config)
 
 
 __all__ = [
     "AGENTS",
+    "LEARNING_AGENTS",
     "Agent",
     "Evaluation",
     "PPOAgent",

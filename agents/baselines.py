@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import Agent
-from agents.checkpoint import STATE_FILE, read_state, resolve_checkpoint, write_checkpoint
-from agents.forward import next_token_logits
-from agents.rollout import check_rollout_env
+from rlhf_agents.base import Agent
+from rlhf_agents.checkpoint import STATE_FILE, read_state, resolve_checkpoint, write_checkpoint
+from rlhf_agents.forward import next_token_logits
+from rlhf_agents.rollout import check_rollout_env
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 
@@ -23,7 +23,7 @@ class _FixedAgent(Agent):
         super().__init__(check_rollout_env(env))
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
-        self.generator = torch.Generator(device=env.task.device).manual_seed(self.seed)
+        self.generator = torch.Generator(device=env.device).manual_seed(self.seed)
 
     def learn(self, total_timesteps: int) -> Agent:
         """Nothing to learn: returns ``self`` unchanged."""
@@ -104,7 +104,7 @@ class ReferenceAgent(_SamplingAgent):
 
 class PolicyAgent(_SamplingAgent):
     """Samples from the env's current policy, whatever trained it (e.g. stable-baselines3):
-    the way to evaluate a policy trained outside :mod:`agents`."""
+    the way to evaluate a policy trained outside :mod:`rlhf_agents`."""
 
     def _model(self) -> torch.nn.Module:
         return self.env.policy

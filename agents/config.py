@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+from rlhf_env.config import check
+from rlhf_env.config import option as _option
 
 
 @dataclass
@@ -17,7 +15,9 @@ class PolicyGradientConfig:
 
     learning_rate: float = _option(1e-5, "AdamW learning rate.")
     lr_schedule: str = _option(
-        "constant", "'constant', or 'linear' decay to 0 at learn()'s total_timesteps."
+        "constant",
+        "'constant', or 'linear' decay to 0 at learn()'s total_timesteps.",
+        choices=("constant", "linear"),
     )
     weight_decay: float = _option(0.0, "AdamW weight decay.")
     rollout_rounds: int = _option(
@@ -64,10 +64,6 @@ class PolicyGradientConfig:
     def __post_init__(self) -> None:
         problems = [
             (self.learning_rate > 0, "learning_rate must be > 0 (e.g. 1e-5)"),
-            (
-                self.lr_schedule in ("constant", "linear"),
-                f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}",
-            ),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.rollout_rounds >= 1, "rollout_rounds must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -94,9 +90,7 @@ class PolicyGradientConfig:
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at the end only)"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
         ]
-        for ok, message in problems:
-            if not ok:
-                raise ValueError(f"{type(self).__name__}: {message}")
+        check(self, problems)
 
 
 @dataclass
@@ -113,6 +107,7 @@ class PPOConfig(PolicyGradientConfig):
         "shared",
         "'shared': a value head on the policy's trunk; 'separate': a value head on its own "
         "copy of the model (more memory, no interference with the policy).",
+        choices=("shared", "separate"),
     )
 
     def __post_init__(self) -> None:
@@ -125,14 +120,8 @@ class PPOConfig(PolicyGradientConfig):
             ),
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
             (0 <= self.gae_lambda <= 1, "gae_lambda must be in [0, 1]"),
-            (
-                self.critic in ("shared", "separate"),
-                f"critic must be 'shared' or 'separate', got {self.critic!r}",
-            ),
         ]
-        for ok, message in problems:
-            if not ok:
-                raise ValueError(f"PPOConfig: {message}")
+        check(self, problems)
 
 
 @dataclass
@@ -142,15 +131,12 @@ class RLOOConfig(PolicyGradientConfig):
 
     group_size: int = _option(4, "Responses per prompt (num_envs must be a multiple).")
     baseline: str = _option(
-        "rloo", "'rloo': leave-one-out mean; 'grpo': group mean and std (GRPO-style)."
+        "rloo",
+        "'rloo': leave-one-out mean; 'grpo': group mean and std (GRPO-style).",
+        choices=("rloo", "grpo"),
     )
     whiten_advantages: bool = _option(False, "Normalise advantages to mean 0, std 1 per rollout.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.group_size < 2:
-            raise ValueError(f"RLOOConfig: group_size must be >= 2, got {self.group_size}")
-        if self.baseline not in ("rloo", "grpo"):
-            raise ValueError(
-                f"RLOOConfig: baseline must be 'rloo' or 'grpo', got {self.baseline!r}"
-            )
+        check(self, [(self.group_size >= 2, f"group_size must be >= 2, got {self.group_size}")])

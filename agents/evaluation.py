@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.base import Agent
-from agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_agents.base import Agent
+from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from rlhf_env.incremental import forward_parameters, positions_from_mask
+from rlhf_env.models.modules import device_of, forward_parameters, positions_from_mask
 
 
 def accepts_argument(model: torch.nn.Module, name: str) -> bool:
@@ -38,7 +38,7 @@ def observation_tensors(
 @torch.no_grad()
 def next_token_logits(model: torch.nn.Module, observation: dict[str, Any]) -> torch.Tensor:
     """The model's next-token logits ``(B, V)`` (float32) for left-padded observations."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     input_ids, mask = observation_tensors(observation, device)  # (B, L)
     kwargs = {"logits_to_keep": 1} if accepts_argument(model, "logits_to_keep") else {}
     output = model(

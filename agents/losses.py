@@ -36,6 +36,37 @@ def masked_whiten(
     return (values - mean) * torch.rsqrt(variance + eps) * mask
 
 
+def explained_variance(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """``1 - Var(targets - predictions) / Var(targets)`` over the masked positions: 1 for a
+    perfect value function, 0 for one that predicts the mean, negative for a worse one (NaN
+    when the targets do not vary). ``all_reduce`` sums the moments over the processes."""
+    errors = targets - predictions
+    moments = torch.stack(
+        [
+            mask.sum(),
+            (targets * mask).sum(),
+            (targets**2 * mask).sum(),
+            (errors * mask).sum(),
+            (errors**2 * mask).sum(),
+        ]
+    ).double()
+    if all_reduce is not None:
+        moments = all_reduce(moments)
+    count, target_sum, target_squares, error_sum, error_squares = moments.tolist()
+    if count == 0:
+        return float("nan")
+    target_variance = target_squares / count - (target_sum / count) ** 2
+    error_variance = error_squares / count - (error_sum / count) ** 2
+    if target_variance <= 1e-12:
+        return float("nan")
+    return 1.0 - error_variance / target_variance
+
+
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -107,9 +138,10 @@ def ppo_policy_loss(
         loss  = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)))
 
     Returns:
-        ``(loss, stats)`` with ``clipfrac`` (share of tokens where the clipped term was taken)
-        and ``approx_kl`` (``mean((ratio - 1) - log ratio)``, Schulman's k3 estimate of
-        KL(old || new)), all masked means over tokens.
+        ``(loss, stats)`` with ``clipfrac`` (share of tokens where the clipped term was taken),
+        ``approx_kl`` (``mean((ratio - 1) - log ratio)``, Schulman's k3 estimate of
+        KL(old || new)) and ``old_approx_kl`` (``mean(-log ratio)``, the k1 estimate CleanRL
+        logs beside it), all masked means over tokens.
     """
     log_ratio = logprobs - old_logprobs  # (E, R)
     ratio = torch.exp(log_ratio)
@@ -120,6 +152,7 @@ def ppo_policy_loss(
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),
             "approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
+            "old_approx_kl": masked_mean(-log_ratio, mask),
         }
     return loss, stats
 

@@ -1,15 +1,14 @@
 """What PPO and the critic-free agent share: rollouts through the env's fast path, the
-minibatch loop, KL control, logging and checkpoints. The algorithms supply advantages and
-the loss (:mod:`agents.ppo`, :mod:`agents.rloo`)."""
+minibatch loop, KL control and logging. The algorithms supply advantages and the loss
+(:mod:`rlhf_agents.ppo`, :mod:`rlhf_agents.rloo`); checkpoints are written and read by
+:mod:`rlhf_agents.agent_state`, the gradients of a step by :mod:`rlhf_agents.minibatch`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +16,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.base import Agent
-from agents.checkpoint import (
-    STATE_FILE,
-    CheckpointError,
-    load_into_parameters,
-    load_tensors,
-    read_state,
-    resolve_checkpoint,
-    save_tensors,
-    write_checkpoint,
-)
-from agents.config import PolicyGradientConfig
-from agents.forward import checkpointing, enable_gradient_checkpointing, next_token_logits
-from agents.logger import MetricsLogger
-from agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_agents.agent_state import load_agent, save_agent
+from rlhf_agents.base import Agent
+from rlhf_agents.config import PolicyGradientConfig
+from rlhf_agents.forward import checkpointing, enable_gradient_checkpointing, next_token_logits
+from rlhf_agents.logger import MetricsLogger
+from rlhf_agents.minibatch import minibatch_gradients
+from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_env.config import build_config
 from rlhf_env.distributed import (
     GradientSync,
     all_agree,
     all_reduce_sum,
-    barrier,
     current_context,
     gather_objects,
     rank_seed,
@@ -44,12 +35,6 @@ from rlhf_env.distributed import (
 )
 from rlhf_env.kl import AdaptiveKLController, FixedKLController
 from rlhf_env.vector_env import TextGenerationVectorEnv
-
-CHECKPOINT_FORMAT = 1
-#: What every checkpoint's state.json holds.
-REQUIRED_STATE = (
-    "agent", "config", "num_timesteps", "iterations", "kl_controller", "numpy_rng",
-)  # fmt: skip
 
 #: Called by :meth:`PolicyGradientAgent.learn` after every update with the agent, the update's
 #: rollout and its metrics record. It may add scalars to the record (they are logged and kept in
@@ -63,7 +48,10 @@ class PolicyGradientAgent(Agent):
     gradients: all of them, the upper layers, or LoRA adapters; see
     :mod:`rlhf_env.models.efficient`), so the env's KL always reads the current policy.
 
-    Subclasses implement :meth:`compute_advantages` and :meth:`loss`.
+    Subclasses implement :meth:`compute_advantages` and :meth:`loss`. The config is a
+    :class:`~rlhf_agents.config.PolicyGradientConfig` of the subclass's kind, its fields given
+    as keyword arguments or as ``config`` (``PPOAgent(env, learning_rate=1e-4)``, the
+    stable-baselines3 way, or ``PPOAgent(env, PPOConfig(...), epochs=2)``).
 
     Under ``torchrun`` / ``accelerate launch`` (see :mod:`rlhf_env.distributed`) each process
     collects its own rollouts from its env (its shard of the prompts, its own seed) and every
@@ -75,19 +63,17 @@ class PolicyGradientAgent(Agent):
     config_class: type[PolicyGradientConfig] = PolicyGradientConfig
 
     def __init__(
-        self, env: TextGenerationVectorEnv, config: PolicyGradientConfig | None = None
+        self,
+        env: TextGenerationVectorEnv,
+        config: PolicyGradientConfig | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__(check_rollout_env(env))
-        self.config = config if config is not None else self.config_class()
-        if not isinstance(self.config, self.config_class):
-            raise TypeError(
-                f"{type(self).__name__} takes a {self.config_class.__name__}, "
-                f"got {type(self.config).__name__}"
-            )
+        self.config = build_config(self.config_class, config, overrides)
         self.distributed = current_context()
         self._check_sizes()
         self.policy = env.policy
-        self.device = env.task.device
+        self.device = env.device
         beta = self.config.kl_coef if self.config.kl_coef is not None else env.kl_coef
         self.kl_controller: FixedKLController | AdaptiveKLController
         if self.config.kl_target is not None:
@@ -157,6 +143,13 @@ class PolicyGradientAgent(Agent):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of a micro-batch (a token mean) and its statistics."""
 
+    def rollout_statistics(
+        self, rollout: Rollout, targets: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """Scalars about the rollout and its targets to log (e.g. the value head's explained
+        variance); none by default."""
+        return {}
+
     # -- acting --------------------------------------------------------------------------------
 
     def act(self, env: TextGenerationVectorEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
@@ -188,7 +181,7 @@ class PolicyGradientAgent(Agent):
 
         Each iteration: (1) collect ``rollout_rounds x num_envs`` responses; (2) advantages;
         (3) ``epochs`` passes of minibatch updates; (4) step the KL controller and hand the new
-        ``beta`` to the env; (5) ``callback``, log (:data:`agents.logger.METRICS`) and
+        ``beta`` to the env; (5) ``callback``, log (:data:`rlhf_agents.logger.METRICS`) and
         checkpoint.
 
         With several processes, ``total_timesteps`` and the logged means count every
@@ -278,38 +271,29 @@ class PolicyGradientAgent(Agent):
     def update(self, rollout: Rollout) -> dict[str, float]:
         """Advantages, then ``epochs`` x minibatches of clipped updates; returns mean stats."""
         config = self.config
+        # 1. advantages and the loss targets of every token, without gradients
         with torch.no_grad(), self.autocast():
             targets = self.compute_advantages(rollout)
-        totals: dict[str, float] = {}
-        steps, epochs_run = 0, 0
+        statistics = self.rollout_statistics(rollout, targets)
         micro_size = config.minibatch_size // config.gradient_accumulation_steps
-        # DDP averages the processes' gradients: scale each back to a share of the global sum.
-        processes = self.distributed.world_size
-        stop = False
-        for _ in range(config.epochs):
-            epochs_run += 1
+        totals: dict[str, float] = {}
+        steps, epochs, stopped = 0, 0, False
+        while epochs < config.epochs and not stopped:
+            epochs += 1
+            # 2. one optimiser step per shuffled minibatch
             order = self.rng.permutation(rollout.num_episodes)
             for first in range(0, len(order), config.minibatch_size):
                 minibatch = order[first : first + config.minibatch_size]
-                local_tokens = rollout.response_mask[minibatch].sum().reshape(1)
-                minibatch_tokens = float(all_reduce_sum(local_tokens)[0])  # every process's
+                micro_batches = [
+                    self._micro_batch(rollout, targets, minibatch[start : start + micro_size])
+                    for start in range(0, len(minibatch), micro_size)
+                ]
+                # 2a. gradients: each token weighted as in one process holding the global batch
                 self.optimizer.zero_grad(set_to_none=True)
-                step_stats: dict[str, float] = {}
-                firsts = range(0, len(minibatch), micro_size)
-                for micro_first in firsts:
-                    index = minibatch[micro_first : micro_first + micro_size]
-                    batch = rollout.select(index)
-                    width = batch.response_ids.shape[1]
-                    micro_targets = {k: v[index, :width] for k, v in targets.items()}
-                    weight = float(batch.response_mask.sum()) / minibatch_tokens
-                    last = micro_first == firsts[-1]
-                    with contextlib.nullcontext() if last else self.gradient_sync.no_sync():
-                        with self.autocast(), checkpointing(self.checkpointed_layers):
-                            loss, stats = self.gradient_sync(batch, micro_targets)
-                        (loss * (weight * processes)).backward()
-                    for name, value in stats.items():
-                        step_stats[name] = step_stats.get(name, 0.0) + float(value) * weight
-                step_stats = sum_over_processes(step_stats)  # token-weighted global means
+                step_stats = minibatch_gradients(
+                    self.gradient_sync, micro_batches, self._loss_context
+                )
+                # 2b. clip and step
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     list(self.trainable_parameters().values()), config.max_grad_norm
                 )
@@ -318,16 +302,29 @@ class PolicyGradientAgent(Agent):
                 steps += 1
                 for name, value in step_stats.items():
                     totals[name] = totals.get(name, 0.0) + value
-                if config.target_kl is not None and step_stats["train/approx_kl"] > (
-                    1.5 * config.target_kl
-                ):
-                    stop = True
+                # 2c. stop the epochs once the policy moved too far from the rollout's
+                stopped = config.target_kl is not None and (
+                    step_stats["train/approx_kl"] > 1.5 * config.target_kl
+                )
+                if stopped:
                     break
-            if stop:
-                break
+        # 3. the update's means
         means = {name: value / steps for name, value in totals.items()}
-        means["train/epochs"] = float(epochs_run)
-        return means
+        return {**means, **statistics, "train/epochs": float(epochs)}
+
+    def _micro_batch(
+        self, rollout: Rollout, targets: dict[str, torch.Tensor], index: np.ndarray
+    ) -> tuple[Rollout, dict[str, torch.Tensor]]:
+        """The episodes ``index`` of the rollout (trimmed to their own widths) and their targets."""
+        batch = rollout.select(index)
+        width = batch.response_ids.shape[1]
+        return batch, {name: value[index, :width] for name, value in targets.items()}
+
+    @contextlib.contextmanager
+    def _loss_context(self) -> Iterator[None]:
+        """What a loss forward runs in: bf16 autocast on CUDA, gradient checkpointing."""
+        with self.autocast(), checkpointing(self.checkpointed_layers):
+            yield
 
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Every parameter the optimiser updates, by checkpoint name."""
@@ -373,118 +370,23 @@ class PolicyGradientAgent(Agent):
                 "they make the same optimiser steps"
             )
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (rlhf_agents.agent_state) ------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint to the run directory ``path`` (atomically; see
-        :mod:`agents.checkpoint`): trainable weights (safetensors), optimizer, KL controller,
-        counters, RNG states and the config.
-
-        With several processes every process must call it (they send their RNG states); rank
-        0 writes, and all return once the checkpoint is complete."""
-        trainable = self.trainable_parameters()
-        ranks = gather_objects((self.rng.bit_generator.state, self.generator.get_state()))
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "agent": type(self).__name__,
-            "config": asdict(self.config),
-            "num_timesteps": self.num_timesteps,
-            "iterations": self.iterations,
-            "kl_controller": {"type": type(self.kl_controller).__name__}
-            | self.kl_controller.state_dict(),
-            "numpy_rng": ranks[0][0],
-            "world_size": len(ranks),
-            "rank_numpy_rngs": [numpy_state for numpy_state, _ in ranks[1:]],
-            "history": self.history,
-        }
-        generators = {_generator_key(rank): generator for rank, (_, generator) in enumerate(ranks)}
-
-        def write(folder: Path) -> None:
-            save_tensors(trainable, folder / "weights.safetensors")
-            save_tensors(generators, folder / "rng.safetensors")
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-            (folder / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
-
-        name = f"checkpoint-{self.iterations:06d}"
-        if self.distributed.is_main:
-            write_checkpoint(path, name, write, keep=self.config.keep_checkpoints)
-        barrier()
-        return Path(path) / name
+        """Write a checkpoint to the run directory ``path`` (atomically): trainable weights
+        (safetensors), optimizer, KL controller, counters, RNG states and the config. With
+        several processes every process must call it; rank 0 writes."""
+        return save_agent(self, path)
 
     @classmethod
     def load(
         cls, path: str | Path, env: TextGenerationVectorEnv, **config_overrides: Any
     ) -> PolicyGradientAgent:
         """Restore an agent from ``path`` into ``env`` (whose policy must be set up as when it
-        was saved: same model, same LoRA or frozen layers). ``config_overrides`` replace saved
-        config fields (e.g. ``checkpoint_dir``, ``progress_bar``); then ``learn(total)`` goes on
-        where the run stopped.
-
-        With several processes, every process loads (from a shared filesystem), each its own
-        RNG states; the number of processes must be the one that wrote the checkpoint.
+        was saved); ``config_overrides`` replace saved config fields (e.g. ``checkpoint_dir``);
+        then ``learn(total)`` goes on where the run stopped.
 
         Raises:
             CheckpointError: a missing, corrupt or mismatched file, named in the message.
         """
-        folder = resolve_checkpoint(path)
-        state = read_state(folder)
-        state_file = folder / STATE_FILE
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{state_file} has checkpoint format {state.get('format')!r}; this version reads "
-                f"format {CHECKPOINT_FORMAT}"
-            )
-        missing = sorted(set(REQUIRED_STATE) - set(state))
-        if missing:
-            raise CheckpointError(f"{state_file} is incomplete: it lacks {missing}")
-        context = current_context()
-        if state.get("world_size", 1) != context.world_size:
-            raise CheckpointError(
-                f"{folder / STATE_FILE} was written by {state.get('world_size', 1)} process(es); "
-                f"resume it with as many (this run has {context.world_size}), e.g. torchrun "
-                f"--nproc-per-node {state.get('world_size', 1)}"
-            )
-        if state.get("agent") != cls.__name__:
-            raise CheckpointError(
-                f"{folder / STATE_FILE} holds a {state.get('agent')} checkpoint; load it with "
-                f"that class, not {cls.__name__}"
-            )
-        try:
-            config = cls.config_class(**{**state["config"], **config_overrides})
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{state_file}: config does not fit: {error}") from error
-        agent = cls(env, config)
-        load_into_parameters(agent.trainable_parameters(), folder / "weights.safetensors")
-        optimizer_file = folder / "optimizer.pt"
-        try:
-            agent.optimizer.load_state_dict(
-                torch.load(optimizer_file, map_location=agent.device, weights_only=True)
-            )
-        except (OSError, RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{optimizer_file} is missing or corrupt: {error}") from error
-        rank = context.rank
-        generators = load_tensors(folder / "rng.safetensors")
-        if _generator_key(rank) not in generators:
-            raise CheckpointError(f"{folder / 'rng.safetensors'} has no RNG state of rank {rank}")
-        agent.generator.set_state(generators[_generator_key(rank)])
-        agent.rng.bit_generator.state = (
-            state["numpy_rng"] if rank == 0 else state["rank_numpy_rngs"][rank - 1]
-        )
-        controller = dict(state["kl_controller"])
-        if controller.pop("type", None) != type(agent.kl_controller).__name__:
-            raise CheckpointError(
-                f"{state_file} holds a {state['kl_controller'].get('type')} KL controller, the "
-                f"config makes a {type(agent.kl_controller).__name__}: keep kl_target as saved"
-            )
-        agent.kl_controller.load_state_dict(controller)
-        env.kl_coef = agent.kl_controller.value
-        agent.num_timesteps = int(state["num_timesteps"])
-        agent.iterations = int(state["iterations"])
-        agent.history = list(state.get("history", []))
-        return agent
-
-
-def _generator_key(rank: int) -> str:
-    """The torch generator state's name in ``rng.safetensors`` (rank 0: ``generator``, as
-    one-process checkpoints name it)."""
-    return "generator" if rank == 0 else f"generator.rank{rank}"
+        return load_agent(cls, path, env, **config_overrides)

@@ -6,18 +6,19 @@ import copy
 
 import torch
 
-from agents.config import PPOConfig
-from agents.forward import gather_logprobs, response_forward
-from agents.losses import (
+from rlhf_agents.config import PPOConfig
+from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.losses import (
     clipped_value_loss,
     compute_gae,
     entropy_from_logits,
+    explained_variance,
     masked_mean,
     masked_whiten,
     ppo_policy_loss,
 )
-from agents.policy_gradient import PolicyGradientAgent
-from agents.rollout import Rollout
+from rlhf_agents.policy_gradient import PolicyGradientAgent
+from rlhf_agents.rollout import Rollout
 from rlhf_env.models.value_head import ValueHead, hidden_size_of
 
 
@@ -82,6 +83,16 @@ class PPOAgent(PolicyGradientAgent):
             advantages = masked_whiten(advantages, mask, all_reduce=self.whitening_reduce())
         return {"advantages": advantages, "returns": returns, "old_values": old_values}
 
+    def rollout_statistics(
+        self, rollout: Rollout, targets: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """How much of the returns' variance the value head explained before the update."""
+        value = explained_variance(
+            targets["old_values"], targets["returns"], rollout.response_mask,
+            all_reduce=self.whitening_reduce(),
+        )  # fmt: skip
+        return {"train/explained_variance": value}
+
     def loss(
         self, batch: Rollout, targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -108,6 +119,7 @@ class PPOAgent(PolicyGradientAgent):
             "losses/entropy": entropy.detach(),
             "train/clipfrac": policy_stats["clipfrac"],
             "train/approx_kl": policy_stats["approx_kl"],
+            "train/old_approx_kl": policy_stats["old_approx_kl"],
             "train/value_clipfrac": value_stats["value_clipfrac"],
         }
         return loss, stats

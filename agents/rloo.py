@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from agents.config import RLOOConfig
-from agents.forward import gather_logprobs, response_forward
-from agents.losses import (
+from rlhf_agents.config import RLOOConfig
+from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.losses import (
     entropy_from_logits,
     group_advantages,
     masked_mean,
     masked_whiten,
     ppo_policy_loss,
 )
-from agents.policy_gradient import PolicyGradientAgent
-from agents.rollout import Rollout
+from rlhf_agents.policy_gradient import PolicyGradientAgent
+from rlhf_agents.rollout import Rollout
 
 
 class RLOOAgent(PolicyGradientAgent):
@@ -76,4 +76,5 @@ class RLOOAgent(PolicyGradientAgent):
             "losses/entropy": entropy.detach(),
             "train/clipfrac": stats["clipfrac"],
             "train/approx_kl": stats["approx_kl"],
+            "train/old_approx_kl": stats["old_approx_kl"],
         }

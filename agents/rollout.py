@@ -30,10 +30,8 @@ class Rollout:
     response_mask: torch.Tensor  # (E, R) float, 1 on generated tokens
     rewards: torch.Tensor  # (E, R) the env's per-token rewards
     logprobs: torch.Tensor  # (E, R) log pi_behaviour(a_t)
-    ref_logprobs: torch.Tensor  # (E, R) log pi_ref(a_t)
     kl: torch.Tensor  # (E, R) the env's per-token KL estimates
     scores: torch.Tensor  # (E,) reward_fn scores of the finished responses
-    terminated: torch.Tensor  # (E,) bool, ended on EOS (else at max_new_tokens)
     prompts: list[str]
     responses: list[str]
 
@@ -152,18 +150,17 @@ def collect_episodes(
         prompts: one prompt per sub-env, or ``None`` to draw them.
         seed: passed to ``env.reset`` (draws reproducible prompts when ``prompts`` is None).
     """
-    n, width = env.num_envs, env.task.max_new_tokens
+    n, width = env.num_envs, env.max_new_tokens
     options = {"prompts": prompts} if prompts is not None else None
     obs, info = env.reset(seed=seed, options=options)
     prompt_texts = list(info["prompt"])
     prompt_rows = [obs["input_ids"][i][obs["attention_mask"][i] == 1] for i in range(n)]
 
     actions_taken = np.zeros((n, width), dtype=np.int64)
-    per_token = {key: np.zeros((n, width)) for key in ("rewards", "logprobs", "ref_logprobs", "kl")}
-    info_keys = {"logprobs": "policy_logprob", "ref_logprobs": "ref_logprob", "kl": "kl"}
+    per_token = {key: np.zeros((n, width)) for key in ("rewards", "logprobs", "kl")}
+    info_keys = {"logprobs": "policy_logprob", "kl": "kl"}
     lengths = np.zeros(n, dtype=np.int64)
     scores = np.zeros(n)
-    terminated = np.zeros(n, dtype=bool)
     responses: list[str] = [""] * n
     active = np.ones(n, dtype=bool)
     for t in range(width):
@@ -177,7 +174,6 @@ def collect_episodes(
         for row in np.flatnonzero(done):
             scores[row] = info["score"][row]
             responses[row] = info["response"][row]
-            terminated[row] = terminations[row]
             lengths[row] = t + 1
         active &= ~done
         if not active.any():
@@ -191,7 +187,7 @@ def collect_episodes(
         prompt_mask[i, prompt_width - len(row) :] = 1
     response_width = int(lengths.max())
     response_mask = np.arange(response_width)[None, :] < lengths[:, None]  # (N, R)
-    device = env.task.device
+    device = env.device
 
     def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=device)
@@ -203,10 +199,8 @@ def collect_episodes(
         response_mask=tensor(response_mask, torch.float32),
         rewards=tensor(per_token["rewards"][:, :response_width], torch.float32),
         logprobs=tensor(per_token["logprobs"][:, :response_width], torch.float32),
-        ref_logprobs=tensor(per_token["ref_logprobs"][:, :response_width], torch.float32),
         kl=tensor(per_token["kl"][:, :response_width], torch.float32),
         scores=tensor(scores, torch.float32),
-        terminated=tensor(terminated, torch.bool),
         prompts=prompt_texts,
         responses=responses,
     )

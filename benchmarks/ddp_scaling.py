@@ -14,7 +14,7 @@ Figure: global generated tokens per second of training (rollout + update), the m
 updates after the first (warm-up); ``--threads`` picks the setups' thread counts.
 
     python benchmarks/ddp_scaling.py --model tiny --iterations 3         # seconds, a smoke test
-    python benchmarks/ddp_scaling.py --model smollm2-135m-instruct --setup frozen:24 \\
+    python benchmarks/ddp_scaling.py --model smollm2-135m-instruct --training-setup frozen:24 \\
         --setups 1x1 1x2 2x1 --num-envs 8 --new 16 --iterations 6
 """
 
@@ -39,7 +39,7 @@ RESULT_PREFIX = "DDP_SCALING_RESULT "
 
 def child(args: argparse.Namespace) -> None:
     """One process of a launch: train, then rank 0 prints the result line."""
-    from agents import PPOAgent, PPOConfig
+    from rlhf_agents import PPOAgent, PPOConfig
     from rlhf_env import TextGenerationVectorEnv, assets
     from rlhf_env.data.prompts import balanced_imdb_prompts
     from rlhf_env.distributed import init_distributed, shard
@@ -60,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
         folder = assets.resolve(args.model)
         tokenizer = load_tokenizer(folder)
         policy = load_causal_lm(folder, device=context.device, dtype=torch.float32)
-    policy, reference = apply_training_setup(policy.to(context.device), args.setup)
+    policy, reference = apply_training_setup(policy.to(context.device), args.training_setup)
     env = TextGenerationVectorEnv(
         policy, tokenizer, make_oracle("vader"), shard(balanced_imdb_prompts(512, words=8)),
         reference=reference, num_envs=args.num_envs, max_new_tokens=args.new,
@@ -109,7 +109,7 @@ def launch(setup: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' or a packaged asset / folder")
-    parser.add_argument("--setup", default="full", help="full, frozen:N or lora:R")
+    parser.add_argument("--training-setup", default="full", help="full, frozen:N or lora:R")
     parser.add_argument("--setups", nargs="+", default=["1x1", "1x2", "2x1"])
     parser.add_argument("--num-envs", type=int, default=8, help="sub-envs per process")
     parser.add_argument("--new", type=int, default=16, help="max new tokens per response")

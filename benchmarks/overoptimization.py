@@ -27,17 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents import PPOAgent, PPOConfig
-from agents.policy_gradient import PolicyGradientAgent
-from agents.rollout import Rollout
+from rlhf_agents import PPOAgent, PPOConfig
+from rlhf_agents.policy_gradient import PolicyGradientAgent
+from rlhf_agents.rollout import Rollout
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.assets import resolve
 from rlhf_env.data.prompts import balanced_imdb_prompt_sets
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from rlhf_env.models.efficient import apply_training_setup
-from rlhf_env.pipeline.evaluation import evaluate_policy
 from rlhf_env.rewards.model import RewardModel
 from rlhf_env.rewards.oracles import make_oracle
+from rlhf_pipeline.held_out import evaluate_policy
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,7 +77,7 @@ def main() -> None:
     add = parser.add_argument
     add("--model", default="smollm2-135m-instruct", help="policy: name, folder or 'tiny'")
     add("--reward-model", required=True, help="reward-model folder (e.g. the demo's)")
-    add("--setup", default="frozen:24", help="'full', 'frozen:N' or 'lora:R'")
+    add("--training-setup", default="frozen:24", help="'full', 'frozen:N' or 'lora:R'")
     add("--num-envs", type=int, default=16)
     add("--new", type=int, default=16, help="max new tokens per response")
     add("--minibatch", type=int, default=8, help="responses per optimizer step")
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
 
     policy, tokenizer = load_policy(args.model)
-    policy, reference = apply_training_setup(policy, args.setup)
+    policy, reference = apply_training_setup(policy, args.training_setup)
     train_prompts, eval_prompts = balanced_imdb_prompt_sets([args.train_prompts, args.eval_prompts])
     reward_model = RewardModel.from_pretrained(args.reward_model, device="cpu")
     gold = make_oracle("vader")

@@ -85,7 +85,7 @@ def reward_function():
 
 def run_setup(args: argparse.Namespace) -> dict:
     """One setup in this process: build, train, measure."""
-    from agents import PPOAgent, PPOConfig
+    from rlhf_agents import PPOAgent, PPOConfig
     from rlhf_env import TextGenerationVectorEnv
     from rlhf_env.models.efficient import add_lora, freeze_lower_layers
 

@@ -11,10 +11,11 @@ policy + reference forwards, one reward call per batch of finished responses), e
     (c)  naive env      a per-token env that re-encodes the full context every step (no cache)
     (d)  generate       Hugging Face ``generate``, dynamic cache
     (d2) generate comp. ``generate`` with a static cache and ``torch.compile`` (the strongest)
-    (e)  SB3 path       the vector env (default engine) behind ``rlhf_env.sb3.SB3VecEnv``
+    (e)  SB3 path       the vector env (default engine) behind ``rlhf_env.sb3_vec_env.SB3VecEnv``
 
-All rows run interleaved within each repeat so machine noise hits them alike; the figure is
-the median over repeats. Prints a table and writes JSON.
+The env rows (a), (a1), (a2) run in lockstep, one step of each in turn, timed apart; the
+other rows run one after the other within each repeat; so machine noise hits them alike. The
+figure is the median over repeats. Prints a table and writes JSON.
 
     python benchmarks/rollout_throughput.py --models tiny-gpt2 --batches 16 64 --new 32 128 256
 """
@@ -55,7 +56,7 @@ from rlhf_env.models import (
 )
 from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.rewards import SequenceClassifierReward
-from rlhf_env.sb3 import SB3VecEnv
+from rlhf_env.sb3_vec_env import SB3VecEnv
 
 #: Row name -> table label.
 ROWS: dict[str, str] = {
@@ -157,19 +158,32 @@ def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.argmax(logits - torch.log(-torch.log(uniform.clamp_min(1e-20))), dim=-1)
 
 
-def run_vector_env(venv: TextGenerationVectorEnv, new: int, seed: int) -> None:
-    """(a), (a1), (a2): sample from ``policy_logits``; one episode of ``new`` tokens per
-    sub-env."""
-    generator = torch.Generator(device=venv.task.device).manual_seed(seed)
-    venv.reset(seed=seed)
+def run_vector_envs(
+    venvs: dict[str, TextGenerationVectorEnv], new: int, seed: int
+) -> dict[str, float]:
+    """(a), (a1), (a2) in lockstep: one episode of ``new`` tokens per sub-env, each env sampling
+    from its own ``policy_logits``, one step of each env in turn; seconds per env."""
+    generators = {
+        row: torch.Generator(device=venv.device).manual_seed(seed) for row, venv in venvs.items()
+    }
+    seconds = dict.fromkeys(venvs, 0.0)
+    for row, venv in venvs.items():
+        seconds[row] += timed(functools.partial(venv.reset, seed=seed))
     for _ in range(new):
-        venv.step(sample(venv.policy_logits, generator).cpu().numpy())
+        for row, venv in venvs.items():
+            step = functools.partial(_sampled_step, venv, generators[row])
+            seconds[row] += timed(step)
+    return seconds
+
+
+def _sampled_step(venv: TextGenerationVectorEnv, generator: torch.Generator) -> None:
+    venv.step(sample(venv.policy_logits, generator).cpu().numpy())
 
 
 def run_sb3_path(adapter: SB3VecEnv, new: int, seed: int) -> None:
     """(e): the same through SB3's VecEnv interface (step_async / step_wait, list of infos)."""
     venv = adapter.vector_env
-    generator = torch.Generator(device=venv.task.device).manual_seed(seed)
+    generator = torch.Generator(device=venv.device).manual_seed(seed)
     adapter.seed(seed)
     adapter.reset()
     for _ in range(new):
@@ -303,24 +317,25 @@ def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive
     # The envs draw their prompts (seeded) from the same `batch` prompts the loops take in order.
     work = (policy, reference, tokenizer, reward_fn, prompts, new)
     runners = {
-        **{row: functools.partial(run_vector_env, venv, new) for row, venv in venvs.items()},
         "fused_loop": lambda s: run_fused_loop(*work, s),
         "naive_env": lambda s: run_naive_env(*work, s),
         "generate": lambda s: run_generate(policy, tokenizer, prompts, new, s),
         "generate_compiled": lambda s: run_generate_compiled(policy, tokenizer, prompts, new, s),
         "sb3_path": lambda s: run_sb3_path(adapter, new, s),
     }
-    active = [r for r in rows if r != "naive_env" or new <= naive_max_new]
+    active = [r for r in rows if r not in venvs and (r != "naive_env" or new <= naive_max_new)]
     warm_up = dict(runners)  # kernels, allocator, caches, compilation (short for env rows)
-    for row, venv in venvs.items():
-        warm_up[row] = functools.partial(run_vector_env, venv, min(new, 8))
     warm_up["sb3_path"] = lambda s: run_sb3_path(adapter, min(new, 8), s)
     compile_seconds = {}
+    for row, venv in venvs.items():
+        compile_seconds[row] = run_vector_envs({row: venv}, min(new, 8), 0)[row]
     for row in active:
         if row != "naive_env":
             compile_seconds[row] = timed(functools.partial(warm_up[row], 0))
-    times: dict[str, list[float]] = {row: [] for row in active}
+    times: dict[str, list[float]] = {row: [] for row in [*venvs, *active]}
     for repeat in range(repeats):
+        for row, seconds in run_vector_envs(venvs, new, repeat + 1).items():
+            times[row].append(seconds)
         for row in active:
             times[row].append(timed(functools.partial(runners[row], repeat + 1)))
     tokens = batch * new

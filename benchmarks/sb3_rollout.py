@@ -22,13 +22,13 @@ import torch
 from stable_baselines3 import PPO
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from agents.sb3 import LanguageModelPolicy
+from rlhf_agents.sb3_policy import LanguageModelPolicy
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.assets import smollm2_folder
 from rlhf_env.data.prompts import imdb_prompts
 from rlhf_env.models import build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from rlhf_env.models.tiny import DEFAULT_CORPUS
-from rlhf_env.sb3 import SB3VecEnv
+from rlhf_env.sb3_vec_env import SB3VecEnv
 
 RESULTS = Path(__file__).parent / "results"
 

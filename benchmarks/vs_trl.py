@@ -23,9 +23,9 @@ Setups:
     trl-ppo     trl.PPOTrainer of trl 0.24 (TRL removed it later), run by ``--trl-ppo-python``:
                 a virtual environment with trl==0.24.0, transformers<5 and this package
     rloo        agents.RLOOAgent in rlhf_env.TextGenerationVectorEnv
-    grpo        agents.RLOOAgent with baseline="grpo" (group mean and std) in the same env
-    ppo         agents.PPOAgent (shared value head, GAE, whitened advantages) in the same env
-    sb3-ppo     stable-baselines3's PPO on the same env (SB3VecEnv, agents.sb3.LanguageModelPolicy):
+    grpo        rlhf_agents.RLOOAgent with baseline="grpo" (group mean and std) in the same env
+    ppo         rlhf_agents.PPOAgent (shared value head, GAE, whitened advantages), the same env
+    sb3-ppo     stable-baselines3's PPO on the same env (SB3VecEnv, LanguageModelPolicy):
                 P x G sub-envs x --new steps a rollout, minibatches of --minibatch x --new
                 transitions, --epochs, clip 0.2, gamma 1, GAE 0.95, its own value head
     initial     no training: the initial policy, evaluated like the others (the baseline)
@@ -217,7 +217,7 @@ def evaluate_trained(
 ) -> dict[str, Any]:
     """The same held-out evaluation for every setup: one answer per prompt from ``policy`` in
     a fresh vector env whose reference is the initial model, reloaded from ``folder``."""
-    from rlhf_env.pipeline.evaluation import evaluate_policy
+    from rlhf_pipeline.held_out import evaluate_policy
 
     reference, _ = load_policy(folder)
     reference.requires_grad_(False)
@@ -248,7 +248,7 @@ def train_ours(
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """``args.iterations`` iterations of ``RLOOAgent`` (``baseline`` "rloo" or "grpo") or
     ``PPOAgent``; the trained policy and one record per iteration."""
-    from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
+    from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
 
     env = make_env(policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens)
     num_envs = env.num_envs
@@ -300,14 +300,14 @@ def train_sb3(
     max_prompt_tokens: int,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """``args.iterations`` rollouts and updates of stable-baselines3's own PPO on our env, with
-    ``agents.sb3.LanguageModelPolicy``: ``P x G`` sub-envs x ``new`` steps a rollout (SB3
-    resets a sub-env in the step its response ends, so a rollout is ``P x G x new`` tokens),
+    ``LanguageModelPolicy``: ``P x G`` sub-envs x ``new`` steps a rollout (SB3 resets a
+    sub-env in the step its response ends, so a rollout is ``P x G x new`` tokens),
     ``epochs`` passes in minibatches of ``minibatch x new`` transitions."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
-    from rlhf_env.sb3 import SB3VecEnv
+    from rlhf_agents.sb3_policy import LanguageModelPolicy
+    from rlhf_env.sb3_vec_env import SB3VecEnv
 
     # SB3 resets a sub-env in the step its episode ends.
     env = make_env(
@@ -340,7 +340,7 @@ def train_sb3(
 
     timer = Timer()
     model = PPO(
-        LanguageModelPolicy, SB3VecEnv(env), policy_kwargs=language_model_policy_kwargs(env),
+        LanguageModelPolicy, SB3VecEnv(env), policy_kwargs={"model": env.policy},
         learning_rate=args.learning_rate, n_steps=args.new, batch_size=args.minibatch * args.new,
         n_epochs=args.epochs, gamma=1.0, gae_lambda=0.95, clip_range=0.2, ent_coef=0.0,
         max_grad_norm=1.0, seed=args.seed, device="cpu",

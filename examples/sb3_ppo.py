@@ -1,7 +1,8 @@
 """stable-baselines3's own PPO trains a language model on the TextGeneration environment.
 
-Nothing of SB3 is forked or patched: the env is wrapped by ``rlhf_env.sb3.SB3VecEnv`` and the
-policy class is ``agents.sb3.LanguageModelPolicy``, which trains the very module the env reads
+Nothing of SB3 is forked or patched: the env is wrapped by
+``rlhf_env.sb3_vec_env.SB3VecEnv`` and the policy class is
+``rlhf_agents.sb3_policy.LanguageModelPolicy``, which trains the very module the env reads
 for its KL penalty. The task is easy on purpose (reward = the share of response tokens that
 start a word, on a tiny random-initialised GPT-2), so learning shows within a CPU minute:
 
@@ -15,11 +16,11 @@ import argparse
 import torch
 from stable_baselines3 import PPO
 
-from agents import PolicyAgent, ReferenceAgent, evaluate
-from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
+from rlhf_agents import PolicyAgent, ReferenceAgent, evaluate
+from rlhf_agents.sb3_policy import LanguageModelPolicy
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
-from rlhf_env.sb3 import SB3VecEnv
+from rlhf_env.sb3_vec_env import SB3VecEnv
 
 
 def main() -> None:
@@ -57,7 +58,7 @@ def main() -> None:
     model = PPO(
         LanguageModelPolicy,
         SB3VecEnv(vector_env),
-        policy_kwargs=language_model_policy_kwargs(vector_env),
+        policy_kwargs={"model": vector_env.policy},
         learning_rate=5e-4,
         n_steps=16,
         batch_size=128,

@@ -69,6 +69,12 @@ def launched_in_parallel() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 when not launched), readable
+    before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(backend: str | None = None) -> DistributedContext:
     """Join the process group the launcher describes (``WORLD_SIZE`` > 1), or do nothing.
 

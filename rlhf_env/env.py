@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rlhf_env.config import EnvConfig, build_config, options_table
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.engine import EngineName, make_engine
-from rlhf_env.kl import KLEstimator
+from rlhf_env.engine import make_engine
+from rlhf_env.env_core import EnvCore
 from rlhf_env.rewards.base import RewardFunction, score_responses
-from rlhf_env.task import GenerationTask
 
 ObsType = dict[str, np.ndarray]
 
@@ -88,6 +88,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     ## Arguments
 
+    Positional (or by keyword):
+
     - ``policy``: a causal LM module (the one being trained) or a hub name, folder or ``.gguf``.
     - ``tokenizer``: its tokenizer, or a name/path; defaults to ``policy``'s when that is a path.
       Observations are padded with its pad token (its EOS token when it has none).
@@ -96,27 +98,20 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
       (given the env's ``numpy.random.Generator`` if it takes one argument).
     - ``reference``: the frozen reference; ``None`` = a frozen copy of ``policy``. Passing the
       policy itself gives KL = 0.
-    - ``max_new_tokens`` (default 32), ``max_prompt_tokens`` (default 64).
-    - ``kl_coef``: ``beta`` (default 0.05); may be changed between episodes by a KL controller.
-    - ``kl_estimator``: ``"k1"`` (default), ``"k3"`` or ``"full"``.
-    - ``eos_token_ids``: token ids that end the episode (default: see Episode End).
-    - ``missing_eos_penalty``: subtracted on the last step of a truncated episode (default 0;
-      TRL's ``missing_eos_penalty``): it discourages rambling to the length limit.
-    - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
-    - ``device``: where models loaded from a path go (default CUDA when available).
-    - ``trust_remote_code``: run code shipped with a checkpoint loaded by path (default off).
-    - ``engine``: how policy and reference are stepped (:mod:`rlhf_env.engine`): ``"static"``
-      (fixed-shape caches, one compiled step; the fast path on GPUs), ``"dynamic"`` (growing
-      caches, any causal LM) or ``"auto"`` (default: static where the models support it).
-    - ``compile_step``: compile the static engine's step with ``torch.compile`` (one CUDA graph
-      per step on CUDA); default ``None`` = on CUDA only. It compiles once, at the first step.
+
+    By keyword, the fields of :class:`rlhf_env.config.EnvConfig` (or a whole one as
+    ``config=``, keywords overriding its fields):
+
+    {options}
+
+    ``env.config`` holds the validated settings; ``env.device`` is where the env computes.
 
     ## Version History
 
     - v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": list(EnvConfig.render_modes()), "render_fps": 4}
 
     def __init__(
         self,
@@ -125,49 +120,40 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         reward_fn: RewardFunction | None = None,
         prompts: PromptsLike | None = None,
         reference: torch.nn.Module | str | Path | None = None,
-        max_new_tokens: int = 32,
-        max_prompt_tokens: int = 64,
-        kl_coef: float = 0.05,
-        kl_estimator: KLEstimator = "k1",
-        eos_token_ids: Iterable[int] | None = None,
-        missing_eos_penalty: float = 0.0,
-        render_mode: str | None = None,
-        device: str | torch.device | None = None,
-        trust_remote_code: bool = False,
-        engine: EngineName = "auto",
-        compile_step: bool | None = None,
+        *,
+        config: EnvConfig | None = None,
+        **options: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}"
-            )
-        self.task = GenerationTask(
-            policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
-            max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
-            missing_eos_penalty,
-        )  # fmt: skip
+        self.config = build_config(EnvConfig, config, options)
+        self._core = EnvCore(policy, tokenizer, reward_fn, prompts, reference, self.config)
         self.policy, self.reference, self.tokenizer = (
-            self.task.policy,
-            self.task.reference,
-            self.task.tokenizer,
+            self._core.policy,
+            self._core.reference,
+            self._core.tokenizer,
         )
-        self.vocab_size = self.task.vocab_size
-        self.eos_token_ids = self.task.eos_token_ids
-        self.max_new_tokens = self.task.max_new_tokens
-        self.kl_coef = float(kl_coef)
-        self.render_mode = render_mode
-        self.action_space = self.task.action_space()
-        self.observation_space = self.task.observation_space()
+        self.vocab_size = self._core.vocab_size
+        self.eos_token_ids = self._core.eos_token_ids
+        self.max_new_tokens = self.config.max_new_tokens
+        self.kl_coef = float(self.config.kl_coef)
+        self.render_mode = self.config.render_mode
+        self.action_space = self._core.action_space()
+        self.observation_space = self._core.observation_space()
 
         self.engine = make_engine(
-            self.policy, self.reference, num_rows=1, num_slots=self.task.context_length,
-            kl_estimator=self.task.kl_estimator, engine=engine, compile_step=compile_step,
+            self.policy, self.reference, num_rows=1, num_slots=self.config.context_length,
+            kl_estimator=self.config.kl_estimator, engine=self.config.engine,
+            compile_step=self.config.compile_step,
         )  # fmt: skip
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
         self._response_ids: list[int] = []
         self._episode_over = True
         self._started = False
+
+    @property
+    def device(self) -> torch.device:
+        """The policy's device, where the env computes (observations stay numpy arrays)."""
+        return self._core.device
 
     @property
     def policy_logits(self) -> torch.Tensor | None:
@@ -185,8 +171,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         options = options or {}
         prompt = options.get("prompt")
         if prompt is None:
-            prompt = self.task.prompt_source.sample(self.np_random)
-        prompt_ids, prompt_text = self.task.encode_prompt(prompt)
+            prompt = self._core.prompt_source.sample(self.np_random)
+        prompt_ids, prompt_text = self._core.encode_prompt(prompt)
 
         input_ids = torch.tensor([prompt_ids])  # (1, P)
         self.engine.start(np.zeros(1, dtype=np.int64), input_ids, torch.ones_like(input_ids))
@@ -201,7 +187,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         """Append token ``action``; returns ``(obs, reward, terminated, truncated, info)``."""
-        token = int(self.task.check_actions(action, count=1)[0])
+        token = int(self._core.check_actions(action, count=1)[0])
         if not self._started:
             raise RuntimeError("step() called before reset(); call env.reset() first")
         if self._episode_over:
@@ -216,12 +202,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         reward = 0.0
         if terminated or truncated:
             # Score before changing any state: a failing reward_fn leaves the env as it was.
-            response = self.task.decode_response(response_ids)
+            response = self._core.decode_response(response_ids)
             scores = score_responses(
-                self.task.reward_fn, [self._prompt_text], [response], labels=["the episode"]
+                self._core.reward_fn, [self._prompt_text], [response], labels=["the episode"]
             )
             score = float(scores[0])
-            reward = score - (self.task.missing_eos_penalty if truncated else 0.0)
+            reward = score - (self._core.missing_eos_penalty if truncated else 0.0)
             info.update(score=score, response=response)
         # KL and log-probs of the token, then (unless the episode ends) one forward of each
         # model with it appended.
@@ -243,7 +229,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 "to the constructor"
             )
             return None
-        response = self.task.decode_response(self._response_ids)
+        response = self._core.decode_response(self._response_ids)
         status = "done" if self._episode_over and self._started else "generating"
         text = (
             f"prompt:   {self._prompt_text!r}\n"
@@ -265,9 +251,14 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def _get_obs(self) -> ObsType:
         context = self._prompt_ids + self._response_ids
-        length = self.task.context_length
-        input_ids = np.full(length, self.task.pad_token_id, dtype=np.int64)
+        length = self._core.context_length
+        input_ids = np.full(length, self._core.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros(length, dtype=np.int64)
         input_ids[length - len(context) :] = context
         attention_mask[length - len(context) :] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+TextGenerationEnv.__doc__ = (TextGenerationEnv.__doc__ or "").replace(
+    "    {options}", textwrap.indent(options_table(EnvConfig), "    ")
+)

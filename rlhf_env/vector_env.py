@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rlhf_env.config import EnvConfig, VectorEnvConfig, build_config, options_table
 from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.engine import EngineName, make_engine
-from rlhf_env.kl import KLEstimator
+from rlhf_env.engine import make_engine
+from rlhf_env.env_core import EnvCore
 from rlhf_env.rewards.base import RewardFunction, score_responses
-from rlhf_env.task import GenerationTask
 
 ObsType = dict[str, np.ndarray]
 
@@ -51,9 +53,7 @@ class TextGenerationVectorEnv(VectorEnv):
     Gymnasium's vector format: ``info[key]`` is an array over sub-envs and ``info["_" + key]``
     a boolean mask of the sub-envs that have it. Keys as in the single env: ``kl``,
     ``policy_logprob``, ``ref_logprob`` (sub-envs that took an action), ``score`` and
-    ``response`` (sub-envs whose episode ended), ``prompt`` (sub-envs that were reset). With
-    ``top_k`` or ``top_p`` set, ``info["action_mask"]`` is a ``(num_envs, V)`` bool array of
-    the tokens inside the policy's top-k / nucleus for the next step (NLPO-style masks).
+    ``response`` (sub-envs whose episode ended), ``prompt`` (sub-envs that were reset).
 
     ## Fast Path
 
@@ -70,13 +70,21 @@ class TextGenerationVectorEnv(VectorEnv):
 
     ## Arguments
 
-    Those of :class:`rlhf_env.TextGenerationEnv` (``missing_eos_penalty``, ``engine`` and
-    ``compile_step`` included), plus ``num_envs``, ``autoreset_mode``, ``top_k`` and ``top_p``.
+    The single env's positional arguments, and by keyword the fields of
+    :class:`rlhf_env.config.VectorEnvConfig` (or a whole one as ``config=``): the single env's
+    and
+
+    {options}
+
     Sub-env ``i`` is seeded with ``seed + i`` by ``reset(seed=seed)``. The static engine steps
     all sub-envs as one batch of fixed shape (``num_envs`` rounded up to a batch bucket).
+    ``env.config`` holds the validated settings; ``env.device`` is where the env computes.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {
+        "render_modes": list(VectorEnvConfig.render_modes()),
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
 
     def __init__(
         self,
@@ -85,66 +93,49 @@ class TextGenerationVectorEnv(VectorEnv):
         reward_fn: RewardFunction | None = None,
         prompts: PromptsLike | None = None,
         reference: torch.nn.Module | str | Path | None = None,
-        max_new_tokens: int = 32,
-        max_prompt_tokens: int = 64,
-        kl_coef: float = 0.05,
-        kl_estimator: KLEstimator = "k1",
-        num_envs: int = 8,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_ids: Iterable[int] | None = None,
-        missing_eos_penalty: float = 0.0,
-        render_mode: str | None = None,
-        device: str | torch.device | None = None,
-        trust_remote_code: bool = False,
-        engine: EngineName = "auto",
-        compile_step: bool | None = None,
+        *,
+        config: VectorEnvConfig | None = None,
+        **options: Any,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not one of ['ansi']")
-        self.task = GenerationTask(
-            policy, tokenizer, reward_fn, prompts, reference, max_new_tokens,
-            max_prompt_tokens, kl_coef, kl_estimator, eos_token_ids, device, trust_remote_code,
-            missing_eos_penalty,
-        )  # fmt: skip
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.config = build_config(VectorEnvConfig, config, options)
+        self._core = EnvCore(policy, tokenizer, reward_fn, prompts, reference, self.config)
+        self.autoreset_mode = AutoresetMode(self.config.autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        self.num_envs = int(num_envs)
-        self.kl_coef = float(kl_coef)
-        self.top_k, self.top_p = top_k, top_p
-        self.render_mode = render_mode
+        self.num_envs = self.config.num_envs
+        self.kl_coef = float(self.config.kl_coef)
+        self.render_mode = self.config.render_mode
         self.policy, self.reference, self.tokenizer = (
-            self.task.policy,
-            self.task.reference,
-            self.task.tokenizer,
+            self._core.policy,
+            self._core.reference,
+            self._core.tokenizer,
         )
-        self.vocab_size = self.task.vocab_size
-        self.single_observation_space = self.task.observation_space()
-        self.single_action_space = self.task.action_space()
+        self.vocab_size = self._core.vocab_size
+        self.max_new_tokens = self.config.max_new_tokens
+        self.single_observation_space = self._core.observation_space()
+        self.single_action_space = self._core.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        n, length = self.num_envs, self.task.context_length
+        n, length = self.num_envs, self.config.context_length
         self.engine = make_engine(
             self.policy, self.reference, num_rows=n, num_slots=length,
-            kl_estimator=self.task.kl_estimator, engine=engine, compile_step=compile_step,
+            kl_estimator=self.config.kl_estimator, engine=self.config.engine,
+            compile_step=self.config.compile_step,
         )  # fmt: skip
-        self._eos_ids = np.array(sorted(self.task.eos_token_ids), dtype=np.int64)
+        self._eos_ids = np.array(sorted(self._core.eos_token_ids), dtype=np.int64)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
-        self._input_ids = np.full((n, length), self.task.pad_token_id, dtype=np.int64)
+        self._input_ids = np.full((n, length), self._core.pad_token_id, dtype=np.int64)
         self._attention_mask = np.zeros((n, length), dtype=np.int64)
-        self._responses = np.zeros((n, self.task.max_new_tokens), dtype=np.int64)
+        self._responses = np.zeros((n, self.max_new_tokens), dtype=np.int64)
         self._response_lengths = np.zeros(n, dtype=np.int64)
         self._prompts: list[str] = [""] * n
         self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
         self._started = False
+
+    @property
+    def device(self) -> torch.device:
+        """The policy's device, where the env computes (observations stay numpy arrays)."""
+        return self._core.device
 
     @property
     def policy_logits(self) -> torch.Tensor | None:
@@ -195,7 +186,7 @@ class TextGenerationVectorEnv(VectorEnv):
     ) -> tuple[ObsType, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Append one token per sub-env; returns batched ``(obs, rewards, terminations,
         truncations, infos)``."""
-        actions = self.task.check_actions(actions, count=self.num_envs)  # (N,)
+        actions = self._core.check_actions(actions, count=self.num_envs)  # (N,)
         if not self._started:
             raise RuntimeError("step() called before reset(); call env.reset() first")
         n = self.num_envs
@@ -211,12 +202,12 @@ class TextGenerationVectorEnv(VectorEnv):
         # failing reward_fn leaves the env as it was).
         lengths = self._response_lengths + acting
         terminations = acting & np.isin(actions, self._eos_ids)
-        truncations = acting & ~terminations & (lengths >= self.task.max_new_tokens)
+        truncations = acting & ~terminations & (lengths >= self._core.max_new_tokens)
         finished = terminations | truncations
         finished_rows = np.flatnonzero(finished)
         responses = self._responses.copy()
         responses[acting, lengths[acting] - 1] = actions[acting]
-        texts = [self.task.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
+        texts = [self._core.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
         scores = self._score(finished_rows, texts)
         # The rows to reset, and their new prompts (drawing or encoding may fail: still before
         # any state changes).
@@ -233,7 +224,7 @@ class TextGenerationVectorEnv(VectorEnv):
         kl_np, logp_np, ref_logp_np = self.engine.step(np.where(acting, actions, 0), going_on)
         rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
         rewards[finished_rows] += scores
-        rewards[truncations] -= self.task.missing_eos_penalty
+        rewards[truncations] -= self._core.missing_eos_penalty
 
         # 3. Commit: responses, observations, infos.
         self._responses, self._response_lengths = responses, lengths
@@ -251,13 +242,12 @@ class TextGenerationVectorEnv(VectorEnv):
             self._add_final_infos(infos, finished)
         if reset_rows.size:
             infos.update(self._reset_rows(reset_rows, new_prompts))
-        self._add_action_mask(infos)
         return self._get_obs(), rewards, terminations, truncations, infos
 
     def sample_prompts(self, count: int, rng: np.random.Generator) -> list[str]:
         """``count`` prompts drawn from the env's prompt source with ``rng`` (the env's own
         generators are left untouched)."""
-        return [self.task.prompt_source.sample(rng) for _ in range(count)]
+        return [self._core.prompt_source.sample(rng) for _ in range(count)]
 
     def render(self) -> str | None:
         """``"ansi"``: the prompt and response so far of every sub-env, one block each."""
@@ -266,7 +256,7 @@ class TextGenerationVectorEnv(VectorEnv):
         blocks = []
         for row in range(self.num_envs):
             length = self._response_lengths[row]
-            response = self.task.decode_response(self._responses[row, :length])
+            response = self._core.decode_response(self._responses[row, :length])
             blocks.append(f"[{row}] {self._prompts[row]!r} -> {response!r} ({length} tokens)")
         return "\n".join(blocks)
 
@@ -308,21 +298,21 @@ class TextGenerationVectorEnv(VectorEnv):
         """``(token ids, text)`` of the prompts for ``rows``: ``prompts``, or drawn with each
         row's generator. Changes no state but the generators."""
         if prompts is None:
-            prompts = [self.task.prompt_source.sample(self._rngs[row]) for row in rows]
-        return [self.task.encode_prompt(prompt) for prompt in prompts]
+            prompts = [self._core.prompt_source.sample(self._rngs[row]) for row in rows]
+        return [self._core.encode_prompt(prompt) for prompt in prompts]
 
     def _reset_rows(self, rows: np.ndarray, encoded: list[tuple[list[int], str]]) -> dict[str, Any]:
         """Start ``rows`` on their encoded prompts (their caches too); returns the reset infos."""
         width = max(len(ids) for ids, _ in encoded)
-        input_ids = np.full((rows.size, width), self.task.pad_token_id, dtype=np.int64)
+        input_ids = np.full((rows.size, width), self._core.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((rows.size, width), dtype=np.int64)
         for i, (ids, _) in enumerate(encoded):
             input_ids[i, width - len(ids) :] = ids
             attention_mask[i, width - len(ids) :] = 1
         self.engine.start(rows, torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
 
-        length = self.task.context_length
-        self._input_ids[rows] = self.task.pad_token_id
+        length = self._core.context_length
+        self._input_ids[rows] = self._core.pad_token_id
         self._attention_mask[rows] = 0
         self._input_ids[rows, length - width :] = input_ids
         self._attention_mask[rows, length - width :] = attention_mask
@@ -342,7 +332,7 @@ class TextGenerationVectorEnv(VectorEnv):
             return np.zeros(0)
         prompts = [self._prompts[row] for row in rows]
         labels = [f"sub-env {row}" for row in rows]
-        return score_responses(self.task.reward_fn, prompts, texts, labels=labels)
+        return score_responses(self._core.reward_fn, prompts, texts, labels=labels)
 
     def _append_to_obs(self, rows: np.ndarray, actions: np.ndarray) -> None:
         """Shift the contexts of ``rows`` (bool mask) left by one and append their actions."""
@@ -353,24 +343,6 @@ class TextGenerationVectorEnv(VectorEnv):
 
     def _get_obs(self) -> ObsType:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
-
-    def _add_action_mask(self, infos: dict[str, Any]) -> None:
-        """NLPO-style masks of the tokens inside the policy's top-k / nucleus."""
-        if self.top_k is None and self.top_p is None:
-            return
-        assert self.policy_logits is not None
-        logits = self.policy_logits  # (N, V)
-        mask = torch.ones_like(logits, dtype=torch.bool)
-        if self.top_k is not None and self.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]  # (N, 1)
-            mask &= logits >= kth
-        if self.top_p is not None:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (N, V)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (N, V)
-            keep_sorted = cumulative - sorted_logits.softmax(-1) < self.top_p  # (N, V)
-            mask &= torch.zeros_like(mask).scatter(-1, order, keep_sorted)
-        infos["action_mask"] = mask.cpu().numpy()
-        infos["_action_mask"] = np.ones(self.num_envs, dtype=bool)
 
 
 def _scatter(
@@ -391,3 +363,17 @@ def _add_rows(infos: dict[str, Any], key: str, values: np.ndarray, mask: np.ndar
         values = np.where(mask, values, 0).astype(values.dtype)
     infos[key] = values
     infos[f"_{key}"] = mask.copy()
+
+
+def _vector_options_table() -> str:
+    """The rows of the fields the vector env adds to the single env's."""
+    table = options_table(VectorEnvConfig).splitlines()
+    added = {item.name for item in dataclasses.fields(VectorEnvConfig)} - {
+        item.name for item in dataclasses.fields(EnvConfig)
+    }
+    return "\n".join(table[:2] + [row for row in table[2:] if row.split("`")[1] in added])
+
+
+TextGenerationVectorEnv.__doc__ = (TextGenerationVectorEnv.__doc__ or "").replace(
+    "    {options}", textwrap.indent(_vector_options_table(), "    ")
+)

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-initialised models and tokenizers built offline."""
+"""Shared fixtures: tiny random-initialised models and tokenizers built offline (the plain
+helpers behind them are in ``helpers.py``)."""
 
 from __future__ import annotations
 
@@ -6,42 +7,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import PROMPTS, length_reward, make_word_start_reward, save_tiny_backbone
 
 from rlhf_env import TextGenerationEnv
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama, build_tiny_tokenizer
-
-PROMPTS = [
-    "This movie was",
-    "I think the acting",
-    "The plot of this film is",
-    "Honestly, the music",
-    "One of the best",
-]
-
-
-def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
-    """A deterministic reward: a tenth of the response's character count."""
-    return [len(response) / 10 for response in responses]
-
-
-def make_word_start_reward(tokenizer) -> Callable[[list[str], list[str]], list[float]]:
-    """The agents' easy task: the share of response tokens that start a word (a leading space
-    and at least one more character). 34 of the tiny tokenizer's 384 tokens qualify, so a
-    random-init policy scores about 0.06 and the best policy 1.0."""
-    targets = {
-        i
-        for i in range(len(tokenizer))
-        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
-    }
-
-    def reward(prompts: list[str], responses: list[str]) -> list[float]:
-        scores = []
-        for response in responses:
-            ids = tokenizer.encode(response, add_special_tokens=False)
-            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
-        return scores
-
-    return reward
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +57,9 @@ def make_env(tokenizer, gpt2) -> Callable[..., TextGenerationEnv]:
         return TextGenerationEnv(**kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def backbone_dir(tmp_path_factory):
+    """A tiny GPT-2 reward-model backbone with its tokenizer, saved like a hub checkpoint."""
+    return save_tiny_backbone(tmp_path_factory.mktemp("backbone"))

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers import NUMBERED_PROMPTS, length_reward, vector_env
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
-from agents.rollout import collect_episodes
+from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
+from rlhf_agents.rollout import collect_episodes
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.distributed import barrier, init_distributed, shard
@@ -33,13 +34,17 @@ from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.rewards.model import RewardModel
 from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
 
-PROMPTS = [f"Review {i}: the film" for i in range(8)]
+PROMPTS = NUMBERED_PROMPTS
 #: Sub-envs of the one-process reference rollout (each of 2 processes takes half).
 GLOBAL_ENVS = 8
 
 
-def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
-    return [len(response) / 10 for response in responses]
+def env_on(tokenizer, policy, prompts: list[str], num_envs: int) -> TextGenerationVectorEnv:
+    """The workers' vector env: 6 response tokens, whole prompts."""
+    return vector_env(
+        tokenizer, length_reward, policy=policy, prompts=prompts, num_envs=num_envs,
+        max_new_tokens=6, max_prompt_tokens=64,
+    )  # fmt: skip
 
 
 def trainable_vector(agent: PPOAgent | RLOOAgent) -> torch.Tensor:
@@ -82,9 +87,7 @@ def case_learn(out: Path, rank: int) -> None:
     results = {}
     for name in ("ppo", "rloo"):
         policy = build_tiny_gpt2(tokenizer, seed=0)
-        env = TextGenerationVectorEnv(
-            policy, tokenizer, length_reward, shard(PROMPTS), num_envs=4, max_new_tokens=6
-        )
+        env = env_on(tokenizer, policy, shard(PROMPTS), 4)
         run_dir = out / f"run-{name}"
         agent = agents_to_run(
             env, learning_rate=1e-3, epochs=2, minibatch_size=2, seed=7,
@@ -117,16 +120,12 @@ def case_update(out: Path, rank: int, world_size: int) -> None:
     for name in ("ppo", "rloo"):
         policy = build_tiny_gpt2(tokenizer, seed=0)
         # The same global rollout on every process: sampled with a fixed generator.
-        collector = TextGenerationVectorEnv(
-            policy, tokenizer, length_reward, PROMPTS, num_envs=GLOBAL_ENVS, max_new_tokens=6
-        )
+        collector = env_on(tokenizer, policy, PROMPTS, GLOBAL_ENVS)
         prompts = [prompt for prompt in PROMPTS[: GLOBAL_ENVS // 2] for _ in range(2)]
         rollout = collect_episodes(collector, seeded_sampler(3), prompts, seed=0)
         local = GLOBAL_ENVS // world_size
         mine = rollout.select(torch.arange(rank * local, (rank + 1) * local))
-        env = TextGenerationVectorEnv(
-            policy, tokenizer, length_reward, PROMPTS, num_envs=local, max_new_tokens=6
-        )
+        env = env_on(tokenizer, policy, PROMPTS, local)
         agent = agents_to_run(
             env, learning_rate=1e-3, epochs=2, minibatch_size=local,
             gradient_accumulation_steps=2,

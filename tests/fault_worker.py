@@ -19,13 +19,12 @@ import sys
 import time
 
 import torch
+from helpers import PROMPTS, vector_env
 from safetensors.torch import save_file
 
-from agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
+from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
 from rlhf_env import TextGenerationVectorEnv
-from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
-
-PROMPTS = ["This movie was", "I think the acting", "The plot of this film is"]
+from rlhf_env.models import build_tiny_tokenizer
 
 
 def word_count(prompts: list[str], responses: list[str]) -> list[float]:
@@ -36,10 +35,7 @@ def setup(
     run_dir: str | None, agent: str = "ppo"
 ) -> tuple[TextGenerationVectorEnv, PPOConfig | RLOOConfig]:
     tokenizer = build_tiny_tokenizer()
-    env = TextGenerationVectorEnv(
-        build_tiny_gpt2(tokenizer, seed=0), tokenizer, word_count, PROMPTS, num_envs=4,
-        max_new_tokens=6, max_prompt_tokens=8,
-    )  # fmt: skip
+    env = vector_env(tokenizer, word_count, prompts=PROMPTS[:3], num_envs=4, max_new_tokens=6)
     shared = dict(
         learning_rate=1e-3, minibatch_size=2, epochs=2, progress_bar=False, seed=5,
         checkpoint_dir=run_dir, checkpoint_every=1, keep_checkpoints=2,

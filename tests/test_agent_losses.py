@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from agents.losses import (
+from rlhf_agents.losses import (
     clipped_value_loss,
     compute_gae,
     entropy_from_logits,
+    explained_variance,
     group_advantages,
     masked_mean,
     masked_whiten,
@@ -125,3 +126,28 @@ def test_entropy_of_uniform_and_one_hot():
     torch.testing.assert_close(uniform, torch.full((2,), math.log(8)))
     peaked = entropy_from_logits(torch.tensor([[0.0, -1e4, -1e4]]))
     assert peaked.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_explained_variance_matches_its_definition():
+    targets = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last position is padding
+    assert explained_variance(targets, targets, mask) == pytest.approx(1.0)
+    mean = torch.full_like(targets, 2.0)
+    assert explained_variance(mean, targets, mask) == pytest.approx(0.0)
+    noisy = targets + torch.tensor([[0.5, -0.5, 0.5, 100.0]])
+    residual = torch.tensor([0.5, -0.5, 0.5])
+    expected = 1 - residual.var(unbiased=False) / torch.tensor([1.0, 2.0, 3.0]).var(unbiased=False)
+    assert explained_variance(noisy, targets, mask) == pytest.approx(float(expected))
+    assert math.isnan(explained_variance(targets, torch.ones_like(targets), mask))
+
+
+def test_ppo_policy_loss_reports_both_kl_estimates():
+    old = torch.log(torch.tensor([[0.5, 0.25]]))
+    new = torch.log(torch.tensor([[0.25, 0.5]]))
+    mask = torch.ones(1, 2)
+    _, stats = ppo_policy_loss(new, old, torch.zeros(1, 2), mask, clip_range=0.2)
+    log_ratio = new - old
+    assert stats["old_approx_kl"].item() == pytest.approx(float((-log_ratio).mean()))
+    assert stats["approx_kl"].item() == pytest.approx(
+        float((log_ratio.exp() - 1 - log_ratio).mean())
+    )

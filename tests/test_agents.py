@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import PROMPTS, vector_env
 
-from agents import (
+from rlhf_agents import (
     AGENTS,
     PPOAgent,
     PPOConfig,
@@ -20,38 +21,19 @@ from agents import (
     evaluate,
     make_agent,
 )
-from agents.checkpoint import LATEST, CheckpointError
-from agents.forward import gather_logprobs, response_forward
-from agents.logger import METRICS
-from agents.rollout import collect_episodes
-from rlhf_env import TextGenerationVectorEnv
+from rlhf_agents.checkpoint import LATEST, CheckpointError
+from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.logger import METRICS
+from rlhf_agents.rollout import collect_episodes
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
 from rlhf_env.models.efficient import add_lora, freeze_lower_layers
-
-PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
-
-
-def make_vector_env(tokenizer, reward, policy=None, reference=None, num_envs=32, **kwargs):
-    return TextGenerationVectorEnv(
-        policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
-        tokenizer,
-        reward,
-        PROMPTS,
-        reference=reference,
-        num_envs=num_envs,
-        max_new_tokens=8,
-        max_prompt_tokens=8,
-        kl_coef=kwargs.pop("kl_coef", 0.05),
-        **kwargs,
-    )
-
 
 # -- rollouts ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
 def test_teacher_forced_logprobs_equal_the_envs(tokenizer, word_start_reward, build):
-    env = make_vector_env(tokenizer, word_start_reward, policy=build(tokenizer, seed=0), num_envs=6)
+    env = vector_env(tokenizer, word_start_reward, policy=build(tokenizer, seed=0), num_envs=6)
     agent = PPOAgent(env, PPOConfig(minibatch_size=2, progress_bar=False))
     rollout = collect_episodes(env, agent.act, seed=0)
     logits, hidden = response_forward(
@@ -78,10 +60,10 @@ def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
             self.step += 1
             return actions
 
-    env = make_vector_env(tokenizer, lambda p, r: [len(x) / 10 for x in r], num_envs=4)
+    env = vector_env(tokenizer, lambda p, r: [len(x) / 10 for x in r], num_envs=4)
     rollout = collect_episodes(env, EndsEarly().act, seed=0)
     assert rollout.lengths.tolist() == [3, 8, 3, 8]
-    assert rollout.terminated.tolist() == [True, False, True, False]
+    assert rollout.response_ids[::2, 2].tolist() == [eos, eos]  # the EOS ended them
     assert rollout.response_mask.sum().item() == 22
     # The return is the score minus beta times the summed KL (the env's formula).
     expected = rollout.scores - 0.05 * rollout.sequence_kl
@@ -92,7 +74,7 @@ def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
 def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):
     with pytest.raises(TypeError, match="TextGenerationVectorEnv"):
         PPOAgent(make_env())
-    env = make_vector_env(tokenizer, lambda p, r: [0.0] * len(r), num_envs=2,
+    env = vector_env(tokenizer, lambda p, r: [0.0] * len(r), num_envs=2,
                           autoreset_mode="Disabled")  # fmt: skip
     with pytest.raises(ValueError, match="autoreset"):
         RandomAgent(env)
@@ -115,7 +97,7 @@ def test_agent_beats_the_reference_with_bounded_kl(
     tokenizer, word_start_reward, agent_class, config
 ):
     torch.manual_seed(0)
-    env = make_vector_env(tokenizer, word_start_reward)
+    env = vector_env(tokenizer, word_start_reward, num_envs=32)
     before = {name: p.detach().clone() for name, p in env.policy.named_parameters()}
     baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
     assert abs(baseline.kl) < 1e-4  # the untrained policy is the reference
@@ -131,7 +113,7 @@ def test_agent_beats_the_reference_with_bounded_kl(
 
 
 def test_grpo_baseline_and_make_agent(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    env = vector_env(tokenizer, word_start_reward, num_envs=8)
     agent = make_agent("grpo", env, group_size=4, minibatch_size=8, progress_bar=False)
     assert isinstance(agent, RLOOAgent) and agent.config.baseline == "grpo"
     agent.learn(total_timesteps=100)
@@ -146,7 +128,7 @@ def test_grpo_baseline_and_make_agent(tokenizer, word_start_reward):
 
 
 def test_predict_shapes_for_every_agent(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     observation, _ = env.reset(seed=0)
     single = {key: value[0] for key, value in observation.items()}
     for agent in (
@@ -171,13 +153,12 @@ def test_predict_shapes_for_every_agent(tokenizer, word_start_reward):
 
 
 def test_lora_reference_is_the_policy_with_adapters_off(tokenizer, word_start_reward):
-    pytest.importorskip("peft")
     policy, reference = add_lora(build_tiny_gpt2(tokenizer, seed=0), r=4, alpha=8)
     base_weights = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora" not in n}
     # No copy: the reference's weights are the policy's tensors.
     policy_ptrs = {p.data_ptr() for p in policy.parameters()}
     assert all(p.data_ptr() in policy_ptrs for p in reference.parameters())
-    env = make_vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
+    env = vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
                           num_envs=8)  # fmt: skip
     assert abs(evaluate(ReferenceAgent(env), env, 8).kl) < 1e-5  # LoRA starts as a no-op
     agent = PPOAgent(env, PPOConfig(learning_rate=1e-2, minibatch_size=8, progress_bar=False))
@@ -199,7 +180,7 @@ def test_frozen_lower_layers_share_the_trunk_with_the_reference(tokenizer, word_
     assert not any(p.requires_grad for p in reference.parameters())
     frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
     assert any("layers.0." in n for n in frozen) and not any("layers.1." in n for n in frozen)
-    env = make_vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
+    env = vector_env(tokenizer, word_start_reward, policy=policy, reference=reference,
                           num_envs=8)  # fmt: skip
     agent = PPOAgent(env, PPOConfig(learning_rate=1e-2, minibatch_size=8, progress_bar=False))
     agent.learn(total_timesteps=400)
@@ -213,7 +194,7 @@ def test_frozen_lower_layers_share_the_trunk_with_the_reference(tokenizer, word_
 
 
 def test_separate_critic_trains_its_own_copy(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    env = vector_env(tokenizer, word_start_reward, num_envs=8)
     agent = PPOAgent(env, PPOConfig(critic="separate", minibatch_size=8, learning_rate=1e-3,
                                     progress_bar=False))  # fmt: skip
     critic_before = {n: p.detach().clone() for n, p in agent.critic.named_parameters()}
@@ -231,7 +212,7 @@ def test_gradient_checkpointing_recomputes_layers_and_changes_no_number(
     those without it (1e-6)."""
     trained, calls = [], []
     for checkpointed in (False, True):
-        env = make_vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
+        env = vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
                               num_envs=4)  # fmt: skip
         config = PPOConfig(minibatch_size=4, epochs=1, learning_rate=1e-3, critic=critic,
                            gradient_checkpointing=checkpointed, progress_bar=False)  # fmt: skip
@@ -264,7 +245,7 @@ def test_gradient_checkpointing_recomputes_layers_and_changes_no_number(
         ({"learning_rate": 0}, "learning_rate must be > 0"),
         ({"minibatch_size": 6, "gradient_accumulation_steps": 4}, "multiple of"),
         ({"clip_range": 1.5}, r"clip_range must be in \(0, 1\)"),
-        ({"critic": "twin"}, "critic must be 'shared' or 'separate'"),
+        ({"critic": "twin"}, r"critic must be one of \['shared', 'separate'\]"),
         ({"lr_schedule": "cosine"}, "lr_schedule must be"),
         ({"kl_target": -1.0}, "kl_target must be > 0"),
     ],
@@ -275,14 +256,13 @@ def test_config_rejects_bad_values(kwargs, message):
 
 
 def test_minibatch_larger_than_rollout_is_rejected(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     with pytest.raises(ValueError, match="exceeds the 4 responses"):
         PPOAgent(env, PPOConfig(minibatch_size=8))
 
 
 def test_logging_schedule_early_stop_and_tensorboard(tokenizer, word_start_reward, tmp_path):
-    pytest.importorskip("tensorboard")
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=8)
+    env = vector_env(tokenizer, word_start_reward, num_envs=8)
     config = PPOConfig(
         learning_rate=1e-2, lr_schedule="linear", minibatch_size=4, gradient_accumulation_steps=2,
         epochs=8, target_kl=1e-4, log_dir=str(tmp_path / "tb"), progress_bar=False,
@@ -293,14 +273,42 @@ def test_logging_schedule_early_stop_and_tensorboard(tokenizer, word_start_rewar
     assert all(record["train/epochs"] < 8 for record in agent.history)  # stopped by target_kl
     logged = {name for record in agent.history for name in record} - {"timesteps"}
     assert logged <= set(METRICS) and {"losses/policy", "train/approx_kl"} <= logged
+    assert {"train/old_approx_kl", "train/explained_variance"} <= logged
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_callback_scalars_reach_tensorboard(tokenizer, word_start_reward, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def add_scalar(agent, rollout, record):
+        record["custom/response_count"] = float(rollout.num_episodes)
+
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
+    agent = PPOAgent(env, minibatch_size=4, log_dir=str(tmp_path / "tb"), progress_bar=False)
+    agent.learn(total_timesteps=40, callback=add_scalar)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert "custom/response_count" in events.Tags()["scalars"]
+    assert events.Scalars("custom/response_count")[0].value == 4
+
+
+def test_agents_take_config_fields_as_keywords(tokenizer, word_start_reward):
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
+    agent = PPOAgent(env, learning_rate=1e-3, minibatch_size=4, progress_bar=False)
+    assert agent.config.learning_rate == 1e-3 and isinstance(agent.config, PPOConfig)
+    merged = RLOOAgent(env, RLOOConfig(group_size=2, minibatch_size=4), epochs=1)
+    assert merged.config.group_size == 2 and merged.config.epochs == 1
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) learnin_rate .*learning_rate"):
+        PPOAgent(env, learnin_rate=1e-3)
+    with pytest.raises(TypeError, match="must be a PPOConfig, got RLOOConfig"):
+        PPOAgent(env, RLOOConfig())
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
 
 
 def _learning_setup(tokenizer, reward, checkpoint_dir=None):
-    env = make_vector_env(tokenizer, reward, num_envs=8)
+    env = vector_env(tokenizer, reward, num_envs=8)
     config = PPOConfig(learning_rate=1e-3, minibatch_size=4, kl_target=2.0, progress_bar=False,
                        checkpoint_dir=checkpoint_dir)  # fmt: skip
     return env, config
@@ -340,12 +348,12 @@ def test_checkpoint_write_is_atomic_and_errors_name_the_file(
         agent.save(run)
     monkeypatch.undo()
     assert (run / LATEST).read_text().strip() == first.name
-    restored = PPOAgent.load(run, make_vector_env(tokenizer, word_start_reward, num_envs=8))
+    restored = PPOAgent.load(run, vector_env(tokenizer, word_start_reward, num_envs=8))
     assert restored.iterations == 1
 
     (first / "weights.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match=r"weights\.safetensors"):
-        PPOAgent.load(run, make_vector_env(tokenizer, word_start_reward, num_envs=8))
+        PPOAgent.load(run, vector_env(tokenizer, word_start_reward, num_envs=8))
     with pytest.raises(CheckpointError, match="neither a checkpoint"):
         PPOAgent.load(tmp_path / "nothing", env)
     state = json.loads((first / "state.json").read_text())
@@ -355,7 +363,7 @@ def test_checkpoint_write_is_atomic_and_errors_name_the_file(
 def test_checkpoint_of_another_model_is_refused(tokenizer, word_start_reward, tmp_path):
     env, config = _learning_setup(tokenizer, word_start_reward)
     PPOAgent(env, config).save(tmp_path / "run")
-    llama_env = make_vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
+    llama_env = vector_env(tokenizer, word_start_reward, policy=build_tiny_llama(tokenizer),
                                 num_envs=8)  # fmt: skip
     with pytest.raises(CheckpointError, match="does not fit this model"):
         PPOAgent.load(tmp_path / "run", llama_env)
@@ -375,7 +383,7 @@ def test_learn_writes_periodic_checkpoints_and_keeps_the_newest(
 
 
 def test_baseline_agents_save_and_load(tokenizer, word_start_reward, tmp_path):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     RandomAgent(env, seed=7).save(tmp_path / "random")
     assert RandomAgent.load(tmp_path / "random", env).seed == 7
     assert RandomAgent(env).learn(10).num_timesteps == 0
@@ -384,7 +392,7 @@ def test_baseline_agents_save_and_load(tokenizer, word_start_reward, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_ppo_on_cuda_in_bf16_learns(tokenizer, word_start_reward):
     policy = build_tiny_gpt2(tokenizer, seed=0).cuda()
-    env = make_vector_env(tokenizer, word_start_reward, policy=policy)
+    env = vector_env(tokenizer, word_start_reward, policy=policy, num_envs=32)
     baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
     config = PPOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0, progress_bar=False)
     agent = PPOAgent(env, config).learn(total_timesteps=16_000)
@@ -399,7 +407,7 @@ def test_ppo_on_cuda_in_bf16_learns(tokenizer, word_start_reward):
 
 
 def test_learn_callback_adds_scalars_and_stops_training(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     agent = PPOAgent(env, PPOConfig(minibatch_size=4, progress_bar=False))
     seen = []
 
@@ -414,7 +422,7 @@ def test_learn_callback_adds_scalars_and_stops_training(tokenizer, word_start_re
 
 
 def test_evaluate_answers_each_given_prompt_once_in_order(tokenizer, word_start_reward):
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=3)
+    env = vector_env(tokenizer, word_start_reward, num_envs=3)
     prompts = [f"The film {i}" for i in range(7)]  # 3 rounds, the last one padded
     result = evaluate(ReferenceAgent(env), env, prompts=prompts)
     assert result.rollout.prompts == prompts and result.rollout.num_episodes == 7

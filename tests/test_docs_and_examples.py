@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +25,7 @@ def test_readme_usage_example_runs():
     assert namespace["done"] and "score" in info and isinstance(info["response"], str)
 
 
+@pytest.mark.long
 def test_quickstart_example_runs_in_a_subprocess():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--episodes", "2"],
@@ -53,6 +56,7 @@ def test_readme_vector_env_example_runs():
     assert infos["_score"].all() and len(infos["response"]) == 4
 
 
+@pytest.mark.long
 def test_readme_agents_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the example saves to runs/ppo
     namespace: dict = {}
@@ -62,6 +66,7 @@ def test_readme_agents_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "ppo" / "latest").is_file()
 
 
+@pytest.mark.long
 def test_sb3_example_runs_in_a_subprocess():
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "sb3_ppo.py"), "--timesteps", "2048",
@@ -79,3 +84,15 @@ def test_readme_sb3_example_runs():
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["model"].num_timesteps >= 256
     assert namespace["model"].policy.model is namespace["vector_env"].policy
+
+
+def test_the_readme_arguments_table_is_the_one_generated_from_the_env_config():
+    from rlhf_env.config import VectorEnvConfig, options_table
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- env-options:start -->\n")[1].split("\n<!-- env-options:end -->")[0]
+    assert table == options_table(VectorEnvConfig), (
+        "README's arguments table is out of date; paste the output of: python -c \"from "
+        "rlhf_env.config import VectorEnvConfig, options_table; "
+        'print(options_table(VectorEnvConfig))"'
+    )

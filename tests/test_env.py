@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, length_reward
+from helpers import PROMPTS, length_reward
 
 import rlhf_env
-from rlhf_env import TextGenerationEnv
+from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.kl import kl_full
 
 
@@ -303,7 +303,8 @@ def test_prompts_from_a_callable_with_and_without_rng(make_env):
 
 
 def test_prompts_from_a_datasets_column(make_env):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     column = datasets.Dataset.from_dict({"text": ["First prompt", "Second prompt"]})["text"]
     env = make_env(prompts=column)
     drawn = {env.reset(seed=s)[1]["prompt"] for s in range(10)}
@@ -436,7 +437,7 @@ def test_bad_rewards_raise_and_leave_the_env_usable(make_env, bad_reward, messag
         ({"max_new_tokens": 0}, ValueError, ">= 1"),
         ({"kl_coef": -0.1}, ValueError, "kl_coef"),
         ({"kl_coef": float("nan")}, ValueError, "kl_coef"),
-        ({"kl_estimator": "k2"}, ValueError, "choose one of"),
+        ({"kl_estimator": "k2"}, ValueError, "kl_estimator must be one of"),
         ({"max_prompt_tokens": 300}, ValueError, "positions"),
         ({"reward_fn": None}, TypeError, "reward_fn"),
         ({"render_mode": "rgb_array"}, ValueError, "render_mode"),
@@ -459,3 +460,28 @@ def test_missing_eos_penalty_applies_to_truncated_episodes_only(make_env, tokeni
     assert terminated and reward == pytest.approx(info["score"])
     with pytest.raises(ValueError, match="missing_eos_penalty"):
         make_env(missing_eos_penalty=-1.0)
+
+
+def test_settings_come_from_one_config(make_env, tokenizer, gpt2):
+    """Both envs take EnvConfig's fields as keywords or a whole config; unknown names and bad
+    values are refused, and gym.make passes its keywords through."""
+    from rlhf_env.config import EnvConfig
+
+    env = make_env(max_new_tokens=3, missing_eos_penalty=0.5)
+    assert env.config == EnvConfig(max_new_tokens=3, max_prompt_tokens=12, kl_coef=0.1,
+                                   missing_eos_penalty=0.5)  # fmt: skip
+    config = EnvConfig(max_new_tokens=4, kl_estimator="full")
+    env = TextGenerationEnv(gpt2, tokenizer, length_reward, PROMPTS, config=config, kl_coef=0.3)
+    assert (env.config.max_new_tokens, env.config.kl_estimator, env.kl_coef) == (4, "full", 0.3)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) max_tokens .*max_new_tokens"):
+        make_env(max_tokens=4)
+    with pytest.raises(TypeError, match="must be a VectorEnvConfig, got EnvConfig"):
+        TextGenerationVectorEnv(gpt2, tokenizer, length_reward, PROMPTS, config=EnvConfig())
+    with pytest.raises(ValueError, match="engine must be one of"):
+        make_env(engine="fastest")
+    made = gym.make(
+        rlhf_env.ENV_ID, policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward,
+        prompts=PROMPTS, max_new_tokens=2, engine="dynamic",
+    )  # fmt: skip
+    assert made.unwrapped.config.max_new_tokens == 2
+    assert type(made.unwrapped.engine).__name__ == "DynamicEngine"

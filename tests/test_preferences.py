@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 from rlhf_env.data.preferences import (
     PreferenceDataError,
@@ -94,7 +93,6 @@ def test_jsonl_round_trip_and_errors(tmp_path):
 
 
 def test_datasets_local_file_in_hh_format(tmp_path):
-    pytest.importorskip("datasets")
     path = tmp_path / "hh.json"
     records = [{"chosen": f"{H} Q{i}{A} good", "rejected": f"{H} Q{i}{A} bad"} for i in range(3)]
     path.write_text("\n".join(json.dumps(r) for r in records))
@@ -108,16 +106,10 @@ def test_cli_data_show_prints_the_pair_side_by_side(tmp_path):
         [PreferencePair("Rate the film.", "A warm, funny story.", "Dull and slow.")],
         tmp_path / "pairs.jsonl",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "rlhf_env.cli", "data", "show", str(path), "--index", "0"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "Rate the film." in result.stdout
-    line = next(x for x in result.stdout.splitlines() if "A warm, funny story." in x)
+    status, stdout, stderr = run_cli("data", "show", str(path), "--index", "0")
+    assert status == 0, stderr
+    assert "Rate the film." in stdout
+    line = next(x for x in stdout.splitlines() if "A warm, funny story." in x)
     assert "| Dull and slow." in line  # chosen and rejected on one line, side by side
-    bad = subprocess.run(
-        [sys.executable, "-m", "rlhf_env.cli", "data", "show", str(path), "--index", "5"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert bad.returncode == 2 and "outside the 1 pairs" in bad.stderr
+    status, _, stderr = run_cli("data", "show", str(path), "--index", "5")
+    assert status == 2 and "outside the 1 pairs" in stderr

@@ -20,7 +20,6 @@ def test_text_file_prompts_skip_blank_lines(tmp_path):
 
 
 def test_dataset_prompts_from_a_local_jsonl(tmp_path):
-    pytest.importorskip("datasets")
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(json.dumps({"text": f"prompt {i}"}) for i in range(3)))
     assert list(dataset_prompts(path, column="text")) == ["prompt 0", "prompt 1", "prompt 2"]

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import PROMPTS, length_reward
+from helpers import PROMPTS, length_reward
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

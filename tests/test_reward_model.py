@@ -4,51 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
+import random
 
 import pytest
 import torch
+from helpers import SUBJECTS, run_cli, separable_pairs
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhf_env.data.preferences import PreferencePair, write_jsonl_pairs
-from rlhf_env.models import build_tiny_tokenizer
 from rlhf_env.rewards.model import RewardModel, RewardModelError
 from rlhf_env.rewards.training import (
     RewardTrainingConfig,
+    _epoch_batches,
     bradley_terry_loss,
     pairwise_accuracy,
     split_pairs,
     train_reward_model,
 )
-
-SUBJECTS = ["The film", "This movie", "The plot", "The acting", "The music", "The ending"]
-
-
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory):
-    """A tiny GPT-2 backbone with its tokenizer, saved like a hub checkpoint."""
-    directory = tmp_path_factory.mktemp("backbone")
-    tokenizer = build_tiny_tokenizer(
-        corpus=[f"{s} was great. {s} was awful." for s in SUBJECTS] * 3, vocab_size=320
-    )
-    config = GPT2Config(
-        n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2ForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def separable_pairs(count: int = 48) -> list[PreferencePair]:
-    """Chosen responses end in 'great', rejected in 'awful': trivially separable."""
-    return [
-        PreferencePair(SUBJECTS[i % len(SUBJECTS)], f" was {'really ' * (i % 3)}great.",
-                       f" was {'really ' * (i % 2)}awful.")
-        for i in range(count)
-    ]  # fmt: skip
 
 
 def test_bradley_terry_loss_matches_the_formula():
@@ -204,14 +176,13 @@ def test_training_config_rejects_bad_values(field, value):
 def test_cli_train_rm_writes_model_and_metrics(backbone_dir, tmp_path):
     pairs = write_jsonl_pairs(separable_pairs(24), tmp_path / "pairs.jsonl")
     out = tmp_path / "rm"
-    result = subprocess.run(
-        [sys.executable, "-m", "rlhf_env.cli", "train-rm", "--pairs", str(pairs),
-         "--backbone", str(backbone_dir), "--out", str(out), "--epochs", "2",
-         "--batch-size", "8", "--learning-rate", "0.003", "--eval-fraction", "0.25"],
-        capture_output=True, text=True, check=False,
+    status, stdout, stderr = run_cli(
+        "train-rm", "--pairs", str(pairs), "--backbone", str(backbone_dir), "--out", str(out),
+        "--epochs", "2", "--batch-size", "8", "--learning-rate", "0.003",
+        "--eval-fraction", "0.25",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "held-out pairwise accuracy" in result.stdout
+    assert status == 0, stderr[-2000:]
+    assert "held-out pairwise accuracy" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_pairs"] == 8 and len(metrics["loss"]) == 2 * 2  # 16 train pairs
     assert RewardModel.from_pretrained(out)(["The film"], [" was great."])
@@ -220,12 +191,11 @@ def test_cli_train_rm_writes_model_and_metrics(backbone_dir, tmp_path):
 def test_cli_train_rm_reports_bad_pairs_files(tmp_path, backbone_dir):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "rlhf_env.cli", "train-rm", "--pairs", str(empty),
-         "--backbone", str(backbone_dir), "--out", str(tmp_path / "rm")],
-        capture_output=True, text=True, check=False,
+    status, _, stderr = run_cli(
+        "train-rm", "--pairs", str(empty), "--backbone", str(backbone_dir),
+        "--out", str(tmp_path / "rm"),
     )  # fmt: skip
-    assert result.returncode == 1 and "empty.jsonl holds no preference records" in result.stderr
+    assert status == 1 and "empty.jsonl holds no preference records" in stderr
 
 
 def test_grouped_steps_hold_whole_prompts_and_score_each_text_once(backbone_dir, monkeypatch):
@@ -239,7 +209,7 @@ def test_grouped_steps_hold_whole_prompts_and_score_each_text_once(backbone_dir,
         return forward(prompts, responses)
 
     monkeypatch.setattr(reward_model, "raw_forward", recording_forward)
-    config = RewardTrainingConfig(epochs=1, batch_size=10, eval_fraction=0, normalize=False)
+    config = RewardTrainingConfig(epochs=1, batch_size=16, eval_fraction=0, normalize=False)
     metrics = train_reward_model(reward_model, pairs, config, progress=False)
     assert len(steps) == len(metrics["loss"]) == 3  # two whole prompts (16 pairs) per step
     for texts in steps:
@@ -252,3 +222,32 @@ def test_grouped_steps_hold_whole_prompts_and_score_each_text_once(backbone_dir,
                                      group_by_prompt=False)  # fmt: skip
     train_reward_model(reward_model, pairs, ungrouped, progress=False)
     assert len(steps) == 5  # ceil(48 / 10) shuffled chunks
+
+
+@pytest.mark.parametrize("batch_size", [5, 10, 16])
+def test_a_step_never_holds_more_pairs_than_batch_size(batch_size):
+    """Grouped by prompt, a step takes whole prompts while they fit and splits a prompt with
+    more pairs than a step holds (1,200 pairs of one prompt once made a single 24 GiB step)."""
+    one_prompt = [PreferencePair("The film", f" was great {i}.", f" was awful {i}.")
+                  for i in range(1200)]  # fmt: skip
+    mixed = one_prompt[:37] + separable_pairs(48)
+    config = RewardTrainingConfig(batch_size=batch_size)
+    for pairs in (one_prompt, mixed):
+        steps = _epoch_batches(pairs, config, batch_size, random.Random(0))
+        assert max(map(len, steps)) <= batch_size
+        assert sorted(map(id, (p for step in steps for p in step))) == sorted(map(id, pairs))
+    steps = _epoch_batches(separable_pairs(48), config, batch_size, random.Random(0))
+    if batch_size >= 8:  # a prompt's 8 pairs fit a step: they stay together
+        assert all(len({p.prompt for p in step}) * 8 == len(step) for step in steps)
+
+
+def test_pairs_of_one_prompt_are_split_by_pair_with_a_warning():
+    pairs = [PreferencePair("The film", f" was great {i}.", f" was awful {i}.")
+             for i in range(20)]  # fmt: skip
+    with pytest.warns(UserWarning, match="1 distinct prompt.*holding out 2 of the 20 pairs"):
+        train, held_out = split_pairs(pairs, eval_fraction=0.1, seed=0)
+    assert (
+        len(train) == 18 and len(held_out) == 2 and not set(map(id, train)) & set(map(id, held_out))
+    )
+    with pytest.raises(ValueError, match="set eval_fraction to 0"):
+        split_pairs(pairs[:1], eval_fraction=0.1, seed=0)

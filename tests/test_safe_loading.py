@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_agents import make_vector_env
-from test_reward_model import backbone_dir  # noqa: F401  (a fixture)
+from helpers import vector_env
 
-from agents import PPOAgent, PPOConfig, RLOOAgent
-from agents.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
+from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent
+from rlhf_agents.checkpoint import STATE_FILE, CheckpointError, resolve_checkpoint
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm
 from rlhf_env.models.efficient import add_lora
 from rlhf_env.rewards.model import RewardModel, RewardModelError
 
 
-def test_a_pickled_reward_backbone_is_refused_unless_allowed(backbone_dir, tmp_path):  # noqa: F811
+def test_a_pickled_reward_backbone_is_refused_unless_allowed(backbone_dir, tmp_path):
     pickled = tmp_path / "pickled"
     safe = RewardModel.from_backbone(backbone_dir, device="cpu")
     safe.model.config.save_pretrained(pickled)
@@ -84,7 +83,7 @@ def test_remote_code_never_runs_unless_trusted(tmp_path):
 
 @pytest.fixture
 def saved_run(tokenizer, word_start_reward, tmp_path) -> Path:
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     agent = PPOAgent(env, PPOConfig(minibatch_size=4, progress_bar=False)).learn(1)
     return agent.save(tmp_path / "run")
 
@@ -109,7 +108,7 @@ def edit_state(checkpoint: Path, change) -> Path:
 )
 def test_a_bad_state_file_is_named(saved_run, tokenizer, word_start_reward, change, message):
     state_file = edit_state(saved_run, change)
-    env = make_vector_env(tokenizer, word_start_reward, num_envs=4)
+    env = vector_env(tokenizer, word_start_reward, num_envs=4)
     with pytest.raises(CheckpointError, match=message) as error:
         PPOAgent.load(saved_run, env)
     assert str(state_file) in str(error.value) or "state.json" in str(error.value)
@@ -118,9 +117,9 @@ def test_a_bad_state_file_is_named(saved_run, tokenizer, word_start_reward, chan
 def test_weights_of_another_shape_or_agent_are_refused(saved_run, tokenizer, word_start_reward):
     wider = build_tiny_gpt2(tokenizer, n_embd=32, seed=0)
     with pytest.raises(CheckpointError, match=r"weights\.safetensors.*shape"):
-        PPOAgent.load(saved_run, make_vector_env(tokenizer, word_start_reward, wider, num_envs=4))
+        PPOAgent.load(saved_run, vector_env(tokenizer, word_start_reward, wider, num_envs=4))
     with pytest.raises(CheckpointError, match="load it with that class"):
-        RLOOAgent.load(saved_run, make_vector_env(tokenizer, word_start_reward, num_envs=4))
+        RLOOAgent.load(saved_run, vector_env(tokenizer, word_start_reward, num_envs=4))
     assert resolve_checkpoint(saved_run.parent) == saved_run
 
 
@@ -132,7 +131,7 @@ def test_weights_of_another_shape_or_agent_are_refused(saved_run, tokenizer, wor
         ({"max_length": -3}, "max_length must be a positive integer"),
     ],
 )
-def test_a_bad_reward_config_is_named(backbone_dir, tmp_path, change, message):  # noqa: F811
+def test_a_bad_reward_config_is_named(backbone_dir, tmp_path, change, message):
     folder = RewardModel.from_backbone(backbone_dir, device="cpu").save_pretrained(tmp_path / "rm")
     config_file = folder / "reward_config.json"
     config = json.loads(config_file.read_text())
@@ -141,3 +140,11 @@ def test_a_bad_reward_config_is_named(backbone_dir, tmp_path, change, message): 
     with pytest.raises(RewardModelError, match=message) as error:
         RewardModel.from_pretrained(folder)
     assert "reward_config.json" in str(error.value)
+
+
+def test_a_truncated_safetensors_file_is_named(tokenizer, tmp_path):
+    build_tiny_gpt2(tokenizer).save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"model\.safetensors is truncated or corrupt"):
+        load_causal_lm(tmp_path / "model", device="cpu")

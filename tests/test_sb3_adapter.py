@@ -1,20 +1,19 @@
-"""rlhf_env.sb3.SB3VecEnv: SB3's VecEnv conventions over the batched environment."""
+"""rlhf_env.sb3_vec_env.SB3VecEnv: SB3's VecEnv conventions over the batched environment."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import PROMPTS, length_reward
 from gymnasium.vector import AutoresetMode
+from helpers import length_reward, vector_env
 
-from rlhf_env import TextGenerationVectorEnv
-from rlhf_env.sb3 import SB3VecEnv
+from rlhf_env.sb3_vec_env import SB3VecEnv
 
 
 def _venv(tokenizer, policy, mode=AutoresetMode.SAME_STEP, num_envs=3):
-    return TextGenerationVectorEnv(
-        policy=policy, tokenizer=tokenizer, reward_fn=length_reward, prompts=PROMPTS,
-        max_new_tokens=4, max_prompt_tokens=12, num_envs=num_envs, autoreset_mode=mode,
+    return vector_env(
+        tokenizer, length_reward, policy=policy, max_new_tokens=4, max_prompt_tokens=12,
+        num_envs=num_envs, autoreset_mode=mode,
     )  # fmt: skip
 
 

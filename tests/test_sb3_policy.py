@@ -1,35 +1,25 @@
-"""agents.sb3.LanguageModelPolicy: stable-baselines3's PPO and A2C, as released, train the LM."""
+"""rlhf_agents.sb3_policy.LanguageModelPolicy: stable-baselines3's PPO and A2C, as released,
+train the LM."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_word_start_reward
+from helpers import make_word_start_reward, vector_env
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents import PolicyAgent, ReferenceAgent, evaluate
-from agents.sb3 import LanguageModelPolicy, language_model_policy_kwargs
-from rlhf_env import TextGenerationVectorEnv
+from rlhf_agents import PolicyAgent, ReferenceAgent, evaluate
+from rlhf_agents.sb3_policy import LanguageModelPolicy
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
-from rlhf_env.sb3 import SB3VecEnv
-
-PROMPTS = ["This movie was", "I think the acting", "The plot", "Honestly, the music"]
+from rlhf_env.sb3_vec_env import SB3VecEnv
 
 
-def make_env(tokenizer, policy=None, num_envs=8, max_new_tokens=8, reward=None):
-    return TextGenerationVectorEnv(
-        policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
-        tokenizer,
-        reward or make_word_start_reward(tokenizer),
-        PROMPTS,
-        num_envs=num_envs,
-        max_new_tokens=max_new_tokens,
-        max_prompt_tokens=8,
-        kl_coef=0.05,
-        autoreset_mode="SameStep",
-    )
+def make_env(tokenizer, policy=None, reward=None, **options):
+    """The SameStep vector env SB3 needs, on the agents' easy task by default."""
+    reward = reward or make_word_start_reward(tokenizer)
+    return vector_env(tokenizer, reward, policy=policy, autoreset_mode="SameStep", **options)
 
 
 @pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
@@ -38,7 +28,7 @@ def test_cached_rollout_forward_equals_full_recomputation(tokenizer, build):
     vector_env = make_env(tokenizer, policy=build(tokenizer, seed=0), num_envs=4,
                           max_new_tokens=5)  # fmt: skip
     venv = SB3VecEnv(vector_env)
-    model = PPO(LanguageModelPolicy, venv, policy_kwargs=language_model_policy_kwargs(vector_env),
+    model = PPO(LanguageModelPolicy, venv, policy_kwargs={"model": vector_env.policy},
                 n_steps=8, batch_size=32, device="cpu")  # fmt: skip
     policy = model.policy
     policy.set_training_mode(False)
@@ -60,13 +50,14 @@ def test_cached_rollout_forward_equals_full_recomputation(tokenizer, build):
     assert resets >= 8
 
 
+@pytest.mark.long
 def test_sb3_ppo_beats_the_reference(tokenizer):
     torch.manual_seed(0)
     vector_env = make_env(tokenizer, num_envs=32)
     baseline = evaluate(ReferenceAgent(vector_env), vector_env, num_episodes=64, seed=1)
     model = PPO(
         LanguageModelPolicy, SB3VecEnv(vector_env),
-        policy_kwargs=language_model_policy_kwargs(vector_env), learning_rate=5e-4,
+        policy_kwargs={"model": vector_env.policy}, learning_rate=5e-4,
         n_steps=16, batch_size=128, n_epochs=4, gamma=1.0, gae_lambda=0.95, seed=0, device="cpu",
     )  # fmt: skip
     assert model.policy.model is vector_env.policy  # the env's KL reads the trained module
@@ -80,7 +71,7 @@ def test_a2c_trains_and_the_reference_stays_out_of_the_optimizer(tokenizer):
     vector_env = make_env(tokenizer)
     reference_before = {n: p.clone() for n, p in vector_env.reference.named_parameters()}
     policy_before = {n: p.detach().clone() for n, p in vector_env.policy.named_parameters()}
-    kwargs = language_model_policy_kwargs(vector_env)
+    kwargs = {"model": vector_env.policy}
     model = A2C(LanguageModelPolicy, SB3VecEnv(vector_env), policy_kwargs=kwargs, n_steps=8,
                 device="cpu")  # fmt: skip
     optimized = {id(p) for group in model.policy.optimizer.param_groups for p in group["params"]}

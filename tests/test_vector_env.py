@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, length_reward
 from gymnasium.vector import AutoresetMode
+from helpers import PROMPTS, length_reward
 
 import rlhf_env
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
@@ -142,26 +142,6 @@ def test_disabled_autoreset_needs_a_masked_reset(tokenizer, gpt2):
     venv.step(np.array([30, 30]))
 
 
-def test_top_k_and_top_p_action_masks(tokenizer, gpt2):
-    venv = TextGenerationVectorEnv(
-        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, **KWARGS, num_envs=2,
-        top_k=10, top_p=0.5,
-    )  # fmt: skip
-    venv.reset(seed=0)
-    _, _, _, _, infos = venv.step(np.array([30, 31]))
-    mask = infos["action_mask"]
-    assert mask.shape == (2, venv.vocab_size) and mask.dtype == bool
-    probs = torch.softmax(venv.policy_logits, -1).numpy()
-    for row in range(2):
-        kept = np.flatnonzero(mask[row])
-        assert 1 <= kept.size <= 10
-        assert set(kept) <= set(np.argsort(-probs[row])[:10])  # inside the top-k
-        order = np.argsort(-probs[row])
-        # the nucleus: the smallest prefix of the sorted tokens reaching mass 0.5 (or top-k)
-        needed = int(np.searchsorted(np.cumsum(probs[row][order]), 0.5) + 1)
-        assert kept.size == min(needed, 10)
-
-
 def test_bad_actions_and_rewards_name_the_sub_env_and_leave_it_usable(tokenizer, gpt2):
     calls = {"n": 0}
 
@@ -192,8 +172,8 @@ def test_step_before_reset_and_bad_constructor_values(tokenizer, gpt2):
         venv.step(np.array([1, 2]))
     with pytest.raises(ValueError, match="num_envs"):
         TextGenerationVectorEnv(**common, num_envs=0)
-    with pytest.raises(ValueError, match="top_p"):
-        TextGenerationVectorEnv(**common, top_p=1.5)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) top_p .*known: .*num_envs"):
+        TextGenerationVectorEnv(**common, top_p=0.9)
 
 
 def test_render_ansi_lists_every_sub_env(tokenizer, gpt2):
@@ -220,7 +200,7 @@ def test_dynamic_cache_stays_bounded_over_long_runs_with_resets(tokenizer, gpt2)
     for _ in range(300):
         venv.step(_actions(rng, 4, tokenizer.eos_token_id))
         longest = max(longest, venv.engine.length)
-    assert longest <= venv.task.context_length + 1
+    assert longest <= venv.config.context_length + 1
 
 
 @pytest.mark.parametrize("engine", ["static", "dynamic"])

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlhf_env.extras import require
+
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def load_dataset(name_or_path: str | Path, split: str = "train"):
     """A ``datasets.Dataset``: a local JSON / JSONL / CSV / Parquet file (its one split), or the
     ``split`` of a hub dataset or local dataset folder."""
-    try:
-        import datasets
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "loading through datasets needs: pip install 'rlhf_env[datasets]'"
-        ) from error
+    datasets = require("datasets", "datasets", "loading through datasets")
     path = Path(name_or_path)
     if path.is_file():
         builder = _BUILDERS.get(path.suffix)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf_env.data.preferences import PreferencePair
-from rlhf_env.incremental import eval_mode
+from rlhf_env.models.modules import device_of, eval_mode
 
 Oracle = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -41,7 +41,7 @@ def sample_responses(
     """
     if responses_per_prompt < 1:
         raise ValueError(f"responses_per_prompt must be >= 1, got {responses_per_prompt}")
-    device = next(policy.parameters()).device
+    device = device_of(policy)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     torch.manual_seed(seed)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlhf_env.incremental import IncrementalLM
+from rlhf_env.engine.incremental import IncrementalLM
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 
 
 class DynamicEngine:
     """Policy and reference stepped one token at a time over ``num_rows`` rows, with growing
-    KV caches (:class:`rlhf_env.incremental.IncrementalLM`); same interface as
+    KV caches (:class:`rlhf_env.engine.incremental.IncrementalLM`); same interface as
     :class:`rlhf_env.engine.StaticEngine`.
 
     When the reference is the policy module itself its forward is skipped and the policy's

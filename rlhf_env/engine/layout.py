@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from rlhf_env.incremental import forward_parameters
+from rlhf_env.models.modules import forward_parameters
 
 FULL = "full_attention"
 SLIDING = "sliding_attention"

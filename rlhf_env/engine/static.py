@@ -66,9 +66,9 @@ import torch
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
 from rlhf_env.engine.ring import RingStorage, RingWindow, prefill_cache, ring_cache
-from rlhf_env.incremental import device_of, eval_mode, forward_parameters, positions_from_mask
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.loading import vocab_size_of
+from rlhf_env.models.modules import device_of, eval_mode, forward_parameters, positions_from_mask
 
 #: Batch sizes the step is compiled for; a batch is padded up to the next one (then to a
 #: multiple of 128), so that engines of nearby sizes share shapes.

@@ -12,10 +12,27 @@ picks one by a short name (``"full"``, ``"frozen:N"``, ``"lora:R"``), as the CLI
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from rlhf_env.extras import require
+
+#: The training setups by short name: ``full``, ``frozen:N`` or ``lora:R``.
+TRAINING_SETUP = re.compile(r"^(full|frozen:\d+|lora:\d+)$")
+TRAINING_SETUP_HELP = (
+    "'full' (every weight), 'frozen:N' (bottom N blocks frozen, shared with the reference) or "
+    "'lora:R' (LoRA adapters of rank R; the reference is the model with adapters off)"
+)
+
+
+def check_training_setup(setup: str) -> str:
+    """``setup`` if it names a training setup, else a ``ValueError`` saying which do."""
+    if not TRAINING_SETUP.match(setup):
+        raise ValueError(f"training setup must be {TRAINING_SETUP_HELP}, got {setup!r}")
+    return setup
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -133,10 +150,7 @@ def add_lora(
     Raises:
         ImportError: ``peft`` is not installed.
     """
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError("LoRA needs peft: pip install peft") from error
+    peft = require("peft", "train", "LoRA (add_lora)")
     if r < 1:
         raise ValueError(f"LoRA rank r must be >= 1, got {r}")
     from transformers.pytorch_utils import Conv1D
@@ -163,11 +177,9 @@ def apply_training_setup(
     """``(policy, reference)`` for a setup name: ``"full"`` (every weight trains; reference
     ``None``, for the env to make a frozen copy), ``"frozen:N"`` (:func:`freeze_lower_layers`)
     or ``"lora:R"`` (:func:`add_lora` with rank R and alpha 2R)."""
-    kind, _, number = setup.partition(":")
-    if kind == "full" and not number:
+    kind, _, number = check_training_setup(setup).partition(":")
+    if kind == "full":
         return model, None
-    if kind in ("frozen", "lora") and number.isdigit():
-        if kind == "frozen":
-            return freeze_lower_layers(model, int(number))
-        return add_lora(model, r=int(number), alpha=2 * int(number))
-    raise ValueError(f"training setup must be 'full', 'frozen:N' or 'lora:R', got {setup!r}")
+    if kind == "frozen":
+        return freeze_lower_layers(model, int(number))
+    return add_lora(model, r=int(number), alpha=2 * int(number))

@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.distributed import barrier, current_context
+from rlhf_env.extras import require
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -102,8 +104,31 @@ def load_causal_lm(
         kwargs.update(gguf_file=gguf_file, dtype=torch.float32)
     else:
         kwargs.update(dtype=dtype, use_safetensors=None if allow_pickle else True)
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except (SafetensorError, OSError, ValueError) as error:
+        corrupt = corrupt_safetensors(folder)
+        if corrupt is None:
+            raise
+        raise ValueError(
+            f"{corrupt} is truncated or corrupt ({error}); save or copy the model again"
+        ) from error
     return model.to(device=target, dtype=dtype).eval()
+
+
+def corrupt_safetensors(folder: str | Path) -> Path | None:
+    """The first ``*.safetensors`` file of the local ``folder`` whose header does not read
+    (truncated, or not safetensors at all), or ``None``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except (SafetensorError, OSError, ValueError):
+            return file
+    return None
 
 
 def save_policy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> Path:
@@ -145,10 +170,7 @@ def _load_adapter_folder(
     allow_pickle: bool,
 ) -> PreTrainedModel:
     """The base model named in a peft adapter folder, with the adapters merged in."""
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError(f"{folder} holds LoRA adapters; loading them needs peft") from error
+    peft = require("peft", "train", f"{folder} holds LoRA adapters; loading them")
     config = peft.PeftConfig.from_pretrained(folder)
     base = load_causal_lm(
         config.base_model_name_or_path,

@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.incremental import eval_mode
+from rlhf_env.models.modules import device_of, eval_mode
 
 
 class SequenceClassifierReward:
@@ -70,7 +70,7 @@ class SequenceClassifierReward:
         texts = [
             p + r if self.include_prompt else r for p, r in zip(prompts, responses, strict=True)
         ]
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(

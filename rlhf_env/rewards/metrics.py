@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from rlhf_env.extras import require
 from rlhf_env.rewards.base import RewardFunction, score_responses
 
 References = Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]]
@@ -53,8 +54,7 @@ class BLEUReward(_ReferenceMetric):
 
     def score(self, response: str, references: list[str]) -> float:
         """BLEU / 100 of one response."""
-        import sacrebleu
-
+        sacrebleu = require("sacrebleu", "metrics", "BLEUReward")
         return float(sacrebleu.sentence_bleu(response, references).score) / 100
 
 
@@ -66,8 +66,7 @@ class ChrFReward(_ReferenceMetric):
 
     def score(self, response: str, references: list[str]) -> float:
         """chrF / 100 of one response."""
-        import sacrebleu
-
+        sacrebleu = require("sacrebleu", "metrics", "ChrFReward")
         return float(sacrebleu.sentence_chrf(response, references).score) / 100
 
 
@@ -85,8 +84,7 @@ class RougeReward(_ReferenceMetric):
     def __init__(
         self, references: References, variant: str = "rougeL", use_stemmer: bool = False
     ) -> None:
-        from rouge_score import rouge_scorer
-
+        rouge_scorer = require("rouge_score.rouge_scorer", "metrics", "RougeReward")
         super().__init__(references)
         self.variant = variant
         self._scorer = rouge_scorer.RougeScorer([variant], use_stemmer=use_stemmer)

@@ -16,8 +16,8 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from rlhf_env.incremental import eval_mode
 from rlhf_env.models.loading import ensure_pad_token, pick_device, refuse_pickled_weights
+from rlhf_env.models.modules import device_of, eval_mode
 
 REWARD_CONFIG = "reward_config.json"
 POOLINGS = ("head", "sum", "mean")
@@ -148,7 +148,7 @@ class RewardModel:
     @property
     def device(self) -> torch.device:
         """Where the backbone lives."""
-        return next(self.model.parameters()).device
+        return device_of(self.model)
 
     def encode(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
         """Tokenise ``(prompt, response)`` text pairs (or the responses alone, when

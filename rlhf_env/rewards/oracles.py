@@ -7,6 +7,8 @@ Both are reward functions: ``oracle(prompts, responses) -> list[float]``.
 
 from __future__ import annotations
 
+from rlhf_env.extras import require
+
 
 class VaderSentiment:
     """VADER compound sentiment of the response, in ``[-1, 1]`` (Hutto & Gilbert 2014).
@@ -16,9 +18,8 @@ class VaderSentiment:
     """
 
     def __init__(self, include_prompt: bool = False) -> None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        self._analyzer = SentimentIntensityAnalyzer()
+        vader = require("vaderSentiment.vaderSentiment", "metrics", "VaderSentiment")
+        self._analyzer = vader.SentimentIntensityAnalyzer()
         self.include_prompt = include_prompt
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -35,9 +36,7 @@ class TextBlobPolarity:
     """
 
     def __init__(self, include_prompt: bool = False) -> None:
-        from textblob import TextBlob
-
-        self._textblob = TextBlob
+        self._textblob = require("textblob", "metrics", "TextBlobPolarity").TextBlob
         self.include_prompt = include_prompt
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:

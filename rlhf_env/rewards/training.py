@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -28,8 +29,9 @@ class RewardTrainingConfig:
     batch_size: int = field(
         default=16,
         metadata={
-            "help": "Pairs per optimiser step (at least; whole prompts when group_by_prompt), "
-            "per process: several processes make a global step of this x their number."
+            "help": "Pairs per optimiser step, at most (group_by_prompt fills a step with whole "
+            "prompts while they fit, and splits a prompt with more pairs), per process: "
+            "several processes make a global step of this x their number."
         },
     )
     group_by_prompt: bool = field(
@@ -142,22 +144,43 @@ def split_pairs(
     """Hold out the pairs of ``eval_fraction`` of the prompts (at least one prompt).
 
     The split is by prompt, so that no prompt, and no response, is seen both in training and
-    in evaluation (several pairs often share a prompt and a response).
+    in evaluation (several pairs often share a prompt and a response). With too few distinct
+    prompts for that (one, say), the pairs themselves are split, with a warning.
     """
-    prompts = sorted({pair.prompt for pair in pairs})
-    random.Random(seed).shuffle(prompts)
     if eval_fraction == 0:
         return list(pairs), []
+    prompts = sorted({pair.prompt for pair in pairs})
+    random.Random(seed).shuffle(prompts)
     held_out_count = max(1, round(len(prompts) * eval_fraction))
     if held_out_count >= len(prompts):
-        raise ValueError(
-            f"{len(prompts)} distinct prompts are too few to hold out {eval_fraction:.0%} of "
-            "them; add pairs or lower eval_fraction"
-        )
+        return _split_by_pair(pairs, eval_fraction, seed, len(prompts))
     held_out_prompts = set(prompts[:held_out_count])
     train = [pair for pair in pairs if pair.prompt not in held_out_prompts]
     held_out = [pair for pair in pairs if pair.prompt in held_out_prompts]
     return train, held_out
+
+
+def _split_by_pair(
+    pairs: Sequence[PreferencePair], eval_fraction: float, seed: int, prompt_count: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    held_out_count = max(1, round(len(pairs) * eval_fraction))
+    if held_out_count >= len(pairs):
+        raise ValueError(
+            f"{len(pairs)} pair(s) are too few to hold out {eval_fraction:.0%} for evaluation; "
+            "add pairs or set eval_fraction to 0 (no held-out accuracy)"
+        )
+    warnings.warn(
+        f"the pairs have {prompt_count} distinct prompt(s), too few to hold out "
+        f"{eval_fraction:.0%} of the prompts: holding out {held_out_count} of the "
+        f"{len(pairs)} pairs instead (a response may then be seen in training and in "
+        "evaluation, which flatters the held-out accuracy)",
+        stacklevel=3,
+    )
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    held_out = set(order[:held_out_count])
+    train = [pair for i, pair in enumerate(pairs) if i not in held_out]
+    return train, [pair for i, pair in enumerate(pairs) if i in held_out]
 
 
 def train_reward_model(
@@ -270,9 +293,9 @@ def _epoch_batches(
     batch_size: int,
     rng: random.Random,
 ) -> list[list[PreferencePair]]:
-    """One epoch's steps: shuffled pairs in chunks of ``batch_size``, or with
-    ``group_by_prompt`` shuffled prompts, each with all its pairs, until a step holds at least
-    ``batch_size`` pairs."""
+    """One epoch's steps of at most ``batch_size`` pairs: shuffled pairs, or with
+    ``group_by_prompt`` shuffled prompts with all their pairs, as many as fit in a step (a
+    prompt with more than ``batch_size`` pairs is split into steps of its own)."""
     if not config.group_by_prompt:
         order = list(range(len(train)))
         rng.shuffle(order)
@@ -287,7 +310,10 @@ def _epoch_batches(
     rng.shuffle(prompts)
     batches: list[list[PreferencePair]] = [[]]
     for prompt in prompts:
-        if len(batches[-1]) >= batch_size:
-            batches.append([])
-        batches[-1].extend(groups[prompt])
+        group = groups[prompt]
+        for first in range(0, len(group), batch_size):
+            chunk = group[first : first + batch_size]
+            if batches[-1] and len(batches[-1]) + len(chunk) > batch_size:
+                batches.append([])
+            batches[-1].extend(chunk)
     return batches

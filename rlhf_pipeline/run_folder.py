@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rlhf_env.pipeline.config import DemoConfig
+from rlhf_pipeline.config import DemoConfig
 
 RUN_FILE = "run.json"
 #: Settings that do not change any stage's result: they may differ when a run is resumed.

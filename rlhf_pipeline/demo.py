@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents import AGENTS, make_agent
-from agents.checkpoint import LATEST
-from agents.policy_gradient import PolicyGradientAgent
-from agents.rollout import Rollout
+from rlhf_agents import AGENTS, make_agent
+from rlhf_agents.checkpoint import LATEST
+from rlhf_agents.policy_gradient import PolicyGradientAgent
+from rlhf_agents.rollout import Rollout
 from rlhf_env import assets
 from rlhf_env.data.preferences import load_pairs, write_jsonl_pairs
 from rlhf_env.data.prompts import balanced_imdb_prompt_sets
@@ -41,14 +41,14 @@ from rlhf_env.models import (
     save_policy,
 )
 from rlhf_env.models.efficient import apply_training_setup
-from rlhf_env.pipeline.config import TINY_MODEL, DemoConfig
-from rlhf_env.pipeline.evaluation import evaluate_policy
-from rlhf_env.pipeline.report import write_report
-from rlhf_env.pipeline.run_folder import RunFolder
 from rlhf_env.rewards.model import RewardModel
 from rlhf_env.rewards.oracles import make_oracle
 from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
 from rlhf_env.vector_env import TextGenerationVectorEnv
+from rlhf_pipeline.config import TINY_MODEL, DemoConfig
+from rlhf_pipeline.held_out import evaluate_policy
+from rlhf_pipeline.report import write_report
+from rlhf_pipeline.run_folder import RunFolder
 
 Oracle = Callable[[list[str], list[str]], Sequence[float]]
 STAGE_COUNT = 6
@@ -88,33 +88,25 @@ def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
 
     # The RL env (train prompts) and the evaluation env (held-out prompts) share the models.
     policy, reference = apply_training_setup(
-        load_causal_lm(policy_path, device=device, dtype=torch.float32), config.efficient
+        load_causal_lm(policy_path, device=device, dtype=torch.float32), config.training_setup
     )
-    env_options: dict[str, Any] = {
-        "tokenizer": tokenizer,
-        "reward_fn": reward_model,
-        "max_new_tokens": config.max_new_tokens,
-        "max_prompt_tokens": 48,
-        "kl_coef": config.kl_coef,
-        "device": device,
-    }
     env = TextGenerationVectorEnv(
-        policy, prompts=splits.train, reference=reference, num_envs=config.num_envs, **env_options
-    )
+        policy, tokenizer, reward_model, splits.train, reference,
+        config=config.env_config(device=str(device)),
+    )  # fmt: skip
     eval_env = TextGenerationVectorEnv(
-        policy,
-        prompts=splits.evaluation,
-        reference=env.reference,
-        num_envs=min(config.num_envs * 2, len(splits.evaluation)),
-        **env_options,
-    )
+        policy, tokenizer, reward_model, splits.evaluation, env.reference,
+        config=config.env_config(
+            device=str(device), num_envs=min(config.num_envs * 2, len(splits.evaluation))
+        ),
+    )  # fmt: skip
 
     if not run.done("initial_eval"):
         _say(f"[4/{STAGE_COUNT}] evaluating the initial policy on {len(splits.evaluation)} prompts")
         _evaluate_stage(run, "initial_eval", eval_env, splits.evaluation, oracle, config)
     agent = _make_agent(config, env, run)  # restored from the last checkpoint if there is one
     if not run.done("rl"):
-        _say(f"[5/{STAGE_COUNT}] {config.agent.upper()} on {config.efficient} for "
+        _say(f"[5/{STAGE_COUNT}] {config.agent.upper()} on {config.training_setup} for "
              f"{config.total_timesteps} tokens (from {agent.num_timesteps})")  # fmt: skip
         _reinforce(run, config, agent, oracle, started)
     if not run.done("final_eval"):

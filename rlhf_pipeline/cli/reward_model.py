@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlhf_env.cli.options import add_dataclass_arguments, dataclass_from_args
+from rlhf_env.rewards.model import POOLINGS
+from rlhf_pipeline.cli.options import add_dataclass_arguments, dataclass_from_args
 
 
 def train_rm(args: argparse.Namespace) -> int:
@@ -63,7 +64,7 @@ def register(commands: Any) -> None:
     )
     train.add_argument(
         "--pooling",
-        choices=["head", "sum", "mean"],
+        choices=POOLINGS,
         default="head",
         help="head: the sequence-classification head; sum/mean: per-token scores summed or "
         "averaged (an additive reward)",

@@ -1,12 +1,12 @@
 """What the single and the vector environment share: models, tokenizer, prompts, reward, limits.
 
-:class:`GenerationTask` resolves and validates the constructor arguments once, builds the
-spaces, encodes prompts and checks actions, so both environments apply the same rules.
+:class:`EnvCore` resolves and validates the environments' objects once (the settings are
+validated by :mod:`rlhf_env.config`), builds the spaces, encodes prompts and checks actions, so
+both environments apply the same rules.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,16 +17,18 @@ import torch
 from gymnasium import spaces
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from rlhf_env.config import EnvConfig
 from rlhf_env.data.prompts import PromptsLike, PromptSource
-from rlhf_env.kl import KLEstimator, check_kl_estimator
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
+from rlhf_env.models.modules import device_of
 from rlhf_env.rewards.base import RewardFunction
 
 
-class GenerationTask:
-    """The resolved, validated configuration of a text-generation environment.
+class EnvCore:
+    """The resolved, validated objects and rules of a text-generation environment.
 
-    Arguments are those of :class:`rlhf_env.TextGenerationEnv` (see its docstring).
+    Arguments are the environments' positional ones (see :class:`rlhf_env.TextGenerationEnv`)
+    and their :class:`~rlhf_env.config.EnvConfig`.
     """
 
     def __init__(
@@ -36,14 +38,7 @@ class GenerationTask:
         reward_fn: RewardFunction | None,
         prompts: PromptsLike | None,
         reference: torch.nn.Module | str | Path | None,
-        max_new_tokens: int,
-        max_prompt_tokens: int,
-        kl_coef: float,
-        kl_estimator: KLEstimator,
-        eos_token_ids: Iterable[int] | None,
-        device: str | torch.device | None,
-        trust_remote_code: bool,
-        missing_eos_penalty: float = 0.0,
+        config: EnvConfig,
     ) -> None:
         if reward_fn is None or not callable(reward_fn):
             raise TypeError(
@@ -51,25 +46,17 @@ class GenerationTask:
             )
         if prompts is None:
             raise TypeError("prompts is required: a list of strings or a callable returning one")
-        if max_new_tokens < 1 or max_prompt_tokens < 1:
-            raise ValueError(
-                f"max_new_tokens ({max_new_tokens}) and max_prompt_tokens ({max_prompt_tokens}) "
-                "must both be >= 1"
-            )
-        check_kl_coef(kl_coef)
-        if not (math.isfinite(missing_eos_penalty) and missing_eos_penalty >= 0):
-            raise ValueError(
-                f"missing_eos_penalty must be a finite number >= 0 (it is subtracted), "
-                f"got {missing_eos_penalty}"
-            )
-        self.missing_eos_penalty = float(missing_eos_penalty)
-        self.policy, self.tokenizer = _resolve_policy(policy, tokenizer, device, trust_remote_code)
-        self.reference = _resolve_reference(reference, self.policy, trust_remote_code)
+        self.config = config
+        self.policy, self.tokenizer = _resolve_policy(
+            policy, tokenizer, config.device, config.trust_remote_code
+        )
+        self.reference = _resolve_reference(reference, self.policy, config.trust_remote_code)
         self.reward_fn = reward_fn
         self.prompt_source = PromptSource(prompts)
-        self.max_new_tokens = int(max_new_tokens)
-        self.max_prompt_tokens = int(max_prompt_tokens)
-        self.kl_estimator = check_kl_estimator(kl_estimator)
+        self.max_new_tokens = config.max_new_tokens
+        self.max_prompt_tokens = config.max_prompt_tokens
+        self.missing_eos_penalty = config.missing_eos_penalty
+        self.kl_estimator = config.kl_estimator
 
         self.vocab_size = vocab_size_of(self.policy)
         if vocab_size_of(self.reference) != self.vocab_size:
@@ -78,15 +65,15 @@ class GenerationTask:
                 f"policy's ({self.vocab_size}); both must share one tokenizer"
             )
         self.pad_token_id = _pad_id(self.tokenizer)
-        self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, eos_token_ids)
-        self.context_length = self.max_prompt_tokens + self.max_new_tokens
+        self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, config.eos_token_ids)
+        self.context_length = config.context_length
         _check_position_limit(self.policy, self.context_length)
         self._warned_truncation = False
 
     @property
     def device(self) -> torch.device:
         """The device of the policy, where the environments compute."""
-        return next(self.policy.parameters()).device
+        return device_of(self.policy)
 
     def observation_space(self) -> spaces.Dict:
         """``Dict(input_ids: Box(0, V-1, (L,), int64), attention_mask: Box(0, 1, (L,), int64))``."""
@@ -151,13 +138,6 @@ class GenerationTask:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
 
-def check_kl_coef(kl_coef: float) -> float:
-    """``kl_coef`` if it is a finite number >= 0, else a ``ValueError``."""
-    if not (math.isfinite(kl_coef) and kl_coef >= 0):
-        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef}")
-    return float(kl_coef)
-
-
 def _resolve_policy(
     policy: torch.nn.Module | str | Path,
     tokenizer: PreTrainedTokenizerBase | str | Path | None,
@@ -187,7 +167,7 @@ def _resolve_reference(
     if reference is None:
         return frozen_copy(policy)
     if isinstance(reference, (str, Path)):
-        device = next(policy.parameters()).device
+        device = device_of(policy)
         return load_causal_lm(reference, device=device, trust_remote_code=trust_remote_code)
     if not isinstance(reference, torch.nn.Module):
         raise TypeError(

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf_env.pipeline.run_folder import RunFolder, write_text_atomic
+from rlhf_env.extras import require
+from rlhf_pipeline.run_folder import RunFolder, write_text_atomic
 
 PLOTS = {
     "reward": "plots/reward_vs_step.png",
@@ -96,7 +97,7 @@ def plot_history(
     folder: Path,
 ) -> None:
     """The three report plots from the RL history (one point per update)."""
-    import matplotlib
+    matplotlib = require("matplotlib", "demo", "the report's plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -170,7 +171,8 @@ def render_markdown(
         "# RLHF demo report",
         "",
         f"Policy `{config['policy']}`, reward model on `{config['reward_backbone']}`, gold "
-        f"labeller `{config['oracle']}`, {config['agent'].upper()} on `{config['efficient']}`.",
+        f"labeller `{config['oracle']}`, {config['agent'].upper()} on "
+        f"`{config['training_setup']}`.",
         "",
         f"## Held-out evaluation ({initial['responses']} prompts, one response each)",
         "",

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from rlhf_env.extras import require
+
 
 def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
@@ -38,14 +40,15 @@ def add_dataclass_arguments(
     skip: Iterable[str] = (),
     suppress_defaults: bool = False,
 ) -> None:
-    """One ``--field-name`` option per field of a config dataclass, with its help and default.
+    """One ``--field-name`` option per field of a config dataclass (those with ``cli`` in their
+    metadata, see :func:`rlhf_env.config.option`), with its help, default and choices.
 
     With ``suppress_defaults`` an option left out is absent from the parsed namespace (so a
     preset or a config file decides), else it holds the dataclass default.
     """
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        if field.name in skip:
+        if field.name in skip or not field.metadata.get("cli", True):
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default
@@ -57,6 +60,8 @@ def add_dataclass_arguments(
         }
         if is_bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        elif "choices" in field.metadata:
+            parser.add_argument(flag, type=convert, choices=field.metadata["choices"], **options)
         else:
             parser.add_argument(flag, type=convert, metavar=field.name.upper(), **options)
 
@@ -84,7 +89,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as error:
         raise FileNotFoundError(f"cannot read the config file {path}: {error}") from error
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        yaml = require("yaml", "demo", f"reading the YAML config file {path}")
 
         try:
             data = yaml.safe_load(text)

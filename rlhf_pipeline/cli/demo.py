@@ -1,15 +1,15 @@
-"""``rlhf-env demo``: the whole RLHF pipeline offline, with a report (:mod:`rlhf_env.pipeline`)."""
+"""``rlhf-env demo``: the whole RLHF pipeline offline, with a report (:mod:`rlhf_pipeline`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from rlhf_env.cli.options import add_dataclass_arguments, dataclass_values
+from rlhf_pipeline.cli.options import add_dataclass_arguments, dataclass_values
 
 
 def demo(args: argparse.Namespace) -> int:
-    from rlhf_env.pipeline import DemoConfig, run_demo
+    from rlhf_pipeline import DemoConfig, run_demo
 
     values = dataclass_values(DemoConfig, args)
     config = DemoConfig.smoke(**values) if args.smoke else DemoConfig(**values)
@@ -19,7 +19,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``demo``."""
-    from rlhf_env.pipeline import DemoConfig
+    from rlhf_pipeline import DemoConfig
 
     parser = commands.add_parser(
         "demo",

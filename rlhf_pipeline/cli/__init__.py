@@ -20,17 +20,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rlhf_env.cli import bench, data, demo, reward_model, train
-from rlhf_env.cli.options import apply_config_file
-from rlhf_env.distributed import launched_in_parallel
+from rlhf_env.distributed import launched_in_parallel, launched_rank
+from rlhf_pipeline.cli import bench, data, demo, reward_model, train
+from rlhf_pipeline.cli.options import apply_config_file
 
 #: The commands that run data-parallel under torchrun / accelerate launch.
 DATA_PARALLEL_COMMANDS = ("train", "train-rm")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors rank 0 alone prints under torchrun (all exit with 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if launched_rank() == 0:
+            self.print_usage(sys.stderr)
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rlhf-env`` argument parser."""
-    parser = argparse.ArgumentParser(prog="rlhf-env", description="RLHF as a Gymnasium env.")
+    parser = _Parser(prog="rlhf-env", description="RLHF as a Gymnasium env.")
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (demo, data, reward_model, train, bench):
         module.register(commands)
@@ -43,16 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if launched_in_parallel() and args.command not in DATA_PARALLEL_COMMANDS:
-        print(
-            f"rlhf-env: error: {args.command} runs in one process; of the commands, only "
-            f"{' and '.join(DATA_PARALLEL_COMMANDS)} run under torchrun or accelerate launch",
-            file=sys.stderr,
+        _error(
+            f"{args.command} runs in one process; of the commands, only "
+            f"{' and '.join(DATA_PARALLEL_COMMANDS)} run under torchrun or accelerate launch"
         )
         return 1
     try:
         if getattr(args, "config", None):
             args = apply_config_file(parser, args.command_parser, args.config, argv)
         return args.handler(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"rlhf-env: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        _error(str(error))
         return 1
+
+
+def _error(message: str) -> None:
+    """Print a command's error once: under torchrun or accelerate launch every process exits
+    with it (non-zero), and rank 0 alone says why."""
+    if launched_rank() == 0:
+        print(f"rlhf-env: error: {message}", file=sys.stderr)

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from rlhf_agents import LEARNING_AGENTS
+from rlhf_env.config import VectorEnvConfig, check
+from rlhf_env.config import option as _option
+from rlhf_env.models.efficient import TRAINING_SETUP, TRAINING_SETUP_HELP
+from rlhf_env.rewards.model import POOLINGS
+from rlhf_env.rewards.oracles import ORACLES
+
 TINY_MODEL = "tiny-gpt2"
-EFFICIENT_PATTERN = re.compile(r"^(full|frozen:\d+|lora:\d+)$")
 
 
-def _option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class DemoConfig:
-    """The whole pipeline of :func:`rlhf_env.pipeline.run_demo`, stage by stage.
+@dataclass(kw_only=True)
+class DemoConfig(VectorEnvConfig):
+    """The whole pipeline of :func:`rlhf_pipeline.run_demo`, stage by stage.
 
     The defaults are the embedded offline demo (SmolLM2-135M-Instruct, VADER as the labeller,
     a MiniLM reward model, PPO on the top layers), sized to finish within 20 minutes on two
-    CPU cores. :meth:`smoke` shrinks it to seconds on tiny random models, for tests.
+    CPU cores. :meth:`smoke` shrinks it to seconds on tiny random models, for tests. The RL
+    stage's environment takes every field of :class:`rlhf_env.config.VectorEnvConfig` (this
+    class extends it; ``kl_coef`` is also the agent's initial beta).
     """
 
     out: str = _option("rlhf-demo", "Run folder: every stage's output, the report, the weights.")
@@ -33,10 +36,11 @@ class DemoConfig:
         "all-minilm-l6-v2",
         f"Reward-model backbone: hub name, local folder, asset name, or {TINY_MODEL!r}.",
     )
-    oracle: str = _option("vader", "Gold labeller: 'vader' or 'textblob'.")
+    oracle: str = _option("vader", "Gold labeller.", choices=ORACLES)
     seed: int = _option(0, "Seed of every stage (sampling, labels, splits, PPO).")
     device: str | None = _option(None, "'cpu', 'cuda', ... (None: CUDA when there is one).")
     max_new_tokens: int = _option(16, "Tokens per response, in every stage.")
+    max_prompt_tokens: int = _option(48, "Longest prompt in tokens (cut from the left).")
     prompt_words: int = _option(8, "Words of a review that make a prompt.")
 
     # 1-2. preferences
@@ -55,17 +59,15 @@ class DemoConfig:
     rm_batch_size: int = _option(32, "Reward-model pairs per step.")
     rm_learning_rate: float = _option(1e-4, "Reward-model learning rate.")
     rm_pooling: str = _option(
-        "sum", "'head' ([CLS] head), 'sum' or 'mean' of per-token scores (additive reward)."
+        "sum",
+        "'head' ([CLS] head), 'sum' or 'mean' of per-token scores (additive reward).",
+        choices=POOLINGS,
     )
     rm_max_length: int = _option(48, "Reward-model tokens per response.")
 
     # 4. RL fine-tuning
-    agent: str = _option("ppo", "'ppo', 'rloo' or 'grpo'.")
-    efficient: str = _option(
-        "frozen:24",
-        "What trains: 'full', 'frozen:N' (bottom N blocks frozen, shared with the reference) "
-        "or 'lora:R' (LoRA of rank R; the reference is the model with adapters off).",
-    )
+    agent: str = _option("ppo", "The learning agent.", choices=LEARNING_AGENTS)
+    training_setup: str = _option("frozen:24", f"What trains: {TRAINING_SETUP_HELP}.")
     num_envs: int = _option(16, "Sub-environments: responses per rollout round.")
     total_timesteps: int = _option(12_288, "Generated tokens of RL training.")
     learning_rate: float = _option(2e-4, "RL learning rate.")
@@ -92,31 +94,35 @@ class DemoConfig:
     progress_bar: bool = _option(True, "Progress bars with ETA.")
 
     def __post_init__(self) -> None:
-        problems = [
-            (self.oracle in ("vader", "textblob"), "oracle must be 'vader' or 'textblob'"),
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
-            (self.prompt_words >= 1, "prompt_words must be >= 1"),
-            (self.preference_prompts >= 2, "preference_prompts must be >= 2"),
-            (self.responses_per_prompt >= 2, "responses_per_prompt must be >= 2 (pairs)"),
-            (self.label_noise is None or self.label_noise > 0, "label_noise must be > 0 or None"),
-            (self.rm_pooling in ("head", "sum", "mean"), "rm_pooling must be head, sum or mean"),
-            (self.agent in ("ppo", "rloo", "grpo"), "agent must be 'ppo', 'rloo' or 'grpo'"),
-            (
-                bool(EFFICIENT_PATTERN.match(self.efficient)),
-                f"efficient must be 'full', 'frozen:N' or 'lora:R', got {self.efficient!r}",
-            ),
-            (self.num_envs >= 1, "num_envs must be >= 1"),
-            (self.total_timesteps >= 1, "total_timesteps must be >= 1"),
-            (self.train_prompts >= 1, "train_prompts must be >= 1"),
-            (self.eval_prompts >= 1, "eval_prompts must be >= 1"),
-            (
-                self.budget_minutes is None or self.budget_minutes > 0,
-                "budget_minutes must be > 0 or None",
-            ),
-        ]
-        for ok, message in problems:
-            if not ok:
-                raise ValueError(f"DemoConfig: {message}")
+        super().__post_init__()
+        check(
+            self,
+            [
+                (self.prompt_words >= 1, "prompt_words must be >= 1"),
+                (self.preference_prompts >= 2, "preference_prompts must be >= 2"),
+                (self.responses_per_prompt >= 2, "responses_per_prompt must be >= 2 (pairs)"),
+                (
+                    self.label_noise is None or self.label_noise > 0,
+                    "label_noise must be > 0 or None",
+                ),
+                (
+                    bool(TRAINING_SETUP.match(self.training_setup)),
+                    f"training_setup must be {TRAINING_SETUP_HELP}, got {self.training_setup!r}",
+                ),
+                (self.total_timesteps >= 1, "total_timesteps must be >= 1"),
+                (self.train_prompts >= 1, "train_prompts must be >= 1"),
+                (self.eval_prompts >= 1, "eval_prompts must be >= 1"),
+                (
+                    self.budget_minutes is None or self.budget_minutes > 0,
+                    "budget_minutes must be > 0 or None",
+                ),
+            ],
+        )
+
+    def env_config(self, **overrides: Any) -> VectorEnvConfig:
+        """The RL stage's environment settings (those of this config), with ``overrides``."""
+        values = {name: getattr(self, name) for name in VectorEnvConfig.__dataclass_fields__}
+        return VectorEnvConfig(**(values | overrides))
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoConfig:
@@ -131,7 +137,7 @@ class DemoConfig:
             "rm_epochs": 1,
             "rm_batch_size": 8,
             "rm_max_length": 16,
-            "efficient": "full",
+            "training_setup": "full",
             "num_envs": 4,
             "total_timesteps": 48,
             "minibatch_size": 4,

@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from rlhf_env.rewards.oracles import ORACLES
+
 
 def _side_by_side(left: str, right: str, width: int) -> str:
     column = max(20, (width - 3) // 2)
@@ -87,7 +89,7 @@ def register(commands: Any) -> None:
     synth.add_argument("--max-new-tokens", type=int, default=32)
     synth.add_argument("--temperature", type=float, default=1.0)
     synth.add_argument("--batch-size", type=int, default=16)
-    synth.add_argument("--oracle", choices=["vader", "textblob"], default="vader")
+    synth.add_argument("--oracle", choices=list(ORACLES), default="vader")
     synth.add_argument(
         "--noise-k", type=float, default=None,
         help="Bradley-Terry label noise: P(A>B) = sigmoid(k (s_A - s_B)); default deterministic",

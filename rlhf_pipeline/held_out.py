@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agents import PolicyAgent, evaluate
+from rlhf_agents import PolicyAgent, evaluate
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 Oracle = Callable[[list[str], list[str]], Sequence[float]]

@@ -3,7 +3,7 @@
 SB3 algorithms then step the batched, KV-cached environment directly::
 
     from stable_baselines3 import PPO
-    from rlhf_env.sb3 import SB3VecEnv
+    from rlhf_env.sb3_vec_env import SB3VecEnv
 
     venv = SB3VecEnv(TextGenerationVectorEnv(..., num_envs=8, autoreset_mode="SameStep"))
     PPO("MultiInputPolicy", venv).learn(10_000)
@@ -16,14 +16,19 @@ from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env.base_vec_env import (
-    VecEnv,
-    VecEnvIndices,
-    VecEnvObs,
-    VecEnvStepReturn,
-)
 
+from rlhf_env.extras import missing_extra
 from rlhf_env.vector_env import TextGenerationVectorEnv
+
+try:
+    from stable_baselines3.common.vec_env.base_vec_env import (
+        VecEnv,
+        VecEnvIndices,
+        VecEnvObs,
+        VecEnvStepReturn,
+    )
+except ImportError as error:
+    raise missing_extra("stable_baselines3", "sb3", "rlhf_env.sb3_vec_env (SB3VecEnv)") from error
 
 # Per-step info keys copied from the vector env's batched infos into SB3's per-env dicts.
 _INFO_KEYS = ("kl", "policy_logprob", "ref_logprob", "score", "response", "prompt")

@@ -3,8 +3,8 @@
 ::
 
     from stable_baselines3 import PPO
-    from agents.sb3 import LanguageModelPolicy
-    from rlhf_env.sb3 import SB3VecEnv
+    from rlhf_agents.sb3_policy import LanguageModelPolicy
+    from rlhf_env.sb3_vec_env import SB3VecEnv
 
     vector_env = TextGenerationVectorEnv(policy, tokenizer, reward_fn, prompts, num_envs=8,
                                          autoreset_mode="SameStep")
@@ -27,7 +27,7 @@ of this policy and so never enters SB3's optimizer.
 - **SB3's update** (``evaluate_actions`` on minibatches of single states) re-encodes every
   sampled state's whole context with gradients: O(T) per state, O(T^2) per episode. SB3 stores
   transitions independently and shuffles them across episodes, so it cannot score a response in
-  one teacher-forced forward the way :class:`agents.PPOAgent` does; that is the price of using
+  one teacher-forced forward the way :class:`rlhf_agents.PPOAgent` does; that is the price of using
   SB3 unmodified. Keep ``max_prompt_tokens + max_new_tokens`` small, or use ``PPOAgent``.
 """
 
@@ -37,14 +37,21 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.distributions import CategoricalDistribution
-from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from agents.forward import accepts_argument, observation_tensors
-from rlhf_env.incremental import IncrementalLM, positions_from_mask
+from rlhf_agents.forward import accepts_argument, observation_tensors
+from rlhf_env.engine.incremental import IncrementalLM
+from rlhf_env.extras import missing_extra
+from rlhf_env.models.modules import device_of, positions_from_mask
 from rlhf_env.models.value_head import ValueHead, hidden_size_of
-from rlhf_env.vector_env import TextGenerationVectorEnv
+
+try:
+    from stable_baselines3.common.distributions import CategoricalDistribution
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+except ImportError as error:
+    raise missing_extra(
+        "stable_baselines3", "sb3", "rlhf_agents.sb3_policy (LanguageModelPolicy)"
+    ) from error
 
 
 class LanguageModelPolicy(ActorCriticPolicy):
@@ -93,7 +100,7 @@ class LanguageModelPolicy(ActorCriticPolicy):
         self.model = self.__dict__.pop("_pending_model")
         if not isinstance(self.action_dist, CategoricalDistribution):
             raise ValueError("LanguageModelPolicy supports Discrete action spaces only")
-        self.value_head = ValueHead(hidden_size_of(self.model)).to(_device_of(self.model))
+        self.value_head = ValueHead(hidden_size_of(self.model)).to(device_of(self.model))
         self._rollout_cache = _RolloutCache(self.model)
         self._keeps_logits = accepts_argument(self.model, "logits_to_keep")
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -166,15 +173,6 @@ class LanguageModelPolicy(ActorCriticPolicy):
             **kwargs,
         )
         return output.logits[:, -1].float(), output.hidden_states[-1][:, -1]
-
-
-def language_model_policy_kwargs(vector_env: TextGenerationVectorEnv, **extra: Any) -> dict:
-    """``policy_kwargs`` for :class:`LanguageModelPolicy` over ``vector_env``'s policy."""
-    return {"model": vector_env.policy, **extra}
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _token_tensors(obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:

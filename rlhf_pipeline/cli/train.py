@@ -10,14 +10,20 @@ from typing import Any
 
 import torch
 
-from rlhf_env.cli.options import add_dataclass_arguments, dataclass_values
-
-LEARNING_AGENTS = ("ppo", "rloo", "grpo")
+from rlhf_agents import LEARNING_AGENTS
+from rlhf_env.models.efficient import TRAINING_SETUP_HELP, check_training_setup
+from rlhf_env.rewards.oracles import ORACLES
+from rlhf_pipeline.cli.options import add_dataclass_arguments, dataclass_values
 
 
 def _add_env_arguments(
-    parser: argparse.ArgumentParser, prompt_offset: int, reward_required: bool
+    parser: argparse.ArgumentParser,
+    prompt_offset: int,
+    reward_required: bool,
+    skip: frozenset[str] = frozenset(),
 ) -> None:
+    from rlhf_env.config import VectorEnvConfig
+
     parser.add_argument(
         "--policy", default="smollm2-135m-instruct", help="hub name, folder, or asset name"
     )
@@ -25,7 +31,8 @@ def _add_env_arguments(
         "--reward",
         required=reward_required,
         default="vader",
-        help="'vader', 'textblob' (gold oracles), or a reward-model folder from train-rm",
+        help=f"{' or '.join(map(repr, ORACLES))} (gold oracles), or a reward-model folder "
+        "from train-rm",
     )
     parser.add_argument(
         "--prompts",
@@ -39,23 +46,8 @@ def _add_env_arguments(
         default=prompt_offset,
         help=f"skip this many prompts (per label for imdb-balanced; default {prompt_offset})",
     )
-    parser.add_argument("--num-envs", type=int, default=16, help="sub-environments")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--max-prompt-tokens", type=int, default=64)
-    parser.add_argument("--kl-estimator", choices=["k1", "k3", "full"], default="k1")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
-    parser.add_argument(
-        "--engine",
-        choices=["auto", "static", "dynamic"],
-        default="auto",
-        help="how the env steps policy and reference (auto: static where supported)",
-    )
-    parser.add_argument(
-        "--compile-step",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        help="compile the static engine's step (auto: on CUDA only)",
-    )
+    # The environment's settings, one option per field of rlhf_env.config.VectorEnvConfig.
+    add_dataclass_arguments(parser, VectorEnvConfig, skip=skip)
 
 
 def _prompts(args: argparse.Namespace) -> list[str]:
@@ -70,33 +62,25 @@ def _make_env(
     tokenizer: Any,
     reference: torch.nn.Module | None,
     prompts: list[str],
-    num_envs: int,
+    **overrides: Any,
 ) -> Any:
     """The vector env the environment options describe, on ``policy`` and ``prompts``."""
+    from rlhf_env.config import VectorEnvConfig
     from rlhf_env.rewards.by_name import load_reward
     from rlhf_env.vector_env import TextGenerationVectorEnv
 
+    config = VectorEnvConfig(**(dataclass_values(VectorEnvConfig, args) | overrides))
     return TextGenerationVectorEnv(
-        policy,
-        tokenizer,
-        reward_fn=load_reward(args.reward, args.device),
-        prompts=prompts,
-        reference=reference,
-        max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        kl_estimator=args.kl_estimator,
-        num_envs=num_envs,
-        device=args.device,
-        engine=args.engine,
-        compile_step={"auto": None, "yes": True, "no": False}[args.compile_step],
-    )
+        policy, tokenizer, load_reward(args.reward, args.device), prompts, reference,
+        config=config,
+    )  # fmt: skip
 
 
 # -- train --------------------------------------------------------------------------------------
 
 
 def _agent_config(args: argparse.Namespace) -> Any:
-    from agents import PPOConfig, RLOOConfig
+    from rlhf_agents import PPOConfig, RLOOConfig
 
     config_class = PPOConfig if args.agent == "ppo" else RLOOConfig
     values = dataclass_values(PPOConfig, args) | dataclass_values(RLOOConfig, args)
@@ -113,8 +97,8 @@ def _agent_config(args: argparse.Namespace) -> Any:
 
 
 def train(args: argparse.Namespace) -> int:
-    from agents import AGENTS
-    from agents.checkpoint import LATEST
+    from rlhf_agents import AGENTS
+    from rlhf_agents.checkpoint import LATEST
     from rlhf_env import assets
     from rlhf_env.distributed import init_distributed, shard
     from rlhf_env.models import load_causal_lm, load_tokenizer, save_policy
@@ -126,11 +110,11 @@ def train(args: argparse.Namespace) -> int:
         args.device = args.device or str(context.device)
     folder = assets.resolve(args.policy)
     policy, reference = apply_training_setup(
-        load_causal_lm(folder, device=args.device, dtype=torch.float32), args.setup
+        load_causal_lm(folder, device=args.device, dtype=torch.float32), args.training_setup
     )
     tokenizer = load_tokenizer(folder)
     prompts = shard(_prompts(args), context)  # each process its own prompts
-    env = _make_env(args, policy, tokenizer, reference, prompts, args.num_envs)
+    env = _make_env(args, policy, tokenizer, reference, prompts)
     agent_class = AGENTS[args.agent]
     run_dir = Path(values["checkpoint_dir"])
     if (run_dir / LATEST).is_file():
@@ -160,8 +144,8 @@ def train(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     from rlhf_env import assets
     from rlhf_env.models import load_causal_lm, load_tokenizer
-    from rlhf_env.pipeline.evaluation import evaluate_policy
     from rlhf_env.rewards.oracles import make_oracle
+    from rlhf_pipeline.held_out import evaluate_policy
 
     folder = assets.resolve(args.policy)
     policy = load_causal_lm(folder, device=args.device, dtype=torch.float32)
@@ -172,7 +156,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     )
     prompts = _prompts(args)
     num_envs = min(args.num_envs, len(prompts))
-    env = _make_env(args, policy, load_tokenizer(folder), reference, prompts, num_envs)
+    env = _make_env(args, policy, load_tokenizer(folder), reference, prompts, num_envs=num_envs)
     gold = make_oracle(args.gold) if args.gold != "none" else None
     result = evaluate_policy(env, prompts, gold, seed=args.seed, progress=True)
     summary = result["summary"]
@@ -187,7 +171,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """Add ``train`` and ``eval``."""
-    from agents import PPOConfig, RLOOConfig
+    from rlhf_agents import PPOConfig, RLOOConfig
 
     parser = commands.add_parser(
         "train",
@@ -202,12 +186,14 @@ def register(commands: Any) -> None:
     parser.add_argument("--agent", choices=LEARNING_AGENTS, default="ppo")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument(
-        "--setup",
+        "--training-setup",
+        type=check_training_setup,
         default="full",
-        help="what trains: 'full', 'frozen:N' (bottom N blocks frozen) or 'lora:R' (default full)",
+        help=f"what trains: {TRAINING_SETUP_HELP} (default full)",
     )
     parser.add_argument("--total-timesteps", type=int, default=16_384, help="generated tokens")
-    _add_env_arguments(parser, prompt_offset=0, reward_required=True)
+    # beta is the agent's --kl-coef (its initial value under adaptive KL control)
+    _add_env_arguments(parser, prompt_offset=0, reward_required=True, skip=frozenset({"kl_coef"}))
     add_dataclass_arguments(parser, PPOConfig, suppress_defaults=True)
     add_dataclass_arguments(
         parser, RLOOConfig, skip={f.name for f in dataclasses.fields(PPOConfig)},
@@ -229,7 +215,7 @@ def register(commands: Any) -> None:
         help="model the KL is measured against, e.g. the initial policy (default: the policy)",
     )
     evaluation.add_argument(
-        "--gold", choices=["vader", "textblob", "none"], default="vader", help="gold oracle"
+        "--gold", choices=[*ORACLES, "none"], default="vader", help="gold oracle"
     )
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--out", type=Path, default=None, help="write the results as JSON")

@@ -1,0 +1,121 @@
+"""What the tests share: prompts, reward functions and env builders on tiny offline models.
+
+Plain functions, so that the subprocess workers (``distributed_worker.py``, ``fault_worker.py``)
+import them too; ``conftest.py`` wraps them in fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from rlhf_env import TextGenerationVectorEnv
+from rlhf_env.data.preferences import PreferencePair
+from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+
+PROMPTS = [
+    "This movie was",
+    "I think the acting",
+    "The plot of this film is",
+    "Honestly, the music",
+    "One of the best",
+]
+#: Eight distinct prompts, for tests that shard prompts over processes.
+NUMBERED_PROMPTS = [f"Review {i}: the film" for i in range(8)]
+
+Reward = Callable[[list[str], list[str]], list[float]]
+
+#: The subjects of the reward-model tests' pairs.
+SUBJECTS = ["The film", "This movie", "The plot", "The acting", "The music", "The ending"]
+
+
+def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """A deterministic reward: a tenth of the response's character count."""
+    return [len(response) / 10 for response in responses]
+
+
+def make_word_start_reward(tokenizer: Any) -> Reward:
+    """The agents' easy task: the share of response tokens that start a word (a leading space
+    and at least one more character). 34 of the tiny tokenizer's 384 tokens qualify, so a
+    random-init policy scores about 0.06 and the best policy 1.0."""
+    targets = {
+        i
+        for i in range(len(tokenizer))
+        if len(text := tokenizer.decode([i])) > 1 and text[0] == " "
+    }
+
+    def reward(prompts: list[str], responses: list[str]) -> list[float]:
+        scores = []
+        for response in responses:
+            ids = tokenizer.encode(response, add_special_tokens=False)
+            scores.append(sum(i in targets for i in ids) / max(len(ids), 1))
+        return scores
+
+    return reward
+
+
+def vector_env(
+    tokenizer: Any,
+    reward_fn: Reward = length_reward,
+    policy: torch.nn.Module | None = None,
+    prompts: list[str] | None = None,
+    reference: torch.nn.Module | None = None,
+    **options: Any,
+) -> TextGenerationVectorEnv:
+    """A vector env on the tiny GPT-2 (a fresh one unless ``policy`` is given), up to 12 prompt
+    and 8 response tokens, beta 0.05; ``options`` override any setting."""
+    settings = {"num_envs": 8, "max_new_tokens": 8, "max_prompt_tokens": 12, "kl_coef": 0.05}
+    return TextGenerationVectorEnv(
+        policy if policy is not None else build_tiny_gpt2(tokenizer, seed=0),
+        tokenizer,
+        reward_fn,
+        prompts if prompts is not None else PROMPTS,
+        reference,
+        **(settings | options),
+    )
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``rlhf-env ARGV`` in this process: ``(exit status, stdout, stderr)``. (The subprocess
+    runs of every command, as a user starts them, are in ``test_cli.py``.)"""
+    import contextlib
+    import io
+
+    from rlhf_pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(list(argv))
+        except SystemExit as exit_:  # argparse's usage errors
+            status = int(exit_.code or 0)
+    return status, out.getvalue(), err.getvalue()
+
+
+def separable_pairs(count: int = 48) -> list[PreferencePair]:
+    """Chosen responses end in 'great', rejected in 'awful': trivially separable."""
+    return [
+        PreferencePair(SUBJECTS[i % len(SUBJECTS)], f" was {'really ' * (i % 3)}great.",
+                       f" was {'really ' * (i % 2)}awful.")
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def save_tiny_backbone(directory: Path) -> Path:
+    """A tiny GPT-2 sequence-classification backbone with its tokenizer, saved like a hub
+    checkpoint in ``directory``."""
+    tokenizer = build_tiny_tokenizer(
+        corpus=[f"{s} was great. {s} was awful." for s in SUBJECTS] * 3, vocab_size=320
+    )
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

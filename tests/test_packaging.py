@@ -1,0 +1,84 @@
+"""The package as a user installs it: the wheel holds the three packages under their own
+names, and a fresh virtual environment with the core requirements alone steps an env."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.long  # builds a wheel and a virtual environment: tens of seconds
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    (path,) = out.glob("rlhf_env-*.whl")
+    return path
+
+
+def test_the_wheel_installs_the_agents_under_their_own_name(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("rlhf_env/engine/static.py", "rlhf_agents/ppo.py", "rlhf_pipeline/cli/train.py"):
+        assert module in names
+    # The folder agents/ must not install as a top-level ``agents`` (the OpenAI Agents SDK's
+    # import name).
+    assert not [name for name in names if name.startswith("agents/")]
+    entry_points = next(name for name in names if name.endswith("entry_points.txt"))
+    assert "rlhf_pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_a_core_install_steps_an_env_and_names_missing_extras(wheel, tmp_path):
+    """Only install_requires (torch from this interpreter's build, the rest from the index):
+    the env steps on both engines and the agents import; SB3 names its extra."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    import torch
+
+    torch_spec = f"torch=={torch.__version__.split('+')[0]}"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", torch_spec, str(wheel)],
+        check=True, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from rlhf_env import TextGenerationVectorEnv
+        from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+        import rlhf_agents
+
+        tokenizer = build_tiny_tokenizer()
+        for engine in ("static", "dynamic"):
+            env = TextGenerationVectorEnv(
+                build_tiny_gpt2(tokenizer), tokenizer, lambda p, r: [1.0] * len(r),
+                ["This movie was"], num_envs=2, max_new_tokens=3, engine=engine,
+            )
+            env.reset(seed=0)
+            for _ in range(3):
+                env.step(np.array([30, 31]))
+            print(engine, "stepped", type(env.engine).__name__)
+        try:
+            import rlhf_env.sb3_vec_env
+        except ImportError as error:
+            print("missing:", error)
+        """
+    )
+    result = subprocess.run(
+        [str(python), "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "static stepped StaticEngine" in result.stdout
+    assert "dynamic stepped DynamicEngine" in result.stdout
+    assert "from the 'sb3' extra: pip install 'rlhf_env[sb3]'" in result.stdout
