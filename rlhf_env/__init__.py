@@ -11,11 +11,19 @@ Importing the package registers ``rlhf_env/TextGeneration-v0`` with Gymnasium::
 
 from gymnasium.envs.registration import register, registry
 
+from rlhf_env.config import EnvConfig, VectorEnvConfig
 from rlhf_env.env import TextGenerationEnv
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 __version__ = "0.1.0"
-__all__ = ["ENV_ID", "TextGenerationEnv", "TextGenerationVectorEnv", "__version__"]
+__all__ = [
+    "ENV_ID",
+    "EnvConfig",
+    "TextGenerationEnv",
+    "TextGenerationVectorEnv",
+    "VectorEnvConfig",
+    "__version__",
+]
 
 ENV_ID = "rlhf_env/TextGeneration-v0"
 

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.config import EnvConfig, build_config, options_table
-from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.engine import make_engine
-from rlhf_env.env_core import EnvCore
-from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.config import EnvConfig, options_table
+from rlhf_env.env_core import GenerationEnvBase
+from rlhf_env.rewards.base import score_responses
 
 ObsType = dict[str, np.ndarray]
 
 
-class TextGenerationEnv(gym.Env[ObsType, int]):
+class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     """Generate one response to a prompt, token by token, for a learned reward minus a KL penalty.
 
     ## Description
@@ -113,47 +109,14 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     metadata = {"render_modes": list(EnvConfig.render_modes()), "render_fps": 4}
 
-    def __init__(
-        self,
-        policy: torch.nn.Module | str | Path,
-        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
-        reward_fn: RewardFunction | None = None,
-        prompts: PromptsLike | None = None,
-        reference: torch.nn.Module | str | Path | None = None,
-        *,
-        config: EnvConfig | None = None,
-        **options: Any,
-    ) -> None:
-        self.config = build_config(EnvConfig, config, options)
-        self._core = EnvCore(policy, tokenizer, reward_fn, prompts, reference, self.config)
-        self.policy, self.reference, self.tokenizer = (
-            self._core.policy,
-            self._core.reference,
-            self._core.tokenizer,
-        )
-        self.vocab_size = self._core.vocab_size
-        self.eos_token_ids = self._core.eos_token_ids
-        self.max_new_tokens = self.config.max_new_tokens
-        self.kl_coef = float(self.config.kl_coef)
-        self.render_mode = self.config.render_mode
+    def _setup(self) -> None:
         self.action_space = self._core.action_space()
         self.observation_space = self._core.observation_space()
-
-        self.engine = make_engine(
-            self.policy, self.reference, num_rows=1, num_slots=self.config.context_length,
-            kl_estimator=self.config.kl_estimator, engine=self.config.engine,
-            compile_step=self.config.compile_step,
-        )  # fmt: skip
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
         self._response_ids: list[int] = []
         self._episode_over = True
         self._started = False
-
-    @property
-    def device(self) -> torch.device:
-        """The policy's device, where the env computes (observations stay numpy arrays)."""
-        return self._core.device
 
     @property
     def policy_logits(self) -> torch.Tensor | None:

@@ -2,7 +2,8 @@
 
 :class:`EnvCore` resolves and validates the environments' objects once (the settings are
 validated by :mod:`rlhf_env.config`), builds the spaces, encodes prompts and checks actions, so
-both environments apply the same rules.
+both environments apply the same rules. :class:`GenerationEnvBase` is their common
+constructor and public attributes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch
 from gymnasium import spaces
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.config import EnvConfig
+from rlhf_env.config import EnvConfig, build_config
 from rlhf_env.data.prompts import PromptsLike, PromptSource
+from rlhf_env.engine import TokenEngine, make_engine
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
 from rlhf_env.models.modules import device_of
 from rlhf_env.rewards.base import RewardFunction
@@ -136,6 +138,55 @@ class EnvCore:
     def decode_response(self, token_ids: Iterable[int]) -> str:
         """The response text, special tokens (EOS) skipped."""
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+
+class GenerationEnvBase:
+    """The constructor both environments share: the objects positionally, the settings by
+    keyword (the fields of :attr:`config_class`) or as a whole ``config``; and the public
+    attributes it sets: ``config``, ``policy``, ``reference``, ``tokenizer``, ``vocab_size``,
+    ``eos_token_ids``, ``max_new_tokens``, ``kl_coef`` (which a KL controller may change),
+    ``render_mode``, ``engine`` and ``device``. Subclasses build their own state in
+    :meth:`_setup` and say in :meth:`_engine_rows` how many rows the engine steps."""
+
+    config_class: type[EnvConfig] = EnvConfig
+
+    def __init__(
+        self,
+        policy: torch.nn.Module | str | Path,
+        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
+        reward_fn: RewardFunction | None = None,
+        prompts: PromptsLike | None = None,
+        reference: torch.nn.Module | str | Path | None = None,
+        *,
+        config: EnvConfig | None = None,
+        **options: Any,
+    ) -> None:
+        self.config = build_config(self.config_class, config, options)
+        core = self._core = EnvCore(policy, tokenizer, reward_fn, prompts, reference, self.config)
+        self.policy, self.reference, self.tokenizer = core.policy, core.reference, core.tokenizer
+        self.vocab_size = core.vocab_size
+        self.eos_token_ids = core.eos_token_ids
+        self.max_new_tokens = self.config.max_new_tokens
+        self.kl_coef = float(self.config.kl_coef)
+        self.render_mode = self.config.render_mode
+        self.engine: TokenEngine = make_engine(
+            core.policy, core.reference, num_rows=self._engine_rows(),
+            num_slots=self.config.context_length, kl_estimator=self.config.kl_estimator,
+            engine=self.config.engine, compile_step=self.config.compile_step,
+        )  # fmt: skip
+        self._setup()
+
+    @property
+    def device(self) -> torch.device:
+        """The policy's device, where the env computes (observations stay numpy arrays)."""
+        return self._core.device
+
+    def _engine_rows(self) -> int:
+        """Rows the engine steps together."""
+        return 1
+
+    def _setup(self) -> None:
+        """The subclass's own state (spaces, buffers), once the shared part is built."""
 
 
 def _resolve_policy(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,18 +12,15 @@ import torch
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.config import EnvConfig, VectorEnvConfig, build_config, options_table
-from rlhf_env.data.prompts import PromptsLike
-from rlhf_env.engine import make_engine
-from rlhf_env.env_core import EnvCore
-from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.config import EnvConfig, VectorEnvConfig, options_table
+from rlhf_env.env_core import GenerationEnvBase
+from rlhf_env.rewards.base import score_responses
 
 ObsType = dict[str, np.ndarray]
 
 
-class TextGenerationVectorEnv(VectorEnv):
+class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
     """``num_envs`` copies of :class:`rlhf_env.TextGenerationEnv` stepped as one batch.
 
     Same spec as the single env (spaces, reward formula, episode end), batched: observations are
@@ -86,42 +82,21 @@ class TextGenerationVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(
-        self,
-        policy: torch.nn.Module | str | Path,
-        tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
-        reward_fn: RewardFunction | None = None,
-        prompts: PromptsLike | None = None,
-        reference: torch.nn.Module | str | Path | None = None,
-        *,
-        config: VectorEnvConfig | None = None,
-        **options: Any,
-    ) -> None:
-        self.config = build_config(VectorEnvConfig, config, options)
-        self._core = EnvCore(policy, tokenizer, reward_fn, prompts, reference, self.config)
+    config_class = VectorEnvConfig
+    config: VectorEnvConfig
+
+    def _engine_rows(self) -> int:
+        return self.config.num_envs
+
+    def _setup(self) -> None:
         self.autoreset_mode = AutoresetMode(self.config.autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        self.num_envs = self.config.num_envs
-        self.kl_coef = float(self.config.kl_coef)
-        self.render_mode = self.config.render_mode
-        self.policy, self.reference, self.tokenizer = (
-            self._core.policy,
-            self._core.reference,
-            self._core.tokenizer,
-        )
-        self.vocab_size = self._core.vocab_size
-        self.max_new_tokens = self.config.max_new_tokens
+        self.num_envs = n = self.config.num_envs
         self.single_observation_space = self._core.observation_space()
         self.single_action_space = self._core.action_space()
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-
-        n, length = self.num_envs, self.config.context_length
-        self.engine = make_engine(
-            self.policy, self.reference, num_rows=n, num_slots=length,
-            kl_estimator=self.config.kl_estimator, engine=self.config.engine,
-            compile_step=self.config.compile_step,
-        )  # fmt: skip
+        self.observation_space = batch_space(self.single_observation_space, n)
+        self.action_space = batch_space(self.single_action_space, n)
+        length = self.config.context_length
         self._eos_ids = np.array(sorted(self._core.eos_token_ids), dtype=np.int64)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
         self._input_ids = np.full((n, length), self._core.pad_token_id, dtype=np.int64)
@@ -131,11 +106,6 @@ class TextGenerationVectorEnv(VectorEnv):
         self._prompts: list[str] = [""] * n
         self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
         self._started = False
-
-    @property
-    def device(self) -> torch.device:
-        """The policy's device, where the env computes (observations stay numpy arrays)."""
-        return self._core.device
 
     @property
     def policy_logits(self) -> torch.Tensor | None:

@@ -19,9 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
@@ -84,49 +82,20 @@ def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:
 
 
 def build_tiny_gpt2(
-    tokenizer: PreTrainedTokenizerFast,
-    n_layer: int = 2,
-    n_embd: int = 64,
-    n_head: int = 2,
-    n_positions: int = 256,
-    seed: int = 0,
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, **overrides: Any
 ) -> GPT2LMHeadModel:
-    """A random-initialised GPT-2 sized to ``tokenizer``, in eval mode, dropout off."""
-    config = GPT2Config(
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=n_head,
-        n_positions=n_positions,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        **_special_ids(tokenizer),
-    )
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config).eval()
+    """A random-initialised GPT-2 sized to ``tokenizer`` (2 layers of width 64, 2 heads, 256
+    positions), in eval mode, dropout off; ``overrides`` replace config fields (``n_embd=32``)."""
+    no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    return build_tiny_causal_lm("gpt2", tokenizer, seed, **(no_dropout | overrides))
 
 
 def build_tiny_llama(
-    tokenizer: PreTrainedTokenizerFast,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    max_position_embeddings: int = 256,
-    seed: int = 0,
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, **overrides: Any
 ) -> LlamaForCausalLM:
-    """A random-initialised Llama (RoPE, grouped-query attention) sized to ``tokenizer``."""
-    config = LlamaConfig(
-        num_hidden_layers=num_hidden_layers,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=max_position_embeddings,
-        **_special_ids(tokenizer),
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    """A random-initialised Llama (RoPE, grouped-query attention) sized to ``tokenizer`` (2
+    layers of width 64, 4 heads over 2 key/value heads); ``overrides`` replace config fields."""
+    return build_tiny_causal_lm("llama", tokenizer, seed, **({"num_hidden_layers": 2} | overrides))
 
 
 _DECODER = dict(

@@ -6,11 +6,12 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from rlhf_env.config import check, option
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.distributed import (
     GradientSync,
@@ -25,78 +26,61 @@ from rlhf_env.rewards.model import RewardModel
 class RewardTrainingConfig:
     """How to train a reward model on preference pairs."""
 
-    epochs: int = field(default=2, metadata={"help": "Passes over the training pairs."})
-    batch_size: int = field(
-        default=16,
-        metadata={
-            "help": "Pairs per optimiser step, at most (group_by_prompt fills a step with whole "
-            "prompts while they fit, and splits a prompt with more pairs), per process: "
-            "several processes make a global step of this x their number."
-        },
+    epochs: int = option(2, "Passes over the training pairs.")
+    batch_size: int = option(
+        16,
+        "Pairs per optimiser step, at most (group_by_prompt fills a step with whole prompts "
+        "while they fit, and splits a prompt with more pairs), per process: several processes "
+        "make a global step of this x their number.",
     )
-    group_by_prompt: bool = field(
-        default=True,
-        metadata={
-            "help": "Put all the pairs of a prompt in the same step and score each distinct "
-            "response once (InstructGPT): fewer forwards, and no response is fitted several "
-            "times per epoch, which limits overfitting. Off: pairs shuffled one by one."
-        },
+    group_by_prompt: bool = option(
+        True,
+        "Put the pairs of a prompt in the same step and score each distinct response once "
+        "(InstructGPT): fewer forwards, and no response is fitted several times per epoch, "
+        "which limits overfitting. Off: pairs shuffled one by one.",
     )
-    learning_rate: float = field(
-        default=3e-5,
-        metadata={
-            "help": "AdamW learning rate: linear warm-up over the first tenth of the steps, "
-            "then linear decay to 0."
-        },
+    learning_rate: float = option(
+        3e-5,
+        "AdamW learning rate: linear warm-up over the first tenth of the steps, then linear "
+        "decay to 0.",
     )
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    margin: float = field(
-        default=0.0,
-        metadata={
-            "help": "Required reward gap: loss = -log sigmoid(r_chosen - r_rejected - margin)."
-        },
+    weight_decay: float = option(0.01, "AdamW weight decay.")
+    margin: float = option(
+        0.0, "Required reward gap: loss = -log sigmoid(r_chosen - r_rejected - margin)."
     )
-    center_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the reward-centering term "
-            "center_coef * mean((r_chosen + r_rejected)^2)."
-        },
+    center_coef: float = option(
+        0.0, "Weight of the reward-centering term center_coef * mean((r_chosen + r_rejected)^2)."
     )
-    eval_fraction: float = field(
-        default=0.1,
-        metadata={
-            "help": "Share of prompts whose pairs are held out for pairwise accuracy "
-            "(0 disables evaluation)."
-        },
+    eval_fraction: float = option(
+        0.1,
+        "Share of prompts whose pairs are held out for pairwise accuracy (0 disables "
+        "evaluation; with too few prompts, a share of the pairs, with a warning).",
     )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    seed: int = field(
-        default=0,
-        metadata={"help": "Seed of the split, the shuffling and the head's initialisation."},
-    )
-    normalize: bool = field(
-        default=True,
-        metadata={
-            "help": "After training, set mean/std so that the distinct training responses "
-            "(chosen and rejected) score mean 0, std 1."
-        },
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.")
+    seed: int = option(0, "Seed of the split, the shuffling and the head's initialisation.")
+    normalize: bool = option(
+        True,
+        "After training, set mean/std so that the distinct training responses (chosen and "
+        "rejected) score mean 0, std 1.",
     )
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.learning_rate > 0, "learning_rate must be > 0 (e.g. 3e-5)"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.margin >= 0, "margin must be >= 0 (0 disables it)"),
-            (self.center_coef >= 0, "center_coef must be >= 0 (0 disables it; TRL uses 0.01)"),
-            (0 <= self.eval_fraction < 1, "eval_fraction must be in [0, 1), e.g. 0.1"),
-            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"RewardTrainingConfig: {message}")
+        check(
+            self,
+            [
+                (self.epochs >= 1, "epochs must be >= 1"),
+                (self.batch_size >= 1, "batch_size must be >= 1"),
+                (self.learning_rate > 0, "learning_rate must be > 0 (e.g. 3e-5)"),
+                (self.weight_decay >= 0, "weight_decay must be >= 0"),
+                (self.margin >= 0, "margin must be >= 0 (0 disables it)"),
+                (
+                    self.center_coef >= 0,
+                    "center_coef must be >= 0 (0 disables it; TRL uses 0.01)",
+                ),
+                (0 <= self.eval_fraction < 1, "eval_fraction must be in [0, 1), e.g. 0.1"),
+                (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+            ],
+        )
 
 
 def bradley_terry_loss(
