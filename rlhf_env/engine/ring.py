@@ -111,16 +111,28 @@ class RingLayer(CacheLayerMixin):
         return int(self.keys.shape[2])
 
 
+#: Rows or slots of the ring: a range (written as a view, the common case) or index tensor.
+Index = slice | torch.Tensor
+
+
+def write_rows(tensor: torch.Tensor, rows: Index, slots: Index, states: torch.Tensor) -> None:
+    """``tensor[rows, :, slots] = states`` for ``tensor`` ``(B, H, L, D)`` and ``states``
+    ``(k, H, P, D)``, through a view where ``rows`` or ``slots`` is a range."""
+    if isinstance(rows, torch.Tensor) and isinstance(slots, torch.Tensor):
+        # Advanced indices around a slice put their dimensions first: (k, P, H, D).
+        tensor[rows[:, None], :, slots[None, :]] = states.transpose(1, 2).to(tensor.dtype)
+    else:
+        tensor[rows, :, slots] = states.to(tensor.dtype)
+
+
 class PrefillLayer(CacheLayerMixin):
-    """One layer's prefill writer: stores the prompt states of ``rows`` ``(k,)`` in ``slots``
-    ``(P,)`` of the ring and returns the prompt's own states."""
+    """One layer's prefill writer: stores the prompt states of ``rows`` (``k``) in ``slots``
+    (``P``) of the ring and returns the prompt's own states."""
 
     is_compileable = False
     is_sliding = False
 
-    def __init__(
-        self, storage: RingStorage, layer: int, rows: torch.Tensor, slots: torch.Tensor
-    ) -> None:
+    def __init__(self, storage: RingStorage, layer: int, rows: Index, slots: Index) -> None:
         super().__init__()
         self.storage, self.layer = storage, layer
         self.rows, self.slots = rows, slots
@@ -136,12 +148,10 @@ class PrefillLayer(CacheLayerMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``(k, kv_heads, P, head_dim)`` states; return them unchanged for attention."""
         self.lazy_initialization(key_states, value_states)
-        rows, slots = self.rows[:, None], self.slots[None, :]  # (k, 1), (1, P)
         for store, states in ((self.storage.keys, key_states), (self.storage.values, value_states)):
             tensor = store[self.layer]
             assert tensor is not None
-            # Advanced indices around a slice put their dimensions first: (k, P, kv_heads, D).
-            tensor[rows, :, slots] = states.transpose(1, 2).to(tensor.dtype)
+            write_rows(tensor, self.rows, self.slots, states)
         return key_states, value_states
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -163,6 +173,6 @@ def ring_cache(storage: RingStorage, write_slot: torch.Tensor, window: RingWindo
     return Cache(layers=layers)
 
 
-def prefill_cache(storage: RingStorage, rows: torch.Tensor, slots: torch.Tensor) -> Cache:
+def prefill_cache(storage: RingStorage, rows: Index, slots: Index) -> Cache:
     """A cache whose layers write a prefill into the ring (see :class:`PrefillLayer`)."""
     return Cache(layers=[PrefillLayer(storage, i, rows, slots) for i in range(len(storage.keys))])

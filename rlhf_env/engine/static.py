@@ -65,7 +65,7 @@ import torch
 
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
-from rlhf_env.engine.ring import RingStorage, RingWindow, prefill_cache, ring_cache
+from rlhf_env.engine.ring import Index, RingStorage, RingWindow, prefill_cache, ring_cache
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.loading import vocab_size_of
 from rlhf_env.models.modules import device_of, eval_mode, forward_parameters, positions_from_mask
@@ -224,14 +224,19 @@ class StaticEngine:
             # episode's numbers do not depend on earlier episodes and its contexts do not wrap.
             self._host_write_slot = width
             self._write_slot.fill_(width)
-        row_index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
-        self._host_lengths[np.asarray(rows)] = attention_mask.sum(dim=1).cpu().numpy()
+        rows = np.asarray(rows)
+        self._host_lengths[rows] = attention_mask.sum(dim=1).cpu().numpy()
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
-        # The P slots behind the write pointer, oldest first (invariant 2).
-        slots = (self._host_write_slot - width + torch.arange(width, device=self.device)) % (
-            self.num_slots
-        )  # (P,)
+        # The rows, and the P slots behind the write pointer, oldest first (invariant 2): as
+        # ranges where they are (every row starting, no wrap-around), so writes are views.
+        row_index: Index = slice(0, len(rows))
+        if not np.array_equal(rows, np.arange(len(rows))):
+            row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        first = self._host_write_slot - width
+        slots: Index = slice(first, first + width)
+        if first < 0:
+            slots = (first + torch.arange(width, device=self.device)) % self.num_slots
         positions = positions_from_mask(attention_mask)  # (k, P)
         with torch.no_grad():
             for model, logits in self._models_and_logits():
@@ -241,8 +246,8 @@ class StaticEngine:
                 if model.step_cache is None:
                     model.step_cache = ring_cache(model.storage, self._write_slot, self._window)
             self._valid[row_index] = False
-            self._valid[row_index[:, None], slots[None, :]] = attention_mask.bool()
-            self._slot_positions[row_index[:, None], slots[None, :]] = positions
+            _write_slots(self._valid, row_index, slots, attention_mask.bool())
+            _write_slots(self._slot_positions, row_index, slots, positions)
             self._positions[row_index] = attention_mask.sum(dim=1)
         self._started = True
 
@@ -413,3 +418,11 @@ class StaticEngine:
             self._positions, self._tokens, self._advance, self._stats, self._policy_logits,
             self._reference_logits,
         ]  # fmt: skip
+
+
+def _write_slots(tensor: torch.Tensor, rows: Index, slots: Index, values: torch.Tensor) -> None:
+    """``tensor[rows, slots] = values`` for a ``(C, L)`` tensor and ``(k, P)`` values."""
+    if isinstance(rows, torch.Tensor) and isinstance(slots, torch.Tensor):
+        tensor[rows[:, None], slots[None, :]] = values
+    else:
+        tensor[rows, slots] = values
