@@ -1,22 +1,78 @@
-"""Evaluate any agent on a vector env: gold score, return, KL and length over whole episodes."""
+"""Evaluate any agent on a vector env: gold score, learned reward, KL, fluency, diversity.
+
+:func:`evaluate` runs the agent over whole episodes and reports the figures of
+:data:`EVALUATION_METRICS`, means over the responses (the pooled ones over all of them), each
+with a standard error (:attr:`Evaluation.sem`) and, where it is a mean, its per-response values
+(:attr:`Evaluation.per_response`) for intervals of one's own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
 from rlhf_agents.base import Agent
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.text_metrics import (
+    Perplexity,
+    distinct_n,
+    distinct_n_standard_error,
+    repetition,
+    repetition_rate,
+    response_perplexity,
+    standard_error,
+)
 from rlhf_env.vector_env import TextGenerationVectorEnv
+
+#: Every figure :meth:`Evaluation.as_dict` may hold, with its meaning.
+EVALUATION_METRICS: dict[str, str] = {
+    "gold": "mean gold score: the task's first gold metric (or the first of gold=); higher is "
+    "better, and the figure to judge a policy by",
+    "gold/<name>": "mean of each gold metric by name (the first is `gold` again)",
+    "learned": "mean training reward: the env's reward_fn score (a learned reward model's, or "
+    "a checkable score); the same figure as `score`",
+    "score": "mean reward_fn score (kept for older callers; = `learned`)",
+    "score_std": "standard deviation of the reward_fn scores",
+    "return": "mean episode return: score - beta * sum of per-token KL (+ penalties)",
+    "kl": "mean per-response KL to the env's reference, in nats (sum of the env's estimates)",
+    "perplexity": "exp(total NLL / total tokens) of the responses given their prompts under the "
+    "fluency model (the env's frozen reference unless fluency_model= says otherwise); empty "
+    "responses left out. Lower is more fluent, as that model sees it",
+    "distinct_1": "distinct words / words over all responses pooled (Li et al. 2016)",
+    "distinct_2": "distinct word pairs / word pairs over all responses pooled",
+    "repetition": "mean over responses of the share of a response's word 3-grams that repeat an "
+    "earlier one of it (seq-rep-3); about 0 for ordinary text, near 1 for a word said over "
+    "and over",
+    "response_length": "mean generated tokens per response (EOS included)",
+    "episodes": "responses evaluated",
+}
 
 
 @dataclass
 class Evaluation:
-    """Means over the evaluated episodes, and the episodes themselves."""
+    """Means over the evaluated episodes, their standard errors, and the episodes themselves.
+
+    The first six fields are the figures every evaluation has; ``metrics`` adds the others of
+    :data:`EVALUATION_METRICS` that were measured (``gold`` only with a gold metric,
+    ``perplexity`` only with fluency on). :meth:`as_dict` flattens both.
+
+    Attributes:
+        per_response: the per-response values ``(E,)`` behind every figure that is a mean
+            (``learned``, ``return``, ``kl``, ``response_length``, ``gold``, ``gold/<name>``,
+            ``repetition``; NaN where a response has no 3-gram) and each response's own
+            ``perplexity`` (NaN for an empty one), in :attr:`rollout` order.
+        sem: the standard error of each figure: of the mean for means (NaNs left out), the
+            delete-one jackknife over responses for the pooled ``distinct_n`` and
+            ``perplexity``.
+        gold_name: the name of the gold metric behind ``gold`` (None without one).
+        fluency: the perplexity result (per-response NLL and token counts), or None.
+    """
 
     score: float  # mean reward_fn score
     score_std: float
@@ -24,9 +80,19 @@ class Evaluation:
     kl: float  # mean per-response KL to the reference, nats
     response_length: float
     rollout: Rollout
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_response: dict[str, np.ndarray] = field(default_factory=dict)
+    sem: dict[str, float] = field(default_factory=dict)
+    gold_name: str | None = None
+    fluency: Perplexity | None = None
+
+    @property
+    def gold(self) -> float | None:
+        """The mean gold score, or None when no gold metric was given."""
+        return self.metrics.get("gold")
 
     def as_dict(self) -> dict[str, float]:
-        """The scalar figures."""
+        """Every scalar figure (see :data:`EVALUATION_METRICS`)."""
         return {
             "score": self.score,
             "score_std": self.score_std,
@@ -34,7 +100,11 @@ class Evaluation:
             "kl": self.kl,
             "response_length": self.response_length,
             "episodes": float(self.rollout.num_episodes),
+            **self.metrics,
         }
+
+
+FluencyModel = tuple[torch.nn.Module, PreTrainedTokenizerBase]
 
 
 @torch.no_grad()
@@ -45,18 +115,111 @@ def evaluate(
     seed: int = 0,
     prompts: Sequence[str] | None = None,
     progress: bool = False,
+    *,
+    gold: Mapping[str, RewardFunction] | None = None,
+    fluency: bool | None = None,
+    fluency_model: FluencyModel | None = None,
+    batch_size: int = 8,
 ) -> Evaluation:
-    """Run ``agent`` on the env and average over whole episodes; the env's KL is measured
-    against its reference.
+    """Run ``agent`` on the env and report :data:`EVALUATION_METRICS` over whole episodes.
 
-    Either ``num_episodes`` (at least that many, in whole rounds of ``num_envs``, on prompts
-    drawn with ``seed``) or ``prompts`` (each answered once, in this order: a held-out set).
-    The agent acts through :meth:`Agent.act` (the env's fast path where it has one). Seeded
-    prompt draws make evaluations of different agents on the same env comparable.
+    Which prompts: ``num_episodes`` (at least that many, in whole rounds of ``num_envs``, on
+    prompts drawn with ``seed``), or ``prompts`` (each answered once, in this order: a
+    held-out set), or, with neither, the held-out prompts of the env's task
+    (``env.task.eval_prompts``, each once). The agent acts through :meth:`Agent.act` (the
+    env's fast path where it has one). Seeded prompt draws make evaluations of different
+    agents on the same env comparable.
+
+    What is measured: the learned reward (the env's score), the return and the KL to the env's
+    reference always, and the diversity figures (cheap, from the texts); the gold metrics of
+    ``gold`` (name -> reward function; default: the env's task's, ``env.task.gold``); and,
+    with ``fluency``, the perplexity of the responses, one extra forward of the fluency model
+    over every prompt + response (``batch_size`` rows at a time).
+
+    Args:
+        agent: the agent to evaluate.
+        env: the vector env (a task's env carries its task as ``env.task``).
+        num_episodes, seed, prompts, progress: as above; ``progress`` shows a bar of rounds.
+        gold: gold metrics by name, the first being *the* gold score; overrides the task's.
+        fluency: measure perplexity; default True when there is a gold metric (a task) or a
+            ``fluency_model``, else False.
+        fluency_model: ``(model, its tokenizer)`` to measure perplexity under, e.g. a larger
+            LM sharing nothing with the policy; default the env's frozen reference and the
+            env's tokenizer.
+        batch_size: rows per forward of the fluency model.
+
+    Example:
+        >>> env = gym.make_vec("rlhf_env/PositiveReview-v0", num_envs=8)
+        >>> result = evaluate(PolicyAgent(env), env)  # the task's held-out prompts
+        >>> result.as_dict()["gold"], result.sem["gold"], result.as_dict()["perplexity"]
     """
     check_rollout_env(env)
-    if (num_episodes is None) == (prompts is None):
-        raise ValueError("pass either num_episodes or prompts")
+    task = getattr(env, "task", None)
+    if num_episodes is not None and prompts is not None:
+        raise ValueError("pass either num_episodes or prompts, not both")
+    if num_episodes is None and prompts is None:
+        if task is None:
+            raise ValueError(
+                "pass either num_episodes or prompts (only an env built from a task, "
+                "gym.make_vec('rlhf_env/<Task>-v0'), has held-out prompts of its own)"
+            )
+        prompts = task.eval_prompts
+    gold = dict(gold) if gold is not None else (dict(task.gold) if task is not None else {})
+    if fluency is None:
+        fluency = bool(gold) or fluency_model is not None
+    rollout = _collect(agent, env, num_episodes, seed, prompts, progress)
+    scores = rollout.scores.double()
+    result = Evaluation(
+        score=float(scores.mean()),
+        score_std=float(scores.std()) if rollout.num_episodes > 1 else 0.0,
+        episode_return=float(rollout.returns.mean()),
+        kl=float(rollout.sequence_kl.mean()),
+        response_length=float(rollout.lengths.float().mean()),
+        rollout=rollout,
+    )
+    per_response = {
+        "learned": scores.cpu().numpy(),
+        "return": rollout.returns.double().cpu().numpy(),
+        "kl": rollout.sequence_kl.double().cpu().numpy(),
+        "response_length": rollout.lengths.double().cpu().numpy(),
+    }
+    for name, metric in gold.items():
+        values = score_responses(metric, rollout.prompts, rollout.responses)
+        per_response.setdefault("gold", values)
+        per_response[f"gold/{name}"] = values
+    per_response["repetition"] = np.array([repetition(text) for text in rollout.responses])
+    result.per_response = per_response
+    result.gold_name = next(iter(gold), None)
+    result.metrics["learned"] = result.score
+    result.metrics.update(
+        {key: float(per_response[key].mean()) for key in per_response if key.startswith("gold")}
+    )
+    result.sem = {key: standard_error(values) for key, values in per_response.items()}
+    result.sem["score"] = result.sem["learned"]
+    if fluency:
+        model, tokenizer = fluency_model or (env.reference, env.tokenizer)
+        result.fluency = response_perplexity(
+            model, tokenizer, rollout.prompts, rollout.responses, batch_size=batch_size
+        )
+        result.metrics["perplexity"] = result.fluency.corpus
+        result.per_response["perplexity"] = result.fluency.per_response
+        result.sem["perplexity"] = result.fluency.standard_error
+    for n in (1, 2):
+        result.metrics[f"distinct_{n}"] = distinct_n(rollout.responses, n)
+        result.sem[f"distinct_{n}"] = distinct_n_standard_error(rollout.responses, n)
+    result.metrics["repetition"] = repetition_rate(rollout.responses)
+    return result
+
+
+def _collect(
+    agent: Agent,
+    env: TextGenerationVectorEnv,
+    num_episodes: int | None,
+    seed: int,
+    prompts: Sequence[str] | None,
+    progress: bool,
+) -> Rollout:
+    """The episodes: ``prompts`` each once in order, or at least ``num_episodes`` drawn."""
     if prompts is not None:
         prompts = list(prompts)
         if not prompts:
@@ -80,12 +243,4 @@ def evaluate(
     rollout = Rollout.concatenate(parts)
     if prompts is not None:
         rollout = rollout.select(np.arange(len(prompts)))
-    scores = rollout.scores.double()
-    return Evaluation(
-        score=float(scores.mean()),
-        score_std=float(scores.std()) if rollout.num_episodes > 1 else 0.0,
-        episode_return=float(rollout.returns.mean()),
-        kl=float(rollout.sequence_kl.mean()),
-        response_length=float(rollout.lengths.float().mean()),
-        rollout=rollout,
-    )
+    return rollout

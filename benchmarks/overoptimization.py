@@ -3,16 +3,17 @@
 Gao et al. (2022) showed that as a policy is optimised against a learned reward model, the
 learned reward keeps rising while the gold reward (the objective the reward model stands in
 for) rises, peaks and falls, as functions of ``d = sqrt(KL(pi || pi_ref))``. This script
-measures that curve on our stack: PPO in the vector env against a small reward model (e.g. the
-demo's, trained on ~1,500 pairs), a low KL coefficient so that the policy travels far, and
-every ``--eval-every`` updates one held-out evaluation: one response per held-out prompt from
-the current policy, its gold score (VADER), its learned score and its KL to the initial model.
+measures that curve on our stack, on the ``PositiveReview`` task (:mod:`rlhf_env.tasks`): PPO
+in the vector env against the task's small learned reward model (or ``--reward-model``), a low
+KL coefficient so that the policy travels far, and every ``--eval-every`` updates one held-out
+evaluation: one response per held-out prompt from the current policy, its learned score, its KL
+to the initial model and the task's gold metrics: the MiniLM sentiment judge, the judge times a
+fluency factor (``judge_fluent``, which punishes degenerate text) and VADER.
 
-Writes JSON and a PNG (gold and learned reward against sqrt(KL)); prints a table.
+Writes JSON and a PNG (learned reward and every gold against sqrt(KL)); prints a table.
 
-    python benchmarks/overoptimization.py --reward-model rlhf-demo/reward_model \\
-        --total-timesteps 32768 --kl-coef 0.01 --eval-every 8
-    python benchmarks/overoptimization.py --model tiny --reward-model RM --total-timesteps 256
+    python benchmarks/overoptimization.py --total-timesteps 32768 --kl-coef 0.01 --eval-every 8
+    python benchmarks/overoptimization.py --smoke --total-timesteps 64 --eval-every 1
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,23 +32,17 @@ from rlhf_agents.policy_gradient import PolicyGradientAgent
 from rlhf_agents.rollout import Rollout
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.assets import resolve
-from rlhf_env.data.prompts import balanced_imdb_prompt_sets
-from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm, load_tokenizer
+from rlhf_env.models import load_causal_lm, load_tokenizer
 from rlhf_env.models.efficient import apply_training_setup
 from rlhf_env.rewards.model import RewardModel
-from rlhf_env.rewards.oracles import make_oracle
+from rlhf_env.tasks import make_task_vector_env, smoke_arguments
 from rlhf_pipeline.held_out import evaluate_policy
 
+TASK = "PositiveReview"
+#: The gold metrics drawn, with their colours.
+GOLDS = {"judge": "tab:orange", "judge_fluent": "tab:red", "vader": "tab:green"}
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def load_policy(model: str) -> tuple[torch.nn.Module, Any]:
-    """``(policy, tokenizer)`` in float32 on the CPU: ``tiny`` or a name / folder."""
-    if model == "tiny":
-        tokenizer = build_tiny_tokenizer()
-        return build_tiny_gpt2(tokenizer, seed=0), tokenizer
-    folder = resolve(model)
-    return load_causal_lm(folder, device="cpu", dtype=torch.float32), load_tokenizer(folder)
 
 
 def plot(points: list[dict[str, float]], path: Path) -> None:
@@ -63,8 +57,11 @@ def plot(points: list[dict[str, float]], path: Path) -> None:
     gold_axis = learned_axis.twinx()
     learned_axis.plot(distance, [p["learned_score"] for p in points], "o-", color="tab:blue")
     learned_axis.set_ylabel("learned reward (RM score)", color="tab:blue")
-    gold_axis.plot(distance, [p["gold_score"] for p in points], "s-", color="tab:orange")
-    gold_axis.set_ylabel("gold reward (VADER)", color="tab:orange")
+    for name, colour in GOLDS.items():
+        values = [p.get(f"gold/{name}", np.nan) for p in points]
+        gold_axis.plot(distance, values, "s-", color=colour, label=f"gold: {name}")
+    gold_axis.set_ylabel("gold scores")
+    gold_axis.legend(loc="lower right")
     learned_axis.set_xlabel("sqrt(KL to the initial policy), sqrt(nats)")
     learned_axis.set_title("Reward over-optimisation: held-out evaluations during PPO")
     figure.tight_layout()
@@ -75,8 +72,9 @@ def plot(points: list[dict[str, float]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--model", default="smollm2-135m-instruct", help="policy: name, folder or 'tiny'")
-    add("--reward-model", required=True, help="reward-model folder (e.g. the demo's)")
+    add("--model", default="smollm2-135m-instruct", help="policy: asset name or folder")
+    add("--smoke", action="store_true", help="the task's tiny variant: plumbing in seconds")
+    add("--reward-model", help="a reward-model folder instead of the task's learned one")
     add("--training-setup", default="frozen:24", help="'full', 'frozen:N' or 'lora:R'")
     add("--num-envs", type=int, default=16)
     add("--new", type=int, default=16, help="max new tokens per response")
@@ -91,21 +89,28 @@ def main() -> None:
     add("--out", type=Path, default=RESULTS / "overoptimization.json")
     args = parser.parse_args()
 
-    policy, tokenizer = load_policy(args.model)
+    if args.smoke:
+        arguments = smoke_arguments(TASK)
+        policy, tokenizer = arguments.pop("policy"), arguments.pop("tokenizer")
+    else:
+        folder = resolve(args.model)
+        arguments = {"max_new_tokens": args.new, "train_prompts": args.train_prompts}
+        policy = load_causal_lm(folder, device="cpu", dtype=torch.float32)
+        tokenizer = load_tokenizer(folder)
     policy, reference = apply_training_setup(policy, args.training_setup)
-    train_prompts, eval_prompts = balanced_imdb_prompt_sets([args.train_prompts, args.eval_prompts])
-    reward_model = RewardModel.from_pretrained(args.reward_model, device="cpu")
-    gold = make_oracle("vader")
-    options: dict[str, Any] = {
-        "tokenizer": tokenizer, "reward_fn": reward_model, "max_new_tokens": args.new,
-        "max_prompt_tokens": 48, "kl_coef": args.kl_coef, "device": "cpu",
-    }  # fmt: skip
-    env = TextGenerationVectorEnv(
-        policy, prompts=train_prompts, reference=reference, num_envs=args.num_envs, **options
-    )
+    if args.reward_model:
+        arguments["reward_fn"] = RewardModel.from_pretrained(args.reward_model, device="cpu")
+    arguments |= {"kl_coef": args.kl_coef, "device": "cpu", "seed": args.seed}
+    env = make_task_vector_env(
+        TASK, num_envs=args.num_envs, policy=policy, tokenizer=tokenizer, reference=reference,
+        **arguments,
+    )  # fmt: skip
+    task = env.task
+    eval_prompts = task.eval_prompts[: args.eval_prompts]
     eval_env = TextGenerationVectorEnv(
-        policy, prompts=eval_prompts, reference=env.reference, num_envs=32, **options
-    )
+        policy, tokenizer, arguments.get("reward_fn", task.reward_fn), eval_prompts, env.reference,
+        config=env.config, num_envs=min(32, len(eval_prompts)),
+    )  # fmt: skip
     agent = PPOAgent(
         env,
         PPOConfig(
@@ -116,11 +121,13 @@ def main() -> None:
     points: list[dict[str, float]] = []
 
     def held_out(tokens: int) -> None:
-        summary = evaluate_policy(eval_env, eval_prompts, gold, seed=args.seed + 1)["summary"]
+        result = evaluate_policy(eval_env, eval_prompts, gold=task.gold, seed=args.seed + 1)
+        summary = result["summary"]
         points.append({"timesteps": tokens, **summary})
+        golds = ", ".join(f"{name} {summary[f'gold/{name}']:.3f}" for name in GOLDS)
         print(
-            f"\n{tokens:>7} tokens: gold {summary['gold_score']:+.3f}, learned "
-            f"{summary['learned_score']:+.3f}, KL {summary['kl']:.2f}",
+            f"\n{tokens:>7} tokens: learned {summary['learned_score']:+.3f}, KL "
+            f"{summary['kl']:.2f}, {golds}, perplexity {summary['perplexity']:.1f}",
             flush=True,
         )
 
@@ -134,12 +141,15 @@ def main() -> None:
     if agent.iterations % args.eval_every:
         held_out(agent.num_timesteps)
 
-    print("\n| tokens | sqrt(KL) | KL | learned | gold |\n|---|---|---|---|---|")
+    header = " | ".join(GOLDS)
+    print(f"\n| tokens | sqrt(KL) | KL | learned | {header} | perplexity |")
+    print("|---" * (5 + len(GOLDS)) + "|")
     for point in points:
+        golds = " | ".join(f"{point[f'gold/{name}']:.3f}" for name in GOLDS)
         print(
             f"| {point['timesteps']} | {np.sqrt(max(point['kl'], 0.0)):.2f} | "
-            f"{point['kl']:.2f} | {point['learned_score']:+.3f} | {point['gold_score']:+.3f} "
-            f"± {point['gold_score_sem']:.3f} |"
+            f"{point['kl']:.2f} | {point['learned_score']:+.3f} | {golds} | "
+            f"{point['perplexity']:.1f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure = args.out.with_suffix(".png")
@@ -148,6 +158,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "arguments": {k: str(v) for k, v in vars(args).items()},
         "seconds": time.perf_counter() - start,
+        "task": task.details,
         "points": points,
         "history": agent.history,
     }

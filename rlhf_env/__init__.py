@@ -1,6 +1,8 @@
 """rlhf_env: RLHF on language models as a Gymnasium environment.
 
-Importing the package registers ``rlhf_env/TextGeneration-v0`` with Gymnasium::
+Importing the package registers ``rlhf_env/TextGeneration-v0`` and the ready-made tasks
+(``rlhf_env/PositiveReview-v0``, ``rlhf_env/Arithmetic-v0``, ``rlhf_env/Harmless-v0``: see
+:mod:`rlhf_env.tasks`) with Gymnasium::
 
     import gymnasium
     import rlhf_env
@@ -33,3 +35,6 @@ if ENV_ID not in registry:
         entry_point="rlhf_env.env:TextGenerationEnv",
         vector_entry_point="rlhf_env.vector_env:TextGenerationVectorEnv",
     )
+
+# The ready-made tasks register their ids (rlhf_env/<Task>-v0) when imported.
+import rlhf_env.tasks  # noqa: E402, F401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from rlhf_env.engine import TokenEngine, make_engine
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
 from rlhf_env.models.modules import device_of
 from rlhf_env.rewards.base import RewardFunction
+
+if TYPE_CHECKING:
+    from rlhf_env.tasks.base import Task
 
 
 class EnvCore:
@@ -145,10 +148,13 @@ class GenerationEnvBase:
     keyword (the fields of :attr:`config_class`) or as a whole ``config``; and the public
     attributes it sets: ``config``, ``policy``, ``reference``, ``tokenizer``, ``vocab_size``,
     ``eos_token_ids``, ``max_new_tokens``, ``kl_coef`` (which a KL controller may change),
-    ``render_mode``, ``engine`` and ``device``. Subclasses build their own state in
+    ``render_mode``, ``engine``, ``device`` and ``task``. Subclasses build their own state in
     :meth:`_setup` and say in :meth:`_engine_rows` how many rows the engine steps."""
 
     config_class: type[EnvConfig] = EnvConfig
+    #: The ready-made task the env was built for (:mod:`rlhf_env.tasks`; None otherwise): its
+    #: held-out prompts and gold metrics, which evaluation reads.
+    task: Task | None = None
 
     def __init__(
         self,

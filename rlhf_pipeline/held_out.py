@@ -1,16 +1,19 @@
-"""Held-out evaluation of the env's current policy: gold score, learned score, KL, samples."""
+"""Held-out evaluation of the env's current policy: gold score, learned score, KL, fluency,
+diversity, and the samples."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from rlhf_agents import PolicyAgent, evaluate
+from rlhf_agents import Agent, PolicyAgent, evaluate
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 Oracle = Callable[[list[str], list[str]], Sequence[float]]
+
+#: The figures of :func:`rlhf_agents.evaluate` the summary carries under their own names
+#: (besides learned_score, gold_score, kl, response_length and responses).
+EXTRA_FIGURES = ("perplexity", "distinct_1", "distinct_2", "repetition")
 
 
 def evaluate_policy(
@@ -19,39 +22,70 @@ def evaluate_policy(
     oracle: Oracle | None = None,
     seed: int = 0,
     progress: bool = False,
+    *,
+    agent: Agent | None = None,
+    gold: Mapping[str, Oracle] | None = None,
+    fluency: bool = True,
 ) -> dict[str, Any]:
-    """Sample the env's current policy once per prompt (temperature 1, seeded).
+    """Sample the env's current policy once per prompt (temperature 1, seeded), or ``agent``.
 
-    Returns ``{"summary": {...}, "samples": [...]}``: means of the env's score (the learned
-    reward), of the ``oracle``'s gold score when given (with its standard error), of the
-    per-response KL to the env's reference and of the length; and every (prompt, response) with
-    its figures.
+    The gold metrics are ``gold`` (name -> metric, the first being the gold score), else
+    ``oracle`` alone (named ``"oracle"``), else the env's task's (``env.task.gold``), else
+    none. With ``fluency`` the responses' perplexity under the env's reference is measured (one
+    forward of it over the responses).
+
+    Returns ``{"summary": {...}, "sem": {...}, "samples": [...]}``. ``summary``: the means of
+    the env's score (``learned_score``, the learned reward), of the gold score when there is
+    one (``gold_score``, with its standard error ``gold_score_sem``, and ``gold/<name>`` for
+    every gold metric), of the per-response KL to the env's reference (``kl``) and of the
+    length (``response_length``); ``perplexity``, ``distinct_1``, ``distinct_2`` and
+    ``repetition`` (see :data:`rlhf_agents.evaluation.EVALUATION_METRICS`); and the count of
+    ``responses``. ``sem``: the standard error of each figure of the summary that has one.
+    ``samples``: every (prompt, response) with its own figures.
     """
-    agent = PolicyAgent(env, seed=seed)
-    result = evaluate(agent, env, prompts=prompts, seed=seed, progress=progress)
-    rollout = result.rollout
+    if gold is None and oracle is not None:
+        gold = {"oracle": oracle}
+    agent = agent if agent is not None else PolicyAgent(env, seed=seed)
+    result = evaluate(
+        agent, env, prompts=prompts, seed=seed, progress=progress, gold=gold, fluency=fluency
+    )
+    rollout, figures = result.rollout, result.as_dict()
     summary: dict[str, Any] = {
         "learned_score": result.score,
         "kl": result.kl,
         "response_length": result.response_length,
         "responses": rollout.num_episodes,
     }
-    samples: list[dict[str, Any]] = [
-        {"prompt": p, "response": r, "learned": float(s), "kl": float(k)}
-        for p, r, s, k in zip(
-            rollout.prompts,
-            rollout.responses,
-            rollout.scores.tolist(),
-            rollout.sequence_kl.tolist(),
-            strict=True,
-        )
-    ]
-    if oracle is not None:
-        gold = np.asarray(oracle(rollout.prompts, rollout.responses), dtype=np.float64)
-        summary["gold_score"] = float(gold.mean())
-        summary["gold_score_sem"] = (
-            float(gold.std(ddof=1) / np.sqrt(len(gold))) if len(gold) > 1 else 0.0
-        )
-        for sample, value in zip(samples, gold, strict=True):
-            sample["gold"] = float(value)
-    return {"summary": summary, "samples": samples}
+    sem = {
+        "learned_score": result.sem["learned"],
+        "kl": result.sem["kl"],
+        "response_length": result.sem["response_length"],
+    }
+    if result.gold is not None:
+        summary["gold_score"] = result.gold
+        summary["gold_score_sem"] = sem["gold_score"] = result.sem["gold"]
+        for name in figures:
+            if name.startswith("gold/"):
+                summary[name], sem[name] = figures[name], result.sem[name]
+    for name in EXTRA_FIGURES:
+        if name in figures:
+            summary[name], sem[name] = figures[name], result.sem[name]
+
+    # Each sample's own figures, under the summary's names.
+    columns = {"learned": "learned", "kl": "kl", "gold": "gold"}
+    columns |= {name: name for name in result.per_response if name.startswith("gold/")}
+    columns |= {"perplexity": "perplexity", "repetition": "repetition"}
+    samples: list[dict[str, Any]] = []
+    for i, (prompt, response) in enumerate(zip(rollout.prompts, rollout.responses, strict=True)):
+        sample: dict[str, Any] = {"prompt": prompt, "response": response}
+        for key, column in columns.items():
+            if column in result.per_response:
+                sample[key] = _json_number(result.per_response[column][i])
+        samples.append(sample)
+    return {"summary": summary, "sem": sem, "samples": samples}
+
+
+def _json_number(value: Any) -> float | None:
+    """``value`` as a float, NaN as None (JSON has no NaN)."""
+    number = float(value)
+    return None if number != number else number

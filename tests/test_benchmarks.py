@@ -124,3 +124,19 @@ def test_engine_step_smoke(tmp_path):
     (result,) = json.loads(out.read_text())["results"]
     assert result["steps"] == 7 and result["static_vs_dynamic"] > 0
     assert result["dynamic_step_ms"] > 0 and result["static_prefill_ms"] > 0
+
+
+def test_overoptimization_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "overoptimization.json"
+    stdout = _run(
+        "overoptimization.py", "--smoke", "--training-setup", "full", "--num-envs", "4",
+        "--minibatch", "4", "--total-timesteps", "48", "--eval-every", "1", "--eval-prompts", "4",
+        "--out", str(out),
+    )  # fmt: skip
+    assert "| judge | judge_fluent | vader | perplexity |" in stdout
+    points = json.loads(out.read_text())["points"]
+    assert len(points) >= 3 and points[0]["timesteps"] == 0
+    for point in points:
+        assert 0 <= point["gold/judge_fluent"] <= point["gold/judge"] + 1e-9
+    assert out.with_suffix(".png").is_file()

@@ -76,6 +76,7 @@ def test_core_requirements_match_setup_cfg():
     [
         ("rlhf_env.sb3_vec_env", "stable_baselines3", "sb3"),
         ("rlhf_agents.sb3_policy", "stable_baselines3", "sb3"),
+        ("rlhf_agents.sb3_agent", "stable_baselines3", "sb3"),
     ],
 )
 def test_a_module_of_a_missing_extra_names_it(monkeypatch, module, blocked, extra):

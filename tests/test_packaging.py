@@ -32,6 +32,8 @@ def test_the_wheel_installs_the_agents_under_their_own_name(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("rlhf_env/engine/static.py", "rlhf_agents/ppo.py", "rlhf_pipeline/cli/train.py"):
         assert module in names
+    for data in ("pairs.jsonl.gz", "LICENSE"):  # the Harmless task's data ship with the core
+        assert f"rlhf_env/data/hh_rlhf_harmless/{data}" in names
     # The folder agents/ must not install as a top-level ``agents`` (the OpenAI Agents SDK's
     # import name).
     assert not [name for name in names if name.startswith("agents/")]

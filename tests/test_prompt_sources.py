@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from rlhf_env.data.prompts import clean_review, dataset_prompts, imdb_prompts, text_file_prompts
+from rlhf_env.data.prompts import dataset_prompts, imdb_prompts, text_file_prompts
+from rlhf_env.data.reviews import clean_review
 
 
 def test_text_file_prompts_skip_blank_lines(tmp_path):

@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from helpers import SUBJECTS, run_cli, separable_pairs
@@ -88,6 +89,18 @@ def test_response_only_reward_model_ignores_the_prompt_and_keeps_the_setting(
     )
     loaded = RewardModel.from_pretrained(alone.save_pretrained(tmp_path / "rm"), device="cpu")
     assert loaded.include_prompt is False and loaded(prompts, responses) == scores
+
+
+@pytest.mark.parametrize("pooling", ["head", "sum"])
+def test_empty_responses_score_without_error(backbone_dir, pooling):
+    """A response-only reward model on responses that are all empty (the policy ended with EOS
+    at once; GPT-2's tokenizer adds no special token): one finite score each."""
+    model = RewardModel.from_backbone(
+        backbone_dir, device="cpu", include_prompt=False, pooling=pooling
+    )
+    scores = model(["The film", "A plot"], ["", ""])
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    assert len(model(["The film", "A plot"], ["", " good"])) == 2
 
 
 @pytest.mark.parametrize("pooling", ["sum", "mean"])

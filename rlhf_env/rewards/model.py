@@ -166,6 +166,8 @@ class RewardModel:
     def raw_forward(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """Unnormalised rewards ``(B,)`` with gradients (for training)."""
         batch = self.encode(prompts, responses)
+        if batch["input_ids"].shape[1] == 0:  # every text empty, and no special tokens added
+            return torch.zeros(len(responses), device=self.device)
         logits = self.model(**batch).logits.float()
         if self.pooling == "head":
             return logits[:, 0]

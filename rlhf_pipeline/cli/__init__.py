@@ -5,7 +5,9 @@ rlhf-env data show SOURCE --index I one preference pair side by side
 rlhf-env data synth --out FILE      sampled responses labelled by a gold oracle
 rlhf-env train-rm --pairs FILE ...  a reward model on preference pairs
 rlhf-env train --agent ppo ...      RL fine-tuning in the vector env
-rlhf-env eval --policy DIR ...      reward, gold score and KL on held-out prompts
+rlhf-env eval --policy DIR ...      gold score, reward, KL, fluency, diversity on held-out prompts
+rlhf-env eval --task NAME ...       the same on a ready-made task's env and held-out prompts
+rlhf-env tasks                      the ready-made tasks and their options
 rlhf-env bench NAME                 a benchmark script
 
 ``demo``, ``train`` and ``eval`` take ``--config FILE`` (YAML or JSON); options given on the
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from rlhf_env.distributed import launched_in_parallel, launched_rank
-from rlhf_pipeline.cli import bench, data, demo, reward_model, train
+from rlhf_pipeline.cli import bench, data, demo, evaluate, reward_model, tasks, train
 from rlhf_pipeline.cli.options import apply_config_file
 
 #: The commands that run data-parallel under torchrun / accelerate launch.
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``rlhf-env`` argument parser."""
     parser = _Parser(prog="rlhf-env", description="RLHF as a Gymnasium env.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (demo, data, reward_model, train, bench):
+    for module in (demo, data, reward_model, train, evaluate, tasks, bench):
         module.register(commands)
     return parser
 

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "vs_trl": "TRL's RLOO, GRPO and PPO trainers against our agents on equal work",
     "overoptimization": "gold and learned reward against sqrt(KL) over a long PPO run",
     "ddp_scaling": "PPO training throughput on 1 process against 2 (torchrun)",
+    "suite": "every agent on every task and seed on equal token budgets: leaderboard, curves",
 }
 
 

@@ -50,7 +50,9 @@ def register(commands: Any) -> None:
     from rlhf_env.rewards.training import RewardTrainingConfig
 
     train = commands.add_parser("train-rm", help="train a reward model on preference pairs")
-    train.add_argument("--pairs", type=Path, required=True, help="preference pairs (.jsonl)")
+    train.add_argument(
+        "--pairs", type=Path, required=True, help="preference pairs (.jsonl or .jsonl.gz)"
+    )
     train.add_argument(
         "--backbone", required=True, help="hub name, local folder, or all-minilm-l6-v2"
     )

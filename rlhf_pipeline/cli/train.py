@@ -1,4 +1,4 @@
-"""``rlhf-env train`` (any learning agent in the vector env) and ``rlhf-env eval``."""
+"""``rlhf-env train``: any learning agent in the vector env (``eval`` is in :mod:`.evaluate`)."""
 
 from __future__ import annotations
 
@@ -138,39 +138,8 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- eval ---------------------------------------------------------------------------------------
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-    from rlhf_env import assets
-    from rlhf_env.models import load_causal_lm, load_tokenizer
-    from rlhf_env.rewards.oracles import make_oracle
-    from rlhf_pipeline.held_out import evaluate_policy
-
-    folder = assets.resolve(args.policy)
-    policy = load_causal_lm(folder, device=args.device, dtype=torch.float32)
-    reference = (
-        load_causal_lm(assets.resolve(args.reference), device=args.device, dtype=torch.float32)
-        if args.reference
-        else None
-    )
-    prompts = _prompts(args)
-    num_envs = min(args.num_envs, len(prompts))
-    env = _make_env(args, policy, load_tokenizer(folder), reference, prompts, num_envs=num_envs)
-    gold = make_oracle(args.gold) if args.gold != "none" else None
-    result = evaluate_policy(env, prompts, gold, seed=args.seed, progress=True)
-    summary = result["summary"]
-    for name, value in summary.items():
-        print(f"{name:>16}: {value:.4f}" if isinstance(value, float) else f"{name:>16}: {value}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    return 0
-
-
 def register(commands: Any) -> None:
-    """Add ``train`` and ``eval``."""
+    """Add ``train``."""
     from rlhf_agents import PPOConfig, RLOOConfig
 
     parser = commands.add_parser(
@@ -200,24 +169,3 @@ def register(commands: Any) -> None:
         suppress_defaults=True,
     )  # fmt: skip
     parser.set_defaults(handler=train, command_parser=parser)
-
-    evaluation = commands.add_parser(
-        "eval",
-        help="evaluate a policy on held-out prompts: reward, gold score, KL",
-        description="Sample one response per prompt from --policy (a model folder, e.g. "
-        "OUT/policy from train or the demo) and report the mean reward, the gold oracle's "
-        "score and the KL to --reference.",
-    )
-    evaluation.add_argument("--config", help="YAML or JSON file of the options below")
-    evaluation.add_argument(
-        "--reference",
-        default=None,
-        help="model the KL is measured against, e.g. the initial policy (default: the policy)",
-    )
-    evaluation.add_argument(
-        "--gold", choices=[*ORACLES, "none"], default="vader", help="gold oracle"
-    )
-    evaluation.add_argument("--seed", type=int, default=0)
-    evaluation.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    _add_env_arguments(evaluation, prompt_offset=6000, reward_required=False)
-    evaluation.set_defaults(handler=evaluate_command, command_parser=evaluation, num_prompts=128)

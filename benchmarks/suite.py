@@ -1,0 +1,145 @@
+"""The benchmark suite: every agent on every task and seed, on equal token budgets.
+
+Each run trains a fresh policy for ``--timesteps`` generated tokens, evaluates the task's
+held-out prompts at ``--eval-points`` of the budget (the learning curve) and at the end on
+all of them; the leaderboard ranks the agents of each task by the gold score, with a 95%
+t-interval over seeds for every metric. The library is :mod:`rlhf_pipeline.suite` (what a
+seed sets, how the agents share their optimiser settings, the JSON's fields).
+
+Writes JSON (``--out``; finished runs of the same settings are kept and skipped, so an
+interrupted suite resumes), prints the leaderboards, and with ``--markdown`` / ``--plot``
+writes them as Markdown (for RESULTS.md) and the gold-score learning curves.
+
+    python benchmarks/suite.py --smoke  # seconds: every task's tiny variant (plumbing)
+    python benchmarks/suite.py --tasks PositiveReview --seeds 0 1 2 --timesteps 65536 \\
+        --plot benchmarks/results/suite.png --markdown benchmarks/results/suite.md
+    python benchmarks/suite.py --agents ppo reference --agent mine=my_package.agents:MyAgent
+    rlhf-env bench suite --smoke --tasks Arithmetic --agents ppo sb3-ppo reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from rlhf_pipeline.cli.options import add_dataclass_arguments, dataclass_values
+from rlhf_pipeline.leaderboard import format_leaderboard, plot_curves
+from rlhf_pipeline.suite import BUILTIN_AGENTS, SuiteConfig, run_suite
+
+RESULTS = Path(__file__).parent / "results"
+#: The fields that take several values, or KEY=VALUE pairs, on the command line.
+LIST_FIELDS = ("tasks", "agents", "seeds", "eval_points", "options", "agent_options")
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``, the value read as JSON where it parses (``16``, ``0.1``, ``null``)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--tasks", nargs="+", help="task names (default: every registered task)")
+    add(
+        "--agents",
+        nargs="+",
+        help="agents: ppo rloo grpo sb3-ppo reference random (default: "
+        "all), or [NAME=]package.module:Class",
+    )
+    add(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODULE:CLASS",
+        help="one's own agent class, (env, **config) -> Agent, added to --agents; repeatable",
+    )
+    add("--seeds", nargs="+", type=int, help="default: 0 1 2 (--smoke: 0 1)")
+    add(
+        "--eval-points",
+        nargs="+",
+        type=float,
+        metavar="FRACTION",
+        help="fractions of the budget evaluated for the curve (default: 0 0.25 0.5 0.75 1)",
+    )
+    add_dataclass_arguments(parser, SuiteConfig, skip=LIST_FIELDS, suppress_defaults=True)
+    add(
+        "--option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="an env or task option for make_task_vector_env (e.g. max_new_tokens=16); repeatable",
+    )
+    add(
+        "--agent-option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="AGENT.KEY=VALUE",
+        help="an argument of one agent (e.g. ppo.vf_coef=0.2); repeatable",
+    )
+    add(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (one that registers tasks of one's own); repeatable",
+    )
+    add(
+        "--out",
+        type=Path,
+        help="results JSON (default: results/suite.json, results/suite_smoke.json with --smoke)",
+    )
+    add("--fresh", action="store_true", help="overwrite --out instead of resuming it")
+    add("--markdown", type=Path, metavar="FILE", help="also write the leaderboards as Markdown")
+    add("--plot", type=Path, metavar="FILE.png|DIR", help="draw the gold-score learning curves")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> SuiteConfig:
+    """The suite's config from the parsed arguments (those not given keep the defaults, or the
+    smoke settings with --smoke)."""
+    given = dataclass_values(SuiteConfig, args)  # the options given, and the lists' None
+    settings = {k: v for k, v in given.items() if k not in LIST_FIELDS or v is not None}
+    settings["agents"] = tuple([*(args.agents or BUILTIN_AGENTS), *args.agent])
+    settings["options"] = dict(args.option)
+    settings["agent_options"] = {}
+    for key, value in args.agent_option:
+        agent, dot, name = key.partition(".")
+        if not dot:
+            raise SystemExit(f"--agent-option takes AGENT.KEY=VALUE, got {key}={value}")
+        settings["agent_options"].setdefault(agent, {})[name] = value
+    return SuiteConfig.create(**settings)
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    for module in args.imports:
+        importlib.import_module(module)
+    config = config_from(args)
+    out = args.out or RESULTS / ("suite_smoke.json" if config.smoke else "suite.json")
+    result = run_suite(config, out=out, fresh=args.fresh, log=lambda line: print(line, flush=True))
+    print()
+    print(format_leaderboard(result))
+    written = [out]
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(format_leaderboard(result, markdown=True))
+        written.append(args.markdown)
+    if args.plot:
+        written += plot_curves(result, args.plot)
+    print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Ready-made tasks, each one ``gym.make`` away on offline defaults.
+
+=============================== ===============================================================
+``rlhf_env/PositiveReview-v0``  continue IMDB review openings positively; learned reward,
+                                gold = a MiniLM sentiment judge trained on labelled reviews
+``rlhf_env/Harmless-v0``        answer real HH-RLHF conversations; reward model trained on
+                                Anthropic's human preferences (packaged)
+``rlhf_env/Arithmetic-v0``      chain sums from reasoning-gym answered in <answer> tags;
+                                reward and gold = exact match on held-out problems
+=============================== ===============================================================
+
+``list_tasks()`` (and ``rlhf-env tasks``) lists them with a line each; ``gym.make(id)`` with
+no arguments builds a working env; every argument can be overridden (see
+:mod:`rlhf_env.tasks.registry`). The env carries its task as ``env.task`` (held-out prompts,
+gold metrics).
+"""
+
+from rlhf_env.tasks import arithmetic, harmless, positive_review
+from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
+from rlhf_env.tasks.registry import (
+    TASKS,
+    build_task,
+    list_tasks,
+    make_task_env,
+    make_task_vector_env,
+    register_task,
+    smoke_arguments,
+    task_options,
+    task_spec,
+)
+
+for _spec in (positive_review.SPEC, harmless.SPEC, arithmetic.SPEC):
+    register_task(_spec)
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskContext",
+    "TaskSpec",
+    "build_task",
+    "list_tasks",
+    "make_task_env",
+    "make_task_vector_env",
+    "register_task",
+    "smoke_arguments",
+    "task_options",
+    "task_spec",
+]

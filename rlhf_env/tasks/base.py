@@ -1,0 +1,126 @@
+"""What a ready-made task is: its prompts, its training reward, its gold metrics, its defaults.
+
+A :class:`Task` is the data a task bundles once it is built for a policy's tokenizer (chat
+templates differ between policies, and a task's reward model may be learned from the policy's
+own samples). A :class:`TaskSpec` is the registry's entry: the task's id, a one-line
+description and the builder that makes the :class:`Task` from a :class:`TaskContext` and the
+task's own options (difficulty, sizes, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_env.data.prompts import PromptsLike
+from rlhf_env.rewards.base import RewardFunction
+
+
+@dataclass
+class Task:
+    """A task built for one policy.
+
+    Attributes:
+        name: the task's id (``"PositiveReview"``: ``gym.make("rlhf_env/PositiveReview-v0")``).
+        train_prompts: what RL draws its prompts from (a list, or a callable taking the env's
+            generator: procedural tasks draw fresh problems).
+        eval_prompts: the held-out prompts, disjoint from the training ones, in a fixed order.
+        reward_fn: the training reward ``reward_fn(prompts, responses) -> list[float]`` (a
+            learned reward model, or a checkable score).
+        gold: the task's gold metrics by name, each a reward function (higher is better); the
+            first is *the* gold score, the others are second columns (e.g. ``"vader"``).
+        env_options: the task's defaults for the env's settings (``max_new_tokens``, ...);
+            arguments given to ``gym.make`` override them.
+        details: facts about how the task was built (reward-model accuracy, sizes, the
+            difficulty), for reports.
+        reference: a frozen copy of the initial policy the task already holds (for a gold
+            metric that reads it); the env uses it as its reference unless given another.
+    """
+
+    name: str
+    train_prompts: PromptsLike
+    eval_prompts: list[str]
+    reward_fn: RewardFunction
+    gold: Mapping[str, RewardFunction]
+    env_options: Mapping[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    reference: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if not self.gold:
+            raise ValueError(f"task {self.name!r} needs at least one gold metric")
+        if not self.eval_prompts:
+            raise ValueError(f"task {self.name!r} needs held-out prompts")
+
+    @property
+    def gold_name(self) -> str:
+        """The name of the gold score (the first gold metric)."""
+        return next(iter(self.gold))
+
+    def gold_scores(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+        """Every gold metric of the responses, by name."""
+        return {
+            name: [float(value) for value in metric(prompts, responses)]
+            for name, metric in self.gold.items()
+        }
+
+
+@dataclass
+class TaskContext:
+    """What a task's builder may use: the policy it is built for, its tokenizer, the device
+    for any model the task trains, and whether to show progress bars."""
+
+    policy: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    progress: bool = True
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer formats chat messages (instruct models do)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """``messages`` (``[{"role": "user", "content": ...}, ...]``) as the prompt text the
+        policy continues: its chat template with the assistant header, or, for a policy
+        without one, ``"User: ...\\nAssistant:"`` lines."""
+        if self.has_chat_template:
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        lines = [f"{message['role'].capitalize()}: {message['content']}" for message in messages]
+        return "\n".join([*lines, "Assistant:"])
+
+
+Builder = Callable[..., Task]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registry entry.
+
+    Attributes:
+        name: the id (``gym.make(f"rlhf_env/{name}-v0")``).
+        description: one line, for ``rlhf-env tasks``.
+        build: ``build(context, **options) -> Task``; its keyword arguments (with defaults) are
+            the task's own options, which ``gym.make`` accepts beside the env's.
+        policy: the default policy (a packaged asset name, a folder or a hub name).
+        smoke_options: task and env options that, with a tiny random policy, make a variant
+            that builds and runs in seconds (for tests and ``--smoke`` runs; plumbing, not
+            results).
+    """
+
+    name: str
+    description: str
+    build: Builder
+    policy: str = "smollm2-135m-instruct"
+    smoke_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def env_id(self) -> str:
+        """The Gymnasium id, ``rlhf_env/<name>-v0``."""
+        return f"rlhf_env/{self.name}-v0"

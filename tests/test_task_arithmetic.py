@@ -1,0 +1,321 @@
+"""The Arithmetic task: strict answers, the reward, disjoint problem sets, the curriculum, the
+registered env, and a tiny policy whose held-out exact match rises under RL."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import inspect
+import random
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import rlhf_env  # noqa: F401  (registers the tasks)
+from rlhf_env.extras import MissingExtraError
+from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.rewards.base import RewardError
+from rlhf_env.tasks import Task, arithmetic, build_task, smoke_arguments
+from rlhf_env.tasks.arithmetic import UnknownPromptError, extract_answer, is_correct
+
+ENV_ID = "rlhf_env/Arithmetic-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = build_tiny_tokenizer()
+    return build_tiny_gpt2(tokenizer, seed=0), tokenizer
+
+
+def make_task(tiny, **options) -> Task:
+    policy, tokenizer = tiny
+    options = {"demonstrations": 0, "eval_size": 16, **options}
+    return build_task("Arithmetic", policy, tokenizer, device="cpu", **options)[0]
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer>4</answer>", "4"),
+        ("<answer> -4 </answer>", "-4"),  # whitespace inside the tag is stripped
+        ("<answer>\n+4\n</answer>", "+4"),
+        ("4 + 5 = 9, so <answer>9</answer>", "9"),
+        ("<answer>1</answer> no: <answer>2</answer> done", "2"),  # the last tag counts
+        ("<answer><answer>5</answer>", "5"),
+        ("<answer>007</answer>", "007"),
+    ],
+)
+def test_extract_answer_takes_the_integer_in_the_last_tag(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<answer>-4.</answer>",
+        "<answer>4.0</answer>",
+        "<answer>4 apples</answer>",
+        "<answer>3 4</answer>",  # two numbers
+        "<answer>1,000</answer>",
+        "<answer>\u0664</answer>",  # an Arabic-Indic four: digits are ASCII only
+        "<answer></answer>",
+        "<answer>4",  # unclosed
+        "4",  # no tags: no fallback to the last number
+        "4 + 5 = 9",
+        "<answer>7</answer> <answer>seven</answer>",  # the last tag is not a number
+    ],
+)
+def test_extract_answer_refuses_anything_but_a_tagged_integer(text):
+    assert extract_answer(text) is None
+
+
+def test_is_correct_compares_integers_exactly():
+    assert is_correct("<answer>-30</answer>", "-30")
+    assert is_correct("<answer>+7</answer>", 7) and is_correct("<answer>07</answer>", "7")
+    assert not is_correct("<answer>30</answer>", "-30")
+    assert not is_correct("-30", "-30")  # right number, no tag
+    assert not is_correct("<answer>-30.</answer>", "-30")
+    assert not is_correct("<answer>-30</answer> <answer>1</answer>", "-30")
+
+
+@pytest.mark.parametrize("function", [extract_answer, is_correct])
+def test_docstring_examples_hold(function):
+    for test in doctest.DocTestFinder().find(function):
+        assert doctest.DocTestRunner().run(test).failed == 0
+
+
+def test_reasoning_gym_is_imported_only_by_the_builder():
+    tree = ast.parse(inspect.getsource(arithmetic))
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in top_level for alias in node.names]
+    names += [node.module or "" for node in top_level if isinstance(node, ast.ImportFrom)]
+    assert not any("reasoning_gym" in name for name in names)
+
+
+def test_missing_reasoning_gym_names_the_tasks_extra(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # makes the import fail
+    with pytest.raises(MissingExtraError, match=r"rlhf_env\[tasks\]"):
+        make_task(tiny)
+
+
+# -- reward and problems -----------------------------------------------------------------------
+
+
+def answers_of(task: Task, prompts: list[str]) -> list[int]:
+    return [answer for answer, _ in task.reward_fn.problems.answers(prompts)]
+
+
+def test_reward_is_exact_match_plus_the_format_term(tiny):
+    for weight in (0.0, 0.5):
+        task = make_task(tiny, format_weight=weight)
+        prompts = task.eval_prompts[:4]
+        a, b, c, d = answers_of(task, prompts)
+        responses = [
+            f"<answer>{a}</answer>",  # right
+            f"<answer>{b + 1}</answer>",  # wrong but well formed
+            f"{c}",  # right number, no tag
+            f"<answer>{d}.</answer>",  # right number, malformed
+        ]
+        assert task.reward_fn(prompts, responses) == [1.0 + weight, weight, 0.0, 0.0]
+        assert list(task.gold) == ["exact_match", "format"] and task.gold_name == "exact_match"
+        gold = task.gold_scores(prompts, responses)
+        assert gold == {"exact_match": [1.0, 0.0, 0.0, 0.0], "format": [1.0, 1.0, 0.0, 0.0]}
+
+
+def test_unknown_or_cut_prompt_says_to_raise_max_prompt_tokens(tiny):
+    task = make_task(tiny)
+    with pytest.raises(UnknownPromptError, match="raise max_prompt_tokens"):
+        task.reward_fn(["What is 2 + 2?"], ["<answer>4</answer>"])
+    with pytest.raises(UnknownPromptError, match="raise max_prompt_tokens"):
+        task.gold_scores([task.eval_prompts[0][5:]], ["<answer>4</answer>"])
+    # Through the env: a prompt cut by max_prompt_tokens is reported when it is scored.
+    arguments = {**smoke_arguments("Arithmetic"), "max_prompt_tokens": 24, "max_new_tokens": 1}
+    env = gym.make(ENV_ID, **arguments)
+    with pytest.warns(UserWarning, match="exceeds max_prompt_tokens"):
+        env.reset(seed=0)
+    with pytest.raises(RewardError, match="raise max_prompt_tokens"):
+        env.step(0)
+
+
+def test_held_out_and_training_problems_are_disjoint(tiny):
+    # 1-digit sums of two terms: 200 distinct problems, 120 of them held out.
+    task = make_task(tiny, terms=2, digits=1, eval_size=120)
+    held_out = set(task.eval_prompts)
+    assert len(held_out) == 120  # distinct
+    rng = np.random.default_rng(0)
+    drawn = {task.train_prompts(rng) for _ in range(600)}
+    assert not drawn & held_out
+    assert len(drawn) == 80  # every other problem is drawn: 200 - 120
+    again = make_task(tiny, terms=2, digits=1, eval_size=120)
+    assert again.eval_prompts == task.eval_prompts  # a fixed list
+    other = make_task(tiny, terms=2, digits=1, eval_size=120, eval_seed=1)
+    assert other.eval_prompts != task.eval_prompts
+    # Seeded draws are reproducible (the env's generator decides them).
+    first = [task.train_prompts(np.random.default_rng(5)) for _ in range(3)]
+    assert first == [again.train_prompts(np.random.default_rng(5)) for _ in range(3)]
+    with pytest.raises(ValueError, match="lower eval_size"):
+        make_task(tiny, terms=1, digits=1, eval_size=11)  # only 10 one-digit problems
+
+
+def test_prompts_follow_the_chat_format_and_env_options_fit(tiny):
+    task = make_task(tiny, terms=3, digits=2)
+    prompt = task.eval_prompts[0]
+    assert prompt.startswith("User: State the final answer")
+    assert prompt.endswith("<answer></answer> tags.\nAssistant:")
+    assert prompt.count(" + ") + prompt.count(" - ") == 2  # three operands
+    limit = task.env_options["max_prompt_tokens"]
+    assert task.details["longest_eval_prompt_tokens"] <= limit - 16
+    assert make_task(tiny, demonstrations=2).eval_prompts[0].count("<answer>8</answer>") == 1
+
+
+def feed(task: Task, correct: bool, count: int) -> None:
+    """Score ``count`` fresh training prompts, answered right or wrong."""
+    rng = np.random.default_rng(0)
+    prompts = [task.train_prompts(rng) for _ in range(count)]
+    responses = [f"<answer>{a if correct else a + 1}</answer>" for a in answers_of(task, prompts)]
+    task.reward_fn(prompts, responses)
+
+
+def test_curriculum_raises_the_level_on_successes_only(tiny):
+    task = make_task(tiny, curriculum=True, curriculum_window=8, curriculum_max_level=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raise, no warning
+        feed(task, correct=False, count=40)
+        # Held-out successes do not count.
+        prompts = task.eval_prompts
+        task.reward_fn(prompts, [f"<answer>{a}</answer>" for a in answers_of(task, prompts)])
+    assert task.details["level"] == 0 and task.reward_fn.level == 0
+    with pytest.warns(UserWarning, match="level 0 -> 1"):
+        feed(task, correct=True, count=8)
+    assert task.details["level"] == 1 and task.reward_fn.level == 1
+    rng = np.random.default_rng(1)
+    harder = task.train_prompts(rng)
+    assert harder.count(" + ") + harder.count(" - ") == 2  # one more operand
+    held_out = task.eval_prompts[0]
+    assert held_out.count(" + ") + held_out.count(" - ") == 1  # the base difficulty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feed(task, correct=True, count=40)  # at curriculum_max_level: no more raises
+    assert task.details["level"] == 1
+    # Without the curriculum nothing moves.
+    fixed = make_task(tiny)
+    feed(fixed, correct=True, count=300)
+    assert fixed.reward_fn.level == 0
+
+
+# -- the registered env -------------------------------------------------------------------------
+
+
+def test_gym_make_with_smoke_arguments_passes_the_env_checker():
+    env = gym.make(ENV_ID, **smoke_arguments("Arithmetic"))
+    assert isinstance(env.unwrapped.task, Task)
+    check_env(env.unwrapped)
+    _, info = env.reset(seed=0)
+    assert info["prompt"] not in env.unwrapped.task.eval_prompts
+    vector = gym.make_vec(ENV_ID, num_envs=4, **smoke_arguments("Arithmetic"))
+    assert isinstance(vector.task, Task)
+    vector.reset(seed=0)
+    _, rewards, *_ = vector.step(np.zeros(4, dtype=np.int64))
+    assert rewards.shape == (4,)
+
+
+# -- learning -----------------------------------------------------------------------------------
+
+
+def warm_start(policy, tokenizer, task: Task, steps: int, seed: int = 0) -> None:
+    """Supervised steps on *training* problems (never held-out ones): the right number, half
+    the time in ``<answer>`` tags and half the time bare (which the strict reward refuses)."""
+    problems = task.reward_fn.problems
+    rng, coin = np.random.default_rng(seed), random.Random(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    policy.train()
+    for _ in range(steps):
+        rows = []
+        for _ in range(32):
+            prompt = problems.sample(rng)
+            ((answer, _),) = problems.answers([prompt])
+            text = f" <answer>{answer}</answer>" if coin.random() < 0.5 else f" {answer}"
+            response = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+            rows.append((tokenizer(prompt)["input_ids"], response))
+        width = max(len(p) + len(r) for p, r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id)  # (B, T)
+        labels = torch.full((len(rows), width), -100)  # (B, T): loss on the response only
+        mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+        for i, (p, r) in enumerate(rows):
+            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            labels[i, len(p) : len(p) + len(r)] = torch.tensor(r)
+            mask[i, : len(p) + len(r)] = 1
+        loss = policy(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy.eval()
+
+
+def copy_tokenizer():
+    """A tiny BPE tokenizer over the prompts and answers of one-term problems (digits stay one
+    token each, so a number's digits can be copied one by one)."""
+    coin = random.Random(0)
+    question = arithmetic.QUESTION_PREFIX + "{} =" + arithmetic.INSTRUCTION
+    corpus = [f"User: {question.format(coin.randint(10, 99))}\nAssistant:" for _ in range(100)]
+    corpus += [f" <answer>{coin.randint(10, 99)}</answer>" for _ in range(100)]
+    return build_tiny_tokenizer(corpus, vocab_size=330)
+
+
+def test_rl_raises_held_out_exact_match_of_a_tiny_policy():
+    """One-term problems ("37 =") answered by copying the number: a skill a tiny GPT-2 picks up
+    from a short warm start on training problems, which answers half the time in tags and half
+    the time bare. The strict reward pays only the tagged answers, so PPO must make the policy
+    use the tags; its exact match on the held-out problems (never seen in warm start or
+    training) must rise by 15 points (measured: 0.45 -> 0.80, format 0.46 -> 0.91; about 10 s
+    on two idle cores)."""
+    from rlhf_agents import PolicyAgent, PPOAgent, PPOConfig, evaluate
+
+    torch.manual_seed(0)
+    tokenizer = copy_tokenizer()
+    policy = build_tiny_gpt2(tokenizer, seed=0)
+    options = dict(terms=1, digits=2, eval_size=16, demonstrations=0)
+    task, *_ = build_task("Arithmetic", policy, tokenizer, device="cpu", **options)
+    warm_start(policy, tokenizer, task, steps=300)
+    env = gym.make_vec(
+        ENV_ID, num_envs=32, policy=policy, tokenizer=tokenizer, max_new_tokens=8,
+        max_prompt_tokens=40, kl_coef=0.01, **options,
+    )  # fmt: skip
+    assert env.task.eval_prompts == task.eval_prompts
+    held_out = env.task.eval_prompts * 8  # 16 problems, 8 samples each
+
+    def gold() -> dict[str, float]:
+        result = evaluate(PolicyAgent(env, seed=1), env, prompts=held_out, fluency=False)
+        return {name: result.metrics[f"gold/{name}"] for name in ("exact_match", "format")}
+
+    before = gold()
+    assert 0.2 < before["format"] < 0.8, before  # the warm start tags about half its answers
+    PPOAgent(env, PPOConfig(learning_rate=1e-3, minibatch_size=32, progress_bar=False)).learn(
+        total_timesteps=3000
+    )
+    after = gold()
+    assert after["exact_match"] > before["exact_match"] + 0.15, (before, after)
+    assert after["format"] > before["format"] + 0.15, (before, after)
+
+
+# -- the packaged policy ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gym_make_with_no_arguments_builds_on_smollm2_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = gym.make(ENV_ID)
+    task = env.unwrapped.task
+    assert task.details["demonstrations"] == 2 and len(task.eval_prompts) == 64
+    assert env.unwrapped.tokenizer.chat_template
+    check_env(env.unwrapped)
+    _, info = env.reset(seed=0)
+    assert info["prompt"].rstrip().endswith("assistant")

@@ -1,0 +1,242 @@
+"""The task registry and the PositiveReview and Harmless tasks (Arithmetic: test_task_arithmetic).
+
+Fast tests build each task's tiny variant (``smoke_arguments``: a tiny random policy, tiny
+backbones, a few prompts) into a temporary task cache; the slow ones build the real tasks on
+the packaged SmolLM2 and MiniLM (``make test-slow``)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from rlhf_env.data.hh import HH_HARMLESS_PAIRS, dialogue_messages, hh_harmless_pairs
+from rlhf_env.data.preferences import load_pairs
+from rlhf_env.data.reviews import movie_reviews
+from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.rewards.training import split_pairs
+from rlhf_env.tasks import (
+    TASKS,
+    Task,
+    TaskSpec,
+    list_tasks,
+    make_task_vector_env,
+    register_task,
+    smoke_arguments,
+    task_options,
+    task_spec,
+)
+from rlhf_env.tasks.cache import cache_root, policy_fingerprint
+from rlhf_env.tasks.harmless import DialogueReward
+from rlhf_env.tasks.positive_review import VERDICT_WORDS, FluencyWeighted, judge_texts
+from rlhf_env.text_metrics import response_perplexity
+
+TASK_NAMES = ("PositiveReview", "Harmless")
+
+
+@pytest.fixture(autouse=True)
+def task_cache(tmp_path_factory, monkeypatch):
+    """Every test builds into one temporary task cache (shared, so parts are built once)."""
+    root = tmp_path_factory.getbasetemp() / "task-cache"
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(root))
+    return root
+
+
+def test_registry_lists_every_task_with_a_description_and_a_gym_id():
+    ids = dict(list_tasks())
+    for name in (*TASK_NAMES, "Arithmetic"):
+        assert ids.get(f"rlhf_env/{name}-v0")
+        assert f"rlhf_env/{name}-v0" in gym.registry
+    assert task_spec("rlhf_env/Harmless-v0") is task_spec("Harmless") is TASKS["Harmless"]
+    with pytest.raises(KeyError, match=r"unknown task 'Nope'.*Harmless"):
+        task_spec("Nope")
+
+
+def test_unknown_option_names_the_task_and_env_options():
+    with pytest.raises(TypeError, match=r"unknown option.*colour.*Harmless.*eval_prompts"):
+        gym.make("rlhf_env/Harmless-v0", **smoke_arguments("Harmless"), colour="blue")
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_tiny_variant_builds_through_gym_make_and_passes_the_env_checker(name):
+    env = gym.make(f"rlhf_env/{name}-v0", **smoke_arguments(name), progress=False)
+    check_env(env.unwrapped, skip_render_check=True)
+    task = env.unwrapped.task
+    assert isinstance(task, Task) and task.name == name
+    assert env.unwrapped.reference is task.reference or task.reference is None
+    # an episode ends with the task's reward, and every gold metric scores it
+    _, info = env.reset(seed=0)
+    prompt, done = info["prompt"], False
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        done = terminated or truncated
+    learned = task.reward_fn([prompt], [info["response"]])[0]
+    assert info["score"] == pytest.approx(learned, abs=1e-5)
+    gold = task.gold_scores([prompt], [info["response"]])
+    assert list(gold) == list(task.gold) and all(np.isfinite(v[0]) for v in gold.values())
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_vector_env_of_a_task_and_overrides(name):
+    tokenizer = build_tiny_tokenizer()
+    policy = build_tiny_gpt2(tokenizer, seed=3)
+    arguments = smoke_arguments(name) | {"policy": policy, "tokenizer": tokenizer}
+    arguments["max_new_tokens"] = 4
+    env = gym.make_vec(f"rlhf_env/{name}-v0", num_envs=3, **arguments, progress=False)
+    assert env.num_envs == 3 and env.unwrapped.max_new_tokens == 4
+    assert env.unwrapped.policy is policy and env.unwrapped.task.name == name
+    # a user's reward replaces the task's; the task's gold stays for evaluation
+    mine = gym.make(
+        f"rlhf_env/{name}-v0", **arguments, reward_fn=lambda p, r: [7.0] * len(r), progress=False
+    )
+    mine.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, info = mine.step(mine.action_space.sample())
+        done = terminated or truncated
+    assert info["score"] == 7.0 and mine.unwrapped.task.gold
+
+
+def test_heavy_parts_are_built_once_and_keyed_by_settings(task_cache):
+    arguments = smoke_arguments("PositiveReview") | {"progress": False}
+    first = make_task_vector_env("PositiveReview", num_envs=2, **arguments).task
+    folders = {p.name: p.stat().st_mtime_ns for p in (task_cache / "PositiveReview").iterdir()}
+    again = make_task_vector_env("PositiveReview", num_envs=2, **arguments).task
+    assert {p.name: p.stat().st_mtime_ns for p in (task_cache / "PositiveReview").iterdir()} == (
+        folders
+    )  # nothing rebuilt
+    assert again.details["judge"]["folder"] == first.details["judge"]["folder"]
+    other = make_task_vector_env("PositiveReview", num_envs=2, **arguments | {"seed": 1}).task
+    assert other.details["judge"]["folder"] != first.details["judge"]["folder"]
+    assert cache_root() == task_cache
+    assert not list((task_cache / "PositiveReview").glob("*.partial"))
+
+
+def test_policy_fingerprint_tells_weights_apart():
+    tokenizer = build_tiny_tokenizer()
+    a, b = build_tiny_gpt2(tokenizer, seed=0), build_tiny_gpt2(tokenizer, seed=1)
+    assert policy_fingerprint(a) == policy_fingerprint(build_tiny_gpt2(tokenizer, seed=0))
+    assert policy_fingerprint(a) != policy_fingerprint(b)
+
+
+def test_positive_review_splits_are_disjoint_and_the_judge_reads_other_reviews():
+    task = make_task_vector_env(
+        "PositiveReview", num_envs=2, **smoke_arguments("PositiveReview"), progress=False
+    ).task
+    assert not set(task.train_prompts) & set(task.eval_prompts)
+    positive, negative = judge_texts(20, 4)
+    assert len(positive) == len(negative) == 24 and not set(positive) & set(negative)
+    openings = {" ".join(text.split()[:8]) for text in list(movie_reviews("imdb"))[:200]}
+    assert not openings & {" ".join(t.split()[:8]) for t in positive + negative}
+    assert all(len(t.split()) <= VERDICT_WORDS for t in positive + negative)
+    assert {"judge", "judge_fluent", "vader"} == set(task.gold)
+    assert 0 <= task.details["judge"]["held_out_accuracy"] <= 1
+
+
+def test_fluency_weighted_gold_scales_by_perplexity(tokenizer, gpt2):
+    prompts, responses = ["The film was"] * 2, [" good and warm.", " the the the the the"]
+    perplexity = response_perplexity(gpt2, tokenizer, prompts, responses).per_response
+    ppl_0 = float(perplexity.min())
+    gold = FluencyWeighted(lambda p, r: [0.8] * len(r), gpt2, tokenizer, ppl_0)
+    expected = [0.8 * min(1.0, ppl_0 / p) for p in perplexity]
+    np.testing.assert_allclose(gold(prompts, responses), expected, rtol=1e-6)
+    assert gold(["The film was"], [""]) == [0.0]  # nothing to judge
+
+
+def test_hh_data_ships_with_the_package_and_parses_into_turns():
+    pairs = hh_harmless_pairs()
+    assert len(pairs) == 1800 and HH_HARMLESS_PAIRS.is_file()
+    assert load_pairs(HH_HARMLESS_PAIRS) == pairs  # rlhf-env train-rm --pairs reads it too
+    messages = dialogue_messages(pairs[3].prompt)
+    assert [m["role"] for m in messages][::2] == ["user"] * ((len(messages) + 1) // 2)
+    assert messages[-1]["role"] == "user"
+    with pytest.raises(ValueError, match="no leading 'Human:'"):
+        dialogue_messages("Assistant: hello")
+
+
+def test_harmless_scores_the_raw_conversation_and_holds_out_the_reward_models_split():
+    task = make_task_vector_env(
+        "Harmless", num_envs=2, **smoke_arguments("Harmless"), progress=False
+    ).task
+    options = task_options("Harmless") | smoke_arguments("Harmless")
+    pairs = hh_harmless_pairs()[: options["max_pairs"]]
+    _, held_out = split_pairs(pairs, options["eval_fraction"], options["seed"])
+    reward = task.reward_fn
+    assert isinstance(reward, DialogueReward)
+    raw_held_out = {reward.conversations[p] for p in task.eval_prompts}
+    assert raw_held_out <= {pair.prompt for pair in held_out}  # RL evaluates unseen prompts
+    assert not set(task.train_prompts) & set(task.eval_prompts)
+
+    seen = {}
+
+    class Recorder:
+        tokenizer = reward.reward_model.tokenizer
+
+        def __call__(self, prompts, responses):
+            seen.update(prompts=prompts, responses=responses)
+            return [0.0] * len(responses)
+
+    DialogueReward(Recorder(), reward.conversations)(task.eval_prompts[:1], ["  Sure. "])
+    assert seen == {
+        "prompts": [reward.conversations[task.eval_prompts[0]]],
+        "responses": [" Sure."],
+    }
+    with pytest.raises(KeyError, match="not one of this task's conversations"):
+        reward(["something else"], ["x"])
+
+
+def test_a_custom_task_registers_and_builds():
+    def build(context, size: int = 3):
+        prompts = [f"Prompt {i}:" for i in range(size)]
+        zero = lambda p, r: [0.0] * len(r)  # noqa: E731
+        return Task("Custom", prompts, prompts[:1], zero, {"zero": zero})
+
+    register_task(TaskSpec("CustomTest", "a test task", build))
+    tokenizer = build_tiny_tokenizer()
+    env = gym.make(
+        "rlhf_env/CustomTest-v0", policy=build_tiny_gpt2(tokenizer), tokenizer=tokenizer, size=5
+    )
+    assert len(env.unwrapped.task.train_prompts) == 5
+    del TASKS["CustomTest"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_real_task_builds_with_no_arguments_offline(name, monkeypatch):
+    monkeypatch.delenv("RLHF_ENV_TASK_CACHE")  # the real parts: built once per machine
+    env = gym.make(f"rlhf_env/{name}-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    details = env.unwrapped.task.details
+    accuracy = (
+        details["judge"]["held_out_accuracy"]
+        if name == "PositiveReview"
+        else (details["reward_model"]["eval_accuracy"])
+    )
+    assert accuracy > 0.55
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_real_task_short_ppo_run_raises_the_held_out_gold(name, monkeypatch):
+    """PPO on the top six of SmolLM2's 30 blocks for 1,536 tokens: the task's held-out gold
+    rises by more than twice its standard error, and the responses stay fluent (perplexity
+    under the frozen reference within 20% of the initial policy's)."""
+    from rlhf_agents import PolicyAgent, PPOAgent, evaluate
+    from rlhf_env.assets import smollm2_folder
+    from rlhf_env.models import load_causal_lm, load_tokenizer
+    from rlhf_env.models.efficient import apply_training_setup
+
+    monkeypatch.delenv("RLHF_ENV_TASK_CACHE")
+    policy, reference = apply_training_setup(load_causal_lm(smollm2_folder()), "frozen:24")
+    tokenizer = load_tokenizer(smollm2_folder())
+    env = make_task_vector_env(
+        name, num_envs=16, policy=policy, tokenizer=tokenizer, reference=reference, kl_coef=0.05
+    )
+    prompts = env.task.eval_prompts[:64]
+    before = evaluate(PolicyAgent(env, seed=1), env, prompts=prompts, seed=1)
+    PPOAgent(env, learning_rate=2e-4, minibatch_size=8, epochs=2, seed=0).learn(1536)
+    after = evaluate(PolicyAgent(env, seed=1), env, prompts=prompts, seed=1)
+    gain = after.gold - before.gold
+    assert gain > 2 * np.hypot(after.sem["gold"], before.sem["gold"]), (before.gold, after.gold)
+    assert after.metrics["perplexity"] < 1.2 * before.metrics["perplexity"]
