@@ -16,6 +16,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.tasks import Task
 
 PROMPTS = [
     "This movie was",
@@ -119,3 +120,19 @@ def save_tiny_backbone(directory: Path) -> Path:
     GPT2ForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def make_tiny_task(
+    name: str, tokenizer: Any, held_out: int = 4, gold_name: str = "word_starts", **details: Any
+) -> Task:
+    """A task over tiny models: response length as the training reward (dense), the share of
+    word-start tokens as the gold score (named ``gold_name``), the length a second gold."""
+    return Task(
+        name=name,
+        train_prompts=PROMPTS,
+        eval_prompts=[f"Review {i}: the film" for i in range(held_out)],
+        reward_fn=length_reward,
+        gold={gold_name: make_word_start_reward(tokenizer), "length": length_reward},
+        env_options={"max_new_tokens": 4, "max_prompt_tokens": 12},
+        details=details,
+    )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from gymnasium.envs.registration import registry
-from helpers import PROMPTS, length_reward, make_word_start_reward, run_cli
+from helpers import make_tiny_task, run_cli
 
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.tasks import TASKS, Task, TaskContext, TaskSpec, register_task
@@ -22,15 +22,8 @@ FIGURES = (
 
 def build_tiny_task(context: TaskContext, eval_prompts: int = 4, difficulty: int = 1) -> Task:
     """Length as the training reward, word starts as the gold score."""
-    return Task(
-        name=NAME,
-        train_prompts=PROMPTS,
-        eval_prompts=[f"Review {i}: the film" for i in range(eval_prompts)],
-        reward_fn=length_reward,
-        gold={"word_start": make_word_start_reward(context.tokenizer), "length": length_reward},
-        env_options={"max_new_tokens": 4, "max_prompt_tokens": 12},
-        details={"difficulty": difficulty},
-    )
+    tokenizer = context.tokenizer
+    return make_tiny_task(NAME, tokenizer, eval_prompts, "word_start", difficulty=difficulty)
 
 
 def _save_tiny_policy(folder, seed: int):

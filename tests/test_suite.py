@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PROMPTS, length_reward, make_word_start_reward, run_cli
+from helpers import make_tiny_task, run_cli
 
 from rlhf_agents import Agent
 from rlhf_env.tasks import TASKS, Task, TaskContext, TaskSpec, register_task
@@ -40,14 +40,7 @@ TINY = {
 def build_toy_task(context: TaskContext, held_out: int = 4) -> Task:
     """Response length as the reward (dense: every update has a gradient); the share of
     word-start tokens as the gold score, the length a second gold column."""
-    return Task(
-        name=TASK,
-        train_prompts=PROMPTS,
-        eval_prompts=[f"Review {i}: the film" for i in range(held_out)],
-        reward_fn=length_reward,
-        gold={"word_starts": make_word_start_reward(context.tokenizer), "length": length_reward},
-        env_options={"max_new_tokens": 4, "max_prompt_tokens": 12},
-    )
+    return make_tiny_task(TASK, context.tokenizer, held_out)
 
 
 if TASK not in TASKS:  # registered on import: also in the subprocess that imports this module

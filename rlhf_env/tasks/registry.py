@@ -128,7 +128,8 @@ def _prepare(
     settings = {k: arguments.pop(k) for k in list(arguments) if k in env_fields}
     # A setting that is also a task option (a task that filters prompts by max_prompt_tokens)
     # reaches both.
-    arguments.update({k: v for k, v in settings.items() if k in task_options(name)})
+    shared = set(task_options(name))
+    arguments.update({k: v for k, v in settings.items() if k in shared})
     task, policy, tokenizer = build_task(
         name,
         arguments.pop("policy", None),
