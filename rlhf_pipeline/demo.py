@@ -1,14 +1,25 @@
 """The embedded RLHF demo: the InstructGPT recipe end to end, offline, with a report.
 
-1. sample responses from the initial policy on preference prompts;
-2. label pairs of them with the gold oracle (VADER: the stand-in for human labellers);
+It runs the ready-made task ``rlhf_env/PositiveReview-v0`` (:mod:`rlhf_env.tasks.positive_review`)
+for the demo's policy:
+
+1. the gold judge: a MiniLM sentiment model trained on labelled reviews (the stand-in for
+   human labellers, and the measure of the true objective);
+2. sample responses from the initial policy on preference prompts; label pairs of them with
+   the judge;
 3. train the reward model on the pairs (held-out pairwise accuracy);
-4. evaluate the initial policy on held-out prompts (before any update: its KL is 0);
-5. RL fine-tuning in the vector env, reward = the learned reward model - beta * KL;
+4. evaluate the initial policy on the task's held-out prompts with the task's gold metrics
+   (judge, judge x fluency, VADER), the learned reward, KL, perplexity and diversity (before
+   any update: its KL is 0);
+5. RL fine-tuning in the vector env on the task's training prompts, reward = the learned
+   reward model - beta * KL;
 6. evaluate the final policy on the same held-out prompts; write the report.
 
-Every stage writes its output to the run folder and is marked done in ``run.json``, and RL
-writes checkpoints, so running the same command again resumes where a run stopped.
+Stages 1-3 are the task's build: its judge and reward model are trained once and kept in the
+task cache (:mod:`rlhf_env.tasks.cache`), keyed by their settings and the policy's weights,
+and the run folder records their figures and folders. Every stage is marked done in
+``run.json`` with its figures, and RL writes checkpoints, so running the same command again
+resumes where a run stopped.
 
 This module is an entry point (like the CLI that calls it): it imports the agents.
 """
@@ -16,8 +27,6 @@ This module is an entry point (like the CLI that calls it): it imports the agent
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,90 +37,67 @@ from rlhf_agents import AGENTS, make_agent
 from rlhf_agents.checkpoint import LATEST
 from rlhf_agents.policy_gradient import PolicyGradientAgent
 from rlhf_agents.rollout import Rollout
-from rlhf_env import assets
-from rlhf_env.data.preferences import load_pairs, write_jsonl_pairs
-from rlhf_env.data.prompts import balanced_imdb_prompt_sets
-from rlhf_env.data.synthetic import label_pairs, sample_responses
-from rlhf_env.models import (
-    build_tiny_gpt2,
-    build_tiny_tokenizer,
-    load_causal_lm,
-    load_tokenizer,
-    pick_device,
-    save_policy,
-)
+from rlhf_env.models import load_causal_lm, load_tokenizer, pick_device, save_policy
 from rlhf_env.models.efficient import apply_training_setup
-from rlhf_env.rewards.model import RewardModel
-from rlhf_env.rewards.oracles import make_oracle
-from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
+from rlhf_env.rewards.base import RewardFunction
+from rlhf_env.tasks import Task, build_task, task_spec
+from rlhf_env.tasks.cache import backbone_folder
 from rlhf_env.vector_env import TextGenerationVectorEnv
-from rlhf_pipeline.config import TINY_MODEL, DemoConfig
+from rlhf_pipeline.config import TASK, DemoConfig
 from rlhf_pipeline.held_out import evaluate_policy
 from rlhf_pipeline.report import write_report
 from rlhf_pipeline.run_folder import RunFolder
 
-Oracle = Callable[[list[str], list[str]], Sequence[float]]
 STAGE_COUNT = 6
-
-
-@dataclass
-class PromptSplits:
-    """Disjoint prompt sets, each half from negative and half from positive reviews."""
-
-    preference: list[str]
-    train: list[str]
-    evaluation: list[str]
+#: The task's details the run folder records (``task.details["judge"]`` and ``["reward_model"]``).
+JUDGE_FIGURES = ("held_out_accuracy", "vader_held_out_accuracy", "held_out_texts", "folder")
+REWARD_MODEL_FIGURES = (
+    "initial_eval_accuracy", "train_pairs", "eval_pairs", "ppl_0", "initial_judge_mean", "folder"
+)  # fmt: skip
 
 
 def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
     """Run (or resume) the pipeline into ``config.out``; returns the report's path.
 
     Raises:
-        ValueError: the run folder holds a run with other settings (and not ``overwrite``).
+        ValueError: the run folder holds a run with other settings, or one whose task was
+            built differently (and not ``overwrite``).
     """
     started = time.perf_counter()
     run = RunFolder(config, overwrite=overwrite)
     device = pick_device(config.device)
     _say(f"run folder {run.path}, device {device}")
-    policy_path = _model_folder(config.policy, run.path)
+    policy_path = backbone_folder(config.policy)
     tokenizer = load_tokenizer(policy_path)
-    splits = prompt_splits(config)
-    oracle = make_oracle(config.oracle)
+    policy = load_causal_lm(policy_path, device=device, dtype=torch.float32)
+    task = _task_stage(run, config, policy, tokenizer, device)
 
-    if not run.done("preferences"):
-        _make_preferences(run, config, policy_path, tokenizer, splits.preference, oracle, device)
-    _say(f"  {run.stage('preferences')['pairs']} pairs in {run.file('pairs.jsonl')}")
-    if not run.done("reward_model"):
-        _train_reward_model(run, config, device)
-    reward_model = RewardModel.from_pretrained(run.file("reward_model"), device=device)
-    _say(f"  held-out pairwise accuracy {run.stage('reward_model')['eval_accuracy']:.3f}")
-
-    # The RL env (train prompts) and the evaluation env (held-out prompts) share the models.
-    policy, reference = apply_training_setup(
-        load_causal_lm(policy_path, device=device, dtype=torch.float32), config.training_setup
-    )
+    # The RL env (the task's training prompts) and the evaluation env (its held-out prompts)
+    # share the models. The training setup comes after the task's build: the task's reward
+    # model is keyed by the untouched policy's weights.
+    policy, reference = apply_training_setup(policy, config.training_setup)
     env = TextGenerationVectorEnv(
-        policy, tokenizer, reward_model, splits.train, reference,
+        policy, tokenizer, task.reward_fn, task.train_prompts, reference or task.reference,
         config=config.env_config(device=str(device)),
     )  # fmt: skip
     eval_env = TextGenerationVectorEnv(
-        policy, tokenizer, reward_model, splits.evaluation, env.reference,
+        policy, tokenizer, task.reward_fn, task.eval_prompts, env.reference,
         config=config.env_config(
-            device=str(device), num_envs=min(config.num_envs * 2, len(splits.evaluation))
+            device=str(device), num_envs=min(config.num_envs * 2, len(task.eval_prompts))
         ),
     )  # fmt: skip
 
     if not run.done("initial_eval"):
-        _say(f"[4/{STAGE_COUNT}] evaluating the initial policy on {len(splits.evaluation)} prompts")
-        _evaluate_stage(run, "initial_eval", eval_env, splits.evaluation, oracle, config)
+        _say(f"[4/{STAGE_COUNT}] evaluating the initial policy on {len(task.eval_prompts)} prompts")
+        _evaluate_stage(run, "initial_eval", eval_env, task, config)
     agent = _make_agent(config, env, run)  # restored from the last checkpoint if there is one
     if not run.done("rl"):
         _say(f"[5/{STAGE_COUNT}] {config.agent.upper()} on {config.training_setup} for "
              f"{config.total_timesteps} tokens (from {agent.num_timesteps})")  # fmt: skip
-        _reinforce(run, config, agent, oracle, started)
+        _reinforce(run, config, agent, task.gold[task.gold_name], started)
     if not run.done("final_eval"):
         _say(f"[6/{STAGE_COUNT}] evaluating the final policy and writing the report")
-        _evaluate_stage(run, "final_eval", eval_env, splits.evaluation, oracle, config)
+        _evaluate_stage(run, "final_eval", eval_env, task, config)
     report = write_report(run, total_seconds=time.perf_counter() - started)
     _say(f"report: {report}")
     return report
@@ -120,85 +106,74 @@ def run_demo(config: DemoConfig, overwrite: bool = False) -> Path:
 # -- the stages ----------------------------------------------------------------------------------
 
 
-def _make_preferences(
+def _task_stage(
     run: RunFolder,
     config: DemoConfig,
-    policy_path: Path | str,
+    policy: torch.nn.Module,
     tokenizer: Any,
-    prompts: list[str],
-    oracle: Oracle,
     device: torch.device,
-) -> None:
-    """1-2. Sample responses from the initial policy; label pairs of them with the oracle."""
-    _say(f"[1-2/{STAGE_COUNT}] sampling responses and labelling pairs with {config.oracle}")
+) -> Task:
+    """1-3. The task built for the policy: the judge and the reward model, trained (or read
+    from the task cache). The first time, its figures and cache folders go into ``run.json``;
+    on a resume, the task must be the one the run started with."""
+    _say(f"[1-3/{STAGE_COUNT}] building {task_spec(TASK).env_id}: the gold judge, "
+         f"{config.preference_prompts * config.responses_per_prompt} responses labelled by it, "
+         "the reward model (cached once trained)")  # fmt: skip
     start = time.perf_counter()
-    policy = load_causal_lm(policy_path, device=device, dtype=torch.float32)
-    responses = sample_responses(
-        policy, tokenizer, prompts, config.responses_per_prompt, config.max_new_tokens,
-        seed=config.seed, progress=config.progress_bar,
+    task, _, _ = build_task(
+        TASK, policy, tokenizer, device=device, progress=config.progress_bar,
+        **config.task_arguments(),
     )  # fmt: skip
-    pairs = label_pairs(prompts, responses, oracle, noise_k=config.label_noise, seed=config.seed)
-    if not pairs:
-        raise ValueError(
-            f"the {config.oracle} oracle scored every pair of sampled responses the same, so "
-            "there is no preference to learn; sample more or longer responses, or set "
-            "label_noise to break ties at random"
-        )
-    write_jsonl_pairs(pairs, run.file("pairs.jsonl"))
-    flat = [response for group in responses for response in group]
-    gold = np.asarray(oracle([""] * len(flat), flat), dtype=np.float64)
-    run.finish(
-        "preferences",
-        time.perf_counter() - start,
-        responses=len(flat),
-        pairs=len(pairs),
-        gold_mean=float(gold.mean()),
-    )
+    record = _task_record(task)
+    if not run.done("task"):
+        run.finish("task", time.perf_counter() - start, **record)
+    _check_same_task(run, record)
+    judge, reward_model = run.stage("task")["judge"], run.stage("task")["reward_model"]
+    accuracy = reward_model["eval_accuracy"]
+    shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
+    _say(f"  judge held-out accuracy {judge['held_out_accuracy']:.3f} (VADER "
+         f"{judge['vader_held_out_accuracy']:.3f}); reward model held-out pairwise accuracy "
+         f"{shown} on {reward_model['eval_pairs']} pairs")  # fmt: skip
+    return task
 
 
-def _train_reward_model(run: RunFolder, config: DemoConfig, device: torch.device) -> None:
-    """3. A reward model on the pairs, saved to ``reward_model/`` with its metrics."""
-    _say(f"[3/{STAGE_COUNT}] training the reward model on {config.reward_backbone}")
-    start = time.perf_counter()
-    reward_model = RewardModel.from_backbone(
-        _model_folder(config.reward_backbone, run.path),
-        device=device,
-        max_length=config.rm_max_length,
-        seed=config.seed,
-        include_prompt=False,  # the oracle scores the response alone
-        pooling=config.rm_pooling,
-    )
-    training = RewardTrainingConfig(
-        epochs=config.rm_epochs,
-        batch_size=config.rm_batch_size,
-        learning_rate=config.rm_learning_rate,
-        seed=config.seed,
-    )
-    pairs = load_pairs(run.file("pairs.jsonl"))
-    metrics = train_reward_model(reward_model, pairs, training, config.progress_bar)
-    reward_model.save_pretrained(run.file("reward_model"))
-    run.write_json("reward_model/metrics.json", metrics)
-    run.finish(
-        "reward_model",
-        time.perf_counter() - start,
-        eval_accuracy=metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
-        initial_eval_accuracy=metrics.get("initial_eval_accuracy"),
-        train_pairs=metrics["train_pairs"],
-        eval_pairs=metrics["eval_pairs"],
-    )
+def _task_record(task: Task) -> dict[str, Any]:
+    """What the run folder records of a built PositiveReview task: the judge's held-out
+    accuracy and VADER's on the same texts, the reward model's held-out pairwise accuracy
+    (before and after training), its pairs, the fluency threshold ``ppl_0``, the cache
+    folders."""
+    judge, reward_model = task.details["judge"], task.details["reward_model"]
+    accuracies = reward_model["eval_accuracy"]  # one per epoch
+    return {
+        "task": task_spec(task.name).env_id,
+        "judge": {key: judge[key] for key in JUDGE_FIGURES},
+        "reward_model": {key: reward_model[key] for key in REWARD_MODEL_FIGURES}
+        | {"eval_accuracy": accuracies[-1] if accuracies else None},
+    }
+
+
+def _check_same_task(run: RunFolder, record: dict[str, Any]) -> None:
+    """Refuse to resume against a judge or reward model other than the recorded ones (same
+    cache key: same settings and policy weights; the cache's root may move)."""
+    recorded = run.stage("task")
+    for part in ("judge", "reward_model"):
+        before, now = Path(recorded[part]["folder"]).name, Path(record[part]["folder"]).name
+        if before != now:
+            raise ValueError(
+                f"{run.path} was run with the task's {part} {before}, but the policy now builds "
+                f"{now} (its weights or the task changed); pass --overwrite to start afresh"
+            )
 
 
 def _evaluate_stage(
-    run: RunFolder,
-    stage: str,
-    env: TextGenerationVectorEnv,
-    prompts: list[str],
-    oracle: Oracle,
-    config: DemoConfig,
+    run: RunFolder, stage: str, env: TextGenerationVectorEnv, task: Task, config: DemoConfig
 ) -> None:
-    """4 and 6. The env's current policy on the held-out prompts (same seed both times)."""
+    """4 and 6. The env's current policy on the task's held-out prompts (same seed both
+    times), with every gold metric of the task."""
     start = time.perf_counter()
-    result = evaluate_policy(env, prompts, oracle, config.seed + 1, config.progress_bar)
+    result = evaluate_policy(
+        env, task.eval_prompts, seed=config.seed + 1, progress=config.progress_bar, gold=task.gold
+    )
     run.write_json(f"eval_{stage.removesuffix('_eval')}.json", result)
     run.finish(stage, time.perf_counter() - start, **result["summary"])
 
@@ -207,13 +182,13 @@ def _reinforce(
     run: RunFolder,
     config: DemoConfig,
     agent: PolicyGradientAgent,
-    oracle: Oracle,
+    gold: RewardFunction,
     started: float,
 ) -> None:
     """5. RL fine-tuning until ``total_timesteps`` or the time budget; the trained policy is
     saved to ``policy/``."""
     start = time.perf_counter()
-    monitor = _Monitor(oracle, started, config, run.stage("initial_eval")["seconds"])
+    monitor = _Monitor(gold, started, config, run.stage("initial_eval")["seconds"])
     agent.learn(config.total_timesteps, callback=monitor)
     run.write_json("rl_history.json", agent.history)
     save_policy(agent.env.policy, agent.env.tokenizer, run.file("policy"))
@@ -227,27 +202,7 @@ def _reinforce(
     )
 
 
-# -- models, data, the agent ----------------------------------------------------------------------
-
-
-def _model_folder(name: str, run_dir: Path) -> Path | str:
-    """A local folder for a model name: packaged assets resolve (converting SmolLM2 once), the
-    tiny test model is built and saved in the run folder, anything else is left alone."""
-    if name != TINY_MODEL:
-        return assets.resolve(name)
-    folder = run_dir / TINY_MODEL
-    if not (folder / "config.json").is_file():
-        tokenizer = build_tiny_tokenizer()
-        build_tiny_gpt2(tokenizer, n_layer=2, n_embd=64, seed=0).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return folder
-
-
-def prompt_splits(config: DemoConfig) -> PromptSplits:
-    """IMDB review openings alternating negative and positive reviews, in three disjoint sets:
-    preference prompts, RL training prompts, held-out evaluation prompts."""
-    sizes = [config.preference_prompts, config.train_prompts, config.eval_prompts]
-    return PromptSplits(*balanced_imdb_prompt_sets(sizes, words=config.prompt_words))
+# -- the agent ----------------------------------------------------------------------------------
 
 
 def _make_agent(
@@ -276,13 +231,13 @@ def _make_agent(
 
 
 class _Monitor:
-    """The RL callback: scores every rollout with the gold oracle (for the report's curves) and
-    stops training when the time budget would be passed."""
+    """The RL callback: scores every rollout with the task's gold judge (for the report's
+    curves) and stops training when the time budget would be passed."""
 
     def __init__(
-        self, oracle: Oracle, started: float, config: DemoConfig, eval_seconds: float
+        self, gold: RewardFunction, started: float, config: DemoConfig, eval_seconds: float
     ) -> None:
-        self.oracle = oracle
+        self.gold = gold
         self.started = started
         self.budget = config.budget_minutes * 60 if config.budget_minutes else None
         self.reserve = 1.5 * eval_seconds + 10  # the final evaluation and the report
@@ -291,7 +246,7 @@ class _Monitor:
     def __call__(
         self, agent: PolicyGradientAgent, rollout: Rollout, record: dict[str, float]
     ) -> bool:
-        gold = self.oracle(rollout.prompts, rollout.responses)
+        gold = self.gold(rollout.prompts, rollout.responses)
         record["rollout/gold_score"] = float(np.mean(gold))
         if self.budget is None:
             return True
@@ -307,4 +262,4 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-__all__ = ["PromptSplits", "prompt_splits", "run_demo"]
+__all__ = ["run_demo"]

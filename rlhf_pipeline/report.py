@@ -19,6 +19,30 @@ PLOTS = {
     "gold_vs_kl": "plots/gold_vs_kl.png",
 }
 
+#: The before/after table's rows: summary key, label, number format.
+ROWS = (
+    ("gold/judge", "gold: judge score (0 to 1)", "{:.3f}"),
+    ("gold/judge_fluent", "gold: judge x fluency", "{:.3f}"),
+    ("gold/vader", "VADER compound", "{:+.3f}"),
+    ("learned_score", "learned reward (reward model)", "{:+.3f}"),
+    ("kl", "KL to the reference (nats per response)", "{:.2f}"),
+    ("perplexity", "perplexity (under the reference)", "{:.1f}"),
+    ("distinct_1", "distinct-1", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("repetition", "repetition (seq-rep-3)", "{:.3f}"),
+    ("response_length", "response length (tokens)", "{:.1f}"),
+)
+#: What the table's figures are, under it.
+LEGEND = (
+    "The judge's score is the sigmoid of its standardised output (above 0.5: positive); judge "
+    "x fluency multiplies it by min(1, ppl_0 / the response's perplexity under the initial "
+    "policy); VADER is the lexicon judge (easy to game with positive words). Perplexity: of the "
+    "responses under the frozen reference (lower: more fluent to it); distinct-n: distinct word "
+    "n-grams / n-grams over all responses; repetition: the mean share of a response's word "
+    "3-grams that repeat an earlier one. ± is the standard error over prompts; a change's is "
+    "sqrt(s.e. initial^2 + s.e. final^2)."
+)
+
 
 def write_report(run: RunFolder, total_seconds: float) -> Path:
     """Write the plots, ``metrics.json`` and ``report.md`` of a finished run; returns the
@@ -26,29 +50,52 @@ def write_report(run: RunFolder, total_seconds: float) -> Path:
     initial = run.read_json("eval_initial.json")
     final = run.read_json("eval_final.json")
     history = run.read_json("rl_history.json")
-    metrics = summarize(run, initial["summary"], final["summary"], total_seconds)
+    metrics = summarize(run, initial, final, total_seconds)
     run.write_json("metrics.json", metrics)
     plot_history(history, initial["summary"], final["summary"], run.path)
-    markdown = render_markdown(metrics, initial["samples"], final["samples"], run)
+    markdown = render_markdown(metrics, initial["samples"], final["samples"])
     return write_text_atomic(run.file("report.md"), markdown)
 
 
 def summarize(
-    run: RunFolder, initial: dict[str, float], final: dict[str, float], total_seconds: float
+    run: RunFolder, initial: dict[str, Any], final: dict[str, Any], total_seconds: float
 ) -> dict[str, Any]:
-    """The run's figures: before/after evaluation, reward-model accuracy, stage times, machine."""
+    """The run's figures: the before/after evaluations (``initial``, ``final``: results of
+    :func:`rlhf_pipeline.held_out.evaluate_policy`) and their comparison, the task's figures,
+    RL's, stage times, machine."""
+    before, after = initial["summary"], final["summary"]
     return {
-        "initial": initial,
-        "final": final,
-        "gold_gain": final["gold_score"] - initial["gold_score"],
-        "learned_gain": final["learned_score"] - initial["learned_score"],
-        "reward_model": run.stage("reward_model"),
+        "initial": before,
+        "final": after,
+        "comparison": compare(initial, final),
+        "gold_gain": after["gold_score"] - before["gold_score"],
+        "learned_gain": after["learned_score"] - before["learned_score"],
+        "task": run.stage("task"),
         "rl": run.stage("rl"),
         "stage_seconds": {name: stage["seconds"] for name, stage in run.record["stages"].items()},
         "this_call_seconds": round(total_seconds, 1),
         "machine": machine_description(),
         "config": run.record["config"],
     }
+
+
+def compare(initial: dict[str, Any], final: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every figure of :data:`ROWS` before and after, with its standard errors and its change;
+    the change's standard error is ``sqrt(sem_initial^2 + sem_final^2)`` (two independent
+    samples of responses)."""
+    table: dict[str, dict[str, float]] = {}
+    for key, _, _ in ROWS:
+        first, last = initial["summary"][key], final["summary"][key]
+        first_sem, last_sem = initial["sem"][key], final["sem"][key]
+        table[key] = {
+            "initial": first,
+            "initial_sem": first_sem,
+            "final": last,
+            "final_sem": last_sem,
+            "change": last - first,
+            "change_sem": float(np.hypot(first_sem, last_sem)),
+        }
+    return table
 
 
 def machine_description() -> dict[str, Any]:
@@ -109,11 +156,11 @@ def plot_history(
         for key in ("rollout/score", "rollout/gold_score", "rollout/kl", "train/beta")
     }
 
-    # 1. learned and gold reward against training tokens
+    # 1. learned reward and gold score against training tokens
     figure, learned_axis = plt.subplots(figsize=(7, 4))
     gold_axis = learned_axis.twinx()
     _curve(learned_axis, steps, series["rollout/score"], "tab:blue", "learned reward (RM score)")
-    _curve(gold_axis, steps, series["rollout/gold_score"], "tab:orange", "gold reward (oracle)")
+    _curve(gold_axis, steps, series["rollout/gold_score"], "tab:orange", "gold score (judge)")
     gold_axis.axhline(initial["gold_score"], color="tab:orange", linestyle=":", linewidth=1)
     learned_axis.set_title("Reward of the training rollouts (dotted: initial policy, gold)")
     learned_axis.set_xlabel("generated tokens")
@@ -129,7 +176,7 @@ def plot_history(
     kl_axis.set_xlabel("generated tokens")
     _save(figure, folder / PLOTS["kl"])
 
-    # 3. gold reward against KL: what the reward costs in distance from the reference
+    # 3. gold score against KL: what the reward costs in distance from the reference
     figure, axis = plt.subplots(figsize=(6, 4))
     scatter = axis.scatter(
         series["rollout/kl"], series["rollout/gold_score"], c=steps, cmap="viridis", s=12
@@ -140,8 +187,8 @@ def plot_history(
             summary["kl"], summary["gold_score"], marker=marker, s=120, color="black", label=label
         )
     axis.set_xlabel("KL per response to the reference (nats)")
-    axis.set_ylabel("gold reward")
-    axis.set_title("Gold reward vs KL (dots: training rollouts; black: held-out)")
+    axis.set_ylabel("gold score (judge)")
+    axis.set_title("Gold score vs KL (dots: training rollouts; black: held-out)")
     axis.legend(loc="lower right")
     _save(figure, folder / PLOTS["gold_vs_kl"])
 
@@ -155,53 +202,29 @@ def render_markdown(
     metrics: dict[str, Any],
     initial_samples: list[dict[str, Any]],
     final_samples: list[dict[str, Any]],
-    run: RunFolder,
 ) -> str:
     """The report's markdown."""
-    config = metrics["config"]
-    initial, final = metrics["initial"], metrics["final"]
-    rm, rl = metrics["reward_model"], metrics["rl"]
-    rows = [
-        ("gold reward (oracle, mean)", "gold_score", "{:+.3f}"),
-        ("learned reward (RM, mean)", "learned_score", "{:+.3f}"),
-        ("KL to the reference (nats per response)", "kl", "{:.2f}"),
-        ("response length (tokens)", "response_length", "{:.1f}"),
-    ]
+    config, final = metrics["config"], metrics["final"]
+    gold = metrics["comparison"]["gold/judge"]  # the gold score
     lines = [
         "# RLHF demo report",
         "",
-        f"Policy `{config['policy']}`, reward model on `{config['reward_backbone']}`, gold "
-        f"labeller `{config['oracle']}`, {config['agent'].upper()} on "
-        f"`{config['training_setup']}`.",
+        f"Task `{metrics['task']['task']}`: policy `{config['policy']}`, gold judge on "
+        f"`{config['judge_backbone']}`, reward model on `{config['reward_backbone']}`, "
+        f"{config['agent'].upper()} on `{config['training_setup']}`.",
         "",
-        f"## Held-out evaluation ({initial['responses']} prompts, one response each)",
+        f"## Held-out evaluation ({final['responses']} prompts of the task, one response each)",
         "",
-        "| | initial policy | final policy | change |",
-        "|---|---|---|---|",
-    ]
-    for label, key, form in rows:
-        change = final[key] - initial[key]
-        lines.append(
-            f"| {label} | {form.format(initial[key])} | {form.format(final[key])} | {change:+.3f} |"
-        )
-    sem = np.hypot(initial["gold_score_sem"], final["gold_score_sem"])
-    lines += [
+        *_comparison_table(metrics["comparison"]),
         "",
-        f"Gold gain **{metrics['gold_gain']:+.3f}** (standard error {sem:.3f}) at a mean KL "
-        f"of **{final['kl']:.2f} nats** per response.",
+        f"Gold gain (judge) **{gold['change']:+.3f}** (standard error {gold['change_sem']:.3f}) "
+        f"at a mean KL of **{final['kl']:.2f} nats** per response.",
+        "",
+        LEGEND,
         "",
         "## Stages",
         "",
-        f"- Preferences: {run.stage('preferences')['responses']} responses to "
-        f"{config['preference_prompts']} prompts, {run.stage('preferences')['pairs']} labelled "
-        "pairs (`pairs.jsonl`).",
-        f"- Reward model: held-out pairwise accuracy **{_format(rm.get('eval_accuracy'))}** "
-        f"(before training {_format(rm.get('initial_eval_accuracy'))}) on {rm['eval_pairs']} "
-        f"pairs; trained on {rm['train_pairs']} (`reward_model/`).",
-        f"- RL: {rl['timesteps']} generated tokens in {rl['iterations']} updates"
-        + (" (stopped by the time budget)" if rl.get("stopped_by_budget") else "")
-        + f"; final beta {rl['final_beta']:.4f}. Weights in `policy/`, checkpoints in `rl/`, "
-        "TensorBoard logs in `tensorboard/`.",
+        *_stage_lines(metrics, config),
         "",
         "| stage | seconds |",
         "|---|---|",
@@ -220,18 +243,63 @@ def render_markdown(
         "",
         "## Samples: the same held-out prompts, before and after",
         "",
-        "| prompt | initial policy (gold) | final policy (gold) |",
+        "| prompt | initial policy (judge) | final policy (judge) |",
         "|---|---|---|",
     ]
     for before, after in list(zip(initial_samples, final_samples, strict=True))[
         : config["report_samples"]
     ]:
         lines.append(
-            f"| {_cell(before['prompt'])} | {_cell(before['response'])} ({before['gold']:+.2f}) "
-            f"| {_cell(after['response'])} ({after['gold']:+.2f}) |"
+            f"| {_cell(before['prompt'])} | {_cell(before['response'])} ({before['gold']:.2f}) "
+            f"| {_cell(after['response'])} ({after['gold']:.2f}) |"
         )
     lines += ["", "Settings: `metrics.json` (`config`).", ""]
     return "\n".join(lines)
+
+
+def _comparison_table(comparison: dict[str, dict[str, float]]) -> list[str]:
+    """The before/after table: one row per :data:`ROWS` entry."""
+    lines = [
+        "| metric | initial policy | final policy | change |",
+        "|---|---|---|---|",
+    ]
+    for key, label, form in ROWS:
+        row = comparison[key]
+        plain = form.replace("+", "")  # the standard errors
+        signed = plain.replace("{:", "{:+")  # the change
+        lines.append(
+            f"| {label} | {form.format(row['initial'])} ± {plain.format(row['initial_sem'])} "
+            f"| {form.format(row['final'])} ± {plain.format(row['final_sem'])} "
+            f"| {signed.format(row['change'])} ± {plain.format(row['change_sem'])} |"
+        )
+    return lines
+
+
+def _stage_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The stages' figures: the task's judge, preferences and reward model, then RL."""
+    task, rl = metrics["task"], metrics["rl"]
+    judge, rm = task["judge"], task["reward_model"]
+    responses = config["preference_prompts"] * config["responses_per_prompt"]
+    return [
+        f"- Gold judge (`{config['judge_backbone']}`, trained on "
+        f"{config['judge_texts_per_label']} labelled review texts per label): held-out accuracy "
+        f"**{judge['held_out_accuracy']:.3f}** on {judge['held_out_texts']} texts (VADER on the "
+        f"same texts: {judge['vader_held_out_accuracy']:.3f}). Cached in `{judge['folder']}`.",
+        f"- Preferences: {responses} responses of the initial policy to "
+        f"{config['preference_prompts']} prompts, labelled by the judge into "
+        f"{rm['train_pairs'] + rm['eval_pairs']} pairs (mean judge score of the responses "
+        f"{rm['initial_judge_mean']:.3f}).",
+        f"- Reward model (`{config['reward_backbone']}`): held-out pairwise accuracy "
+        f"**{_format(rm['eval_accuracy'])}** (before training "
+        f"{_format(rm['initial_eval_accuracy'])}) on {rm['eval_pairs']} pairs; trained on "
+        f"{rm['train_pairs']}. Fluency threshold ppl_0 = {rm['ppl_0']:.1f} (the 90th "
+        f"percentile of the initial policy's perplexity on its own responses). Cached, with "
+        f"`pairs.jsonl`, in `{rm['folder']}`.",
+        f"- RL: {rl['timesteps']} generated tokens in {rl['iterations']} updates"
+        + (" (stopped by the time budget)" if rl.get("stopped_by_budget") else "")
+        + f"; final beta {rl['final_beta']:.4f}. Weights in `policy/`, checkpoints in `rl/`, "
+        "TensorBoard logs in `tensorboard/`.",
+    ]
 
 
 def _format(value: float | None) -> str:

@@ -128,9 +128,12 @@ def test_every_command_has_help(command, capsys):
 
 
 @pytest.mark.long
-def test_demo_smoke_runs_from_the_command_line(tmp_path, capsys):
+def test_demo_smoke_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "task-cache"))
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress-bar"]) == 0
     printed = capsys.readouterr().out
+    assert "[1-3/6] building rlhf_env/PositiveReview-v0" in printed
     assert "[5/6] PPO on full" in printed and f"report: {out / 'report.md'}" in printed
-    assert json.loads((out / "run.json").read_text())["config"]["policy"] == "tiny-gpt2"
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["policy"] == config["judge_backbone"] == config["reward_backbone"] == "tiny"

@@ -1,18 +1,33 @@
-"""The demo pipeline (smoke mode: tiny random models): every stage, the report, resuming."""
+"""The demo pipeline (smoke mode: the PositiveReview task's tiny variant): every stage, the
+report, resuming."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from rlhf_agents.policy_gradient import PolicyGradientAgent
-from rlhf_env.data.prompts import balanced_imdb_prompts
+from rlhf_env.data.prompts import balanced_imdb_prompt_sets
+from rlhf_env.tasks import task_options, task_spec
 from rlhf_pipeline import DemoConfig, run_demo
-from rlhf_pipeline.demo import prompt_splits
+from rlhf_pipeline.config import TASK
+from rlhf_pipeline.report import ROWS
 
 # make test-all: demo smokes (the whole pipeline on tiny models)
 pytestmark = pytest.mark.long
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task_cache(tmp_path_factory):
+    """The task's judge and reward model go to a temporary task cache, shared by the module
+    (so the tiny parts are built once)."""
+    root = tmp_path_factory.mktemp("task-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RLHF_ENV_TASK_CACHE", str(root))
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +40,12 @@ def test_smoke_demo_writes_the_report_plots_metrics_and_weights(finished_run):
     config, report = finished_run
     folder = report.parent
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics["stage_seconds"]) == {
-        "preferences", "reward_model", "initial_eval", "rl", "final_eval",
-    }  # fmt: skip
+    assert set(metrics["stage_seconds"]) == {"task", "initial_eval", "rl", "final_eval"}
     for when in ("initial", "final"):
         summary = metrics[when]
         assert summary["responses"] == config.eval_prompts
-        assert -1 <= summary["gold_score"] <= 1
+        assert 0 <= summary["gold_score"] <= 1
+        assert summary["gold_score"] == summary["gold/judge"]  # the judge is the gold score
         assert 1 <= summary["response_length"] <= config.max_new_tokens
     assert metrics["initial"]["kl"] == pytest.approx(0.0, abs=1e-4)  # before any update
     assert metrics["gold_gain"] == pytest.approx(
@@ -39,48 +53,109 @@ def test_smoke_demo_writes_the_report_plots_metrics_and_weights(finished_run):
     )
     assert metrics["rl"]["timesteps"] >= config.total_timesteps
     history = json.loads((folder / "rl_history.json").read_text())
-    assert all("rollout/gold_score" in record for record in history)
+    assert all(0 <= record["rollout/gold_score"] <= 1 for record in history)  # the judge's
     for name in ("reward_vs_step", "kl_beta_vs_step", "gold_vs_kl"):
         png = folder / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{name}.png" in report.read_text()
     assert (folder / "policy" / "model.safetensors").is_file()
-    assert (folder / "reward_model" / "model.safetensors").is_file()
+
+
+def test_the_report_compares_every_metric_before_and_after(finished_run):
+    _, report = finished_run
+    metrics = json.loads((report.parent / "metrics.json").read_text())
     text = report.read_text()
-    assert "| gold reward (oracle, mean) |" in text and "held-out pairwise accuracy" in text
+    assert "| metric | initial policy | final policy | change |" in text
+    for key, label, _ in ROWS:
+        row = metrics["comparison"][key]
+        assert row["initial"] == metrics["initial"][key] and row["final"] == metrics["final"][key]
+        assert row["change"] == pytest.approx(row["final"] - row["initial"])
+        assert row["change_sem"] >= max(row["initial_sem"], row["final_sem"])
+        assert f"| {label} | " in text
+    assert {key for key, _, _ in ROWS} >= {
+        "gold/judge", "gold/judge_fluent", "gold/vader", "learned_score", "kl", "perplexity",
+        "distinct_1", "distinct_2", "repetition", "response_length",
+    }  # fmt: skip
+    assert "Gold gain (judge)" in text and "## Samples" in text
 
 
-def test_samples_compare_the_same_held_out_prompts(finished_run):
+def test_the_tasks_details_are_recorded_and_reported(finished_run, task_cache):
+    config, report = finished_run
+    task = json.loads((report.parent / "run.json").read_text())["stages"]["task"]
+    assert task["task"] == "rlhf_env/PositiveReview-v0"
+    judge, reward_model = task["judge"], task["reward_model"]
+    assert 0 <= judge["held_out_accuracy"] <= 1 and 0 <= judge["vader_held_out_accuracy"] <= 1
+    assert judge["held_out_texts"] > 0
+    pairs = reward_model["train_pairs"] + reward_model["eval_pairs"]
+    assert 0 < pairs <= config.preference_prompts  # two responses per prompt: one pair each
+    assert 0 <= reward_model["eval_accuracy"] <= 1 and reward_model["ppl_0"] > 1
+    for part, file in ((judge, "judge"), (reward_model, "reward_model")):
+        folder = Path(part["folder"])
+        assert folder.parent.parent == task_cache and (folder / file / "config.json").is_file()
+    assert (Path(reward_model["folder"]) / "pairs.jsonl").is_file()
+    text = report.read_text()
+    assert f"held-out accuracy **{judge['held_out_accuracy']:.3f}**" in text
+    assert f"VADER on the same texts: {judge['vader_held_out_accuracy']:.3f}" in text
+    assert f"held-out pairwise accuracy **{reward_model['eval_accuracy']:.3f}**" in text
+    assert f"into {pairs} pairs" in text and reward_model["folder"] in text
+
+
+def test_samples_compare_the_tasks_held_out_prompts(finished_run):
     config, report = finished_run
     initial = json.loads((report.parent / "eval_initial.json").read_text())["samples"]
     final = json.loads((report.parent / "eval_final.json").read_text())["samples"]
     assert [s["prompt"] for s in initial] == [s["prompt"] for s in final]
-    assert [s["prompt"] for s in initial] == prompt_splits(config).evaluation
+    _, held_out = balanced_imdb_prompt_sets(
+        [config.train_prompts, config.eval_prompts], words=config.prompt_words
+    )
+    assert len(initial) == len(held_out)
+    for sample, prompt in zip(initial, held_out, strict=True):
+        assert prompt.endswith(sample["prompt"])  # cut from the left to max_prompt_tokens
+    assert all({"gold/judge", "gold/judge_fluent", "gold/vader"} <= set(s) for s in initial)
 
 
-def test_prompt_splits_are_disjoint_and_balanced():
-    config = DemoConfig.smoke(preference_prompts=10, train_prompts=20, eval_prompts=6)
-    splits = prompt_splits(config)
-    sets = [set(splits.preference), set(splits.train), set(splits.evaluation)]
-    assert [len(s) for s in sets] == [10, 20, 6]
-    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-    negative_first = balanced_imdb_prompts(4)
-    assert splits.preference[:4] == negative_first
+def test_the_demos_task_fields_are_the_tasks_options_with_its_defaults():
+    # The same defaults: the demo reuses the judge and reward model the task cache holds.
+    defaults = task_options(TASK)
+    assert DemoConfig().task_arguments() == defaults
+    smoke = task_spec(TASK).smoke_options
+    tiny = {k: v for k, v in smoke.items() if k in defaults}
+    sampled = {"sample_tokens": smoke["max_new_tokens"]}  # the demo samples max_new_tokens
+    assert DemoConfig.smoke().task_arguments() == defaults | tiny | sampled
 
 
 def test_a_rerun_of_a_finished_demo_redoes_no_stage(finished_run):
     config, report = finished_run
     before = json.loads((report.parent / "run.json").read_text())["stages"]
-    mtime = (report.parent / "reward_model" / "model.safetensors").stat().st_mtime_ns
+    reward_model = (
+        Path(before["task"]["reward_model"]["folder"]) / "reward_model" / "model.safetensors"
+    )
+    mtimes = [
+        path.stat().st_mtime_ns
+        for path in (report.parent / "policy" / "model.safetensors", reward_model)
+    ]
     run_demo(config)
     assert json.loads((report.parent / "run.json").read_text())["stages"] == before
-    assert (report.parent / "reward_model" / "model.safetensors").stat().st_mtime_ns == mtime
+    assert mtimes == [
+        path.stat().st_mtime_ns
+        for path in (report.parent / "policy" / "model.safetensors", reward_model)
+    ]
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished_run):
     config, _ = finished_run
     with pytest.raises(ValueError, match=r"learning_rate: 0.0002 -> 0.001.*--overwrite"):
         run_demo(config.with_values(learning_rate=1e-3))
+
+
+def test_a_resume_against_another_reward_model_is_refused(finished_run, tmp_path):
+    config, report = finished_run
+    copy = shutil.copytree(report.parent, tmp_path / "run")
+    record = json.loads((copy / "run.json").read_text())
+    record["stages"]["task"]["reward_model"]["folder"] += "-other"
+    (copy / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"task's reward_model reward_model-.*-other.*--overwrite"):
+        run_demo(config.with_values(out=str(copy)))
 
 
 def test_an_interrupted_rl_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
@@ -98,12 +173,14 @@ def test_an_interrupted_rl_stage_resumes_from_its_last_checkpoint(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         run_demo(config)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert "reward_model" in record["stages"] and "rl" not in record["stages"]
+    assert {"task", "initial_eval"} <= set(record["stages"]) and "rl" not in record["stages"]
     assert (tmp_path / "run" / "rl" / "checkpoint-000002").is_dir()
 
     monkeypatch.setattr(PolicyGradientAgent, "update", update)
     calls["n"] = 0
     report = run_demo(config)
+    resumed = json.loads((report.parent / "run.json").read_text())["stages"]
+    assert resumed["task"] == record["stages"]["task"]  # recorded once, the same parts read
     history = json.loads((report.parent / "rl_history.json").read_text())
     assert [round(r["timesteps"]) for r in history] == [24, 48, 72]  # 2 restored + 1 new
     assert json.loads((report.parent / "metrics.json").read_text())["rl"]["iterations"] == 3
@@ -125,6 +202,7 @@ def test_time_budget_stops_rl_early(tmp_path):
         ("training_setup", "half", "training_setup must be"),
         ("agent", "dqn", "agent must be"),
         ("responses_per_prompt", 1, "responses_per_prompt must be >= 2"),
+        ("judge_texts_per_label", 0, "judge_texts_per_label must be >= 1"),
         ("budget_minutes", 0.0, "budget_minutes must be > 0"),
     ],
 )

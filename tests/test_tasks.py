@@ -9,6 +9,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from rlhf_env.data.hh import HH_HARMLESS_PAIRS, dialogue_messages, hh_harmless_pairs
@@ -199,6 +200,89 @@ def test_a_custom_task_registers_and_builds():
     )
     assert len(env.unwrapped.task.train_prompts) == 5
     del TASKS["CustomTest"]
+
+
+# -- RL raises the held-out gold of a tiny policy -----------------------------------------------
+
+
+def held_out_gold(env, samples_per_prompt: int):
+    """The env's policy evaluated on its task's held-out prompts, each answered
+    ``samples_per_prompt`` times (the same prompts and sampling seed at every call)."""
+    from rlhf_agents import PolicyAgent, evaluate
+
+    prompts = env.task.eval_prompts * samples_per_prompt
+    return evaluate(PolicyAgent(env, seed=1), env, prompts=prompts, fluency=False)
+
+
+def assert_gold_rose(before, after, margin: float) -> None:
+    """The gold rose by ``margin`` and by more than three standard errors of the difference."""
+    gain = after.gold - before.gold
+    noise = np.hypot(after.sem["gold"], before.sem["gold"])
+    assert gain > max(margin, 3 * noise), (before.gold, after.gold, noise)
+
+
+def test_rloo_on_the_learned_reward_raises_the_held_out_judge_of_a_tiny_policy():
+    """PositiveReview's whole recipe on tiny models, through ``gym.make_vec``: the judge and the
+    proxy reward model are built (the proxy from pairs of the policy's own samples that the
+    judge labelled), RLOO trains on the proxy alone, and the judge (the gold, which training
+    never sees) on 16 held-out prompts x 8 samples must rise by 0.1 and by three standard
+    errors. The tiny judge reads bytes and is no sentiment judge (about chance on its held-out
+    reviews), but it is a fixed function of the text that the proxy must learn from its labels:
+    the variant samples 64 preference prompts x 4 continuations (348 training pairs; smoke
+    options: 7) so that the proxy agrees with the judge on 81% of its held-out pairs. Measured
+    (tiny policy seed 0, RLOO seeds 0/1/2): judge 0.26 -> 0.76 / 0.59 / 0.87, standard errors
+    0.014-0.028; PPO at the same settings 0.26 -> 0.44 / 0.65 / 0.82; RLOO on the negated
+    proxy 0.26 -> 0.18 (the rise comes from the reward); policy seed 1: 0.26 -> 0.55. 12 s,
+    the judge and proxy built included, on two cores shared with other jobs (load 3.5)."""
+    from rlhf_agents import RLOOAgent, RLOOConfig
+
+    torch.manual_seed(0)
+    arguments = smoke_arguments("PositiveReview") | {
+        "eval_prompts": 16, "preference_prompts": 64, "responses_per_prompt": 4,
+        "sample_tokens": 6, "max_new_tokens": 6, "max_prompt_tokens": 48,
+    }  # fmt: skip
+    env = gym.make_vec(
+        "rlhf_env/PositiveReview-v0", num_envs=16, **arguments, kl_coef=0.01, progress=False
+    )
+    proxy = env.task.details["reward_model"]
+    assert proxy["train_pairs"] > 300 and proxy["eval_accuracy"][-1] > 0.65, proxy
+    before = held_out_gold(env, samples_per_prompt=8)
+    assert before.gold_name == "judge"
+    config = RLOOConfig(learning_rate=1e-3, minibatch_size=16, progress_bar=False, seed=0)
+    RLOOAgent(env, config).learn(total_timesteps=4000)
+    after = held_out_gold(env, samples_per_prompt=8)
+    # the env's reward is the proxy (it rises), the judge only measures
+    assert after.metrics["learned"] > before.metrics["learned"] + 0.5, (before.score, after.score)
+    assert_gold_rose(before, after, margin=0.1)
+
+
+def test_rloo_raises_the_held_out_human_preference_reward_of_a_tiny_policy():
+    """Harmless on tiny models, through ``gym.make_vec``: a reward model with a tiny backbone is
+    trained on 320 of the packaged HH-RLHF pairs; RLOO trains a tiny policy on it over the
+    training conversations, and its score on the 30 conversations held out from both (8
+    samples each) must rise by 0.2 and by three standard errors. The tiny reward model is about
+    chance on held-out human pairs, so this checks the task's plumbing (raw conversations
+    behind templated prompts, the held-out split, the gold), not what it learned from people.
+    Measured (tiny policy seed 0, RLOO seeds 0/1/2): 1.45 -> 2.49 / 1.97 / 2.07, standard
+    errors about 0.06; on the negated reward it falls to 1.17 (the rise comes from the reward);
+    policy seed 1: 1.41 -> 2.42. 24 s, the reward model's training included, on two cores
+    shared with other jobs (load 3.5)."""
+    from rlhf_agents import RLOOAgent, RLOOConfig
+
+    torch.manual_seed(0)
+    arguments = smoke_arguments("Harmless") | {
+        "max_pairs": 400, "eval_fraction": 0.2, "eval_prompts": 64, "max_prompt_tokens": 128,
+    }  # fmt: skip
+    env = gym.make_vec(
+        "rlhf_env/Harmless-v0", num_envs=16, **arguments, kl_coef=0.01, progress=False
+    )
+    assert env.task.details["held_out_conversations"] >= 24, env.task.details
+    before = held_out_gold(env, samples_per_prompt=8)
+    assert before.gold_name == "reward_model"
+    config = RLOOConfig(learning_rate=3e-3, minibatch_size=16, progress_bar=False, seed=0)
+    RLOOAgent(env, config).learn(total_timesteps=4000)
+    after = held_out_gold(env, samples_per_prompt=8)
+    assert_gold_rose(before, after, margin=0.2)
 
 
 @pytest.mark.slow

@@ -238,7 +238,8 @@ def build(
         "judge": judge_folder.name, "policy": policy_fingerprint(context.policy),
         "backbone": reward_backbone, "prompts": preference_prompts,
         "per_prompt": responses_per_prompt, "tokens": sample_tokens, "words": prompt_words,
-        "seed": seed,
+        # The preference prompts follow the training and held-out ones in the review file.
+        "prompts_before": train_prompts + eval_prompts, "seed": seed,
     }  # fmt: skip
     proxy_folder = cached_folder(
         NAME, "reward_model", proxy_settings,
@@ -269,6 +270,7 @@ def build(
                 key: proxy_metrics.get(key)
                 for key in (
                     "eval_accuracy",
+                    "initial_eval_accuracy",
                     "train_pairs",
                     "eval_pairs",
                     "ppl_0",

@@ -1,6 +1,6 @@
 """The ``rlhf-env`` command line: thin wrappers over the Python API.
 
-rlhf-env demo                       the whole pipeline offline, with a report
+rlhf-env demo                       the whole pipeline offline on PositiveReview, with a report
 rlhf-env data show SOURCE --index I one preference pair side by side
 rlhf-env data synth --out FILE      sampled responses labelled by a gold oracle
 rlhf-env train-rm --pairs FILE ...  a reward model on preference pairs

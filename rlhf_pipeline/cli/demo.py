@@ -23,17 +23,22 @@ def register(commands: Any) -> None:
 
     parser = commands.add_parser(
         "demo",
-        help="the whole RLHF pipeline offline on the packaged models, with a report",
-        description="Sample responses from SmolLM2, label preferences with VADER, train a "
-        "MiniLM reward model, fine-tune the policy with PPO and KL control, evaluate before and "
-        "after on held-out prompts, and write report.md with plots into --out. Running the "
-        "same command again resumes an interrupted run.",
+        help="the whole RLHF pipeline offline on the PositiveReview task, with a report",
+        description="Build the rlhf_env/PositiveReview-v0 task for SmolLM2 (a MiniLM sentiment "
+        "judge trained on labelled reviews as the gold labeller; SmolLM2's sampled responses "
+        "labelled by it; a MiniLM reward model trained on those pairs; both cached in the task "
+        "cache), fine-tune the policy with PPO and KL control against the learned reward, "
+        "evaluate before and after on the task's held-out prompts (gold judge, judge x "
+        "fluency, VADER, learned reward, KL, perplexity, distinct-n, repetition, length), and "
+        "write report.md with plots into --out. Running the same command again resumes an "
+        "interrupted run.",
     )
     parser.add_argument("--config", help="YAML or JSON file of the options below")
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="tiny random models and a few steps: checks every stage in seconds (no learning)",
+        help="the task's tiny variant (tiny random models, a few prompts) and a few steps: "
+        "checks every stage in seconds (no learning)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="delete the run folder's contents first"
