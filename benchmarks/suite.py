@@ -14,6 +14,8 @@ writes them as Markdown (for RESULTS.md) and the gold-score learning curves.
     python benchmarks/suite.py --tasks PositiveReview --seeds 0 1 2 --timesteps 65536 \\
         --plot benchmarks/results/suite.png --markdown benchmarks/results/suite.md
     python benchmarks/suite.py --agents ppo reference --agent mine=my_package.agents:MyAgent
+    python benchmarks/suite.py --timesteps 2048 --task-timesteps Arithmetic=1024 \\
+        --task-option Harmless.max_new_tokens=24  # a budget and options of one task
     rlhf-env bench suite --smoke --tasks Arithmetic --agents ppo sb3-ppo reference
 """
 
@@ -31,7 +33,10 @@ from rlhf_pipeline.suite import BUILTIN_AGENTS, SuiteConfig, run_suite
 
 RESULTS = Path(__file__).parent / "results"
 #: The fields that take several values, or KEY=VALUE pairs, on the command line.
-LIST_FIELDS = ("tasks", "agents", "seeds", "eval_points", "options", "agent_options")
+LIST_FIELDS = (
+    "tasks", "agents", "seeds", "eval_points", "options", "task_options", "task_timesteps",
+    "agent_options",
+)  # fmt: skip
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -80,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="an env or task option for make_task_vector_env (e.g. max_new_tokens=16); repeatable",
     )
     add(
+        "--task-option",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="TASK.KEY=VALUE",
+        help="an env or task option of one task, over --option (e.g. "
+        "Harmless.max_new_tokens=24); repeatable",
+    )
+    add(
+        "--task-timesteps",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="TASK=N",
+        help="one task's training budget instead of --timesteps (e.g. Arithmetic=1024); repeatable",
+    )
+    add(
         "--agent-option",
         action="append",
         default=[],
@@ -113,13 +135,21 @@ def config_from(args: argparse.Namespace) -> SuiteConfig:
     settings = {k: v for k, v in given.items() if k not in LIST_FIELDS or v is not None}
     settings["agents"] = tuple([*(args.agents or BUILTIN_AGENTS), *args.agent])
     settings["options"] = dict(args.option)
-    settings["agent_options"] = {}
-    for key, value in args.agent_option:
-        agent, dot, name = key.partition(".")
-        if not dot:
-            raise SystemExit(f"--agent-option takes AGENT.KEY=VALUE, got {key}={value}")
-        settings["agent_options"].setdefault(agent, {})[name] = value
+    settings["task_options"] = nested(args.task_option, "--task-option", "TASK")
+    settings["task_timesteps"] = dict(args.task_timesteps)
+    settings["agent_options"] = nested(args.agent_option, "--agent-option", "AGENT")
     return SuiteConfig.create(**settings)
+
+
+def nested(pairs: list[tuple[str, Any]], flag: str, owner: str) -> dict[str, dict[str, Any]]:
+    """``[("ppo.vf_coef", 0.2), ...]`` as ``{"ppo": {"vf_coef": 0.2}}``."""
+    values: dict[str, dict[str, Any]] = {}
+    for key, value in pairs:
+        name, dot, option = key.partition(".")
+        if not dot or not name or not option:
+            raise SystemExit(f"{flag} takes {owner}.KEY=VALUE, got {key}={value}")
+        values.setdefault(name, {})[option] = value
+    return values
 
 
 def main() -> None:

@@ -30,8 +30,11 @@ The learning agents share the optimiser settings of :class:`SuiteConfig`
 (``learning_rate``, ``epochs``, ``minibatch_size`` responses per step; SB3 gets
 ``minibatch_size x max_new_tokens`` transitions per step, ``n_steps = max_new_tokens``, gamma
 1, GAE 0.95, clip 0.2, value coefficient 0.1 as ``PPOAgent``); ``agent_options`` override
-any agent's own arguments. Every agent stops at the first update boundary at or past the
-budget: each run records the tokens it trained on.
+any agent's own arguments. Tasks differ in cost (a long templated conversation costs more per
+token than an 8-word review opening): ``task_options`` and ``task_timesteps`` give one task
+its own env options and budget, every agent of that task still on the same one. Every agent
+stops at the first update boundary at or past the budget: each run records the tokens it
+trained on.
 
 Example:
     >>> result = run_suite(tasks=["Arithmetic"], agents=["ppo", "reference"], seeds=[0, 1],
@@ -135,6 +138,22 @@ class SuiteConfig:
         default_factory=dict,
         metadata={"help": "Env and task options for make_task_vector_env.", "cli": False},
     )
+    task_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per task name, env and task options over `options` (a task with long "
+            "prompts may get shorter responses).",
+            "cli": False,
+        },
+    )
+    task_timesteps: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Per task name, its training budget in generated tokens instead of "
+            "`timesteps` (every agent of a task still gets the same budget).",
+            "cli": False,
+        },
+    )
     agent_options: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata={"help": "Per agent name, arguments that override its own.", "cli": False},
@@ -147,6 +166,8 @@ class SuiteConfig:
         self.seeds = tuple(int(seed) for seed in self.seeds)
         self.eval_points = tuple(sorted({float(point) for point in self.eval_points}))
         self.options = dict(self.options)
+        self.task_options = {name: dict(values) for name, values in self.task_options.items()}
+        self.task_timesteps = {name: int(value) for name, value in self.task_timesteps.items()}
         self.agent_options = {name: dict(values) for name, values in self.agent_options.items()}
         names = [agent_name(spec) for spec in self.agents]
         check(
@@ -164,6 +185,10 @@ class SuiteConfig:
                 ),
                 (len(set(self.seeds)) == len(self.seeds), f"seeds {self.seeds} repeat one"),
                 (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
+                (
+                    all(value >= 1 for value in self.task_timesteps.values()),
+                    f"task_timesteps must all be >= 1, got {self.task_timesteps}",
+                ),
                 (
                     all(0.0 <= point <= 1.0 for point in self.eval_points),
                     f"eval_points are fractions of the budget in [0, 1], got {self.eval_points}",
@@ -192,6 +217,15 @@ class SuiteConfig:
         settings not given."""
         return cls(**({**SMOKE_SETTINGS, **settings} if smoke else settings), smoke=smoke)
 
+    def budget(self, task: str) -> int:
+        """The training budget of every run of ``task``, in generated tokens."""
+        return self.task_timesteps.get(task, self.timesteps)
+
+    def env_options(self, task: str) -> dict[str, Any]:
+        """The env and task options of ``task``'s runs: ``options`` under its
+        ``task_options``."""
+        return {**self.options, **self.task_options.get(task, {})}
+
     def run_settings(self) -> dict[str, Any]:
         """The settings that make runs comparable (all but which tasks, agents and seeds run),
         as JSON values: a results file is resumed only under the same ones."""
@@ -200,6 +234,10 @@ class SuiteConfig:
             for item in dataclasses.fields(self)
             if item.name not in ("tasks", "agents", "seeds")
         }
+        # Unused per-task settings are left out, so files written before they existed resume.
+        for name in ("task_options", "task_timesteps"):
+            if not values[name]:
+                del values[name]
         return json.loads(json.dumps(values, default=repr))
 
 
@@ -453,6 +491,12 @@ def run_suite(
     unknown = [task for task in tasks if task not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"unknown task(s) {unknown}; the registered tasks are {sorted(TASKS)}")
+    stray = sorted({*config.task_options, *config.task_timesteps} - set(tasks))
+    if stray:
+        raise ValueError(
+            f"task_options or task_timesteps name {stray}, which this suite does not run (its "
+            f"tasks are {tasks}); check the spelling, or add them to tasks"
+        )
     result = _start(config, out, fresh)
     done = {run.key for run in result.runs}
     plan = [(t, a, s) for t in tasks for s in config.seeds for a in factories]
@@ -510,7 +554,7 @@ def run_one(
     env = _task_env(task, config, getattr(factory, "env_options", {}))
     spec = env.task
     assert spec is not None
-    eval_env = _evaluation_env(env, spec, config)
+    eval_env = _evaluation_env(env, spec, config.env_options(task))
     agent = factory(env, seed)
     if not isinstance(getattr(agent, "num_timesteps", None), int):
         raise TypeError(
@@ -527,7 +571,9 @@ def run_one(
     train_seconds = 0.0
     curve: list[dict[str, Any]] = []
     if trained:
-        curve, train_seconds = _train(agent, config, lambda: measure(curve_prompts))
+        curve, train_seconds = _train(
+            agent, config.budget(task), config.eval_points, lambda: measure(curve_prompts)
+        )
     final = measure(final_prompts)
     metrics = _scalars(final.as_dict())
     # The curve's last point on the curve's prompts too, so that the curve compares like with like.
@@ -538,7 +584,7 @@ def run_one(
         task=task,
         agent=name,
         seed=seed,
-        budget=config.timesteps,
+        budget=config.budget(task),
         tokens=int(agent.num_timesteps),
         curve=curve,
         final=metrics,
@@ -556,7 +602,7 @@ def run_one(
 
 
 def _train(
-    agent: Agent, config: SuiteConfig, measure: Callable[[], Any]
+    agent: Agent, budget: int, eval_points: Sequence[float], measure: Callable[[], Any]
 ) -> tuple[list[dict[str, Any]], float]:
     """Train ``agent`` to the budget, evaluating at the curve's points below 1 (the final
     evaluation is the caller's); returns the curve so far and the training seconds.
@@ -565,8 +611,7 @@ def _train(
     whole budget) and is evaluated from its callback once an update crosses a point; any
     other agent is trained in ``learn(point)`` steps, which resume where the last stopped.
     """
-    budget = config.timesteps
-    pending = [point for point in config.eval_points if point < 1.0]
+    pending = [point for point in eval_points if point < 1.0]
     curve: list[dict[str, Any]] = []
     evaluating = 0.0
 
@@ -602,8 +647,9 @@ def _task_env(
     arguments: dict[str, Any] = {"progress": False}
     if config.smoke:
         arguments.update(smoke_arguments(task))
-    arguments.update(config.options)
-    if isinstance(arguments.get("policy"), torch.nn.Module) and "policy" in config.options:
+    options = config.env_options(task)
+    arguments.update(options)
+    if isinstance(arguments.get("policy"), torch.nn.Module) and "policy" in options:
         arguments["policy"] = copy.deepcopy(arguments["policy"])
     if config.training_setup != "full":
         if not isinstance(arguments.get("policy"), torch.nn.Module):
@@ -619,12 +665,12 @@ def _task_env(
 
 
 def _evaluation_env(
-    env: TextGenerationVectorEnv, task: Task, config: SuiteConfig
+    env: TextGenerationVectorEnv, task: Task, options: Mapping[str, Any]
 ) -> TextGenerationVectorEnv:
     """An env over the training env's policy and reference (the same modules), on the
     held-out prompts, with the task's initial beta and the default autoreset."""
     settings = dataclasses.replace(env.config, autoreset_mode="NextStep")
-    reward_fn = config.options.get("reward_fn", task.reward_fn)
+    reward_fn = options.get("reward_fn", task.reward_fn)
     eval_env = TextGenerationVectorEnv(
         env.policy, env.tokenizer, reward_fn, task.eval_prompts, env.reference, config=settings
     )

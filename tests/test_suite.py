@@ -281,13 +281,37 @@ def test_agent_class_options_and_errors():
         SuiteConfig(eval_points=(0.5, 2.0))
 
 
+def test_a_task_gets_its_own_budget_and_options(tmp_path):
+    """``task_timesteps`` and ``task_options`` reach one task's runs (every agent of it alike)
+    and lie over the shared ``timesteps`` and ``options``; a name the suite does not run is
+    refused; files of suites without them still resume."""
+    settings = {**TINY, "agents": ("greedy=test_suite:GreedyAgent", "reference"), "seeds": (0,)}
+    result = run_suite(
+        tasks=[TASK], task_timesteps={TASK: 6}, task_options={TASK: {"max_new_tokens": 1}},
+        out=tmp_path / "own.json", **settings,
+    )  # fmt: skip
+    greedy, _ = result.runs
+    assert greedy.budget == 6 and greedy.tokens == 6  # not TINY's 8
+    assert [p["tokens"] for p in greedy.curve] == [0, 3, 6]
+    for run in result.runs:  # the task's option over the shared max_new_tokens=2
+        assert run.final["response_length"] == 1.0
+    assert result.settings["task_timesteps"] == {TASK: 6}
+    with pytest.raises(ValueError, match=r"task_options or task_timesteps name \['Elsewhere'\]"):
+        run_suite(tasks=[TASK], task_timesteps={"Elsewhere": 4}, **settings)
+    with pytest.raises(ValueError, match="task_timesteps must all be >= 1"):
+        SuiteConfig(task_timesteps={TASK: 0})
+    plain = SuiteConfig.create(**settings).run_settings()
+    assert "task_options" not in plain and "task_timesteps" not in plain
+
+
 def test_cli_bench_suite_smoke(tmp_path):
     out, markdown, figure = tmp_path / "s.json", tmp_path / "s.md", tmp_path / "s.png"
     status, stdout, stderr = run_cli(
         "bench", "suite", "--smoke", "--tasks", TASK, "--agents", "reference", "random",
         "--agent", "test_suite:GreedyAgent", "--seeds", "0", "--timesteps", "8",
         "--eval-points", "0", "1", "--agent-option", "GreedyAgent.label=x",
-        "--option", "max_new_tokens=3", "--out", str(out), "--markdown", str(markdown),
+        "--option", "max_new_tokens=3", "--task-option", f"{TASK}.max_prompt_tokens=40",
+        "--task-timesteps", f"{TASK}=6", "--out", str(out), "--markdown", str(markdown),
         "--plot", str(figure),
     )  # fmt: skip
     assert status == 0, stderr
@@ -297,6 +321,8 @@ def test_cli_bench_suite_smoke(tmp_path):
     document = json.loads(out.read_text())
     assert document["settings"]["options"] == {"max_new_tokens": 3}
     assert document["settings"]["agent_options"] == {"GreedyAgent": {"label": "x"}}
+    assert document["settings"]["task_options"] == {TASK: {"max_prompt_tokens": 40}}
+    assert {run["budget"] for run in document["runs"]} == {6}
     assert {run["final"]["response_length"] for run in document["runs"]} <= {1.0, 2.0, 3.0}
     assert "| rank | agent |" in markdown.read_text() and figure.stat().st_size > 0
 
