@@ -273,11 +273,14 @@ def copy_tokenizer():
 def test_rl_raises_held_out_exact_match_of_a_tiny_policy():
     """One-term problems ("37 =") answered by copying the number: a skill a tiny GPT-2 picks up
     from a short warm start on training problems, which answers half the time in tags and half
-    the time bare. The strict reward pays only the tagged answers, so PPO must make the policy
+    the time bare. The strict reward pays only the tagged answers, so RL must make the policy
     use the tags; its exact match on the held-out problems (never seen in warm start or
-    training) must rise by 15 points (measured: 0.45 -> 0.80, format 0.46 -> 0.91; about 10 s
-    on two idle cores)."""
-    from rlhf_agents import PolicyAgent, PPOAgent, PPOConfig, evaluate
+    training) must rise by 15 points. Measured (RLOO seeds 0/1/2): exact match 0.48 -> 0.96 /
+    0.81 / 0.79, format 0.48 -> 0.98 / 0.91 / 0.97; about 40 s on one core. PPO at lr 1e-3
+    (this test until 2026-12) is seed-fragile here: seed 0 reached a rollout score of 0.94,
+    then collapsed in one update (KL 44 nats, exact match 0); at 5e-4 and 4,000 tokens it
+    gave 0.64 / 0.95 / 0.87 with the same dips, recovered."""
+    from rlhf_agents import PolicyAgent, RLOOAgent, RLOOConfig, evaluate
 
     torch.manual_seed(0)
     tokenizer = copy_tokenizer()
@@ -298,9 +301,8 @@ def test_rl_raises_held_out_exact_match_of_a_tiny_policy():
 
     before = gold()
     assert 0.2 < before["format"] < 0.8, before  # the warm start tags about half its answers
-    PPOAgent(env, PPOConfig(learning_rate=1e-3, minibatch_size=32, progress_bar=False)).learn(
-        total_timesteps=3000
-    )
+    config = RLOOConfig(learning_rate=1e-3, minibatch_size=32, progress_bar=False, seed=0)
+    RLOOAgent(env, config).learn(total_timesteps=3000)
     after = gold()
     assert after["exact_match"] > before["exact_match"] + 0.15, (before, after)
     assert after["format"] > before["format"] + 0.15, (before, after)
