@@ -110,6 +110,12 @@ def test_heavy_parts_are_built_once_and_keyed_by_settings(task_cache):
     assert again.details["judge"]["folder"] == first.details["judge"]["folder"]
     other = make_task_vector_env("PositiveReview", num_envs=2, **arguments | {"seed": 1}).task
     assert other.details["judge"]["folder"] != first.details["judge"]["folder"]
+    # More training prompts move the preference prompts (they follow in the review file): the
+    # judge is reused, the reward model learned from the policy's answers to them is not.
+    longer = arguments | {"train_prompts": arguments["train_prompts"] + 4}
+    moved = make_task_vector_env("PositiveReview", num_envs=2, **longer).task
+    assert moved.details["judge"]["folder"] == first.details["judge"]["folder"]
+    assert moved.details["reward_model"]["folder"] != first.details["reward_model"]["folder"]
     assert cache_root() == task_cache
     assert not list((task_cache / "PositiveReview").glob("*.partial"))
 
