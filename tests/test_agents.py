@@ -96,13 +96,17 @@ def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):
 def test_agent_beats_the_reference_with_bounded_kl(
     tokenizer, word_start_reward, agent_class, config
 ):
+    """The easy task (reward: the share of word-start tokens) on a tiny GPT-2. PPO, seeds 0/1/2,
+    two threads: 0.058 -> 0.383 / 0.321 / 0.299 after 24,000 tokens (standard error about
+    0.02); after 16,000 (the budget until 2026-12) seed 0 reached only 0.206 on a freshly
+    installed machine, a gain of 0.148 against the 0.15 asked, so the budget grew."""
     torch.manual_seed(0)
     env = vector_env(tokenizer, word_start_reward, num_envs=32)
     before = {name: p.detach().clone() for name, p in env.policy.named_parameters()}
     baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
     assert abs(baseline.kl) < 1e-4  # the untrained policy is the reference
 
-    agent = agent_class(env, config).learn(total_timesteps=16_000)
+    agent = agent_class(env, config).learn(total_timesteps=24_000)
 
     result = evaluate(agent, env, num_episodes=64, seed=1)
     assert result.score > baseline.score + 0.15, (baseline.score, result.score)
