@@ -141,8 +141,9 @@ def collect_episodes(
     """Reset every sub-env and step until each has finished one episode.
 
     All sub-envs start together, so the ``t``-th step generates token ``t`` of every response
-    still going; a sub-env that finished early idles (its autoreset episode is not recorded)
-    until the longest response ends, as in batched generation.
+    still going; a sub-env that finished early waits without an autoreset
+    (:meth:`~rlhf_env.TextGenerationVectorEnv.holding_ended`: no prompt is prefilled for an
+    episode nobody records) until the longest response ends, as in batched generation.
 
     Args:
         env: the vector env (autoreset NEXT_STEP or SAME_STEP).
@@ -150,8 +151,18 @@ def collect_episodes(
         prompts: one prompt per sub-env, or ``None`` to draw them.
         seed: passed to ``env.reset`` (draws reproducible prompts when ``prompts`` is None).
     """
-    n, width = env.num_envs, env.max_new_tokens
     options = {"prompts": prompts} if prompts is not None else None
+    with env.holding_ended():
+        return _collect(env, choose_actions, options, seed)
+
+
+def _collect(
+    env: TextGenerationVectorEnv,
+    choose_actions: ActionChooser,
+    options: dict[str, list[str]] | None,
+    seed: int | None,
+) -> Rollout:
+    n, width = env.num_envs, env.max_new_tokens
     obs, info = env.reset(seed=seed, options=options)
     prompt_texts = list(info["prompt"])
     prompt_rows = [obs["input_ids"][i][obs["attention_mask"][i] == 1] for i in range(n)]

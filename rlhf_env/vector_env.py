@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,11 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
       ``reset(options={"reset_mask": mask})``.
 
     Resetting some sub-envs encodes only their new prompts; the others' caches are kept.
+
+    Inside ``with env.holding_ended():`` no sub-env is autoreset: one whose episode ended
+    waits (action ignored, reward 0, no termination, no infos) until the next ``reset()``.
+    Collecting one episode per sub-env this way costs no prefill of prompts that would never be
+    used (see :meth:`holding_ended`).
 
     ## Infos
 
@@ -105,6 +111,7 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         self._response_lengths = np.zeros(n, dtype=np.int64)
         self._prompts: list[str] = [""] * n
         self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
+        self._holding_ended = False  # ended sub-envs wait for reset() (see holding_ended)
         self._started = False
 
     @property
@@ -160,13 +167,15 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         if not self._started:
             raise RuntimeError("step() called before reset(); call env.reset() first")
         n = self.num_envs
-        resetting = self._ended.copy() if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
-        if resetting is None and self._ended.any():
+        holding = self._holding_ended
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._ended.any() and not holding:
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(self._ended).tolist()} have ended and autoreset is "
                 "disabled; call reset(options={'reset_mask': mask}) for them first"
             )
-        acting = ~resetting if resetting is not None else np.ones(n, dtype=bool)  # (N,)
+        # Rows that ended earlier: reset by this step (next-step autoreset) or held; not acting.
+        waiting = self._ended.copy()
+        acting = ~waiting  # (N,)
 
         # 1. Episode ends, and the scores of finished responses (before any state changes: a
         # failing reward_fn leaves the env as it was).
@@ -181,10 +190,12 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         scores = self._score(finished_rows, texts)
         # The rows to reset, and their new prompts (drawing or encoding may fail: still before
         # any state changes).
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
-            to_reset = finished
+        if holding or self.autoreset_mode == AutoresetMode.DISABLED:
+            to_reset = np.zeros(n, dtype=bool)
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP:
+            to_reset = finished | waiting  # waiting: rows a holding_ended() block left ended
         else:
-            to_reset = resetting if resetting is not None else np.zeros(n, dtype=bool)
+            to_reset = waiting
         reset_rows = np.flatnonzero(to_reset)
         new_prompts = self._encode_prompts(reset_rows, None) if reset_rows.size else []
 
@@ -208,11 +219,33 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         _add_rows(infos, "response", _scatter(texts, finished_rows, n, None, object), finished)
 
         # 4. Reset the rows due for it.
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and finished.any():
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and not holding and finished.any():
             self._add_final_infos(infos, finished)
         if reset_rows.size:
             infos.update(self._reset_rows(reset_rows, new_prompts))
         return self._get_obs(), rewards, terminations, truncations, infos
+
+    @contextlib.contextmanager
+    def holding_ended(self) -> Iterator[None]:
+        """Within the block, sub-envs whose episode ended are not autoreset (in every
+        ``autoreset_mode``): each waits, its action ignored, with reward 0, no termination and
+        no infos, until the next ``reset()``. For collecting one episode per sub-env, as
+        batched generation does: an autoreset would encode and prefill a new prompt (the
+        costliest part of a step when prompts are long) for an episode nobody records.
+
+        Example:
+            >>> with env.holding_ended():  # doctest: +SKIP
+            ...     obs, info = env.reset(seed=0)
+            ...     while not done.all():
+            ...         obs, rewards, terms, truncs, info = env.step(actions)
+            ...         done |= terms | truncs
+        """
+        previous = self._holding_ended
+        self._holding_ended = True
+        try:
+            yield
+        finally:
+            self._holding_ended = previous
 
     def sample_prompts(self, count: int, rng: np.random.Generator) -> list[str]:
         """``count`` prompts drawn from the env's prompt source with ``rng`` (the env's own

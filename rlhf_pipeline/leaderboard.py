@@ -206,13 +206,50 @@ def _markdown_row(cells: Sequence[str]) -> str:
 def format_leaderboard(result: SuiteResult, markdown: bool = False) -> str:
     """Every task's leaderboard; the Markdown version opens with the settings and machine
     (for ``benchmarks/RESULTS.md``)."""
-    tables = [leaderboard_table(result, task, markdown) for task in result.tasks()]
     if not markdown:
-        return "\n\n".join(tables)
+        return "\n\n".join(leaderboard_table(result, task) for task in result.tasks())
+    tables = []
+    for task in result.tasks():
+        tables.append(leaderboard_table(result, task, markdown=True))
+        samples = sample_table(result, task)
+        if samples:
+            tables.append(samples)
     settings = ", ".join(f"{k}={v}" for k, v in result.settings.items() if v not in ({}, None))
     machine = result.machine
     where = f"{machine.get('cuda') or machine.get('processor')}, torch {machine.get('torch')}"
     return "\n\n".join([f"Settings: {settings}. Machine: {where}.", *tables]) + "\n"
+
+
+def sample_table(result: SuiteResult, task: str, count: int = 2, width: int = 100) -> str:
+    """A Markdown table of each agent's responses (its lowest seed's run) to the first
+    ``count`` held-out prompts of ``task``, each cut to ``width`` characters; empty when the
+    runs kept no samples."""
+    runs = {}
+    for run in sorted(result.runs_of(task), key=lambda run: run.seed):
+        runs.setdefault(run.agent, run)
+    kept = {agent: run.samples[:count] for agent, run in runs.items() if run.samples}
+    if not kept:
+        return ""
+    shown = min(len(samples) for samples in kept.values())
+    prompts = next(iter(kept.values()))
+    header = ["agent", *(f"response {i + 1}" for i in range(shown))]
+    lines = [
+        f"Samples ({task}, each agent's lowest seed; the prompts end "
+        + "; ".join(f"{i + 1}: `{_one_line(prompts[i]['prompt'][-60:])}`" for i in range(shown))
+        + ")",
+        "",
+        _markdown_row(header),
+        _markdown_row(["---"] * len(header)),
+    ]
+    for agent, samples in kept.items():
+        cells = [_one_line(sample["response"])[:width] for sample in samples[:shown]]
+        lines.append(_markdown_row([agent, *(f"`{cell}`" for cell in cells)]))
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    """``text`` for a Markdown table cell: one line, no pipes or backticks."""
+    return " ".join(text.split()).replace("|", "/").replace("`", "'")
 
 
 # -- learning curves ---------------------------------------------------------------------------

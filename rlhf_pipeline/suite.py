@@ -104,6 +104,12 @@ SMOKE_SETTINGS: dict[str, Any] = {
 }  # fmt: skip
 
 
+#: Responses of the final evaluation kept in each run's results (``RunResult.samples``).
+SAMPLES = 4
+#: Characters kept of each sample's prompt (its end: the question, not a shared preamble).
+SAMPLE_PROMPT_CHARS = 300
+
+
 # -- settings ----------------------------------------------------------------------------------
 
 
@@ -127,6 +133,11 @@ class SuiteConfig:
     )
     eval_prompts: int | None = _option(
         None, "Held-out prompts of the final evaluation (None: all of the task's)."
+    )
+    eval_samples: int = _option(
+        1,
+        "Responses per held-out prompt in every evaluation (more: a tighter estimate from a "
+        "small held-out set; standard errors then treat them as independent).",
     )
     learning_rate: float = _option(1e-5, "Learning rate of every learning agent.")
     epochs: int = _option(4, "Passes over each rollout, for every learning agent.")
@@ -202,6 +213,7 @@ class SuiteConfig:
                     self.eval_prompts is None or self.eval_prompts >= 1,
                     f"eval_prompts must be >= 1 or None (all), got {self.eval_prompts}",
                 ),
+                (self.eval_samples >= 1, f"eval_samples must be >= 1, got {self.eval_samples}"),
                 (self.learning_rate > 0, "learning_rate must be > 0, e.g. 1e-5"),
                 (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
                 (
@@ -234,10 +246,13 @@ class SuiteConfig:
             for item in dataclasses.fields(self)
             if item.name not in ("tasks", "agents", "seeds")
         }
-        # Unused per-task settings are left out, so files written before they existed resume.
+        # Settings at their neutral value are left out, so files written before they existed
+        # resume.
         for name in ("task_options", "task_timesteps"):
             if not values[name]:
                 del values[name]
+        if values["eval_samples"] == 1:
+            del values["eval_samples"]
         return json.loads(json.dumps(values, default=repr))
 
 
@@ -349,7 +364,8 @@ class RunResult:
         task, agent, seed: which run.
         budget: the token budget; ``tokens``: the generated tokens it trained on (the first
             update boundary at or past the budget; 0 for a baseline).
-        curve: the evaluations of the first ``curve_prompts`` held-out prompts,
+        curve: the evaluations of the first ``curve_prompts`` held-out prompts (each
+            ``eval_samples`` times, as in the final evaluation),
             ``{"fraction", "tokens", "metrics"}`` each: at the ``eval_points`` during training
             and at its end (a baseline: one, at fraction 0).
         final: the final evaluation's figures (:meth:`rlhf_agents.Evaluation.as_dict`).
@@ -360,6 +376,8 @@ class RunResult:
         seconds: wall time of the whole run (env, training, evaluations); ``train_seconds``:
             of training alone.
         device: where it ran.
+        samples: the final evaluation's first :data:`SAMPLES` responses, each with the end of
+            its prompt (its last :data:`SAMPLE_PROMPT_CHARS` characters).
     """
 
     task: str
@@ -376,6 +394,7 @@ class RunResult:
     seconds: float = 0.0
     train_seconds: float = 0.0
     device: str = ""
+    samples: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -561,8 +580,8 @@ def run_one(
             f"agent {name!r} ({type(agent).__name__}) has no num_timesteps: an agent counts the "
             "generated tokens it trained on there (rlhf_agents.Agent sets it to 0)"
         )
-    curve_prompts = spec.eval_prompts[: config.curve_prompts]
-    final_prompts = spec.eval_prompts[: config.eval_prompts]
+    curve_prompts = spec.eval_prompts[: config.curve_prompts] * config.eval_samples
+    final_prompts = spec.eval_prompts[: config.eval_prompts] * config.eval_samples
 
     def measure(prompts: list[str]) -> Any:
         return evaluate(agent, eval_env, prompts=prompts, seed=seed)
@@ -594,11 +613,21 @@ def run_one(
         trained=trained,
         train_seconds=train_seconds,
         device=str(env.device),
+        samples=_samples(final),
     )
     eval_env.close()
     env.close()
     run.seconds = time.perf_counter() - start
     return run
+
+
+def _samples(evaluation: Any) -> list[dict[str, str]]:
+    """The first :data:`SAMPLES` responses of ``evaluation`` with their prompts' ends."""
+    rollout = getattr(evaluation, "rollout", None)
+    if rollout is None:
+        return []
+    pairs = zip(rollout.prompts[:SAMPLES], rollout.responses[:SAMPLES], strict=True)
+    return [{"prompt": prompt[-SAMPLE_PROMPT_CHARS:], "response": text} for prompt, text in pairs]
 
 
 def _train(

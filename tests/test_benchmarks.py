@@ -47,6 +47,18 @@ def test_rollout_throughput_smoke(tmp_path):
         assert result[ratio] > 0
 
 
+def test_episode_collection_smoke(tmp_path):
+    out = tmp_path / "collection.json"
+    stdout = _run(
+        "episode_collection.py", "--model", "tiny-gpt2", "--batch", "4", "--lengths", "2", "6",
+        "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "held is" in stdout
+    result = json.loads(out.read_text())
+    assert result["tokens_per_collection"] == 2 + 3 + 5 + 6  # lengths spread over 2..6
+    assert result["held_s"] > 0 and result["autoreset_s"] > 0 and result["speedup"] > 0
+
+
 @pytest.mark.parametrize("env", ["vector", "single"])
 def test_env_memory_soak_smoke(tmp_path, env):
     out = tmp_path / "memory.json"

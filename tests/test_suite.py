@@ -23,6 +23,7 @@ from rlhf_pipeline.leaderboard import (
     leaderboard,
     leaderboard_table,
     plot_curves,
+    sample_table,
     t_interval,
     t_quantile,
 )
@@ -140,6 +141,14 @@ def test_leaderboard_ranks_by_gold_with_intervals_over_seeds(tmp_path):
     assert markdown.startswith("Settings: timesteps=32.")
     assert "| rank | agent | seeds | tokens | gold |" in markdown
     assert "| 1 | high | n=3 | 32 | 5.000 ± 2.484 |" in markdown
+    assert "Samples" not in markdown  # these runs kept none
+    runs[0].samples = [{"prompt": "Q: 1 + 1 =", "response": "2 | `two`\nok"}]
+    runs[3].samples = [{"prompt": "Q: 1 + 1 =", "response": "3"}]
+    samples = sample_table(SuiteResult({}, {}, runs), "T")
+    assert "the prompts end 1: `Q: 1 + 1 =`" in samples.splitlines()[0]
+    assert "| low | `2 / 'two' ok` |" in samples and "| high | `3` |" in samples
+    assert "| reference |" not in samples  # no samples kept: no row
+    assert samples in format_leaderboard(SuiteResult({}, {}, runs), markdown=True)
     (figure,) = plot_curves(result, tmp_path / "curves.png")
     assert figure.stat().st_size > 0
     assert [p.name for p in plot_curves(result, tmp_path / "folder")] == ["T.png"]
@@ -304,6 +313,19 @@ def test_a_task_gets_its_own_budget_and_options(tmp_path):
     assert "task_options" not in plain and "task_timesteps" not in plain
 
 
+def test_eval_samples_repeat_every_held_out_prompt(tmp_path):
+    """``eval_samples=3``: every evaluation answers each held-out prompt three times (the
+    curve's too); the setting is recorded only when it is not 1, so older files resume."""
+    settings = {**TINY, "agents": ("reference",), "seeds": (0,), "eval_points": (0.0, 1.0)}
+    (run,) = run_suite(tasks=[TASK], eval_samples=3, out=tmp_path / "s.json", **settings).runs
+    assert run.final["episodes"] == 3 * TINY["eval_prompts"]
+    assert len(run.per_response["gold"]) == 3 * TINY["eval_prompts"]
+    assert SuiteConfig.create(eval_samples=3, **settings).run_settings()["eval_samples"] == 3
+    assert "eval_samples" not in SuiteConfig.create(**settings).run_settings()
+    with pytest.raises(ValueError, match="eval_samples must be >= 1"):
+        SuiteConfig(eval_samples=0)
+
+
 def test_cli_bench_suite_smoke(tmp_path):
     out, markdown, figure = tmp_path / "s.json", tmp_path / "s.md", tmp_path / "s.png"
     status, stdout, stderr = run_cli(
@@ -325,6 +347,10 @@ def test_cli_bench_suite_smoke(tmp_path):
     assert {run["budget"] for run in document["runs"]} == {6}
     assert {run["final"]["response_length"] for run in document["runs"]} <= {1.0, 2.0, 3.0}
     assert "| rank | agent |" in markdown.read_text() and figure.stat().st_size > 0
+    for run in document["runs"]:
+        assert 1 <= len(run["samples"]) <= 4
+        assert set(run["samples"][0]) == {"prompt", "response"}
+    assert "Samples (" in markdown.read_text()
 
 
 @pytest.mark.long

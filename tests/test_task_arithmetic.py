@@ -168,12 +168,15 @@ def test_held_out_and_training_problems_are_disjoint(tiny):
 def test_prompts_follow_the_chat_format_and_env_options_fit(tiny):
     task = make_task(tiny, terms=3, digits=2)
     prompt = task.eval_prompts[0]
-    assert prompt.startswith("User: State the final answer")
-    assert prompt.endswith("<answer></answer> tags.\nAssistant:")
+    assert prompt.startswith(f"System: {arithmetic.INSTRUCTION}\nUser: State the final answer")
+    assert prompt.endswith(" =\nAssistant:")
+    assert prompt.count(arithmetic.INSTRUCTION) == 1  # stated once, not after each question
     assert prompt.count(" + ") + prompt.count(" - ") == 2  # three operands
     limit = task.env_options["max_prompt_tokens"]
     assert task.details["longest_eval_prompt_tokens"] <= limit - 16
-    assert make_task(tiny, demonstrations=2).eval_prompts[0].count("<answer>8</answer>") == 1
+    with_demonstrations = make_task(tiny, demonstrations=2).eval_prompts[0]
+    assert with_demonstrations.count("<answer>8</answer>") == 1
+    assert with_demonstrations.count(arithmetic.INSTRUCTION) == 1
 
 
 def feed(task: Task, correct: bool, count: int) -> None:
@@ -264,8 +267,11 @@ def copy_tokenizer():
     """A tiny BPE tokenizer over the prompts and answers of one-term problems (digits stay one
     token each, so a number's digits can be copied one by one)."""
     coin = random.Random(0)
-    question = arithmetic.QUESTION_PREFIX + "{} =" + arithmetic.INSTRUCTION
-    corpus = [f"User: {question.format(coin.randint(10, 99))}\nAssistant:" for _ in range(100)]
+    system = f"System: {arithmetic.INSTRUCTION}\n"
+    question = arithmetic.QUESTION_PREFIX + "{} ="
+    corpus = [
+        f"{system}User: {question.format(coin.randint(10, 99))}\nAssistant:" for _ in range(100)
+    ]
     corpus += [f" <answer>{coin.randint(10, 99)}</answer>" for _ in range(100)]
     return build_tiny_tokenizer(corpus, vocab_size=330)
 

@@ -142,6 +142,60 @@ def test_disabled_autoreset_needs_a_masked_reset(tokenizer, gpt2):
     venv.step(np.array([30, 30]))
 
 
+@pytest.mark.parametrize("engine", ["static", "dynamic"])
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+def test_holding_ended_sub_envs_wait_without_a_prefill(tokenizer, gpt2, gpt2_other, engine, mode):
+    """Inside holding_ended() a finished sub-env waits (reward 0, no flags, no infos, no new
+    prompt encoded) while the others step exactly as single envs; after the block the waiting
+    sub-envs are reset as the autoreset mode says."""
+    common = dict(
+        policy=gpt2, tokenizer=tokenizer, reward_fn=length_reward, reference=gpt2_other,
+        engine=engine,
+    )  # fmt: skip
+    venv = TextGenerationVectorEnv(**common, **KWARGS, num_envs=3, autoreset_mode=mode)
+    singles = [TextGenerationEnv(**common, **KWARGS) for _ in range(3)]
+    started_rows = []
+    start = venv.engine.start
+
+    def recording_start(rows, *args):
+        started_rows.append(list(rows))
+        return start(rows, *args)
+
+    venv.engine.start = recording_start
+    eos = tokenizer.eos_token_id
+    ended = np.zeros(3, dtype=bool)
+    with venv.holding_ended():
+        venv.reset(seed=3)
+        for i, env in enumerate(singles):
+            env.reset(seed=3 + i)
+        for t in range(KWARGS["max_new_tokens"] + 1):
+            # sub-env 0 ends at its first token, 1 at its third, 2 is truncated
+            actions = np.array([eos if t == 0 else 30, eos if t == 2 else 31, 32])
+            obs, rewards, terms, truncs, infos = venv.step(actions)
+            assert "_prompt" not in infos and "final_obs" not in infos
+            for i, env in enumerate(singles):
+                if ended[i]:
+                    assert (rewards[i], terms[i], truncs[i]) == (0.0, False, False)
+                    assert not infos.get("_kl", np.zeros(3, bool))[i]
+                    continue
+                e_obs, e_reward, e_term, e_trunc, e_info = env.step(actions[i])
+                np.testing.assert_array_equal(obs["input_ids"][i], e_obs["input_ids"])
+                assert rewards[i] == pytest.approx(e_reward, abs=1e-5)
+                assert (terms[i], truncs[i]) == (e_term, e_trunc)
+                assert infos["kl"][i] == pytest.approx(e_info["kl"], abs=1e-5)
+                ended[i] = e_term or e_trunc
+    assert ended.all()
+    assert started_rows == [[0, 1, 2]]  # the reset's prompts only
+
+    if mode == AutoresetMode.DISABLED:
+        with pytest.raises(RuntimeError, match="reset_mask"):
+            venv.step(np.array([30, 30, 30]))
+    else:
+        _, rewards, terms, truncs, infos = venv.step(np.array([30, 30, 30]))
+        assert infos["_prompt"].all() and not (terms | truncs).any()
+        assert rewards.tolist() == [0.0, 0.0, 0.0]
+
+
 def test_bad_actions_and_rewards_name_the_sub_env_and_leave_it_usable(tokenizer, gpt2):
     calls = {"n": 0}
 

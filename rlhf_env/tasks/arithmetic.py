@@ -4,8 +4,8 @@
 problems are reasoning-gym's ``chain_sum`` ("State the final answer to the following
 arithmetic problem: 4 + 5 =") with ``terms`` operands of ``digits`` digits each (1-digit
 operands are 0-9; d-digit ones 10**(d-1) to 10**d - 1) joined by ``+`` and ``-``. The prompt is
-the policy's chat template over ``demonstrations`` worked examples ("5 + 3 = 8, so
-<answer>8</answer>") and the question, each followed by :data:`INSTRUCTION`.
+the policy's chat template over :data:`INSTRUCTION` as the system message, ``demonstrations``
+worked examples ("5 + 3 = 8, so <answer>8</answer>") as earlier turns, and the question.
 
 Reward (a checkable score, no learned model)::
 
@@ -23,11 +23,13 @@ its questions. With ``curriculum=True`` the training problems get one operand lo
 (see :class:`Curriculum`); held-out problems stay at the base difficulty.
 
 Defaults (measured on SmolLM2-135M-Instruct, 64 held-out problems, sampling at temperature 1
-as the env does / greedy): 2 one-digit terms, 41% / 53% exact match, 98% well-formed; 2
-two-digit terms 3% / 17%; 3 one-digit terms 9% / 9%. Without the demonstrations it never
-writes the tags (0 of 32 under four wordings of the instruction), hence ``demonstrations=2``.
-The env's ``max_new_tokens`` and ``max_prompt_tokens`` default to what the largest problem the
-task asks needs (:attr:`Task.env_options`: 32 and 200 for the defaults).
+as the env does, 2 samples each / greedy): 2 one-digit terms, 35.9% (s.e. 4.3) / 59.4% exact
+match, 96% / 100% well-formed, with a 132-token prompt. Measured with an earlier prompt (the
+instruction after every question, SmolLM2's default system message; 181 tokens): 2 two-digit
+terms 3% / 17%, 3 one-digit terms 9% / 9%, and without the demonstrations no tags at all (0 of
+32 under four wordings of the instruction), hence ``demonstrations=2``. The env's
+``max_new_tokens`` and ``max_prompt_tokens`` default to what the largest problem the task asks
+needs (:attr:`Task.env_options`: 32 and 152 for the defaults).
 
 Example:
     >>> import gymnasium as gym
@@ -51,8 +53,8 @@ import numpy as np
 from rlhf_env.extras import require
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 
-#: What follows every question in the prompt.
-INSTRUCTION = "\nReply with only the final answer in <answer></answer> tags."
+#: The system message of every prompt (it replaces a chat template's default one).
+INSTRUCTION = "Reply with only the final answer in <answer></answer> tags."
 
 #: Worked examples shown before the question (as earlier chat turns), in this order; the
 #: ``demonstrations`` option takes the first n. Their questions are never asked.
@@ -240,19 +242,18 @@ class ArithmeticProblems:
             self.details["level"] = self.curriculum.level
 
     def prompt(self, question: str) -> str:
-        """The prompt text of ``question``: the chat with the demonstrations, then it."""
-        messages: list[dict[str, str]] = []
+        """The prompt text of ``question``: the chat of :data:`INSTRUCTION` as the system
+        message, the demonstrations as earlier turns, then the question."""
+        messages = [{"role": "system", "content": INSTRUCTION}]
         for expression, answer in self.demonstrations:
-            messages.append(
-                {"role": "user", "content": f"{QUESTION_PREFIX}{expression} ={INSTRUCTION}"}
-            )
+            messages.append({"role": "user", "content": f"{QUESTION_PREFIX}{expression} ="})
             messages.append(
                 {
                     "role": "assistant",
                     "content": f"{expression} = {answer}, so <answer>{answer}</answer>",
                 }
             )
-        messages.append({"role": "user", "content": question + INSTRUCTION})
+        messages.append({"role": "user", "content": question})
         return self.context.chat_prompt(messages)
 
     def sample(self, rng: np.random.Generator) -> str:
