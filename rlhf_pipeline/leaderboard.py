@@ -235,21 +235,26 @@ def sample_table(result: SuiteResult, task: str, count: int = 2, width: int = 10
     header = ["agent", *(f"response {i + 1}" for i in range(shown))]
     lines = [
         f"Samples ({task}, each agent's lowest seed; the prompts end "
-        + "; ".join(f"{i + 1}: `{_one_line(prompts[i]['prompt'][-60:])}`" for i in range(shown))
+        + "; ".join(
+            f"{i + 1}: `{_one_line(prompts[i]['prompt'][-60:], 60, table_cell=False)}`"
+            for i in range(shown)
+        )
         + ")",
         "",
         _markdown_row(header),
         _markdown_row(["---"] * len(header)),
     ]
     for agent, samples in kept.items():
-        cells = [_one_line(sample["response"])[:width] for sample in samples[:shown]]
+        cells = [_one_line(sample["response"], width) for sample in samples[:shown]]
         lines.append(_markdown_row([agent, *(f"`{cell}`" for cell in cells)]))
     return "\n".join(lines)
 
 
-def _one_line(text: str) -> str:
-    """``text`` for a Markdown table cell: one line, no pipes or backticks."""
-    return " ".join(text.split()).replace("|", "/").replace("`", "'")
+def _one_line(text: str, width: int, table_cell: bool = True) -> str:
+    """``text`` on one line, cut to ``width`` characters, without backticks, for inline code;
+    pipes escaped in a table cell."""
+    text = " ".join(text.split())[:width].replace("`", "'")
+    return text.replace("|", "\\|") if table_cell else text
 
 
 # -- learning curves ---------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_leaderboard_ranks_by_gold_with_intervals_over_seeds(tmp_path):
     runs[3].samples = [{"prompt": "Q: 1 + 1 =", "response": "3"}]
     samples = sample_table(SuiteResult({}, {}, runs), "T")
     assert "the prompts end 1: `Q: 1 + 1 =`" in samples.splitlines()[0]
-    assert "| low | `2 / 'two' ok` |" in samples and "| high | `3` |" in samples
+    assert "| low | `2 \\| 'two' ok` |" in samples and "| high | `3` |" in samples
     assert "| reference |" not in samples  # no samples kept: no row
     assert samples in format_leaderboard(SuiteResult({}, {}, runs), markdown=True)
     (figure,) = plot_curves(result, tmp_path / "curves.png")

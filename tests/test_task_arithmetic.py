@@ -327,3 +327,31 @@ def test_gym_make_with_no_arguments_builds_on_smollm2_offline(monkeypatch):
     check_env(env.unwrapped)
     _, info = env.reset(seed=0)
     assert info["prompt"].rstrip().endswith("assistant")
+
+
+#: Issue 18's Arithmetic run (``benchmarks/RESULTS.md``), as suite settings: RLOO with groups of
+#: 8 on the top 6 of SmolLM2's 30 blocks, 64 held-out problems answered twice each.
+RLOO_RUN = {
+    "agents": ("rloo",), "seeds": (0,), "timesteps": 10_240, "eval_points": (0.0, 1.0),
+    "curve_prompts": None, "eval_prompts": None, "eval_samples": 2, "num_envs": 32,
+    "learning_rate": 1e-4, "epochs": 1, "minibatch_size": 16, "training_setup": "frozen:24",
+    "options": {"kl_coef": 0.01}, "agent_options": {"rloo": {"group_size": 8}},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_rloo_raises_smollm2_held_out_exact_match_by_15_points(tmp_path):
+    """The initial exact match on the held-out problems lies in 10-60% and RLOO raises it by at
+    least 15 points. Measured with these settings (``benchmarks/suite.py``, one thread, another
+    job on the other core): 0.383 -> 0.625 (standard error 0.043), format 0.94 -> 0.99, KL
+    1.05 nats, 22 min of training, 32 min in all. What it learned is mostly to drop the
+    spurious minus signs of the untrained policy: after training it answers the held-out
+    problems with a negative answer wrong (0 of 20 samples) and the others right 74% of the
+    time."""
+    from rlhf_pipeline.suite import run_suite
+
+    (run,) = run_suite(tasks=["Arithmetic"], out=tmp_path / "suite.json", **RLOO_RUN).runs
+    before, after = run.curve[0]["metrics"], run.final
+    assert before["episodes"] == after["episodes"] == 128
+    assert 0.10 <= before["gold"] <= 0.60
+    assert after["gold"] - before["gold"] >= 0.15, (before["gold"], after["gold"])

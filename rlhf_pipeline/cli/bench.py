@@ -12,6 +12,8 @@ from typing import Any
 BENCHMARKS = {
     "rollout_throughput": "env rollout tokens/s against a fused loop, a no-cache env, generate",
     "ppo_training": "PPO peak memory and throughput: full, frozen layers, LoRA",
+    "engine_step": "latency of one env step's model work (policy + reference, KL), per engine",
+    "episode_collection": "collecting one episode per sub-env: finished rows held vs autoreset",
     "sb3_rollout": "stable-baselines3 rollout collection with and without the KV cache",
     "vector_env_memory": "resident memory of the vector env over a long run",
     "vs_trl": "TRL's RLOO, GRPO and PPO trainers against our agents on equal work",
