@@ -285,7 +285,11 @@ def test_rl_raises_held_out_exact_match_of_a_tiny_policy():
     0.81 / 0.79, format 0.48 -> 0.98 / 0.91 / 0.97; about 40 s on one core. PPO at lr 1e-3
     (this test until 2026-12) is seed-fragile here: seed 0 reached a rollout score of 0.94,
     then collapsed in one update (KL 44 nats, exact match 0); at 5e-4 and 4,000 tokens it
-    gave 0.64 / 0.95 / 0.87 with the same dips, recovered."""
+    gave 0.64 / 0.95 / 0.87 with the same dips, recovered. The collapses go with the shared
+    critic: at 1e-3 (2026-12-04, after the prompt change) its explained variance stayed
+    negative and fell to -1.9 and -7.4 around two collapses (rollout KL 29 and 14 nats), while
+    ``critic="separate"`` on the same seed trained without one (0.57 -> 0.89, rollout KL
+    under 4.5 nats throughout); one run each."""
     from rlhf_agents import PolicyAgent, RLOOAgent, RLOOConfig, evaluate
 
     torch.manual_seed(0)
