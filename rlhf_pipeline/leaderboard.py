@@ -231,14 +231,15 @@ def sample_table(result: SuiteResult, task: str, count: int = 2, width: int = 10
     if not kept:
         return ""
     shown = min(len(samples) for samples in kept.values())
-    prompts = next(iter(kept.values()))
+    # The header names the prompts by their ends, from the first agent's samples.
+    prompt_ends = [
+        _one_line(sample["prompt"][-60:], 60, table_cell=False)
+        for sample in next(iter(kept.values()))[:shown]
+    ]
     header = ["agent", *(f"response {i + 1}" for i in range(shown))]
     lines = [
         f"Samples ({task}, each agent's lowest seed; the prompts end "
-        + "; ".join(
-            f"{i + 1}: `{_one_line(prompts[i]['prompt'][-60:], 60, table_cell=False)}`"
-            for i in range(shown)
-        )
+        + "; ".join(f"{i + 1}: `{end}`" for i, end in enumerate(prompt_ends))
         + ")",
         "",
         _markdown_row(header),

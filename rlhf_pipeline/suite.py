@@ -68,6 +68,7 @@ import transformers
 from rlhf_agents import (
     AGENTS,
     Agent,
+    Evaluation,
     PolicyAgent,
     RandomAgent,
     ReferenceAgent,
@@ -621,11 +622,9 @@ def run_one(
     return run
 
 
-def _samples(evaluation: Any) -> list[dict[str, str]]:
+def _samples(evaluation: Evaluation) -> list[dict[str, str]]:
     """The first :data:`SAMPLES` responses of ``evaluation`` with their prompts' ends."""
-    rollout = getattr(evaluation, "rollout", None)
-    if rollout is None:
-        return []
+    rollout = evaluation.rollout
     pairs = zip(rollout.prompts[:SAMPLES], rollout.responses[:SAMPLES], strict=True)
     return [{"prompt": prompt[-SAMPLE_PROMPT_CHARS:], "response": text} for prompt, text in pairs]
 
