@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_agents.base import Agent
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_env.dialogue.script import transcript
 from rlhf_env.rewards.base import RewardFunction, score_responses
 from rlhf_env.text_metrics import (
     Perplexity,
@@ -49,8 +50,13 @@ EVALUATION_METRICS: dict[str, str] = {
     "repetition": "mean over responses of the share of a response's word 3-grams that repeat an "
     "earlier one of it (seq-rep-3); about 0 for ordinary text, near 1 for a word said over "
     "and over",
-    "response_length": "mean generated tokens per response (EOS included)",
+    "response_length": "mean generated tokens per response (EOS included; in a dialogue, the "
+    "assistant's tokens of all turns, not the user turns the env inserted)",
     "episodes": "responses evaluated",
+    "turn_score/<k>": "dialogue scoring every turn: mean reward_fn score of assistant turn k "
+    "(1-based) over the conversations that reached it",
+    "turns": "dialogue: mean assistant turns per conversation (a turn cut at max_new_tokens "
+    "ends the conversation)",
 }
 
 
@@ -183,8 +189,9 @@ def evaluate(
         "kl": rollout.sequence_kl.double().cpu().numpy(),
         "response_length": rollout.lengths.double().cpu().numpy(),
     }
+    prompts_read, responses_read = scored_pairs(rollout)
     for name, metric in gold.items():
-        values = score_responses(metric, rollout.prompts, rollout.responses)
+        values = score_responses(metric, prompts_read, responses_read)
         per_response.setdefault("gold", values)
         per_response[f"gold/{name}"] = values
     per_response["repetition"] = np.array([repetition(text) for text in rollout.responses])
@@ -194,12 +201,21 @@ def evaluate(
     result.metrics.update(
         {key: float(per_response[key].mean()) for key in per_response if key.startswith("gold")}
     )
+    if any(rollout.conversations):
+        per_response["turns"] = np.array(
+            [sum(m["role"] == "assistant" for m in messages) for messages in rollout.conversations],
+            dtype=np.float64,
+        )
+        result.metrics["turns"] = float(per_response["turns"].mean())
+    for turn, values in enumerate(_turn_score_columns(rollout), start=1):
+        per_response[f"turn_score/{turn}"] = values
+        result.metrics[f"turn_score/{turn}"] = float(np.nanmean(values))
     result.sem = {key: standard_error(values) for key, values in per_response.items()}
     result.sem["score"] = result.sem["learned"]
     if fluency:
         model, tokenizer = fluency_model or (env.reference, env.tokenizer)
         result.fluency = response_perplexity(
-            model, tokenizer, rollout.prompts, rollout.responses, batch_size=batch_size
+            model, tokenizer, prompts_read, responses_read, batch_size=batch_size
         )
         result.metrics["perplexity"] = result.fluency.corpus
         result.per_response["perplexity"] = result.fluency.per_response
@@ -209,6 +225,28 @@ def evaluate(
         result.sem[f"distinct_{n}"] = distinct_n_standard_error(rollout.responses, n)
     result.metrics["repetition"] = repetition_rate(rollout.responses)
     return result
+
+
+def scored_pairs(rollout: Rollout) -> tuple[list[str], list[str]]:
+    """What gold metrics and perplexity read of each episode: its prompt and response, or for
+    a dialogue the transcript before its last assistant turn (the form dialogue envs hand
+    reward functions, :func:`rlhf_env.dialogue.transcript`) and that turn."""
+    prompts, responses = list(rollout.prompts), list(rollout.responses)
+    for i, messages in enumerate(rollout.conversations):
+        if messages:
+            last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+            prompts[i] = transcript(messages[:last])
+            responses[i] = messages[last]["content"]
+    return prompts, responses
+
+
+def _turn_score_columns(rollout: Rollout) -> list[np.ndarray]:
+    """Each turn's scores ``(E,)`` over the episodes, NaN where a conversation ended before."""
+    turns = max((len(scores) for scores in rollout.turn_scores), default=0)
+    columns = np.full((turns, rollout.num_episodes), np.nan)
+    for i, scores in enumerate(rollout.turn_scores):
+        columns[: len(scores), i] = scores
+    return list(columns)
 
 
 def _collect(

@@ -1,5 +1,6 @@
 """Forwards of a causal LM for the agents: next-token logits for ``predict`` and the
-teacher-forced scoring of whole responses for the updates (one forward per sequence)."""
+teacher-forced scoring of whole continuations (responses, or the rest of a conversation) for
+the updates (one forward per sequence)."""
 
 from __future__ import annotations
 
@@ -56,24 +57,36 @@ def response_forward(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
+    context_mask: torch.Tensor,
     with_logits: bool = True,
     with_hidden: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Score whole responses in one forward (teacher forcing).
+    """Score whole continuations in one forward (teacher forcing).
 
-    The input is ``[left-padded prompt | right-padded response]`` ``(E, P + R)``. Position
-    ``P - 1 + t`` predicts response token ``t``, so the outputs are read at positions
-    ``P - 1 ... P + R - 2``.
+    The input is ``[left-padded prompt | right-padded continuation]`` ``(E, P + R)``, the
+    continuation being every token after the prompt: the actions and, in a dialogue, the
+    tokens the env inserted between them (:attr:`~rlhf_agents.rollout.Rollout.context_mask`
+    marks both), all attended to, with position ids from ``prompt_mask`` and ``context_mask``:
+    each row reads as the unpadded conversation would. Position ``P - 1 + t`` predicts
+    continuation token ``t``, so the outputs are read at positions ``P - 1 ... P + R - 2``;
+    the caller keeps those of the actions (``Rollout.response_mask``).
+
+    Args:
+        model: a causal LM (a Hugging Face model, or one under a peft wrapper).
+        prompt_ids, prompt_mask: ``(E, P)`` left-padded prompts and their mask.
+        response_ids: ``(E, R)`` right-padded continuations (``Rollout.response_ids``).
+        context_mask: ``(E, R)`` 1 on every continuation token, actions and inserted ones
+            (``Rollout.context_mask``; a single-turn rollout's ``response_mask``).
+        with_logits, with_hidden: which outputs to compute.
 
     Returns:
-        ``(logits, hidden)``: ``(E, R, V)`` float32 next-token logits for every response
+        ``(logits, hidden)``: ``(E, R, V)`` float32 next-token logits for every continuation
         position (``None`` unless ``with_logits``) and ``(E, R, H)`` last hidden states there
         (``None`` unless ``with_hidden``).
     """
     prompt_width, response_width = prompt_ids.shape[1], response_ids.shape[1]
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (E, P + R)
-    mask = torch.cat([prompt_mask, response_mask.long()], dim=1)  # (E, P + R)
+    mask = torch.cat([prompt_mask.long(), context_mask.long()], dim=1)  # (E, P + R)
     kwargs: dict[str, Any] = {"output_hidden_states": with_hidden}
     if accepts_argument(model, "logits_to_keep"):
         # Only the last R + 1 positions' logits are needed (the last one is dropped below).

@@ -11,7 +11,8 @@ METRICS: dict[str, str] = {
     "rollout/score": "mean reward_fn score of the responses (the learned or gold reward)",
     "rollout/return": "mean episode return: score - beta * sum of per-token KL (+ penalties)",
     "rollout/kl": "mean per-response KL to the reference, in nats (sum of the env's estimates)",
-    "rollout/response_length": "mean generated tokens per response",
+    "rollout/response_length": "mean generated tokens (actions) per response, inserted "
+    "dialogue turns not counted",
     "train/beta": "KL coefficient after this update's controller step",
     "losses/policy": "clipped surrogate loss (token mean)",
     "losses/value": "clipped value loss (PPO only)",

@@ -1,7 +1,9 @@
 """Advantages and losses of the policy-gradient agents, as small functions with unit tests.
 
-Tensors are token-level ``(E, R)``: ``E`` episodes (responses), ``R`` response positions,
-with a float ``mask`` of 1 on real tokens and 0 on padding after the response ends.
+Tensors are token-level ``(E, R)``: ``E`` episodes (responses, or conversations), ``R``
+continuation positions, with a float ``mask`` of 1 on the actions (generated tokens) and 0 on
+padding after the end and on tokens a dialogue env inserted (observations; see
+:class:`~rlhf_agents.rollout.Rollout`).
 """
 
 from __future__ import annotations
@@ -76,16 +78,23 @@ def compute_gae(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016) per token, ``(E, R)`` each.
 
-    Every episode ends at its last masked token with no bootstrap: a response ends either on EOS
-    or at ``max_new_tokens``, and in both cases its score has been paid, so the state after it is
-    terminal::
+    ``mask`` is 1 on the actions. Every episode ends at its last action with no bootstrap: a
+    response (or a conversation) ends either on EOS or at ``max_new_tokens``, and in both cases
+    its score has been paid, so the state after it is terminal::
 
-        delta_t = r_t + gamma * V_{t+1} - V_t        (V_{t+1} = 0 after the last token)
+        delta_t = r_t + gamma * V_{t+1} - V_t        (V_{t+1} = 0 after the last action)
         A_t     = delta_t + gamma * lam * A_{t+1}
         returns = A_t + V_t
 
+    where ``t + 1`` is the episode's next *action*: positions with mask 0 inside an episode
+    (tokens a dialogue env inserted between the assistant's turns, observations) are skipped,
+    ``V_{t+1}`` and ``A_{t+1}`` carried back over them unchanged, so the result at the actions
+    is GAE on the sequence of actions alone, and the advantage of a turn's last action reaches
+    back from the next turn. Padding after an episode carries nothing back (nothing follows
+    it). With no gaps (single-turn responses) this is the plain recursion over the tokens.
+
     Returns:
-        ``(advantages, returns)``, zero on padding.
+        ``(advantages, returns)``, zero where ``mask`` is 0.
     """
     rewards, values = rewards * mask, values * mask
     advantages = torch.zeros_like(rewards)
@@ -94,10 +103,12 @@ def compute_gae(
     for t in reversed(range(rewards.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]  # (E,)
         advantage = delta + gamma * lam * next_advantage  # (E,)
-        # Past the end of an episode (mask 0) nothing is carried back.
         advantages[:, t] = advantage * mask[:, t]
-        next_value = values[:, t] * mask[:, t]
-        next_advantage = advantages[:, t]
+        # An action passes its value and advantage back; a masked position (inserted, or the
+        # padding after the end, where both are still 0) passes on those of the next action.
+        action = mask[:, t] > 0  # (E,)
+        next_value = torch.where(action, values[:, t], next_value)
+        next_advantage = torch.where(action, advantages[:, t], next_advantage)
     return advantages, (advantages + values) * mask
 
 

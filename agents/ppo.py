@@ -57,8 +57,10 @@ class PPOAgent(PolicyGradientAgent):
 
     def values(self, batch: Rollout) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(logits, values)``: policy logits ``(E, R, V)`` when the critic shares the trunk
-        (``None`` otherwise) and values ``(E, R)`` of the states before each response token."""
-        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+        (``None`` otherwise) and values ``(E, R)`` of the states before each continuation token
+        (those before the actions count; the losses mask the others), in one forward over the
+        whole continuation, inserted tokens included."""
+        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.context_mask)
         if self.critic is None:
             logits, hidden = response_forward(self.policy, *tensors, with_hidden=True)
             return logits, self.value_head(hidden)
@@ -66,7 +68,8 @@ class PPOAgent(PolicyGradientAgent):
         return None, self.value_head(hidden)
 
     def compute_advantages(self, rollout: Rollout) -> dict[str, torch.Tensor]:
-        """Values of the rollout's states (no grad), then GAE advantages and returns."""
+        """Values of the rollout's states (no grad), then GAE advantages and returns over each
+        whole episode (a conversation's inserted tokens skipped: see :func:`compute_gae`)."""
         config = self.config
         old_values = torch.zeros_like(rollout.rewards)
         chunk = config.minibatch_size // config.gradient_accumulation_steps
@@ -102,8 +105,9 @@ class PPOAgent(PolicyGradientAgent):
         logits, values = self.values(batch)
         if logits is None:  # separate critic: the policy's own forward
             logits, _ = response_forward(
-                self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask
-            )
+                self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                batch.context_mask,
+            )  # fmt: skip
         logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
         policy_loss, policy_stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, config.clip_range

@@ -23,8 +23,9 @@ class RLOOAgent(PolicyGradientAgent):
     Every prompt is answered ``group_size`` times in one round; a response's advantage is its
     return (``score - beta * sum KL``, from the env) minus the mean return of the other answers
     to its prompt (``baseline="grpo"``: minus the group mean, over the group std). The advantage
-    is given to every token of the response and optimised with the same clipped surrogate as
-    PPO, with no value head: less memory and no critic to fit.
+    is given to every generated token of the response (every action of a conversation, not
+    the tokens the env inserted) and optimised with the same clipped surrogate as PPO, with no
+    value head: less memory and no critic to fit.
     """
 
     config_class = RLOOConfig
@@ -46,7 +47,8 @@ class RLOOAgent(PolicyGradientAgent):
         return [prompt for prompt in prompts for _ in range(size)]
 
     def compute_advantages(self, rollout: Rollout) -> dict[str, torch.Tensor]:
-        """Group-baseline advantages of the episode returns, broadcast over tokens."""
+        """Group-baseline advantages of the episode returns, broadcast over the actions
+        (``response_mask``: 0 on inserted tokens and padding)."""
         # Rounds are concatenated whole, so groups stay consecutive.
         advantages = group_advantages(
             rollout.returns, self.config.group_size, self.config.baseline
@@ -63,8 +65,9 @@ class RLOOAgent(PolicyGradientAgent):
         """Clipped surrogate ``- ent_coef * entropy`` (token means)."""
         mask = batch.response_mask
         logits, _ = response_forward(
-            self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask
-        )
+            self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+            batch.context_mask,
+        )  # fmt: skip
         logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
         policy_loss, stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, self.config.clip_range

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,23 +18,34 @@ ActionChooser = Callable[[TextGenerationVectorEnv, dict[str, np.ndarray]], np.nd
 
 @dataclass
 class Rollout:
-    """Complete episodes: ``E`` responses of at most ``R`` tokens to prompts of at most ``P``.
+    """Complete episodes: ``E`` continuations of at most ``R`` tokens to prompts of at most ``P``.
 
-    Token tensors are ``(E, R)``, aligned with the response: position ``t`` holds what the env
-    reported for the ``t``-th generated token. ``logprobs`` are the behaviour policy's, as the
-    env computed them while sampling, so importance ratios are exact.
+    The continuation of an episode is every token after its first prompt, in order: the
+    actions (generated tokens) and, in a dialogue, the tokens the env inserted between them
+    (the next user turn and the assistant header; observations, not actions). A single-turn
+    episode's continuation is its response, with ``inserted_mask`` all zeros.
+
+    Token tensors are ``(E, R)``, aligned with the continuation: position ``t`` holds its
+    ``t``-th token, and for an action what the env reported for it; inserted tokens have no
+    reward, log-prob or KL (0 there). ``response_mask`` marks the actions, so every count and
+    masked mean over it (losses, timesteps, minibatch weights) counts actions only;
+    ``context_mask`` marks what the model sees. ``logprobs`` are the behaviour policy's, as
+    the env computed them while sampling, so importance ratios are exact.
     """
 
     prompt_ids: torch.Tensor  # (E, P) left-padded
     prompt_mask: torch.Tensor  # (E, P) 1 on prompt tokens
-    response_ids: torch.Tensor  # (E, R) right-padded
-    response_mask: torch.Tensor  # (E, R) float, 1 on generated tokens
+    response_ids: torch.Tensor  # (E, R) right-padded continuation: actions and inserted tokens
+    response_mask: torch.Tensor  # (E, R) float, 1 on generated tokens (actions)
+    inserted_mask: torch.Tensor  # (E, R) float, 1 on tokens the env inserted (not actions)
     rewards: torch.Tensor  # (E, R) the env's per-token rewards
     logprobs: torch.Tensor  # (E, R) log pi_behaviour(a_t)
     kl: torch.Tensor  # (E, R) the env's per-token KL estimates
-    scores: torch.Tensor  # (E,) reward_fn scores of the finished responses
-    prompts: list[str]
-    responses: list[str]
+    scores: torch.Tensor  # (E,) reward_fn scores of the finished responses (sum over turns)
+    prompts: list[str]  # the first prompt's text
+    responses: list[str]  # the response (dialogue: the last assistant turn)
+    turn_scores: list[list[float]]  # dialogue scoring every turn: each turn's score, else []
+    conversations: list[list[dict[str, str]]]  # dialogue: the messages, else []
 
     @property
     def num_episodes(self) -> int:
@@ -41,13 +53,26 @@ class Rollout:
         return int(self.response_ids.shape[0])
 
     @property
+    def context_mask(self) -> torch.Tensor:
+        """``(E, R)`` float, 1 on every continuation token (actions and inserted tokens): the
+        attention mask of the continuation."""
+        return self.response_mask + self.inserted_mask
+
+    @property
     def lengths(self) -> torch.Tensor:
-        """Tokens per response ``(E,)``."""
+        """Generated tokens (actions) per episode ``(E,)``, inserted tokens not counted; the
+        response length of a single-turn episode."""
         return self.response_mask.sum(dim=1).long()
 
     @property
+    def context_lengths(self) -> torch.Tensor:
+        """Continuation tokens per episode ``(E,)``, actions and inserted tokens: the extent of
+        its continuation (it fills positions ``0 ... context_lengths - 1``)."""
+        return self.context_mask.sum(dim=1).long()
+
+    @property
     def num_tokens(self) -> int:
-        """Generated tokens in all responses."""
+        """Generated tokens (actions) in all episodes, inserted tokens not counted."""
         return int(self.response_mask.sum())
 
     @property
@@ -61,7 +86,8 @@ class Rollout:
         return (self.kl * self.response_mask).sum(dim=1)
 
     def select(self, index: torch.Tensor | np.ndarray) -> Rollout:
-        """The episodes at ``index``, trimmed to their own padding widths."""
+        """The episodes at ``index``, trimmed to their own padding widths (the extent of their
+        continuations, inserted tokens included)."""
         index_list = [int(i) for i in index]
         index_tensor = torch.as_tensor(index_list, dtype=torch.long)
         values = {}
@@ -90,12 +116,13 @@ class Rollout:
                 values[field.name] = torch.cat([_pad_right(p, response_width) for p in parts])
             else:
                 values[field.name] = torch.cat(parts)
-        # Padding of prompt_ids / response_ids is 0 here; only masked positions hold it.
+        # Padding of prompt_ids / response_ids is 0 here (and of every mask: not a token).
         return Rollout(**values)
 
     def _trimmed(self) -> Rollout:
         prompt_start = int(self.prompt_mask.any(dim=0).int().argmax())
-        response_end = max(int(self.lengths.max()), 1) if self.num_episodes else 0
+        # The end of the longest continuation, inserted tokens included (not the action count).
+        response_end = max(int(self.context_lengths.max()), 1) if self.num_episodes else 0
         values = {}
         for field in fields(self):
             value = getattr(self, field.name)
@@ -135,7 +162,7 @@ def check_rollout_env(env: object) -> TextGenerationVectorEnv:
 def collect_episodes(
     env: TextGenerationVectorEnv,
     choose_actions: ActionChooser,
-    prompts: list[str] | None = None,
+    prompts: list[Any] | None = None,
     seed: int | None = None,
 ) -> Rollout:
     """Reset every sub-env and step until each has finished one episode.
@@ -159,36 +186,52 @@ def collect_episodes(
 def _collect(
     env: TextGenerationVectorEnv,
     choose_actions: ActionChooser,
-    options: dict[str, list[str]] | None,
+    options: dict[str, list[Any]] | None,
     seed: int | None,
 ) -> Rollout:
-    n, width = env.num_envs, env.max_new_tokens
+    n, width = env.num_envs, env.config.continuation_tokens
     obs, info = env.reset(seed=seed, options=options)
     prompt_texts = list(info["prompt"])
     prompt_rows = [obs["input_ids"][i][obs["attention_mask"][i] == 1] for i in range(n)]
 
-    actions_taken = np.zeros((n, width), dtype=np.int64)
+    # The continuation of every row, filled at its own cursor: the action, then (dialogue)
+    # the ids the env inserted after it in the same step.
+    tokens = np.zeros((n, width), dtype=np.int64)
+    actions_mask = np.zeros((n, width), dtype=bool)
+    inserted_mask = np.zeros((n, width), dtype=bool)
     per_token = {key: np.zeros((n, width)) for key in ("rewards", "logprobs", "kl")}
     info_keys = {"logprobs": "policy_logprob", "kl": "kl"}
-    lengths = np.zeros(n, dtype=np.int64)
+    cursor = np.zeros(n, dtype=np.int64)
     scores = np.zeros(n)
     responses: list[str] = [""] * n
+    turn_scores: list[list[float]] = [[] for _ in range(n)]
+    conversations: list[list[dict[str, str]]] = [[] for _ in range(n)]
     active = np.ones(n, dtype=bool)
-    for t in range(width):
+    while active.any():
         actions = np.asarray(choose_actions(env, obs), dtype=np.int64)  # (N,)
         obs, rewards, terminations, truncations, info = env.step(actions)
-        actions_taken[active, t] = actions[active]
-        per_token["rewards"][active, t] = rewards[active]
+        rows = np.flatnonzero(active)
+        at = cursor[rows]
+        tokens[rows, at] = actions[rows]
+        actions_mask[rows, at] = True
+        per_token["rewards"][rows, at] = rewards[rows]
         for key, info_key in info_keys.items():
-            per_token[key][active, t] = info[info_key][active]
+            per_token[key][rows, at] = info[info_key][rows]
+        cursor[rows] += 1
+        for row in np.flatnonzero(info.get("_inserted_ids", np.zeros(n, bool)) & active):
+            ids = info["inserted_ids"][row]
+            tokens[row, cursor[row] : cursor[row] + len(ids)] = ids
+            inserted_mask[row, cursor[row] : cursor[row] + len(ids)] = True
+            cursor[row] += len(ids)
         done = (terminations | truncations) & active
         for row in np.flatnonzero(done):
             scores[row] = info["score"][row]
             responses[row] = info["response"][row]
-            lengths[row] = t + 1
+            if "_turn_scores" in info and info["_turn_scores"][row]:
+                turn_scores[row] = [float(x) for x in info["turn_scores"][row]]
+            if "_conversation" in info and info["_conversation"][row]:
+                conversations[row] = info["conversation"][row]
         active &= ~done
-        if not active.any():
-            break
 
     prompt_width = max(len(row) for row in prompt_rows)
     prompt_ids = np.zeros((n, prompt_width), dtype=np.int64)
@@ -196,22 +239,25 @@ def _collect(
     for i, row in enumerate(prompt_rows):
         prompt_ids[i, prompt_width - len(row) :] = row
         prompt_mask[i, prompt_width - len(row) :] = 1
-    response_width = int(lengths.max())
-    response_mask = np.arange(response_width)[None, :] < lengths[:, None]  # (N, R)
+    response_width = int(cursor.max())
     device = env.device
 
     def tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=dtype, device=device)
+        return torch.as_tensor(array[:, :response_width] if array.ndim == 2 else array,
+                               dtype=dtype, device=device)  # fmt: skip
 
     return Rollout(
-        prompt_ids=tensor(prompt_ids, torch.long),
-        prompt_mask=tensor(prompt_mask, torch.long),
-        response_ids=tensor(actions_taken[:, :response_width] * response_mask, torch.long),
-        response_mask=tensor(response_mask, torch.float32),
-        rewards=tensor(per_token["rewards"][:, :response_width], torch.float32),
-        logprobs=tensor(per_token["logprobs"][:, :response_width], torch.float32),
-        kl=tensor(per_token["kl"][:, :response_width], torch.float32),
-        scores=tensor(scores, torch.float32),
+        prompt_ids=torch.as_tensor(prompt_ids, dtype=torch.long, device=device),
+        prompt_mask=torch.as_tensor(prompt_mask, dtype=torch.long, device=device),
+        response_ids=tensor(tokens, torch.long),
+        response_mask=tensor(actions_mask, torch.float32),
+        inserted_mask=tensor(inserted_mask, torch.float32),
+        rewards=tensor(per_token["rewards"], torch.float32),
+        logprobs=tensor(per_token["logprobs"], torch.float32),
+        kl=tensor(per_token["kl"], torch.float32),
+        scores=torch.as_tensor(scores, dtype=torch.float32, device=device),
         prompts=prompt_texts,
         responses=responses,
+        turn_scores=turn_scores,
+        conversations=conversations,
     )

@@ -3,8 +3,10 @@
 Each case prefills ``batch`` random prompts of ``--prompt`` tokens, then steps every row for
 the rest of a ``--cache``-token context (``cache - prompt - 1`` steps), timing each step with
 the device-to-host copy of its statistics (KL and log-probs), as an environment step does.
-The engines run in lockstep, one step of each in turn on the same tokens, so that machine
-noise hits them alike:
+With ``--turn U`` every other row also gets a ``U``-token turn appended halfway through the
+episode (``engine.append``, as a dialogue environment does at the end of a turn; timed apart,
+``append_ms``), and the episode is ``U`` steps shorter. The engines run in lockstep, one step
+of each in turn on the same tokens, so that machine noise hits them alike:
 
     dynamic    DynamicEngine: Hugging Face DynamicCaches, eager
     static     StaticEngine, eager step
@@ -78,15 +80,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_episodes(engines: dict, batch: int, prompt: int, steps: int, vocab: int, seed: int):
-    """One episode of ``steps`` steps on every engine in lockstep; per engine, (prefill
-    seconds, per-step seconds)."""
+def run_episodes(
+    engines: dict, batch: int, prompt: int, steps: int, vocab: int, seed: int, turn: int = 0
+):
+    """One episode of ``steps`` steps on every engine in lockstep (with a ``turn``-token
+    append to every other row halfway); per engine, (prefill seconds, per-step seconds,
+    append seconds or ``None``)."""
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(vocab, (batch, prompt), generator=generator)
     mask = torch.ones_like(input_ids)
     tokens = np.random.default_rng(seed).integers(vocab, size=(steps, batch))
     advance = np.ones(batch, dtype=bool)
-    prefill, times = {}, {kind: [] for kind in engines}
+    turn_rows = np.arange(0, batch, 2)
+    turn_ids = torch.randint(vocab, (turn_rows.size, max(turn, 1)), generator=generator)
+    prefill, appends, times = {}, dict.fromkeys(engines), {kind: [] for kind in engines}
     for kind, engine in engines.items():
         synchronize(engine.device)
         start = time.perf_counter()
@@ -98,27 +105,42 @@ def run_episodes(engines: dict, batch: int, prompt: int, steps: int, vocab: int,
             start = time.perf_counter()
             engine.step(tokens[step], advance)  # ends with the device-to-host copy of the stats
             times[kind].append(time.perf_counter() - start)
-    return prefill, times
+        if turn and step == steps // 2:
+            for kind, engine in engines.items():
+                synchronize(engine.device)
+                start = time.perf_counter()
+                engine.append(turn_rows, turn_ids, torch.ones_like(turn_ids))
+                synchronize(engine.device)
+                appends[kind] = time.perf_counter() - start
+    return prefill, times, appends
 
 
-def bench_case(models, name, batch, prompt, cache, repeats, engines):
+def bench_case(models, name, batch, prompt, cache, repeats, engines, turn=0):
     policy, reference = models
     vocab = policy.config.vocab_size
-    steps = cache - prompt - 1
+    steps = cache - prompt - 1 - turn
     built = {kind: build_engine(kind, policy, reference, batch, cache) for kind in engines}
     warm_up = {}
     for kind, engine in built.items():  # compile / capture, allocator, kernels
         start = time.perf_counter()
-        run_episodes({kind: engine}, batch, prompt, min(steps, 4), vocab, seed=0)
+        run_episodes({kind: engine}, batch, prompt, min(steps, 4), vocab, seed=0, turn=turn)
         warm_up[kind] = time.perf_counter() - start
     step_times = {kind: [] for kind in built}
     prefills = {kind: [] for kind in built}
+    appends = {kind: [] for kind in built}
     for repeat in range(repeats):
-        prefill, times = run_episodes(built, batch, prompt, steps, vocab, seed=repeat + 1)
+        prefill, times, appended = run_episodes(
+            built, batch, prompt, steps, vocab, seed=repeat + 1, turn=turn
+        )
         for kind in built:
             prefills[kind].append(prefill[kind])
             step_times[kind].extend(times[kind])
-    result = {"model": name, "batch": batch, "prompt": prompt, "cache": cache, "steps": steps}
+            if appended[kind] is not None:
+                appends[kind].append(appended[kind])
+    result = {
+        "model": name, "batch": batch, "prompt": prompt, "cache": cache, "steps": steps,
+        "turn": turn,
+    }  # fmt: skip
     for kind in built:
         median = statistics.median(step_times[kind])
         result[f"{kind}_step_ms"] = median * 1e3
@@ -126,6 +148,8 @@ def bench_case(models, name, batch, prompt, cache, repeats, engines):
         result[f"{kind}_tok_s"] = batch / statistics.fmean(step_times[kind])
         result[f"{kind}_prefill_ms"] = statistics.median(prefills[kind]) * 1e3
         result[f"{kind}_warm_up_s"] = warm_up[kind]
+        if appends[kind]:
+            result[f"{kind}_append_ms"] = statistics.median(appends[kind]) * 1e3
     for kind in ("static", "compiled"):
         if kind in built and "dynamic" in built:
             result[f"{kind}_vs_dynamic"] = result[f"{kind}_tok_s"] / result["dynamic_tok_s"]
@@ -153,6 +177,15 @@ def print_table(results: list[dict]) -> None:
             f"{r['model']:<14}{r['batch']:>6}{r['cache']:>6} | {cells}    | {ratios} | "
             f"{prefill:>12.1f} ms"
         )
+        if r.get("turn"):
+            appends = ", ".join(
+                f"{kind} {r[f'{kind}_append_ms']:.1f} ms"
+                for kind in ENGINES
+                if f"{kind}_append_ms" in r
+            )
+            print(
+                f"  append of a {r['turn']}-token turn to {(r['batch'] + 1) // 2} rows: {appends}"
+            )
 
 
 def main() -> None:
@@ -162,13 +195,18 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--cache", type=int, default=256, help="context tokens (cache slots)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--turn", type=int, default=0, help="tokens appended to every other row halfway (0: none)"
+    )
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/engine_step.json"))
     args = parser.parse_args()
-    if args.cache <= args.prompt + 1:
-        parser.error("--cache must exceed --prompt + 1")
+    if args.turn < 0:
+        parser.error("--turn must be >= 0")
+    if args.cache <= args.prompt + args.turn + 1:
+        parser.error("--cache must exceed --prompt + --turn + 1")
 
     device = pick_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (
@@ -179,7 +217,7 @@ def main() -> None:
         models = build_pair(name, device, dtype)
         for batch in args.batches:
             result = bench_case(
-                models, name, batch, args.prompt, args.cache, args.repeats, args.engines
+                models, name, batch, args.prompt, args.cache, args.repeats, args.engines, args.turn
             )
             results.append(result)
             print_table([result])

@@ -3,7 +3,8 @@
 # CUDA machine (the device tool). Prepare .gpu/ here first (benchmarks/gpu_prepare.sh), then:
 #   run(command="bash benchmarks/gpu_check.sh $OUT a", carry=[".gpu"], timeout_s=420)
 #   run(command="bash benchmarks/gpu_check.sh $OUT b", carry=[".gpu"], timeout_s=420)
-# Part a: the engine and agent tests on CUDA (static vs full recomputation, compiled CUDA-graph
+# Part a: the engine and agent tests on CUDA (static vs full recomputation, ragged appends of
+#         dialogue turns, compiled CUDA-graph
 #         step vs eager without recompiles, bf16 against the dynamic engine, PPO in bf16), then
 #         benchmarks/engine_step.py: the step's latency, SmolLM2-135M at batch 64 and 256 with a
 #         256-token cache, Qwen2.5-0.5B's shape at batch 64 (random weights, bf16).
@@ -43,7 +44,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 "$python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 if [ "$part" = a ]; then
     step tests 150 "$python" -m pytest -q -p no:cacheprovider -x tests/test_engines.py \
-        tests/test_agents.py -k "cuda or full_recomputation or compiled"
+        tests/test_agents.py -k "cuda or full_recomputation or compiled or append"
     # shellcheck disable=SC2086  # the size lists split on purpose
     step engine_step_smollm2 120 "$python" benchmarks/engine_step.py --models $small \
         --batches $batches --cache $cache --repeats 2 --device $device \

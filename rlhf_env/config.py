@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gymnasium.vector import AutoresetMode
 
+from rlhf_env.dialogue.conversation import TURN_REWARDS
 from rlhf_env.engine import ENGINES
 from rlhf_env.kl import KL_ESTIMATORS
 
@@ -131,6 +132,27 @@ class EnvConfig:
     compile_step: bool | None = option(
         None, "Compile the static engine's step (CUDA graphs on CUDA; None: on CUDA only)."
     )
+    max_turns: int | None = option(
+        None,
+        "None: an episode is one response to a text prompt. N: a dialogue of up to N assistant "
+        "turns; prompts are conversation scripts whose user turns the env inserts.",
+    )
+    max_total_tokens: int | None = option(
+        None,
+        "Dialogue: tokens after the first prompt (the agent's and the inserted user turns); "
+        "the episode is truncated there. None: max_turns * (max_new_tokens + 64).",
+    )
+    turn_rewards: str = option(
+        "turn",
+        "Dialogue: 'turn' scores every assistant turn when it ends, 'end' the last one only.",
+        choices=TURN_REWARDS,
+    )
+    user_fn: Callable[[list[dict[str, str]]], str | None] | None = option(  # noqa: RUF009
+        None,
+        "Dialogue: user_fn(messages) -> the next user turn (None ends the conversation), "
+        "asked when a script's turns run out.",
+        cli=False,
+    )
 
     def __post_init__(self) -> None:
         if self.eos_token_ids is not None:
@@ -153,6 +175,20 @@ class EnvConfig:
                     f"got {self.missing_eos_penalty}",
                 ),
                 (
+                    self.max_turns is None or self.max_turns >= 1,
+                    f"max_turns must be None or >= 1, got {self.max_turns}",
+                ),
+                (
+                    self.max_total_tokens is None
+                    or (self.max_turns is not None and self.max_total_tokens >= 1),
+                    f"max_total_tokens={self.max_total_tokens} needs max_turns (dialogue mode) "
+                    "and must be >= 1",
+                ),
+                (
+                    self.user_fn is None or (self.max_turns is not None and callable(self.user_fn)),
+                    "user_fn must be a callable and needs max_turns (dialogue mode)",
+                ),
+                (
                     self.render_mode in (None, *self.render_modes()),
                     f"render_mode {self.render_mode!r} is not one of {list(self.render_modes())}",
                 ),
@@ -165,9 +201,24 @@ class EnvConfig:
         return ("ansi", "human")
 
     @property
+    def dialogue(self) -> bool:
+        """Episodes are multi-turn dialogues (``max_turns`` is set)."""
+        return self.max_turns is not None
+
+    @property
+    def continuation_tokens(self) -> int:
+        """Tokens an episode adds after its first prompt: ``max_new_tokens``, or in dialogue
+        mode ``max_total_tokens`` (default ``max_turns * (max_new_tokens + 64)``)."""
+        if self.max_turns is None:
+            return self.max_new_tokens
+        if self.max_total_tokens is not None:
+            return self.max_total_tokens
+        return self.max_turns * (self.max_new_tokens + 64)
+
+    @property
     def context_length(self) -> int:
-        """``max_prompt_tokens + max_new_tokens``: the observation's length ``L``."""
-        return self.max_prompt_tokens + self.max_new_tokens
+        """``max_prompt_tokens + continuation_tokens``: the observation's length ``L``."""
+        return self.max_prompt_tokens + self.continuation_tokens
 
 
 @dataclass(kw_only=True)

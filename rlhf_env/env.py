@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from rlhf_env.config import EnvConfig, options_table
+from rlhf_env.dialogue.conversation import Conversation
+from rlhf_env.dialogue.info import dialogue_info
 from rlhf_env.env_core import GenerationEnvBase
 from rlhf_env.rewards.base import score_responses
 
@@ -35,7 +37,8 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
 
     ## Observation Space
 
-    ``Dict`` of two arrays of length ``L = max_prompt_tokens + max_new_tokens``, left-padded
+    ``Dict`` of two arrays of length ``L = max_prompt_tokens + max_new_tokens`` (in dialogue
+    mode ``max_prompt_tokens + max_total_tokens``), left-padded
     (the context is right-aligned; padding sits on the left):
 
     | key              | space                      | content                                  |
@@ -72,6 +75,33 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     - Termination: the agent emits an EOS token (the tokenizer's, plus any in the model's
       ``generation_config.eos_token_id``, or ``eos_token_ids`` when given).
     - Truncation: ``max_new_tokens`` tokens were generated.
+    - Dialogues (``max_turns``): see Dialogue.
+
+    ## Dialogue
+
+    With ``max_turns=N`` an episode is a conversation of up to ``N`` assistant turns, the
+    actions being the assistant's tokens. Prompts are then conversation scripts
+    (:class:`rlhf_env.dialogue.DialogueScript`, a raw HH-RLHF conversation, a list of user
+    turns or chat messages); the first observation is the policy's chat template applied to the
+    first user turn, with the assistant header. When the agent ends a turn (the template's
+    end-of-turn token, or EOS) the env appends, in the same step, the rest of the template's
+    turn ending, the next user turn and the assistant header as observation tokens: the chat
+    template applied incrementally, never re-encoding the context (the ids trained on are the
+    ids sampled; see :mod:`rlhf_env.dialogue.template` for when they equal the template applied
+    to the whole conversation). The next user turn is the script's, then ``user_fn(messages)``
+    's (e.g. :class:`rlhf_env.dialogue.users.LanguageModelUser`); without one the conversation
+    ends. The episode terminates after the last turn (or when no user turn follows) and is
+    truncated at ``max_new_tokens`` tokens of a turn or ``max_total_tokens`` tokens after the
+    first prompt (a user turn that does not fit ends it, with a warning once).
+
+    Rewards: ``-beta * KL_t`` on every assistant token; ``reward_fn(transcripts, turns)`` at the
+    end of every turn (``turn_rewards="turn"``) or of the last one (``"end"``), where the
+    prompt is the conversation before the turn in HH's ``"\n\nHuman: ...\n\nAssistant:"``
+    form (:func:`rlhf_env.dialogue.transcript`). Inserted tokens carry no KL, no action and no
+    log-prob; ``info`` marks them (``inserted_ids``, ``user_turn``) and adds ``turn``,
+    ``turn_score``, and at the end ``turn_scores`` and ``conversation`` (see
+    :func:`rlhf_env.dialogue.info.dialogue_info`). The observation holds
+    ``max_prompt_tokens + max_total_tokens`` tokens.
 
     ## Fast Path
 
@@ -114,7 +144,8 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
         self.observation_space = self._core.observation_space()
         self._prompt_text = ""
         self._prompt_ids: list[int] = []
-        self._response_ids: list[int] = []
+        self._response_ids: list[int] = []  # every id after the prompt (dialogue: inserted too)
+        self._conversation: Conversation | None = None
         self._episode_over = True
         self._started = False
 
@@ -135,7 +166,7 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
         prompt = options.get("prompt")
         if prompt is None:
             prompt = self._core.prompt_source.sample(self.np_random)
-        prompt_ids, prompt_text = self._core.encode_prompt(prompt)
+        prompt_ids, prompt_text, self._conversation = self._core.start_episode(prompt)
 
         input_ids = torch.tensor([prompt_ids])  # (1, P)
         self.engine.start(np.zeros(1, dtype=np.int64), input_ids, torch.ones_like(input_ids))
@@ -158,6 +189,8 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
                 "step() called after the episode ended (terminated or truncated); "
                 "call env.reset() to start a new episode"
             )
+        if self._conversation is not None:
+            return self._dialogue_step(token, self._conversation)
         response_ids = [*self._response_ids, token]
         terminated = token in self.eos_token_ids
         truncated = not terminated and len(response_ids) >= self.max_new_tokens
@@ -184,6 +217,44 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
             self.render()
         return self._get_obs(), float(reward), terminated, truncated, info
 
+    def _dialogue_step(
+        self, token: int, conversation: Conversation
+    ) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        """``step`` in dialogue mode: the token, then (when it ends a turn and the
+        conversation goes on) the next user turn, appended as observation tokens."""
+        rules = self._core.dialogue
+        assert rules is not None
+        # Decide and score before changing any state.
+        outcome = rules.outcome(conversation, token)
+        score = None
+        reward = 0.0
+        if outcome.score_prompt is not None:
+            score = float(
+                score_responses(
+                    self._core.reward_fn, [outcome.score_prompt], [outcome.turn_text],
+                    labels=["the episode"],
+                )[0]
+            )  # fmt: skip
+            reward += score
+        if outcome.truncated:
+            reward -= self._core.missing_eos_penalty
+        stats = self.engine.step(np.array([token]), np.array([not outcome.episode_over]))
+        inserted = outcome.inserted_ids
+        if inserted:
+            ids = torch.tensor([inserted])
+            self.engine.append(np.zeros(1, dtype=np.int64), ids, torch.ones_like(ids))
+        kl, policy_logprob, ref_logprob = (float(value) for value in stats[:, 0])
+        reward -= self.kl_coef * kl
+        rules.commit(conversation, outcome, score)
+        self._response_ids = [*self._response_ids, token, *inserted]
+        self._episode_over = outcome.episode_over
+        info: dict[str, Any] = {"kl": kl, "policy_logprob": policy_logprob}
+        info.update(ref_logprob=ref_logprob)
+        info.update(dialogue_info(conversation, outcome, score, rules.turn_rewards == "turn"))
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), float(reward), outcome.terminated, outcome.truncated, info
+
     def render(self) -> str | None:
         """``"ansi"``: return the prompt and the response so far; ``"human"``: print them."""
         if self.render_mode is None:
@@ -192,13 +263,23 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
                 "to the constructor"
             )
             return None
-        response = self._core.decode_response(self._response_ids)
         status = "done" if self._episode_over and self._started else "generating"
-        text = (
-            f"prompt:   {self._prompt_text!r}\n"
-            f"response: {response!r}\n"
-            f"[{len(self._response_ids)}/{self.max_new_tokens} tokens, {status}]"
-        )
+        if self._conversation is not None:
+            turns = [f"{m['role']}: {m['content']!r}" for m in self._conversation.messages]
+            text = "\n".join(
+                [
+                    *turns,
+                    f"[turn {self._conversation.turn + 1}, {len(self._response_ids)}/"
+                    f"{self._core.config.continuation_tokens} tokens, {status}]",
+                ]
+            )
+        else:
+            response = self._core.decode_response(self._response_ids)
+            text = (
+                f"prompt:   {self._prompt_text!r}\n"
+                f"response: {response!r}\n"
+                f"[{len(self._response_ids)}/{self.max_new_tokens} tokens, {status}]"
+            )
         if self.render_mode == "human":
             print(text)
             return None

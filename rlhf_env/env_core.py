@@ -20,6 +20,8 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.config import EnvConfig, build_config
 from rlhf_env.data.prompts import PromptsLike, PromptSource
+from rlhf_env.dialogue.conversation import Conversation, DialogueRules
+from rlhf_env.dialogue.script import as_script
 from rlhf_env.engine import TokenEngine, make_engine
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
 from rlhf_env.models.modules import device_of
@@ -57,7 +59,7 @@ class EnvCore:
         )
         self.reference = _resolve_reference(reference, self.policy, config.trust_remote_code)
         self.reward_fn = reward_fn
-        self.prompt_source = PromptSource(prompts)
+        self.prompt_source = PromptSource(prompts, as_script if config.dialogue else None)
         self.max_new_tokens = config.max_new_tokens
         self.max_prompt_tokens = config.max_prompt_tokens
         self.missing_eos_penalty = config.missing_eos_penalty
@@ -72,8 +74,15 @@ class EnvCore:
         self.pad_token_id = _pad_id(self.tokenizer)
         self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, config.eos_token_ids)
         self.context_length = config.context_length
-        _check_position_limit(self.policy, self.context_length)
+        _check_position_limit(self.policy, config)
         self._warned_truncation = False
+        #: The rules of dialogue episodes (``None`` unless ``max_turns`` is set).
+        self.dialogue: DialogueRules | None = None
+        if config.max_turns is not None:
+            self.dialogue = DialogueRules(
+                self.tokenizer, self.eos_token_ids, config.max_turns, config.max_new_tokens,
+                config.continuation_tokens, config.turn_rewards, config.user_fn,
+            )  # fmt: skip
 
     @property
     def device(self) -> torch.device:
@@ -94,18 +103,22 @@ class EnvCore:
         """``Discrete(V)``."""
         return spaces.Discrete(self.vocab_size)
 
-    def encode_prompt(self, prompt: Any) -> tuple[list[int], str]:
-        """Token ids of ``prompt`` (cut from the left to ``max_prompt_tokens``) and the text the
-        policy sees; warns once per task when a prompt is cut."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}")
-        ids = list(self.tokenizer(prompt)["input_ids"])
+    def start_episode(self, prompt: Any) -> tuple[list[int], str, Conversation | None]:
+        """The first observation's token ids and text for ``prompt``, and in dialogue mode the
+        new :class:`~rlhf_env.dialogue.Conversation`. Ids beyond ``max_prompt_tokens`` are cut
+        from the left (their end, nearest the response, is kept) with a warning, once per env."""
+        if self.dialogue is not None:
+            conversation, ids, text = self.dialogue.start(prompt)
+        else:
+            if not isinstance(prompt, str):
+                raise TypeError(f"a prompt must be a str, got {type(prompt).__name__}")
+            conversation, ids, text = None, list(self.tokenizer(prompt)["input_ids"]), prompt
         if not ids:
             raise ValueError(
                 f"prompt {prompt!r} encodes to no tokens; prompts must contain some text"
             )
         if len(ids) <= self.max_prompt_tokens:
-            return ids, prompt
+            return ids, text, conversation
         if not self._warned_truncation:
             warnings.warn(
                 f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens="
@@ -115,7 +128,7 @@ class EnvCore:
             )
             self._warned_truncation = True
         ids = ids[-self.max_prompt_tokens :]
-        return ids, self.tokenizer.decode(ids, skip_special_tokens=True)
+        return ids, self.tokenizer.decode(ids, skip_special_tokens=True), conversation
 
     def check_actions(self, actions: Any, count: int) -> np.ndarray:
         """``actions`` as an int64 array of ``count`` token ids, or an error that says why not."""
@@ -264,11 +277,12 @@ def _eos_ids(
     return frozenset(ids)
 
 
-def _check_position_limit(policy: torch.nn.Module, context_length: int) -> None:
+def _check_position_limit(policy: torch.nn.Module, settings: EnvConfig) -> None:
     config = getattr(policy, "config", None)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if limit is not None and context_length > limit:
+    if limit is not None and settings.context_length > limit:
+        parts = "max_total_tokens" if settings.dialogue else "max_new_tokens"
         raise ValueError(
-            f"max_prompt_tokens + max_new_tokens = {context_length} exceeds the policy's "
+            f"max_prompt_tokens + {parts} = {settings.context_length} exceeds the policy's "
             f"{limit} positions; lower one of them"
         )

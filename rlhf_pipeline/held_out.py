@@ -39,9 +39,11 @@ def evaluate_policy(
     one (``gold_score``, with its standard error ``gold_score_sem``, and ``gold/<name>`` for
     every gold metric), of the per-response KL to the env's reference (``kl``) and of the
     length (``response_length``); ``perplexity``, ``distinct_1``, ``distinct_2`` and
-    ``repetition`` (see :data:`rlhf_agents.evaluation.EVALUATION_METRICS`); and the count of
-    ``responses``. ``sem``: the standard error of each figure of the summary that has one.
-    ``samples``: every (prompt, response) with its own figures.
+    ``repetition`` (see :data:`rlhf_agents.evaluation.EVALUATION_METRICS`); for dialogues each
+    turn's mean score (``turn_score/<k>``); and the count of ``responses``. ``sem``: the
+    standard error of each figure of the summary that has one.
+    ``samples``: every (prompt, response) with its own figures (a dialogue's with its
+    ``conversation`` and ``turn_scores``).
     """
     if gold is None and oracle is not None:
         gold = {"oracle": oracle}
@@ -70,6 +72,9 @@ def evaluate_policy(
     for name in EXTRA_FIGURES:
         if name in figures:
             summary[name], sem[name] = figures[name], result.sem[name]
+    for name in figures:  # dialogue: each turn's mean score
+        if name.startswith("turn_score/") or name == "turns":
+            summary[name], sem[name] = figures[name], result.sem[name]
 
     # Each sample's own figures, under the summary's names.
     columns = {"learned": "learned", "kl": "kl", "gold": "gold"}
@@ -78,6 +83,9 @@ def evaluate_policy(
     samples: list[dict[str, Any]] = []
     for i, (prompt, response) in enumerate(zip(rollout.prompts, rollout.responses, strict=True)):
         sample: dict[str, Any] = {"prompt": prompt, "response": response}
+        if rollout.conversations[i]:
+            sample["conversation"] = rollout.conversations[i]
+            sample["turn_scores"] = rollout.turn_scores[i]
         for key, column in columns.items():
             if column in result.per_response:
                 sample[key] = _json_number(result.per_response[column][i])

@@ -395,7 +395,7 @@ class RunResult:
     seconds: float = 0.0
     train_seconds: float = 0.0
     device: str = ""
-    samples: list[dict[str, str]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -622,11 +622,25 @@ def run_one(
     return run
 
 
-def _samples(evaluation: Evaluation) -> list[dict[str, str]]:
-    """The first :data:`SAMPLES` responses of ``evaluation`` with their prompts' ends."""
+def _samples(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """The first :data:`SAMPLES` responses of ``evaluation`` with their prompts' ends; for a
+    dialogue the whole conversation too (``conversation``), and as ``response`` its turns on
+    one line (``"U: ... | A: ..."``)."""
     rollout = evaluation.rollout
-    pairs = zip(rollout.prompts[:SAMPLES], rollout.responses[:SAMPLES], strict=True)
-    return [{"prompt": prompt[-SAMPLE_PROMPT_CHARS:], "response": text} for prompt, text in pairs]
+    samples: list[dict[str, Any]] = []
+    for i in range(min(SAMPLES, rollout.num_episodes)):
+        sample: dict[str, Any] = {
+            "prompt": rollout.prompts[i][-SAMPLE_PROMPT_CHARS:],
+            "response": rollout.responses[i],
+        }
+        if rollout.conversations[i]:
+            messages = rollout.conversations[i]
+            sample["conversation"] = messages
+            sample["response"] = " | ".join(
+                f"{message['role'][0].upper()}: {message['content']}" for message in messages
+            )
+        samples.append(sample)
+    return samples
 
 
 def _train(

@@ -53,6 +53,68 @@ def test_gae_with_lambda_one_and_gamma_one_gives_return_minus_value():
     torch.testing.assert_close(returns, reward_to_go)
 
 
+def _gae_before_dialogues(rewards, values, mask, gamma, lam):
+    """``compute_gae`` as it was before dialogue episodes: every masked position ends the
+    carry (the reference for single-turn responses)."""
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        next_advantage = advantages[:, t]
+    return advantages, (advantages + values) * mask
+
+
+@pytest.mark.parametrize("gamma, lam", [(1.0, 0.95), (0.9, 0.8), (1.0, 1.0)])
+def test_gae_of_single_turn_responses_is_unchanged(gamma, lam):
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([7, 1, 4, 7, 2])
+    mask = (torch.arange(7)[None, :] < lengths[:, None]).float()  # (E, R) padding only
+    rewards, values = torch.randn(2, 5, 7, generator=generator)  # junk on the padding too
+    advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+    expected_advantages, expected_returns = _gae_before_dialogues(rewards, values, mask, gamma, lam)
+    assert torch.equal(advantages, expected_advantages)
+    assert torch.equal(returns, expected_returns)
+
+
+@pytest.mark.parametrize("gamma, lam", [(1.0, 0.95), (0.9, 0.8)])
+def test_gae_over_inserted_tokens_is_gae_of_the_actions_alone(gamma, lam):
+    # "a": an action; "i": a token the env inserted (a user turn); then padding to the width.
+    episodes = ["aaaiiiaaiia", "aiaiaia", "aaaaaii", "aa", "aaaaaaaaaaa", "aiiiiiiiiia"]
+    width = max(map(len, episodes))
+    mask = torch.tensor([[float(k == "a") for k in e.ljust(width, ".")] for e in episodes])
+    generator = torch.Generator().manual_seed(0)
+    # Junk rewards and values on inserted tokens and padding: they must be ignored.
+    rewards, values = torch.randn(2, len(episodes), width, generator=generator)
+    advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+
+    # The same episodes with the inserted tokens cut out (actions only, right-padded).
+    actions = [mask[i].nonzero()[:, 0] for i in range(len(episodes))]
+    compact_mask = torch.zeros_like(mask)
+    compact_rewards, compact_values = torch.zeros_like(rewards), torch.zeros_like(values)
+    for i, where in enumerate(actions):
+        compact_mask[i, : len(where)] = 1.0
+        compact_rewards[i, : len(where)] = rewards[i, where]
+        compact_values[i, : len(where)] = values[i, where]
+    compact_advantages, compact_returns = compute_gae(
+        compact_rewards, compact_values, compact_mask, gamma, lam
+    )
+    for i, where in enumerate(actions):
+        torch.testing.assert_close(advantages[i, where], compact_advantages[i, : len(where)],
+                                   atol=0, rtol=0)  # fmt: skip
+        torch.testing.assert_close(returns[i, where], compact_returns[i, : len(where)],
+                                   atol=0, rtol=0)  # fmt: skip
+    assert not advantages[mask == 0].any() and not returns[mask == 0].any()
+    # By hand for "aiaiaia" (actions at 0, 2, 4, 6): the carry crosses the inserted tokens.
+    r, v = rewards[1, ::2], values[1, ::2]
+    a6 = r[3] - v[3]
+    a4 = r[2] + gamma * v[3] - v[2] + gamma * lam * a6
+    torch.testing.assert_close(advantages[1, [4, 6]], torch.stack([a4, a6]))
+
+
 def test_ppo_policy_loss_clips_both_sides():
     old = torch.zeros(1, 4)
     # ratios e^0.5 (above 1 + eps), e^-0.5 (below 1 - eps), e^0.1 and 1 (inside).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -24,7 +25,7 @@ from rlhf_agents import (
 from rlhf_agents.checkpoint import LATEST, CheckpointError
 from rlhf_agents.forward import gather_logprobs, response_forward
 from rlhf_agents.logger import METRICS
-from rlhf_agents.rollout import collect_episodes
+from rlhf_agents.rollout import Rollout, collect_episodes
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
 from rlhf_env.models.efficient import add_lora, freeze_lower_layers
 
@@ -36,9 +37,10 @@ def test_teacher_forced_logprobs_equal_the_envs(tokenizer, word_start_reward, bu
     env = vector_env(tokenizer, word_start_reward, policy=build(tokenizer, seed=0), num_envs=6)
     agent = PPOAgent(env, PPOConfig(minibatch_size=2, progress_bar=False))
     rollout = collect_episodes(env, agent.act, seed=0)
+    assert not rollout.inserted_mask.any()  # single-turn: the continuation is the response
     logits, hidden = response_forward(
         env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
-        rollout.response_mask, with_hidden=True,
+        rollout.context_mask, with_hidden=True,
     )  # fmt: skip
     logprobs = gather_logprobs(logits, rollout.response_ids)
     mask = rollout.response_mask
@@ -63,12 +65,187 @@ def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
     env = vector_env(tokenizer, lambda p, r: [len(x) / 10 for x in r], num_envs=4)
     rollout = collect_episodes(env, EndsEarly().act, seed=0)
     assert rollout.lengths.tolist() == [3, 8, 3, 8]
+    assert torch.equal(rollout.context_lengths, rollout.lengths)  # nothing inserted
     assert rollout.response_ids[::2, 2].tolist() == [eos, eos]  # the EOS ended them
     assert rollout.response_mask.sum().item() == 22
     # The return is the score minus beta times the summed KL (the env's formula).
     expected = rollout.scores - 0.05 * rollout.sequence_kl
     torch.testing.assert_close(rollout.returns, expected, atol=1e-5, rtol=0)
     assert rollout.prompts[0] in PROMPTS and len(rollout.responses) == 4
+
+
+# -- dialogue episodes: inserted tokens are context, not actions --------------------------------
+
+
+def _dialogue_rollout(prompts, continuations, kinds, seed=0):
+    """A rollout of episodes given as token ids: ``kinds[i][t]`` is ``"a"`` where continuation
+    token ``t`` is an action, ``"i"`` where the env inserted it (a user turn). Actions get random
+    rewards and KL, inserted tokens none; ``logprobs`` are 0 (see :func:`_behaviour_is`)."""
+    episodes, prompt_width = len(prompts), max(map(len, prompts))
+    width = max(map(len, kinds))
+    prompt_ids = torch.zeros(episodes, prompt_width, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    response_ids = torch.zeros(episodes, width, dtype=torch.long)
+    response_mask = torch.zeros(episodes, width)
+    inserted_mask = torch.zeros(episodes, width)
+    for i, (prompt, ids, kind) in enumerate(zip(prompts, continuations, kinds, strict=True)):
+        prompt_ids[i, prompt_width - len(prompt) :] = torch.tensor(prompt)
+        prompt_mask[i, prompt_width - len(prompt) :] = 1
+        response_ids[i, : len(ids)] = torch.tensor(ids)
+        response_mask[i, : len(kind)] = torch.tensor([float(k == "a") for k in kind])
+        inserted_mask[i, : len(kind)] = torch.tensor([float(k == "i") for k in kind])
+    generator = torch.Generator().manual_seed(seed)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        inserted_mask=inserted_mask,
+        rewards=torch.randn(episodes, width, generator=generator) * response_mask,
+        logprobs=torch.zeros(episodes, width),
+        kl=torch.rand(episodes, width, generator=generator) * response_mask,
+        scores=torch.randn(episodes, generator=generator),
+        prompts=[f"prompt {i}" for i in range(episodes)],
+        responses=[f"response {i}" for i in range(episodes)],
+        turn_scores=[[] for _ in range(episodes)],
+        conversations=[[] for _ in range(episodes)],
+    )
+
+
+def _random_ids(generator, count, vocab_size):
+    return torch.randint(3, vocab_size, (count,), generator=generator).tolist()
+
+
+@torch.no_grad()
+def _behaviour_is(policy, rollout):
+    """``rollout`` with the log-probs of ``policy`` as its behaviour log-probs (ratios of 1)."""
+    logits, _ = response_forward(policy, rollout.prompt_ids, rollout.prompt_mask,
+                                 rollout.response_ids, rollout.context_mask)  # fmt: skip
+    logprobs = gather_logprobs(logits, rollout.response_ids) * rollout.response_mask
+    return dataclasses.replace(rollout, logprobs=logprobs)
+
+
+@pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
+def test_teacher_forcing_attends_to_the_inserted_tokens(tokenizer, build):
+    """At every action, the one forward over ``[prompt | continuation]`` gives the log-probs of
+    the model run on the plain token sequence (prompt, turns and inserted turns, no padding)."""
+    model = build(tokenizer, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    kinds = ["aaiiiaa", "aiiaaaiiaii", "aaaa"]  # turns with user turns between and after
+    prompts = [_random_ids(generator, n, len(tokenizer)) for n in (3, 6, 2)]
+    continuations = [_random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
+    rollout = _dialogue_rollout(prompts, continuations, kinds)
+    with torch.no_grad():
+        logits, _ = response_forward(model, rollout.prompt_ids, rollout.prompt_mask,
+                                     rollout.response_ids, rollout.context_mask)  # fmt: skip
+        logprobs = gather_logprobs(logits, rollout.response_ids)  # (E, R)
+        for i, (prompt, ids) in enumerate(zip(prompts, continuations, strict=True)):
+            sequence = torch.tensor([prompt + ids])  # (1, L)
+            full = torch.log_softmax(model(input_ids=sequence).logits[0].float(), dim=-1)
+            expected = full[len(prompt) - 1 : -1].gather(-1, sequence[0, len(prompt) :, None])
+            actions = rollout.response_mask[i, : len(ids)].bool()
+            torch.testing.assert_close(logprobs[i, : len(ids)][actions], expected[actions, 0],
+                                       atol=1e-5, rtol=0)  # fmt: skip
+        # Control: with the inserted tokens masked out, the later actions read otherwise.
+        blind, _ = response_forward(model, rollout.prompt_ids, rollout.prompt_mask,
+                                    rollout.response_ids, rollout.response_mask)  # fmt: skip
+    blind_logprobs = gather_logprobs(blind, rollout.response_ids)  # (E, R)
+    assert ((blind_logprobs - logprobs).abs() * rollout.response_mask).max() > 1e-3
+
+
+def _with_trailing_turn(rollout, ids, as_actions=False):
+    """``rollout`` with ``ids`` appended after every episode's last action: a user turn the env
+    inserted (``as_actions``: generated tokens, with no reward, instead)."""
+    extra = len(ids)
+    width = int(rollout.context_lengths.max()) + extra
+    values = {}
+    for field in dataclasses.fields(rollout):
+        value = getattr(rollout, field.name)
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and "prompt" not in field.name:
+            value = torch.nn.functional.pad(value, (0, width - value.shape[1]))
+        values[field.name] = value.clone() if isinstance(value, torch.Tensor) else value
+    for i, end in enumerate(rollout.context_lengths.tolist()):
+        values["response_ids"][i, end : end + extra] = torch.tensor(ids)
+        values["response_mask" if as_actions else "inserted_mask"][i, end : end + extra] = 1.0
+    return Rollout(**values)
+
+
+def _loss_and_gradients(agent, rollout):
+    agent.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        targets = agent.compute_advantages(rollout)
+    loss, _ = agent.loss(rollout, targets)
+    loss.backward()
+    parameters = agent.trainable_parameters().items()
+    return loss.detach(), {name: p.grad.clone() for name, p in parameters if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("ppo", {}), ("rloo", {"group_size": 2}), ("grpo", {"group_size": 2})],
+)
+def test_inserted_tokens_are_not_trained_on(tokenizer, name, options):
+    """Two rollouts that differ only in the ids of a user turn the env inserted after the last
+    action give the same loss and the same gradients, bit for bit; the same tokens counted as
+    actions give other gradients (the control). Every term reads the positions of the turn
+    (an entropy bonus; a value head with non-zero values there), so only the masks keep it out."""
+    env = vector_env(tokenizer, num_envs=4)
+    agent = make_agent(name, env, minibatch_size=4, ent_coef=0.01, progress_bar=False, **options)
+    if name == "ppo":  # a zero-initialised head has zero values and gradients everywhere
+        torch.nn.init.normal_(
+            agent.value_head.linear.weight, generator=torch.Generator().manual_seed(0)
+        )
+    generator = torch.Generator().manual_seed(0)
+    kinds = ["aaaiiaa", "aaaaa", "aiiiaaa", "aa"]
+    prompts = [_random_ids(generator, n, len(tokenizer)) for n in (3, 5, 4, 2)]
+    continuations = [_random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
+    rollout = _dialogue_rollout(prompts, continuations, kinds)
+    turns = [_random_ids(generator, 4, len(tokenizer)) for _ in range(2)]
+
+    def run(ids, as_actions):
+        batch = _behaviour_is(env.policy, _with_trailing_turn(rollout, ids, as_actions))
+        return _loss_and_gradients(agent, batch)
+
+    (loss_a, grads_a), (loss_b, grads_b) = run(turns[0], False), run(turns[1], False)
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and any(g.any() for g in grads_a.values())
+    for key, gradient in grads_a.items():
+        assert torch.equal(gradient, grads_b[key]), key
+    # Control: as actions, the two turns' tokens are trained on, and the gradients differ.
+    (_, grads_a), (_, grads_b) = run(turns[0], True), run(turns[1], True)
+    assert max(float((g - grads_b[key]).abs().max()) for key, g in grads_a.items()) > 1e-6
+
+
+def test_select_concatenate_and_trim_keep_inserted_tokens_aligned():
+    kinds = ["aaii", "aaa", "aiiaa"]  # the first ends on a user turn after its 2 actions
+    continuations = [[10 * i + t + 1 for t in range(len(kind))] for i, kind in enumerate(kinds)]
+    rollout = _dialogue_rollout([[5], [6, 7], [8]], continuations, kinds)
+    assert rollout.lengths.tolist() == [2, 3, 3]  # actions
+    assert rollout.context_lengths.tolist() == [4, 3, 5]  # actions and inserted tokens
+    assert torch.equal(rollout.context_mask, (rollout.response_ids > 0).float())
+    assert rollout.num_tokens == 8
+
+    def rows(r):  # every per-token tensor of each episode, up to the end of its continuation
+        return [
+            {name: getattr(r, name)[i, :end].tolist() for name in (
+                "response_ids", "response_mask", "inserted_mask", "rewards", "kl", "logprobs")}
+            for i, end in enumerate(r.context_lengths.tolist())
+        ]  # fmt: skip
+
+    first = rollout.select([0])
+    assert first.response_ids.shape[1] == 4  # trimmed to its continuation, not to 2 actions
+    assert rows(first) == rows(rollout)[:1]
+    assert rollout.select([1]).response_ids.shape[1] == 3
+    joined = Rollout.concatenate([rollout.select([1]), first, rollout.select([2])])
+    assert joined.response_ids.shape == (3, 5) and joined.prompt_ids.shape == (3, 2)
+    assert rows(joined) == [rows(rollout)[i] for i in (1, 0, 2)]
+    assert not joined.response_ids[joined.context_mask == 0].any()  # padding is 0
+    assert joined.prompts == ["prompt 1", "prompt 0", "prompt 2"]
+    assert rows(joined.select([1, 0])) == [rows(rollout)[i] for i in (0, 1)]
+    # A single-turn rollout joins a dialogue one: its inserted_mask stays all zeros.
+    single = _dialogue_rollout([[5]], [[1, 2]], ["aa"])
+    mixed = Rollout.concatenate([single, rollout])
+    assert not mixed.inserted_mask[0].any() and rows(mixed)[1:] == rows(rollout)
 
 
 def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):

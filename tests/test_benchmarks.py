@@ -59,6 +59,22 @@ def test_episode_collection_smoke(tmp_path):
     assert result["held_s"] > 0 and result["autoreset_s"] > 0 and result["speedup"] > 0
 
 
+def test_dialogue_rollout_smoke(tmp_path):
+    out = tmp_path / "dialogue.json"
+    stdout = _run(
+        "dialogue_rollout.py", "--model", "tiny-gpt2", "--batch", "4", "--turn-tokens", "4",
+        "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "dialogue / single-turn tokens/s" in stdout
+    result = json.loads(out.read_text())
+    # User turns were inserted (the tiny tokenizer's are long: the budget may cut turn 3).
+    assert result["inserted_tokens"] > 0
+    assert result["continuation_tokens"] > result["inserted_tokens"] + 4 * 4
+    for variant in ("dialogue", "single-turn", "re-encode"):
+        assert result[f"{variant}_s"] > 0
+    assert result["dialogue_vs_single"] > 0
+
+
 @pytest.mark.parametrize("env", ["vector", "single"])
 def test_env_memory_soak_smoke(tmp_path, env):
     out = tmp_path / "memory.json"

@@ -1,8 +1,9 @@
 """The per-token engines against full recomputation, for every supported architecture.
 
-Each test drives an engine as the environments do (staggered resets, rows that stop, the
-static ring's write pointer wrapping around) and checks every logit and log-prob it reports
-against a forward of the whole context with no cache. Tolerance: 1e-5 absolute, float32.
+Each test drives an engine as the environments do (staggered resets, rows that stop, contexts
+that fill the static engine's slots, dialogue turns appended to some rows) and checks every
+logit and log-prob it reports against a forward of the whole context with no cache.
+Tolerance: 1e-5 absolute, float32.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rlhf_env.kl import kl_and_logprobs
 from rlhf_env.models.tiny import TINY_ARCHITECTURES, build_tiny_causal_lm
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
-NUM_SLOTS = 12  # short, so that 40 steps wrap the static ring around three times
+NUM_SLOTS = 12  # short, so that 40 steps fill the static engine's slots again and again
 #: CPU always; CUDA too where there is one (the GPU check runs these tests there). CUDA's
 #: float32 kernels sum in other orders, so its tolerance is 1e-4.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -49,9 +50,11 @@ def _full_logits(model: torch.nn.Module, contexts: list[list[int]]) -> torch.Ten
     )
 
 
-def _build(kind: str, policy, reference, rows: int, estimator: str = "k1", **kwargs):
+def _build(
+    kind: str, policy, reference, rows: int, estimator: str = "k1", slots=NUM_SLOTS, **kwargs
+):
     if kind == "static":
-        return StaticEngine(policy, reference, rows, NUM_SLOTS, estimator, **kwargs)
+        return StaticEngine(policy, reference, rows, slots, estimator, **kwargs)
     return DynamicEngine(policy, reference, rows, estimator)
 
 
@@ -102,7 +105,7 @@ def _drive(engine, policy, reference, steps: int, seed: int = 0, estimator: str 
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
 @pytest.mark.parametrize("kind", ["static", "dynamic"])
 def test_engine_matches_full_recomputation(tokenizer, architecture, kind, device):
-    """Staggered restarts and (static) three wrap-arounds of the ring, sliding windows of 5
+    """Staggered restarts, contexts up to the static engine's last slot, sliding windows of 5
     tokens crossed by every longer context."""
     policy = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
     reference = build_tiny_causal_lm(architecture, tokenizer, seed=1).to(device)
@@ -336,3 +339,171 @@ def test_release_frees_the_caches_and_a_new_start_works(tokenizer, kind):
     engine.step(np.array([8, 9]), np.array([True, True]))
     expected = _full_logits(policy, [[5, 6, 8], [7, 9]])
     torch.testing.assert_close(engine.policy_logits, expected, **TOLERANCE)
+
+
+# -- appending several tokens to some rows (dialogue turns) ------------------------------------
+
+DIALOGUE_SLOTS = 24  # room for turns of up to 7 tokens, longer than the sliding windows (5)
+
+
+def _check_logits(engines, policy, reference, contexts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every engine's logits against full recomputation, and (static == dynamic) each other;
+    returns the full-recomputation logits ``(policy, reference)``."""
+    tolerance = _tolerance(engines[0].device.type)
+    expected = _full_logits(policy, contexts), _full_logits(reference, contexts)
+    for engine in engines:
+        torch.testing.assert_close(engine.policy_logits, expected[0], **tolerance)
+        torch.testing.assert_close(engine.reference_logits, expected[1], **tolerance)
+    for engine in engines[1:]:
+        torch.testing.assert_close(engine.policy_logits, engines[0].policy_logits, **tolerance)
+    return expected
+
+
+def _turn(rng: np.random.Generator, room: int) -> list[int]:
+    return rng.integers(5, 380, size=int(rng.integers(1, min(7, room) + 1))).tolist()
+
+
+def _drive_dialogue(engines, policy, reference, steps: int, seed: int = 0) -> int:
+    """Drive ``engines`` in lockstep as a dialogue environment would: every step advances some
+    rows by one token, restarts the rows that stopped, then appends ragged turns to random
+    subsets of rows (zero, one or two ``append`` calls, rows just restarted included), up to
+    the last slot. After every call, every row of every engine is checked against full
+    recomputation, and the rows an append leaves out keep their logits exactly. Returns the
+    number of rows appended to."""
+    tolerance = _tolerance(engines[0].device.type)
+    rng = np.random.default_rng(seed)
+    n = engines[0].num_rows
+    contexts = [_prompt(rng) for _ in range(n)]
+    for engine in engines:
+        engine.start(np.arange(n), *_left_pad(contexts))
+    appended = 0
+    for _ in range(steps):
+        expected = _check_logits(engines, policy, reference, contexts)
+        tokens = rng.integers(5, 380, size=n)
+        full = np.array([len(c) >= DIALOGUE_SLOTS - 2 for c in contexts])
+        advance = ~full & (rng.random(n) > 0.15)
+        want = kl_and_logprobs(
+            "k1", *expected, torch.as_tensor(tokens, device=engines[0].device)
+        )  # (3, n): the statistics come from the logits an append left, too
+        for engine in engines:
+            stats = engine.step(tokens, advance)
+            np.testing.assert_allclose(stats, want.double().cpu().numpy(), **tolerance)
+        for row in np.flatnonzero(advance):
+            contexts[row].append(int(tokens[row]))
+        stopped = np.flatnonzero(~advance)
+        if stopped.size:
+            new = [_prompt(rng) for _ in stopped]
+            for engine in engines:
+                engine.start(stopped, *_left_pad(new))
+            for row, context in zip(stopped, new, strict=True):
+                contexts[row] = context
+        for _ in range(int(rng.integers(0, 3))):
+            _check_logits(engines, policy, reference, contexts)
+            room = np.array([DIALOGUE_SLOTS - 1 - len(c) for c in contexts])
+            rows = np.flatnonzero((room >= 1) & (rng.random(n) < 0.5))
+            if rows.size == 0:
+                continue
+            rows = rng.permutation(rows)  # in any order
+            turns = [_turn(rng, int(room[row])) for row in rows]
+            others = np.setdiff1d(np.arange(n), rows)
+            before = [engine.policy_logits[others].clone() for engine in engines]
+            for engine in engines:
+                engine.append(rows, *_left_pad(turns))
+            for engine, kept in zip(engines, before, strict=True):
+                assert torch.equal(engine.policy_logits[others], kept)
+            for row, turn in zip(rows, turns, strict=True):
+                contexts[row] = contexts[row] + turn
+            appended += rows.size
+    _check_logits(engines, policy, reference, contexts)
+    return appended
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
+def test_engines_append_ragged_turns_to_some_rows(tokenizer, architecture, device):
+    """Static and dynamic engines in lockstep: ragged turns appended to subsets of rows while
+    the others step, turns longer than the sliding windows, contexts up to the last slot."""
+    policy = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
+    reference = build_tiny_causal_lm(architecture, tokenizer, seed=1).to(device)
+    engines = [
+        _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS)
+        for kind in ("static", "dynamic")
+    ]
+    assert _drive_dialogue(engines, policy, reference, steps=30) >= 15
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_append_leaves_the_other_rows_results_alone(tokenizer, kind):
+    """Two engines on the same steps, one of them with a turn appended to row 0 midway: rows 1
+    and 2 give the same logits and statistics in both afterwards."""
+    policy = build_tiny_causal_lm("qwen2", tokenizer, seed=0)
+    reference = build_tiny_causal_lm("qwen2", tokenizer, seed=1)
+    plain, appended = (
+        _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS) for _ in range(2)
+    )
+    contexts = [[5, 6, 7], [8], [9, 10, 11, 12]]
+    for engine in (plain, appended):
+        engine.start(np.arange(3), *_left_pad(contexts))
+    rng = np.random.default_rng(0)
+    for step in range(10):
+        tokens = rng.integers(5, 380, size=3)
+        stats = [engine.step(tokens, np.ones(3, dtype=bool)) for engine in (plain, appended)]
+        np.testing.assert_allclose(stats[0][:, 1:], stats[1][:, 1:], **TOLERANCE)
+        contexts[0].append(int(tokens[0]))
+        if step == 2:
+            turn = [20, 21, 22, 23, 24, 25]
+            appended.append(np.array([0]), *_left_pad([turn]))
+            contexts[0] += turn
+        torch.testing.assert_close(plain.policy_logits[1:], appended.policy_logits[1:], **TOLERANCE)
+        expected = _full_logits(policy, [contexts[0]])[0]
+        torch.testing.assert_close(appended.policy_logits[0], expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_append_before_start_is_refused(tokenizer, kind):
+    policy = build_tiny_causal_lm("llama", tokenizer)
+    engine = _build(kind, policy, policy, rows=2)
+    with pytest.raises(RuntimeError, match=r"append\(\) called before start\(\)"):
+        engine.append(np.array([0]), *_left_pad([[5, 6]]))
+
+
+def test_static_append_refuses_a_context_longer_than_its_slots(tokenizer):
+    """A context may fill every slot but the last (``num_slots - 1`` tokens), no more; the
+    refused append changes nothing."""
+    policy = build_tiny_causal_lm("llama", tokenizer)
+    engine = StaticEngine(policy, policy, 2, num_slots=8)
+    contexts = [[5, 6, 7], [8]]
+    engine.start(np.arange(2), *_left_pad(contexts))
+    with pytest.raises(ValueError, match=r"5 tokens to row 0 makes its context 8 tokens, over "):
+        engine.append(np.array([1, 0]), *_left_pad([[9], [10, 11, 12, 13, 14]]))
+    with pytest.raises(ValueError, match="at least one 1"):
+        engine.append(np.array([0]), torch.tensor([[9]]), torch.tensor([[0]]))
+    engine.append(np.array([1, 0]), *_left_pad([[9], [10, 11, 12, 13]]))  # 7 tokens: fits
+    contexts = [[5, 6, 7, 10, 11, 12, 13], [8, 9]]
+    torch.testing.assert_close(engine.policy_logits, _full_logits(policy, contexts), **TOLERANCE)
+    with pytest.raises(ValueError, match="row 0 already holds 7 tokens"):
+        engine.step(np.array([15, 16]), np.array([True, True]))
+    engine.step(np.array([15, 16]), np.array([False, True]))
+    contexts[1].append(16)
+    torch.testing.assert_close(engine.policy_logits, _full_logits(policy, contexts), **TOLERANCE)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_step_after_appends_matches_eager_without_recompiling(tokenizer, device):
+    """Appends run outside the compiled graph, in place: the compiled step goes on matching the
+    eager one (and full recomputation) without tracing again."""
+    dynamo = torch._dynamo
+    policy = build_tiny_causal_lm("gemma3_text", tokenizer, seed=0).to(device)
+    reference = build_tiny_causal_lm("gemma3_text", tokenizer, seed=1).to(device)
+    compiled, eager = (
+        _build("static", policy, reference, 3, slots=DIALOGUE_SLOTS, compile_step=flag)
+        for flag in (True, False)
+    )
+    for engine in (compiled, eager):
+        engine.start(np.arange(3), *_left_pad([[5, 6, 7], [8], [9, 10]]))
+        engine.step(np.array([11, 12, 13]), np.ones(3, dtype=bool))  # compiles
+    graphs_after_warm_up = dynamo.utils.counters["stats"]["unique_graphs"]
+    with dynamo.config.patch(error_on_recompile=True):
+        _drive_dialogue([compiled, eager], policy, reference, steps=20, seed=1)
+    assert compiled.compiled
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up

@@ -46,7 +46,7 @@ def task_cache(tmp_path_factory, monkeypatch):
 
 def test_registry_lists_every_task_with_a_description_and_a_gym_id():
     ids = dict(list_tasks())
-    for name in (*TASK_NAMES, "Arithmetic"):
+    for name in (*TASK_NAMES, "Arithmetic", "Dialogue"):
         assert ids.get(f"rlhf_env/{name}-v0")
         assert f"rlhf_env/{name}-v0" in gym.registry
     assert task_spec("rlhf_env/Harmless-v0") is task_spec("Harmless") is TASKS["Harmless"]

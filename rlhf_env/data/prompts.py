@@ -36,6 +36,9 @@ class PromptSource:
             ``dataset["text"]``), or a callable returning a prompt. A callable that takes one
             positional argument receives the env's ``numpy.random.Generator`` so that seeded
             resets stay reproducible; a zero-argument callable is called as is.
+        check: turns each drawn item into the prompt, raising ``TypeError``/``ValueError``
+            for a bad one (dialogue scripts: :func:`rlhf_env.dialogue.as_script`); default:
+            items must be strings.
 
     Example:
         >>> source = PromptSource(["The movie was", "I think that"])
@@ -43,11 +46,12 @@ class PromptSource:
         True
     """
 
-    def __init__(self, prompts: PromptsLike) -> None:
+    def __init__(self, prompts: PromptsLike, check: Callable[[Any], Any] | None = None) -> None:
         if isinstance(prompts, str):
             raise TypeError(
                 "prompts is a single string; pass a list of prompts, e.g. prompts=[prompt]"
             )
+        self._check = check
         self._function: Callable[..., str] | None = None
         self._items: Sequence[str] | None = None
         if callable(prompts) and not hasattr(prompts, "__getitem__"):
@@ -71,8 +75,8 @@ class PromptSource:
             raise TypeError("a callable prompt source has no length")
         return len(self._items)
 
-    def sample(self, rng: np.random.Generator) -> str:
-        """One prompt, drawn with ``rng``."""
+    def sample(self, rng: np.random.Generator) -> Any:
+        """One prompt, drawn with ``rng`` (a str, or what ``check`` made of it)."""
         if self._function is not None:
             prompt = self._function(rng) if self._function_takes_rng else self._function()
             where = "the prompts callable"
@@ -81,6 +85,11 @@ class PromptSource:
             index = int(rng.integers(len(self._items)))
             prompt = self._items[index]
             where = f"prompts[{index}]"
+        if self._check is not None:
+            try:
+                return self._check(prompt)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{where}: {error}") from error
         if not isinstance(prompt, str):
             raise TypeError(f"{where} is a {type(prompt).__name__}, not a str: {prompt!r}")
         return prompt

@@ -3,6 +3,11 @@
 Both environments hold one engine. Per step it returns the KL and log-probs of the taken tokens
 under the current next-token distributions and appends the tokens (one forward of each model);
 ``policy_logits`` / ``reference_logits`` ``(rows, V)`` hold the distributions for the next step.
+Both engines share one interface (:data:`TokenEngine`): ``start(rows, input_ids,
+attention_mask)`` puts rows on new left-padded contexts, ``step(tokens, advance)`` takes one
+token per row, and ``append(rows, input_ids, attention_mask)`` appends a left-padded block of
+tokens to some rows' contexts (a dialogue's next user turn: observations, so no statistics; one
+forward of each model over those rows, no re-encoding of their contexts).
 
 - :class:`StaticEngine` (``engine="static"``): fixed-shape caches and one compiled step (one
   CUDA graph on CUDA); for the architectures in :data:`STATIC_ARCHITECTURES`.

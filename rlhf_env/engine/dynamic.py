@@ -2,7 +2,10 @@
 
 It steps any causal LM whose forward takes a cache, positions and a 2-D attention mask (every
 Hugging Face decoder), with no compilation: the choice for architectures the static engine does
-not support, and a reference to test the static engine against.
+not support, and a reference to test the static engine against. Appending ``U`` tokens to some
+rows (``append``, a dialogue's next turn) grows every row's cache by ``U`` columns, masked out
+for the other rows and dropped once no row needs them (:mod:`.incremental` keeps each context
+contiguous, so sliding windows stay exact).
 """
 
 from __future__ import annotations
@@ -57,6 +60,50 @@ class DynamicEngine:
         row_index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
         policy_logits, reference_logits = self._both(
             IncrementalLM.replace_rows, row_index, input_ids, attention_mask
+        )
+        self.policy_logits[row_index] = policy_logits
+        if self.reference is not None:
+            self.reference_logits[row_index] = reference_logits
+
+    def append(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Append tokens to the contexts of ``rows`` ``(k,)``: ``input_ids`` ``(k, U)``
+        left-padded, ``attention_mask`` ``(k, U)`` 1 on the real tokens (at least one per row).
+
+        Afterwards ``policy_logits`` / ``reference_logits`` of those rows are the next-token
+        logits after their last appended token; the other rows' logits and contexts are
+        untouched (their caches gain masked-out columns). No statistics: appended tokens are
+        observations, not actions. One forward of each model over the ``k`` rows
+        (:meth:`IncrementalLM.append_rows`).
+
+        Raises:
+            RuntimeError: called before ``start``.
+            ValueError: the arguments do not match (the message says which).
+        """
+        if self.policy_logits is None or self.reference_logits is None:
+            raise RuntimeError("DynamicEngine.append() called before start()")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                "append() takes input_ids and attention_mask of one shape (rows, tokens), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+            )
+        if len(rows) != input_ids.shape[0]:
+            raise ValueError(f"append() got {len(rows)} rows but {input_ids.shape[0]} token rows")
+        if len(np.unique(rows)) != len(rows) or np.any((rows < 0) | (rows >= self.num_rows)):
+            raise ValueError(
+                f"append() needs distinct rows in [0, {self.num_rows}), got {rows.tolist()}"
+            )
+        if not bool(attention_mask.bool().any(dim=1).all()):
+            raise ValueError(
+                "append() got a row with no token: each row's attention_mask must have at "
+                "least one 1 (leave rows with nothing to append out of rows)"
+            )
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        policy_logits, reference_logits = self._both(
+            IncrementalLM.append_rows, row_index, input_ids, attention_mask
         )
         self.policy_logits[row_index] = policy_logits
         if self.reference is not None:

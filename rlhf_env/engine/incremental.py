@@ -5,6 +5,13 @@ prefill forward over the prompts, then one single-token forward per step, the ca
 one column per step. Positions come from the attention mask, so left-padded rows see the same
 positions as unpadded ones. Every layer keeps every token (sliding-window models apply their
 windows through their own masks), so rows can be replaced by splicing.
+
+Every row's context is kept right-aligned and contiguous in the cache (its real tokens are
+its last columns), except for the placeholder columns of rows that did not advance: Hugging
+Face's sliding windows count cache columns, so a hole inside a context would widen them.
+Starting rows (:meth:`IncrementalLM.replace_rows`) and appending several tokens to some rows
+(:meth:`IncrementalLM.append_rows`) keep that layout; leading columns masked in every row are
+then the only waste, and they are dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class IncrementalLM:
         >>> lm = IncrementalLM(model)
         >>> logits = lm.start(input_ids, attention_mask)   # (B, V), next-token logits
         >>> logits = lm.extend(next_tokens)                # (B, V), after appending (B,) tokens
+        >>> logits = lm.append_rows(rows, ids, mask)       # (k, V), after (k, U) more tokens
     """
 
     def __init__(self, model: torch.nn.Module, with_hidden: bool = False) -> None:
@@ -47,22 +55,38 @@ class IncrementalLM:
         """The device of the model's parameters."""
         return device_of(self.model)
 
-    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        kwargs = {self._cache_argument: self.cache}
+    def _forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: DynamicCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits ``(B, V)`` float32 at column ``last`` ``(B,)`` of the input
+        (the last column when ``None``); the cache and mask are this object's unless given."""
+        kwargs = {self._cache_argument: self.cache if cache is None else cache}
+        keep = 1 if last is None else input_ids.shape[1] - int(last.min())
         if self._accepts_logits_to_keep:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = keep
         with torch.no_grad(), eval_mode(self.model):
             output = self.model(
                 input_ids=input_ids,
-                attention_mask=self.attention_mask,
+                attention_mask=self.attention_mask if attention_mask is None else attention_mask,
                 position_ids=position_ids,
                 use_cache=True,
                 output_hidden_states=self.with_hidden,
                 **kwargs,
             )
+        if last is None:
+            if self.with_hidden:
+                self.last_hidden = output.hidden_states[-1][:, -1]  # (B, H)
+            return output.logits[:, -1].float()  # (B, V)
+        batch = torch.arange(input_ids.shape[0], device=last.device)
         if self.with_hidden:
-            self.last_hidden = output.hidden_states[-1][:, -1]  # (B, H)
-        return output.logits[:, -1].float()  # (B, V)
+            self.last_hidden = output.hidden_states[-1][batch, last]  # (B, H)
+        logits = output.logits  # (B, kept, V)
+        return logits[batch, last - (input_ids.shape[1] - logits.shape[1])].float()  # (B, V)
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode left-padded contexts ``(B, T)``; returns next-token logits ``(B, V)``, float32."""
@@ -120,6 +144,53 @@ class IncrementalLM:
         self.attention_mask[rows] = 0
         self.attention_mask[rows, length - new_length :] = fresh.attention_mask
         self._next_position[rows] = fresh._next_position
+        self._trim()
+        return logits
+
+    def append_rows(
+        self, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Append tokens to the contexts of ``rows`` ``(k,)``: ``input_ids`` ``(k, U)``
+        left-padded, ``attention_mask`` ``(k, U)`` 1 on the real tokens (at least one per row).
+        Returns the next-token logits ``(k, V)`` after each row's last new token.
+
+        One forward over the ``k`` rows (their cache rows gathered, positions continuing each
+        row's), the block turned real-tokens-first so that each row's context stays contiguous;
+        then every row of the batch cache grows by ``U`` columns: the ``k`` rows by their new
+        tokens, each shifted right by its block's padding, the others by masked columns on
+        the left (the layout of the module docstring). Other rows' logits are not computed.
+        """
+        if self.cache is None or self.attention_mask is None or self._next_position is None:
+            raise RuntimeError("IncrementalLM.append_rows() called before start()")
+        width = input_ids.shape[1]
+        mask = attention_mask.bool()
+        counts = mask.sum(dim=1)  # (k,) real tokens per row
+        columns = torch.arange(width, device=input_ids.device)  # (U,)
+        # Real tokens first: column j of row r is column j + pad_r (mod U) of the block.
+        pads = width - counts  # (k,)
+        gather = (columns + pads[:, None]) % width  # (k, U)
+        input_ids = input_ids.gather(1, gather)  # (k, U), padding last
+        new_mask = (columns < counts[:, None]).to(self.attention_mask.dtype)  # (k, U)
+        # Positions go on from each row's; padding columns repeat the last real one.
+        first = self._next_position[rows]  # (k,)
+        positions = first[:, None] + torch.minimum(columns, counts[:, None] - 1)  # (k, U)
+        layers = _full_attention_layers(self.cache)
+        cache = DynamicCache(
+            ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in layers]
+        )
+        mask_rows = torch.cat([self.attention_mask[rows], new_mask], dim=1)  # (k, T + U)
+        logits = self._forward(input_ids, positions, cache, mask_rows, last=counts - 1)
+        # Shift each appended row right by its padding, so its new tokens end the cache.
+        total = mask_rows.shape[1]
+        source = (torch.arange(total, device=pads.device) - pads[:, None]) % total  # (k, T + U)
+        self._left_pad_to(total)  # every row: U masked columns on the left
+        for layer, new_layer in zip(layers, _full_attention_layers(cache), strict=True):
+            for name in ("keys", "values"):
+                states = getattr(new_layer, name)  # (k, H, T + U, D)
+                index = source[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+                getattr(layer, name)[rows] = states.gather(2, index)
+        self.attention_mask[rows] = mask_rows.gather(1, source)
+        self._next_position[rows] = first + counts
         self._trim()
         return logits
 

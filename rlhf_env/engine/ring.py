@@ -1,17 +1,24 @@
 """Preallocated key/value storage for the static engine, and the cache layers that write into it.
 
 One :class:`RingStorage` per model holds, for every layer, keys and values of fixed shape
-``(rows, kv_heads, slots, head_dim)``. Two Hugging Face cache layers write into it:
+``(rows, kv_heads, slots, head_dim)``. Slot ``s`` of a row holds the token at position ``s`` of
+the row's context (see :mod:`.static`: each row has its own write slot, its next position).
+Three Hugging Face cache layers write into it:
 
-- :class:`RingLayer` for the one-token step: every row writes its new key and value into the
-  same slot (the engine's write pointer, a device tensor) and attends over all slots through
+- :class:`RingLayer` for the one-token step: each row writes its new key and value into its
+  own write slot (``write_slots`` ``(rows,)``, a device tensor: one ``index_copy_`` over the
+  flattened rows, heads and slots, as cheap on CPU as the write into one shared slot it
+  replaced; a ``scatter_`` along the slots costs 4x more) and attends over the slots through
   the mask the engine passes;
 - :class:`PrefillLayer` for starting rows on new prompts: it writes the prompts' keys and values
   of the given rows into the given slots and returns the prompts' own states, so the prefill
-  attends over the prompt only (its mask is built by the model from the 2-D padding mask).
+  attends over the prompt only (its mask is built by the model from the 2-D padding mask);
+- :class:`AppendLayer` for appending tokens to some rows' contexts: it writes the new keys and
+  values of those rows into their slots and returns those rows' first slots (a copy), which
+  the new tokens attend over through the engine's mask.
 
-Both implement the public ``transformers.cache_utils.CacheLayerMixin`` interface; the model
-calls ``Cache.update(key, value, layer_idx)`` and never sees the ring.
+All implement the public ``transformers.cache_utils.CacheLayerMixin`` interface; the model
+calls ``Cache.update(key, value, layer_idx)`` and never sees the storage.
 """
 
 from __future__ import annotations
@@ -54,8 +61,9 @@ class RingStorage:
 
 class RingWindow:
     """What the eager one-token step may skip, shared by every layer. ``span``: the slots it
-    attends over, all of them (``None``, as in the compiled step) or a contiguous ``slice``
-    that holds every row's context. ``every_row_advances``: no row keeps its old logits."""
+    attends over, all of them (``None``, as in the compiled step) or a prefix ``slice(0, n)``
+    that holds every row's context and write slot. ``every_row_advances``: no row keeps its
+    old logits."""
 
     def __init__(self) -> None:
         self.span: slice | None = None
@@ -63,21 +71,27 @@ class RingWindow:
 
 
 class RingLayer(CacheLayerMixin):
-    """One layer's ring for the one-token step: writes at ``write_slot`` ``(1,)`` and returns
-    the slots of ``window``; the engine's 4-D mask says which of them each row attends to."""
+    """One layer's storage for the one-token step: row ``r`` writes at slot ``write_slots[r]``
+    (``write_slots`` ``(rows,)``, read at every step) and attends over the slots of
+    ``window``; the engine's 4-D mask says which of them each row attends to."""
 
     is_compileable = True
     is_sliding = False
 
     def __init__(
-        self, storage: RingStorage, layer: int, write_slot: torch.Tensor, window: RingWindow
+        self, storage: RingStorage, layer: int, write_slots: torch.Tensor, window: RingWindow
     ) -> None:
         super().__init__()
         keys, values = storage.keys[layer], storage.values[layer]
         if keys is None or values is None:
             raise RuntimeError("the ring is stepped before any prefill allocated it")
         self.keys, self.values = keys, values
-        self.write_slot, self.window = write_slot, window
+        self.write_slots, self.window = write_slots, window
+        rows, heads, slots, _ = keys.shape
+        # Where each (row, head) starts in the flattened (rows * heads * slots, head_dim) states.
+        self.offsets = torch.arange(rows * heads, device=keys.device).view(rows, heads) * slots
+        if not torch.compiler.is_compiling():
+            torch._dynamo.mark_static_address(self.offsets)
         self.is_initialized = True
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -87,11 +101,14 @@ class RingLayer(CacheLayerMixin):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the step's ``(B, kv_heads, 1, head_dim)`` states into the write slot; return
-        the window's slots ``(B, kv_heads, L', head_dim)`` (views, no copy)."""
+        """Write the step's ``(B, kv_heads, 1, head_dim)`` states into each row's write slot;
+        return the window's slots ``(B, kv_heads, L', head_dim)`` (views, no copy)."""
         assert self.keys is not None and self.values is not None
-        self.keys.index_copy_(2, self.write_slot, key_states.to(self.keys.dtype))
-        self.values.index_copy_(2, self.write_slot, value_states.to(self.values.dtype))
+        dim = key_states.shape[-1]
+        index = (self.offsets + self.write_slots[:, None]).view(-1)  # (B * kv_heads,)
+        for store, states in ((self.keys, key_states), (self.values, value_states)):
+            flat = states.reshape(-1, dim).to(store.dtype)  # (B * kv_heads, head_dim)
+            store.view(-1, dim).index_copy_(0, index, flat)
         span = self.window.span
         if span is None:
             return self.keys, self.values
@@ -117,8 +134,14 @@ Index = slice | torch.Tensor
 
 def write_rows(tensor: torch.Tensor, rows: Index, slots: Index, states: torch.Tensor) -> None:
     """``tensor[rows, :, slots] = states`` for ``tensor`` ``(B, H, L, D)`` and ``states``
-    ``(k, H, P, D)``, through a view where ``rows`` or ``slots`` is a range."""
-    if isinstance(rows, torch.Tensor) and isinstance(slots, torch.Tensor):
+    ``(k, H, P, D)``, through a view where ``rows`` or ``slots`` is a range. ``slots`` is
+    ``(P,)`` (the same slots for every row) or ``(k, P)`` (each row its own)."""
+    if isinstance(slots, torch.Tensor) and slots.dim() == 2:
+        if isinstance(rows, slice):
+            rows = torch.arange(tensor.shape[0], device=tensor.device)[rows]
+        # (k, 1) and (k, P) broadcast to (k, P) around a slice: (k, P, H, D).
+        tensor[rows[:, None], :, slots] = states.transpose(1, 2).to(tensor.dtype)
+    elif isinstance(rows, torch.Tensor) and isinstance(slots, torch.Tensor):
         # Advanced indices around a slice put their dimensions first: (k, P, H, D).
         tensor[rows[:, None], :, slots[None, :]] = states.transpose(1, 2).to(tensor.dtype)
     else:
@@ -167,12 +190,53 @@ class PrefillLayer(CacheLayerMixin):
         return -1
 
 
-def ring_cache(storage: RingStorage, write_slot: torch.Tensor, window: RingWindow) -> Cache:
-    """A cache whose layers step the ring (see :class:`RingLayer`)."""
-    layers = [RingLayer(storage, i, write_slot, window) for i in range(len(storage.keys))]
+class AppendLayer(PrefillLayer):
+    """One layer's append writer: stores the new states of ``rows`` (``k``) in ``slots``
+    (``(k, U)``) and returns those rows' first ``length`` slots, new states included."""
+
+    def __init__(
+        self, storage: RingStorage, layer: int, rows: torch.Tensor, slots: torch.Tensor, length: int
+    ) -> None:
+        super().__init__(storage, layer, rows, slots)
+        self.length = length
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Never needed: the storage is allocated by the prefill."""
+        raise RuntimeError("AppendLayer storage is allocated by the prefill")
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``(k, kv_heads, U, head_dim)`` states; return the rows' slots
+        ``(k, kv_heads, length, head_dim)`` (a copy) for attention."""
+        attended = []
+        for store, states in ((self.storage.keys, key_states), (self.storage.values, value_states)):
+            tensor = store[self.layer]
+            if tensor is None:
+                raise RuntimeError("tokens are appended before any prefill allocated the storage")
+            write_rows(tensor, self.rows, self.slots, states)
+            attended.append(tensor[self.rows, :, : self.length])  # (k, H, length, D)
+        return attended[0], attended[1]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """The rows' first ``length`` slots (the mask itself comes from the engine)."""
+        return self.length, 0
+
+
+def ring_cache(storage: RingStorage, write_slots: torch.Tensor, window: RingWindow) -> Cache:
+    """A cache whose layers step the storage (see :class:`RingLayer`)."""
+    layers = [RingLayer(storage, i, write_slots, window) for i in range(len(storage.keys))]
     return Cache(layers=layers)
 
 
 def prefill_cache(storage: RingStorage, rows: Index, slots: Index) -> Cache:
     """A cache whose layers write a prefill into the ring (see :class:`PrefillLayer`)."""
     return Cache(layers=[PrefillLayer(storage, i, rows, slots) for i in range(len(storage.keys))])
+
+
+def append_cache(
+    storage: RingStorage, rows: torch.Tensor, slots: torch.Tensor, length: int
+) -> Cache:
+    """A cache whose layers append tokens to rows of the storage (see :class:`AppendLayer`)."""
+    layers = [AppendLayer(storage, i, rows, slots, length) for i in range(len(storage.keys))]
+    return Cache(layers=layers)

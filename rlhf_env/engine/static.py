@@ -15,37 +15,57 @@ captured graph reads them in place):
 
 - per model and layer, keys and values ``(C, kv_heads, L, head_dim)`` (:mod:`.ring`), with
   ``C`` the batch bucket (the number of rows rounded up, :func:`batch_bucket`) and ``L`` the
-  number of slots (``max_prompt_tokens + max_new_tokens``);
-- ``write_slot`` ``(1,)``: the slot every row writes in this step; it advances by one per step,
-  modulo ``L`` (a ring with one shared write pointer);
-- ``valid`` ``(C, L)``: the slots that hold a token of the row's current context;
-- ``slot_positions`` ``(C, L)``: the position of the token in each slot (for sliding windows);
-- ``positions`` ``(C,)``: the position of each row's next token;
+  number of slots (the environments' observation length: ``max_prompt_tokens`` plus
+  ``max_new_tokens``, or ``max_total_tokens`` in dialogue mode);
+- ``positions`` ``(C,)``: the position of each row's next token, which is also the slot it
+  writes next (its write slot; a host copy, ``_host_lengths``, sizes windows and checks
+  lengths without reading the device);
 - the next-token logits of both models ``(C, V)``, the step's inputs (tokens, advance mask)
   and its outputs (KL and log-probs ``(3, C)``).
 
 1. Keys are cached after the rotary embedding (or carry no position at all, as in GPT-2), and
-   attention is a sum over keys, so the order of the slots does not matter: only which slots
-   a row attends to, which the mask says.
-2. A row's context occupies the slots just behind the write pointer, oldest first, and has at
-   most ``L - 1`` tokens (the environments guarantee it: a context never exceeds
-   ``max_prompt_tokens + max_new_tokens - 1`` cached tokens), so the shared write slot never
-   holds a token of any row's context: writing it destroys nothing.
-3. A step writes every row's key and value into the write slot; it becomes valid for the rows
-   that advance, and stays invalid for the others (rows that finished, rows about to be
-   reset, the bucket's padding rows), whose contexts and logits are kept, so a row can pause
-   and go on. Each query attends to its valid slots and to the write slot itself, so no row
-   is ever fully masked.
+   attention is a sum over keys, so only which slots a row attends to matters, which the
+   mask says.
+2. Slot ``s`` of row ``r`` holds the token at position ``s`` of its context, for
+   ``s < positions[r]``: a context is a prefix of its row's slots, whatever was appended when.
+   Slots from ``positions[r]`` on hold leftovers (of earlier contexts, padding, paused steps)
+   that no real token attends to. A context has at most ``L - 1`` tokens (the environments
+   guarantee it; ``start``, ``append`` and ``step`` refuse more with a ``ValueError``), so
+   every row's write slot exists. No validity or per-slot position tensor is needed: the
+   mask is a comparison of slot indices with positions.
+3. A step writes every row's key and value into its own write slot (one indexed copy along the
+   slots); the rows that advance then move their position on by one, the others (rows that
+   finished, rows about to be reset, the bucket's padding rows) keep their positions, contexts
+   and logits, so a row can pause and go on: what they wrote lies beyond their context and is
+   overwritten by their next write. Each query attends to the slots up to its own position
+   (its context and itself), so no row is ever fully masked.
 4. Starting rows on new prompts (the prefill, outside the graph, batched) runs the models on
-   the prompts alone and writes their keys and values into the ``P`` slots behind the write
-   pointer of those rows only, invalidating their other slots. The other rows' caches, and
-   the graph, are untouched.
-5. Sliding-window layers attend to valid slots whose position is within the window of the
-   query's position: ``slot_position > position - window``, as Hugging Face's masks do.
-6. The compiled step attends over all ``L`` slots (fixed shapes); the eager step only over
-   the contiguous slots behind the pointer that hold the longest row's context (all slots when
-   that range wraps around the ring's end), and copies the new logits without the select
-   when every row advances: the same numbers, less work.
+   the prompts alone and writes the real tokens of row ``r`` into slots ``[0, n_r)``,
+   whatever its left padding (padding columns write slot ``n_r``, beyond the context); its
+   position becomes ``n_r``. The other rows' caches, and the graph, are untouched.
+5. Appending tokens to some rows (``append``, outside the graph, batched: one forward of each
+   model over those ``k`` rows) writes row ``r``'s ``U_r`` real tokens of a left-padded block
+   ``(k, U)`` into slots ``p_r .. p_r + U_r - 1`` (``p_r`` its position: real column ``j``
+   goes to ``p_r + j - (U - U_r)``; padding columns write ``p_r + U_r``, the row's next write
+   slot, beyond its context). The block's tokens attend over those rows' first
+   ``max(p_r + U_r) + 1`` slots (gathered), through a ``(k, 1, U, ·)`` mask built like the
+   step's: a query in slot ``q`` attends to the slots up to ``q``, that is the context and
+   the block up to itself (a padding query, in ``p_r + U_r``, to the whole row: never to
+   nothing; no real query sees a padding key). The block's last column is every row's last
+   real token, so one column of logits is kept.
+6. Sliding-window layers attend to the slots within the window of the query's position:
+   ``slot > position - window`` (a slot's position is its index), as Hugging Face's masks do.
+7. The compiled step attends over all ``L`` slots (fixed shapes); the eager step only over
+   the prefix of slots up to the longest context's write slot, and copies the new logits
+   without the select when every row advances: the same numbers, less work.
+
+Why per-row write slots: with one write pointer shared by every row (this engine's first
+design, a ring) a row's context lives in the slots just behind the pointer, so appending ``U``
+tokens to some rows would have to move the pointer, and every other row's context, by ``U``
+slots; rows appending at different steps would overflow the ring. With each row writing at
+its own position, an append moves that row alone, no context ever wraps around, and the step
+does less (an indexed copy and a comparison replace the ring's validity and slot-position
+updates).
 
 Parameters are read in place by the graph: optimiser steps are seen at once. Anything that
 reallocates them is picked up too: a new module structure or dtype makes dynamo trace again,
@@ -65,7 +85,14 @@ import torch
 
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
-from rlhf_env.engine.ring import Index, RingStorage, RingWindow, prefill_cache, ring_cache
+from rlhf_env.engine.ring import (
+    Index,
+    RingStorage,
+    RingWindow,
+    append_cache,
+    prefill_cache,
+    ring_cache,
+)
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.loading import vocab_size_of
 from rlhf_env.models.modules import device_of, eval_mode, forward_parameters, positions_from_mask
@@ -131,6 +158,7 @@ class StaticEngine:
         >>> engine.start(np.arange(4), input_ids, attention_mask)   # (4, P) left-padded
         >>> stats = engine.step(tokens, advance)   # (3, 4): KL, log pi, log pi_ref of tokens
         >>> engine.policy_logits                   # (4, V) for the contexts with the tokens
+        >>> engine.append(np.array([1, 3]), turn_ids, turn_mask)   # (2, U) more context
     """
 
     def __init__(
@@ -160,14 +188,11 @@ class StaticEngine:
         )
         rows, slots, device = self.capacity, self.num_slots, self.device
         vocab = vocab_size_of(policy)
-        self._write_slot = torch.zeros(1, dtype=torch.long, device=device)
-        self._host_write_slot = 0  # a host copy, so that prefills need no device read
-        self._host_lengths = np.zeros(rows, dtype=np.int64)  # cached tokens per row, on host
+        self._host_lengths = np.zeros(rows, dtype=np.int64)  # ``_positions`` on host
         self._advance_host = np.zeros(0, dtype=bool)  # the step's advance mask, on host
-        self._window = RingWindow()  # the slots the eager step attends over (invariant 6)
+        self._window = RingWindow()  # the slots the eager step attends over (invariant 7)
         self._slot_index = torch.arange(slots, device=device)  # (L,)
-        self._valid = torch.zeros(rows, slots, dtype=torch.bool, device=device)
-        self._slot_positions = torch.zeros(rows, slots, dtype=torch.long, device=device)
+        # The next position of each row, and its write slot (invariant 2).
         self._positions = torch.zeros(rows, dtype=torch.long, device=device)
         self._tokens = torch.zeros(rows, dtype=torch.long, device=device)
         self._advance = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -208,35 +233,25 @@ class StaticEngine:
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> None:
         """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on."""
+        rows = self._check_rows(rows, input_ids, attention_mask, "start")
         width = int(input_ids.shape[1])
         if width >= self.num_slots:
             raise ValueError(
                 f"a context of {width} tokens does not fit the engine's {self.num_slots} slots"
             )
-        for model in self._models():
-            if device_of(model.module) != self.device:
-                raise RuntimeError(
-                    f"a model moved from {self.device} to {device_of(model.module)} after the "
-                    "environment was built; build the environment again on the new device"
-                )
-        if len(rows) == self.num_rows:
-            # Every row starts: the prompts go to slots 0..P-1 and the pointer to P, so that an
-            # episode's numbers do not depend on earlier episodes and its contexts do not wrap.
-            self._host_write_slot = width
-            self._write_slot.fill_(width)
-        rows = np.asarray(rows)
-        self._host_lengths[rows] = attention_mask.sum(dim=1).cpu().numpy()
+        self._check_devices()
+        lengths = attention_mask.sum(dim=1).cpu().numpy()  # (k,) real tokens per row
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
-        # The rows, and the P slots behind the write pointer, oldest first (invariant 2): as
-        # ranges where they are (every row starting, no wrap-around), so writes are views.
+        # The rows, and slots 0..n_r-1 for row r's n_r real tokens (invariant 4): as ranges
+        # where they are (rows 0..k-1, no padding), so writes are views.
         row_index: Index = slice(0, len(rows))
         if not np.array_equal(rows, np.arange(len(rows))):
             row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        first = self._host_write_slot - width
-        slots: Index = slice(first, first + width)
-        if first < 0:
-            slots = (first + torch.arange(width, device=self.device)) % self.num_slots
+        slots: Index = slice(0, width)
+        if np.any(lengths < width):
+            first = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+            slots = _block_slots(first, attention_mask)  # (k, P)
         positions = positions_from_mask(attention_mask)  # (k, P)
         with torch.no_grad():
             for model, logits in self._models_and_logits():
@@ -244,12 +259,52 @@ class StaticEngine:
                 with eval_mode(model.module):
                     logits[row_index] = model.forward(input_ids, attention_mask, positions, cache)
                 if model.step_cache is None:
-                    model.step_cache = ring_cache(model.storage, self._write_slot, self._window)
-            self._valid[row_index] = False
-            _write_slots(self._valid, row_index, slots, attention_mask.bool())
-            _write_slots(self._slot_positions, row_index, slots, positions)
+                    model.step_cache = ring_cache(model.storage, self._positions, self._window)
             self._positions[row_index] = attention_mask.sum(dim=1)
+        self._host_lengths[rows] = lengths
         self._started = True
+
+    def append(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Append tokens to the contexts of ``rows`` ``(k,)``: ``input_ids`` ``(k, U)``
+        left-padded, ``attention_mask`` ``(k, U)`` 1 on the real tokens (at least one per row).
+
+        Afterwards ``policy_logits`` / ``reference_logits`` of those rows are the next-token
+        logits after their last appended token; the other rows, their caches and logits are
+        untouched. Appended tokens are observations, not actions: no statistics. One forward
+        of each model over the ``k`` rows, attending over their cached contexts (invariant 5).
+
+        Raises:
+            RuntimeError: called before ``start``.
+            ValueError: a row would hold more than ``num_slots - 1`` tokens, or the arguments
+                do not match (the message says which).
+        """
+        if not self._started:
+            raise RuntimeError("StaticEngine.append() called before start()")
+        rows = self._check_rows(rows, input_ids, attention_mask, "append")
+        counts = attention_mask.sum(dim=1).cpu().numpy()  # (k,) real tokens per row
+        lengths = self._host_lengths[rows] + counts  # (k,) contexts afterwards
+        _check_appended(rows, counts, lengths, self.num_slots)
+        self._check_devices()
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)  # (k,)
+        slots = _block_slots(self._positions[row_index], attention_mask)  # (k, U)
+        # The rows' contexts, the block and its padding's slot: a prefix of the slots.
+        span = int(lengths.max()) + 1
+        with torch.no_grad():
+            masks_by_layout = {}
+            for model, logits in self._models_and_logits():
+                if model.layout not in masks_by_layout:
+                    masks_by_layout[model.layout] = self._masks(model.layout, slots, span)
+                cache = append_cache(model.storage, row_index, slots, span)
+                with eval_mode(model.module):
+                    logits[row_index] = model.forward(
+                        input_ids, masks_by_layout[model.layout], slots, cache
+                    )
+            self._positions[row_index] += attention_mask.sum(dim=1)
+        self._host_lengths[rows] = lengths
 
     def step(self, tokens: np.ndarray, advance: np.ndarray) -> np.ndarray:
         """KL and log-probs of ``tokens`` ``(num_rows,)`` under the current next-token
@@ -263,13 +318,20 @@ class StaticEngine:
             raise RuntimeError("StaticEngine.step() called before start()")
         n = self.num_rows
         advance = np.asarray(advance, dtype=bool)
+        full = advance & (self._host_lengths[:n] >= self.num_slots - 1)
+        if np.any(full):
+            row = int(np.flatnonzero(full)[0])
+            raise ValueError(
+                f"row {row} already holds {self._host_lengths[row]} tokens, the most the "
+                f"engine's {self.num_slots} slots hold; it cannot advance (size num_slots for "
+                "the longest context)"
+            )
         self._tokens[:n].copy_(torch.as_tensor(tokens, dtype=torch.long))
         self._advance[:n].copy_(torch.from_numpy(advance))
         self._advance_host = advance
         with torch.no_grad():
             if np.any(advance):
                 self._run_step()
-                self._host_write_slot = (self._host_write_slot + 1) % self.num_slots
                 self._host_lengths[:n] += advance
             else:  # nothing to append: the statistics alone
                 self._stats.copy_(self._token_stats())
@@ -292,41 +354,39 @@ class StaticEngine:
         )
 
     def _step_graph(self) -> None:
-        """The whole step, traced as one graph: statistics of the tokens, then both forwards
-        over the ring (invariant 3), then the pointer and positions advance."""
+        """The whole step, traced as one graph: statistics of the tokens, then both forwards,
+        each row writing at its position (invariant 3), then the positions advance."""
         self._stats.copy_(self._token_stats())
-        self._valid.index_copy_(1, self._write_slot, self._advance[:, None])
-        self._slot_positions.index_copy_(1, self._write_slot, self._positions[:, None])
-        attend = self._valid | (self._slot_index == self._write_slot)  # (C, L)
         span = self._window.span
-        slot_positions = self._slot_positions if span is None else self._slot_positions[:, span]
-        if span is not None:
-            attend = attend[:, span]  # (C, L') (invariant 6)
+        length = None if span is None else span.stop  # (invariant 7)
         tokens, positions = self._tokens[:, None], self._positions[:, None]  # (C, 1)
         advancing = self._advance[:, None]  # (C, 1)
         masks_by_layout = {}
         for model, logits in self._models_and_logits():
             if model.layout not in masks_by_layout:
-                masks_by_layout[model.layout] = self._masks(model.layout, attend, slot_positions)
+                masks_by_layout[model.layout] = self._masks(model.layout, positions, length)
             masks = masks_by_layout[model.layout]
             new_logits = model.forward(tokens, masks, positions, model.step_cache)  # (C, V)
-            if self._window.every_row_advances:  # eager shortcut (invariant 6)
+            if self._window.every_row_advances:  # eager shortcut (invariant 7)
                 logits.copy_(new_logits)
             else:
                 logits.copy_(torch.where(advancing, new_logits, logits))
         self._positions.add_(self._advance.long())
-        self._write_slot.add_(1).remainder_(self.num_slots)
 
-    def _masks(self, layout: AttentionLayout, attend: torch.Tensor, slot_positions: torch.Tensor):
-        """The model's 4-D masks ``(C, 1, 1, L)`` over the slots ``attend`` and
-        ``slot_positions`` ``(C, L)`` cover: one tensor, or one per kind of layer."""
+    def _masks(self, layout: AttentionLayout, query_slots: torch.Tensor, length: int | None):
+        """The model's 4-D masks ``(B, 1, Q, L')`` for queries in ``query_slots`` ``(B, Q)``
+        over the first ``length`` slots (all when ``None``): each query attends to the slots
+        up to its own (invariants 3 and 5), within the window on sliding layers (invariant
+        6). One tensor, or one per kind of layer."""
+        slots = self._slot_index if length is None else self._slot_index[:length]  # (L',)
+        query = query_slots[:, :, None]  # (B, Q, 1)
+        attend = slots <= query  # (B, Q, L')
         masks = {}
         for kind in layout.kinds:
             allowed = attend
-            if kind != FULL:  # sliding window (invariant 5)
-                horizon = self._positions[:, None] - layout.sliding_window  # (C, 1)
-                allowed = attend & (slot_positions > horizon)
-            mask = allowed[:, None, None, :]  # (C, 1, 1, L)
+            if kind != FULL:  # sliding window (invariant 6)
+                allowed = attend & (slots > query - layout.sliding_window)
+            mask = allowed[:, None]  # (B, 1, Q, L')
             if layout.additive:
                 mask = torch.zeros(mask.shape, device=mask.device).masked_fill(
                     ~mask, torch.finfo(torch.float32).min
@@ -351,11 +411,9 @@ class StaticEngine:
                 self._warm_up(self._compiled)
 
     def _eager_step(self) -> None:
-        """The step without compiling, over the slots behind the pointer that hold the longest
-        context plus the write slot, unless that range wraps around the ring's end
-        (invariant 6)."""
-        first = self._host_write_slot - int(self._host_lengths.max())
-        self._window.span = slice(first, self._host_write_slot + 1) if first >= 0 else None
+        """The step without compiling, over the slots up to the longest context's write slot
+        (invariant 7)."""
+        self._window.span = slice(0, int(self._host_lengths.max()) + 1)
         self._window.every_row_advances = bool(self._advance_host.all())
         try:
             self._step_graph()
@@ -400,6 +458,32 @@ class StaticEngine:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _check_rows(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor, what: str
+    ) -> np.ndarray:
+        """``rows`` as int64, after checking them against the tokens of ``start`` / ``append``."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"{what}() takes input_ids and attention_mask of one shape (rows, tokens), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+            )
+        if len(rows) != input_ids.shape[0]:
+            raise ValueError(f"{what}() got {len(rows)} rows but {input_ids.shape[0]} token rows")
+        if len(np.unique(rows)) != len(rows) or np.any((rows < 0) | (rows >= self.num_rows)):
+            raise ValueError(
+                f"{what}() needs distinct rows in [0, {self.num_rows}), got {rows.tolist()}"
+            )
+        return rows
+
+    def _check_devices(self) -> None:
+        for model in self._models():
+            if device_of(model.module) != self.device:
+                raise RuntimeError(
+                    f"a model moved from {self.device} to {device_of(model.module)} after the "
+                    "environment was built; build the environment again on the new device"
+                )
+
     def _models(self) -> list[_SteppedModel]:
         return [self._policy] + ([] if self._reference is None else [self._reference])
 
@@ -414,15 +498,33 @@ class StaticEngine:
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [
-            self._write_slot, self._slot_index, self._valid, self._slot_positions,
-            self._positions, self._tokens, self._advance, self._stats, self._policy_logits,
-            self._reference_logits,
+            self._slot_index, self._positions, self._tokens, self._advance, self._stats,
+            self._policy_logits, self._reference_logits,
         ]  # fmt: skip
 
 
-def _write_slots(tensor: torch.Tensor, rows: Index, slots: Index, values: torch.Tensor) -> None:
-    """``tensor[rows, slots] = values`` for a ``(C, L)`` tensor and ``(k, P)`` values."""
-    if isinstance(rows, torch.Tensor) and isinstance(slots, torch.Tensor):
-        tensor[rows[:, None], slots[None, :]] = values
-    else:
-        tensor[rows, slots] = values
+def _block_slots(first: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The slots ``(k, U)`` of a left-padded block of tokens ``attention_mask`` ``(k, U)`` for
+    rows whose next slots are ``first`` ``(k,)``: the real tokens in ``first, first + 1, ...``,
+    the padding in the slot after the last of them (invariants 4 and 5)."""
+    mask = attention_mask.bool()
+    counts = mask.sum(dim=1, keepdim=True)  # (k, 1)
+    offsets = torch.where(mask, mask.long().cumsum(dim=1) - 1, counts)  # (k, U)
+    return first[:, None] + offsets
+
+
+def _check_appended(rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray, slots: int) -> None:
+    """A ``ValueError`` for a row appended no token or past ``slots - 1`` tokens."""
+    if np.any(counts < 1):
+        i = int(np.flatnonzero(counts < 1)[0])
+        raise ValueError(
+            f"append() got no token for row {rows[i]}: its attention_mask must have at least "
+            "one 1 (leave rows with nothing to append out of rows)"
+        )
+    if np.any(lengths > slots - 1):
+        i = int(np.flatnonzero(lengths > slots - 1)[0])
+        raise ValueError(
+            f"appending {counts[i]} tokens to row {rows[i]} makes its context "
+            f"{lengths[i]} tokens, over the {slots - 1} that the engine's {slots} slots hold; "
+            "size num_slots for the longest context"
+        )

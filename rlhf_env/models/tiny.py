@@ -28,6 +28,15 @@ from transformers import (
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
+#: A ChatML template (SmolLM2's and Qwen's form, without a default system prompt), with the
+#: special tokens it needs; ``build_tiny_tokenizer(chat_template=True)`` adds both.
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 DEFAULT_CORPUS: tuple[str, ...] = (
     "This movie was a wonderful surprise from start to finish.",
     "The acting was terrible and the plot made no sense at all.",
@@ -46,6 +55,7 @@ def build_tiny_tokenizer(
     corpus: Iterable[str] = DEFAULT_CORPUS,
     vocab_size: int = 384,
     with_pad_token: bool = True,
+    chat_template: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``corpus``.
 
@@ -53,8 +63,11 @@ def build_tiny_tokenizer(
         corpus: training texts.
         vocab_size: target vocabulary size (at least 256 byte tokens plus the special tokens).
         with_pad_token: add a dedicated pad token; without it the tokenizer has only an EOS.
+        chat_template: add ChatML's special tokens and :data:`CHATML_TEMPLATE` (for dialogue).
     """
     special = [EOS_TOKEN, PAD_TOKEN] if with_pad_token else [EOS_TOKEN]
+    if chat_template:
+        special += CHATML_TOKENS
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -65,11 +78,14 @@ def build_tiny_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
+    wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN if with_pad_token else None,
     )
+    if chat_template:
+        wrapped.chat_template = CHATML_TEMPLATE
+    return wrapped
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:

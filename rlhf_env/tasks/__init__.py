@@ -7,6 +7,8 @@
                                 Anthropic's human preferences (packaged)
 ``rlhf_env/Arithmetic-v0``      chain sums from reasoning-gym answered in <answer> tags;
                                 reward and gold = exact match on held-out problems
+``rlhf_env/Dialogue-v0``        hold 3-turn HH-RLHF conversations (the env inserts the human
+                                turns); every assistant turn scored by Harmless's reward model
 =============================== ===============================================================
 
 ``list_tasks()`` (and ``rlhf-env tasks``) lists them with a line each; ``gym.make(id)`` with
@@ -15,7 +17,7 @@ no arguments builds a working env; every argument can be overridden (see
 gold metrics).
 """
 
-from rlhf_env.tasks import arithmetic, harmless, positive_review
+from rlhf_env.tasks import arithmetic, dialogue, harmless, positive_review
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 from rlhf_env.tasks.registry import (
     TASKS,
@@ -29,7 +31,7 @@ from rlhf_env.tasks.registry import (
     task_spec,
 )
 
-for _spec in (positive_review.SPEC, harmless.SPEC, arithmetic.SPEC):
+for _spec in (positive_review.SPEC, harmless.SPEC, arithmetic.SPEC, dialogue.SPEC):
     register_task(_spec)
 
 __all__ = [

@@ -28,7 +28,8 @@ class Task:
         name: the task's id (``"PositiveReview"``: ``gym.make("rlhf_env/PositiveReview-v0")``).
         train_prompts: what RL draws its prompts from (a list, or a callable taking the env's
             generator: procedural tasks draw fresh problems).
-        eval_prompts: the held-out prompts, disjoint from the training ones, in a fixed order.
+        eval_prompts: the held-out prompts, disjoint from the training ones, in a fixed order
+            (strings; conversation scripts for a dialogue task).
         reward_fn: the training reward ``reward_fn(prompts, responses) -> list[float]`` (a
             learned reward model, or a checkable score).
         gold: the task's gold metrics by name, each a reward function (higher is better); the
@@ -43,7 +44,7 @@ class Task:
 
     name: str
     train_prompts: PromptsLike
-    eval_prompts: list[str]
+    eval_prompts: list[Any]
     reward_fn: RewardFunction
     gold: Mapping[str, RewardFunction]
     env_options: Mapping[str, Any] = field(default_factory=dict)
@@ -112,6 +113,8 @@ class TaskSpec:
         smoke_options: task and env options that, with a tiny random policy, make a variant
             that builds and runs in seconds (for tests and ``--smoke`` runs; plumbing, not
             results).
+        chat_template: the task needs a tokenizer with a chat template (a dialogue task); the
+            smoke variant's tiny tokenizer then gets a ChatML one.
     """
 
     name: str
@@ -119,6 +122,7 @@ class TaskSpec:
     build: Builder
     policy: str = "smollm2-135m-instruct"
     smoke_options: Mapping[str, Any] = field(default_factory=dict)
+    chat_template: bool = False
 
     @property
     def env_id(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,6 +85,42 @@ def train_dialogue_reward(
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
 
 
+def reward_model_folder(
+    context: TaskContext,
+    pairs: Sequence[PreferencePair],
+    backbone: str,
+    max_length: int,
+    epochs: int,
+    eval_fraction: float,
+    seed: int,
+) -> Path:
+    """The cached folder of the reward model trained on ``pairs`` with these settings (trained
+    on first use; the Dialogue task shares it)."""
+    settings = {
+        "backbone": backbone, "max_length": max_length, "epochs": epochs,
+        "eval_fraction": eval_fraction, "pairs": len(pairs), "seed": seed,
+    }  # fmt: skip
+    return cached_folder(
+        NAME, "reward_model", settings,
+        lambda target: train_dialogue_reward(
+            target, pairs, backbone, max_length, epochs, eval_fraction, context.device,
+            context.progress, seed,
+        ),
+    )  # fmt: skip
+
+
+def reward_model_details(folder: Path) -> dict[str, Any]:
+    """The reward model's held-out accuracy and sizes, for a task's ``details``."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {
+        "eval_accuracy": metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
+        "initial_eval_accuracy": metrics.get("initial_eval_accuracy"),
+        "train_pairs": metrics["train_pairs"],
+        "eval_pairs": metrics["eval_pairs"],
+        "folder": str(folder),
+    }
+
+
 def build(
     context: TaskContext,
     eval_prompts: int = 128,
@@ -108,18 +145,9 @@ def build(
         seed: seed of the split and of the training.
     """
     pairs = hh_harmless_pairs()[:max_pairs]
-    settings = {
-        "backbone": reward_backbone, "max_length": reward_max_length, "epochs": reward_epochs,
-        "eval_fraction": eval_fraction, "pairs": len(pairs), "seed": seed,
-    }  # fmt: skip
-    folder = cached_folder(
-        NAME, "reward_model", settings,
-        lambda target: train_dialogue_reward(
-            target, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction,
-            context.device, context.progress, seed,
-        ),
-    )  # fmt: skip
-    metrics = json.loads((folder / "metrics.json").read_text())
+    folder = reward_model_folder(
+        context, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction, seed
+    )
     train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the model's split
     train, conversations = _templated(context, train_pairs, max_prompt_tokens)
     held_out, held_out_conversations = _templated(context, held_out_pairs, max_prompt_tokens)
@@ -139,13 +167,7 @@ def build(
         gold={"reward_model": reward},
         env_options={"max_new_tokens": 32, "max_prompt_tokens": max_prompt_tokens},
         details={
-            "reward_model": {
-                "eval_accuracy": metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
-                "initial_eval_accuracy": metrics.get("initial_eval_accuracy"),
-                "train_pairs": metrics["train_pairs"],
-                "eval_pairs": metrics["eval_pairs"],
-                "folder": str(folder),
-            },
+            "reward_model": reward_model_details(folder),
             "train_conversations": len(train),
             "held_out_conversations": len(held_out),
         },
@@ -182,4 +204,4 @@ SPEC = TaskSpec(
     },
 )
 
-__all__ = ["SPEC", "DialogueReward", "build"]
+__all__ = ["SPEC", "DialogueReward", "build", "reward_model_details", "reward_model_folder"]

@@ -67,9 +67,10 @@ def task_options(name: str) -> dict[str, Any]:
 def smoke_arguments(name: str, seed: int = 0) -> dict[str, Any]:
     """``gym.make`` arguments of task ``name``'s tiny variant: a random tiny GPT-2 and its
     tokenizer (built offline in seconds) and the task's :attr:`TaskSpec.smoke_options`."""
-    tokenizer = build_tiny_tokenizer()
+    spec = task_spec(name)
+    tokenizer = build_tiny_tokenizer(chat_template=spec.chat_template)
     policy = build_tiny_gpt2(tokenizer, seed=seed)
-    return {"policy": policy, "tokenizer": tokenizer, **task_spec(name).smoke_options}
+    return {"policy": policy, "tokenizer": tokenizer, **spec.smoke_options}
 
 
 def make_task_env(name: str, **arguments: Any) -> TextGenerationEnv:

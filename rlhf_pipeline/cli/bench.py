@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ppo_training": "PPO peak memory and throughput: full, frozen layers, LoRA",
     "engine_step": "latency of one env step's model work (policy + reference, KL), per engine",
     "episode_collection": "collecting one episode per sub-env: finished rows held vs autoreset",
+    "dialogue_rollout": "3-turn dialogue rollouts against single-turn episodes and re-encoding",
     "sb3_rollout": "stable-baselines3 rollout collection with and without the KV cache",
     "vector_env_memory": "resident memory of the vector env over a long run",
     "vs_trl": "TRL's RLOO, GRPO and PPO trainers against our agents on equal work",

@@ -1,0 +1,197 @@
+"""The rules of a dialogue episode, shared by the single and the vector env.
+
+:class:`DialogueRules` decides what an assistant token does to a conversation: it goes on in the
+turn, it ends the turn and the env inserts the next user turn (:class:`TurnOutcome` carries the
+ids), or it ends the episode. It changes no state itself (the envs score first and commit after,
+so a failing reward function or user simulator loses nothing); :meth:`DialogueRules.commit`
+applies an outcome to a :class:`Conversation`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from rlhf_env.dialogue.script import DialogueScript, as_script, transcript
+from rlhf_env.dialogue.template import IncrementalChatTemplate
+
+#: ``user_fn(conversation) -> str | None``: the next user turn given the chat messages so far
+#: (ending with the assistant's turn), or ``None`` to end the conversation.
+UserFn = Callable[[list[dict[str, str]]], "str | None"]
+
+#: When a reward function scores: at the end of every assistant turn, or at the episode's end.
+TURN_REWARDS: tuple[str, ...] = ("turn", "end")
+
+
+@dataclass
+class Conversation:
+    """One episode's conversation.
+
+    Attributes:
+        script: the user's scripted turns.
+        messages: the chat so far: completed turns and the current user turn.
+        turn: index of the assistant turn being written.
+        turn_ids: its token ids so far (the agent's actions).
+        tokens: tokens after the first prompt, the agent's and the inserted ones.
+        turn_scores: the reward function's score of each finished turn (``"turn"`` rewards).
+    """
+
+    script: DialogueScript
+    messages: list[dict[str, str]]
+    turn: int = 0
+    turn_ids: list[int] = field(default_factory=list)
+    tokens: int = 0
+    turn_scores: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """What one assistant token does (see :meth:`DialogueRules.outcome`).
+
+    Attributes:
+        token: the token.
+        turn: the index of the assistant turn it belongs to.
+        turn_text: the assistant turn's text including the token (special tokens skipped),
+            when the turn ends with it; ``""`` in the middle of a turn.
+        ends_turn: the token is an end-of-turn or EOS token.
+        terminated: the conversation is over (last turn, or no next user turn).
+        truncated: cut: the turn reached ``max_new_tokens``, the conversation its token budget.
+        inserted_ids: ids the env appends after the token (the next user turn); empty unless
+            the conversation goes on.
+        user_turn: the next user turn's text, when it goes on.
+        score_prompt: the transcript before the turn, when this step is scored, else ``None``.
+    """
+
+    token: int
+    turn: int
+    turn_text: str
+    ends_turn: bool
+    terminated: bool
+    truncated: bool
+    inserted_ids: list[int]
+    user_turn: str | None
+    score_prompt: str | None
+
+    @property
+    def episode_over(self) -> bool:
+        """The episode ends with this token."""
+        return self.terminated or self.truncated
+
+
+class DialogueRules:
+    """How dialogue episodes go, for one env (see ``TextGenerationEnv``'s Dialogue section).
+
+    Args:
+        tokenizer: the policy's tokenizer, with a chat template.
+        eos_token_ids: the env's EOS tokens; with the template's end-of-turn token they end a turn.
+        max_turns: assistant turns per episode.
+        max_new_tokens: tokens per assistant turn.
+        max_total_tokens: tokens after the first prompt, inserted ones included.
+        turn_rewards: ``"turn"`` (score every turn) or ``"end"`` (the last turn only).
+        user_fn: writes user turns once a script's run out (``None``: the conversation ends).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        eos_token_ids: frozenset[int],
+        max_turns: int,
+        max_new_tokens: int,
+        max_total_tokens: int,
+        turn_rewards: str = "turn",
+        user_fn: UserFn | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = IncrementalChatTemplate(tokenizer)
+        self.end_ids = frozenset(eos_token_ids) | {self.template.end_of_turn_id}
+        self.max_turns = max_turns
+        self.max_new_tokens = max_new_tokens
+        self.max_total_tokens = max_total_tokens
+        self.turn_rewards = turn_rewards
+        self.user_fn = user_fn
+        self._warned_budget = False
+
+    def start(self, prompt: Any) -> tuple[Conversation, list[int], str]:
+        """A new conversation from a prompt (see :func:`as_script`), with the ids and text of
+        its first observation (the template with the assistant header)."""
+        script = as_script(prompt)
+        conversation = Conversation(script, script.opening())
+        text = self.template.render(conversation.messages)
+        return conversation, self.template.encode(text), text
+
+    def outcome(self, conversation: Conversation, token: int) -> TurnOutcome:
+        """What ``token`` does to ``conversation``; changes no state (``user_fn`` is called when
+        a turn ends and the script has no next turn)."""
+        turn_ids = [*conversation.turn_ids, token]
+        tokens = conversation.tokens + 1
+        ends_turn = token in self.end_ids
+        cut = len(turn_ids) >= self.max_new_tokens or tokens >= self.max_total_tokens
+        # Decoded only when the turn ends (a step in the middle of a turn costs no decode).
+        text = ""
+        if ends_turn or cut:
+            text = self.tokenizer.decode(turn_ids, skip_special_tokens=True)
+        terminated = truncated = False
+        inserted: list[int] = []
+        user_turn = None
+        if ends_turn:
+            done = [*conversation.messages, {"role": "assistant", "content": text}]
+            if conversation.turn + 1 < self.max_turns:
+                user_turn = self._next_user_turn(conversation, done)
+            if user_turn is None:
+                terminated = True
+            else:
+                inserted, _ = self.template.insertion(done, user_turn)
+                if tokens + len(inserted) + 1 > self.max_total_tokens:
+                    self._warn_budget(tokens + len(inserted) + 1)
+                    truncated, inserted, user_turn = True, [], None
+        else:
+            truncated = cut
+        over = terminated or truncated
+        scored = (ends_turn or truncated) if self.turn_rewards == "turn" else over
+        return TurnOutcome(
+            token=token, turn=conversation.turn, turn_text=text, ends_turn=ends_turn,
+            terminated=terminated, truncated=truncated, inserted_ids=inserted, user_turn=user_turn,
+            score_prompt=transcript(conversation.messages) if scored else None,
+        )  # fmt: skip
+
+    def commit(self, conversation: Conversation, outcome: TurnOutcome, score: float | None) -> None:
+        """Apply ``outcome`` (and the score it was paid, if scored) to ``conversation``."""
+        conversation.turn_ids.append(outcome.token)
+        conversation.tokens += 1
+        if score is not None and self.turn_rewards == "turn":
+            conversation.turn_scores.append(score)
+        if outcome.ends_turn or outcome.episode_over:
+            conversation.messages.append({"role": "assistant", "content": outcome.turn_text})
+        if outcome.user_turn is not None:
+            conversation.messages.append({"role": "user", "content": outcome.user_turn})
+            conversation.turn += 1
+            conversation.turn_ids = []
+            conversation.tokens += len(outcome.inserted_ids)
+
+    def _next_user_turn(
+        self, conversation: Conversation, messages: list[dict[str, str]]
+    ) -> str | None:
+        scripted = conversation.script.user_turns
+        if conversation.turn + 1 < len(scripted):
+            return scripted[conversation.turn + 1]
+        if self.user_fn is None:
+            return None
+        turn = self.user_fn([dict(m) for m in messages])
+        if turn is not None and not isinstance(turn, str):
+            raise TypeError(f"user_fn must return a str or None, got {type(turn).__name__}")
+        return turn if turn and turn.strip() else None
+
+    def _warn_budget(self, needed: int) -> None:
+        if self._warned_budget:
+            return
+        warnings.warn(
+            f"a user turn does not fit in max_total_tokens={self.max_total_tokens} (the "
+            f"conversation would need {needed}); the episode is truncated there (shown once "
+            "per env; raise max_total_tokens to keep longer conversations)",
+            stacklevel=5,
+        )
+        self._warned_budget = True

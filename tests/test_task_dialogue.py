@@ -1,0 +1,68 @@
+"""``rlhf_env/Dialogue-v0``: 3-turn HH conversations, the human turns inserted by the env, every
+assistant turn scored by the Harmless reward model."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from rlhf_env.dialogue import IncrementalChatTemplate, transcript
+from rlhf_env.tasks import make_task_vector_env, smoke_arguments, task_spec
+
+
+@pytest.fixture(autouse=True)
+def task_cache(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.getbasetemp() / "task-cache"
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(root))
+    return root
+
+
+def test_tiny_variant_plays_hh_conversations_turn_by_turn_and_scores_every_turn():
+    env = gym.make("rlhf_env/Dialogue-v0", **smoke_arguments("Dialogue"), progress=False)
+    check_env(env.unwrapped, skip_render_check=True)
+    task = env.unwrapped.task
+    assert task_spec("Dialogue").chat_template
+    script = task.eval_prompts[0]
+    assert len(script.user_turns) == 2  # the smoke variant's max_turns
+    end = IncrementalChatTemplate(env.unwrapped.tokenizer).end_of_turn_id
+    filler = env.unwrapped.tokenizer(" ok", add_special_tokens=False)["input_ids"][0]
+    env.reset(options={"prompt": script})
+    turn_scores, step = [], 0
+    done = False
+    while not done:
+        action = end if step % 3 == 2 else filler
+        _, _, terminated, truncated, info = env.step(action)
+        step += 1
+        done = terminated or truncated
+        if "turn_score" in info:
+            turn_scores.append(info["turn_score"])
+    assert terminated and len(turn_scores) == 2
+    messages = info["conversation"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == list(script.user_turns)
+    # Each turn's score is the reward model's on the transcript before it and the turn.
+    for turn, score in enumerate(turn_scores):
+        at = [k for k, m in enumerate(messages) if m["role"] == "assistant"][turn]
+        expected = task.reward_fn([transcript(messages[:at])], [messages[at]["content"]])[0]
+        assert score == pytest.approx(expected, abs=1e-5)
+    assert info["score"] == pytest.approx(sum(turn_scores), abs=1e-6)
+
+
+def test_held_out_conversations_are_the_reward_models_held_out_split():
+    task = make_task_vector_env("Dialogue", num_envs=2, **smoke_arguments("Dialogue")).task
+    train = {s.user_turns for s in task.train_prompts}
+    held_out = {s.user_turns for s in task.eval_prompts}
+    assert held_out and not train & held_out
+    assert task.details["held_out_conversations"] >= len(task.eval_prompts)
+    assert np.isfinite(task.details["reward_model"]["eval_accuracy"])
+
+
+@pytest.mark.slow
+def test_real_task_builds_with_no_arguments_offline(monkeypatch):
+    monkeypatch.delenv("RLHF_ENV_TASK_CACHE")  # the Harmless reward model: built once per machine
+    env = gym.make("rlhf_env/Dialogue-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    details = env.unwrapped.task.details
+    assert details["reward_model"]["eval_accuracy"] > 0.55
+    assert details["train_conversations"] > 500 and details["held_out_conversations"] > 40
