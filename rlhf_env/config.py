@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from gymnasium.vector import AutoresetMode
 
-from rlhf_env.dialogue.conversation import TURN_REWARDS
+from rlhf_env.dialogue.conversation import TURN_CUTS, TURN_REWARDS
 from rlhf_env.engine import ENGINES
 from rlhf_env.kl import KL_ESTIMATORS
 
@@ -146,6 +146,12 @@ class EnvConfig:
         "turn",
         "Dialogue: 'turn' scores every assistant turn when it ends, 'end' the last one only.",
         choices=TURN_REWARDS,
+    )
+    turn_cut: str = option(
+        "truncate",
+        "Dialogue: a turn that reaches max_new_tokens truncates the episode ('truncate'), or "
+        "the env ends it with the end-of-turn token and the conversation goes on ('end_turn').",
+        choices=TURN_CUTS,
     )
     user_fn: Callable[[list[dict[str, str]]], str | None] | None = option(  # noqa: RUF009
         None,

@@ -236,7 +236,7 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
                 )[0]
             )  # fmt: skip
             reward += score
-        if outcome.truncated:
+        if outcome.cut:
             reward -= self._core.missing_eos_penalty
         stats = self.engine.step(np.array([token]), np.array([not outcome.episode_over]))
         inserted = outcome.inserted_ids

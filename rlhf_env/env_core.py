@@ -81,7 +81,7 @@ class EnvCore:
         if config.max_turns is not None:
             self.dialogue = DialogueRules(
                 self.tokenizer, self.eos_token_ids, config.max_turns, config.max_new_tokens,
-                config.continuation_tokens, config.turn_rewards, config.user_fn,
+                config.continuation_tokens, config.turn_rewards, config.user_fn, config.turn_cut,
             )  # fmt: skip
 
     @property

@@ -33,6 +33,7 @@ class _StepPlan:
 
     terminations: np.ndarray  # (N,) bool
     truncations: np.ndarray  # (N,) bool
+    cut: np.ndarray  # (N,) bool: responses or turns cut without EOS (missing_eos_penalty)
     scored_rows: np.ndarray  # (k,) int
     score_prompts: list[str]
     score_texts: list[str]
@@ -237,7 +238,7 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
             self._append_to_engine(plan.inserted)
         rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
         rewards[plan.scored_rows] += scores
-        rewards[truncations] -= self._core.missing_eos_penalty
+        rewards[plan.cut] -= self._core.missing_eos_penalty
 
         # 3. Commit: responses or conversations, observations, infos.
         self._append_to_obs(acting, actions)
@@ -273,7 +274,7 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         texts = [self._core.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
         prompts = [self._prompts[row] for row in finished_rows]
         return _StepPlan(
-            terminations, truncations, finished_rows, prompts, texts,
+            terminations, truncations, truncations, finished_rows, prompts, texts,
             responses=responses, response_lengths=lengths,
         )  # fmt: skip
 
@@ -289,11 +290,13 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
             outcomes[int(row)] = rules.outcome(conversation, int(actions[row]))
         terminations = np.zeros(n, dtype=bool)
         truncations = np.zeros(n, dtype=bool)
+        cut = np.zeros(n, dtype=bool)
         for row, outcome in outcomes.items():
             terminations[row], truncations[row] = outcome.terminated, outcome.truncated
+            cut[row] = outcome.cut
         scored = [row for row, outcome in outcomes.items() if outcome.score_prompt is not None]
         return _StepPlan(
-            terminations, truncations, np.asarray(scored, dtype=np.int64),
+            terminations, truncations, cut, np.asarray(scored, dtype=np.int64),
             [outcomes[row].score_prompt or "" for row in scored],
             [outcomes[row].turn_text for row in scored],
             inserted={row: o.inserted_ids for row, o in outcomes.items() if o.inserted_ids},

@@ -220,15 +220,22 @@ def scripted_actions(tokenizer, end: int, row: int, turn: int, position: int) ->
     return end if position >= length else reply[position % len(reply)]
 
 
-@pytest.mark.parametrize("engine", ["static", "dynamic"])
-def test_the_vector_env_equals_single_envs_in_dialogue_mode(chat, engine):
+@pytest.mark.parametrize(
+    ("engine", "turn_cut"),
+    [("static", "truncate"), ("dynamic", "truncate"), ("static", "end_turn")],
+)
+def test_the_vector_env_equals_single_envs_in_dialogue_mode(chat, engine, turn_cut):
     """Two rounds of one conversation per sub-env (rows end turns, get user turns inserted and
-    finish at different steps; the second round restarts rows after insertions)."""
+    finish at different steps; the second round restarts rows after insertions). With
+    ``end_turn`` turns of over 4 tokens are cut and closed by the env."""
     tokenizer = chat[0]
     end = IncrementalChatTemplate(tokenizer).end_of_turn_id
     n = 3
-    venv = make_env(chat, vector=True, num_envs=n, engine=engine)
-    envs = [make_env(chat, engine=engine) for _ in range(n)]
+    options = dict(engine=engine, turn_cut=turn_cut, missing_eos_penalty=0.25)
+    if turn_cut == "end_turn":
+        options["max_new_tokens"] = 4
+    venv = make_env(chat, vector=True, num_envs=n, **options)
+    envs = [make_env(chat, **options) for _ in range(n)]
     inserted_steps = 0
     for seed in (3, 11):
         with venv.holding_ended():
@@ -315,3 +322,32 @@ def test_a_language_model_user_and_chitchat_scripts_drive_conversations(chat):
     # The simulator's turn, asked with the conversation so far, is the inserted user turn.
     assert info["user_turn"] == user(messages[:-1]) == messages[-1]["content"]
     assert messages[0]["content"] in [turns[0] for turns in openings]
+
+
+def test_turn_cut_end_turn_closes_a_cut_turn_and_goes_on(chat):
+    """With ``turn_cut="end_turn"`` a turn that reaches max_new_tokens is ended by the env: the
+    end-of-turn token is inserted (not an action), the missing-EOS penalty is paid, and the
+    conversation goes on; its ids still equal the template of the whole conversation."""
+    tokenizer = chat[0]
+    template = IncrementalChatTemplate(tokenizer)
+    reply = tokenizer(REPLIES[0], add_special_tokens=False)["input_ids"]
+    env = make_env(chat, max_new_tokens=4, turn_cut="end_turn", missing_eos_penalty=0.5)
+    obs, _ = env.reset(options={"prompt": SCRIPTS[0]})
+    for action in reply[:4]:
+        obs, reward, terminated, truncated, info = env.step(action)
+    assert not (terminated or truncated)
+    assert info["inserted_ids"][0] == template.end_of_turn_id
+    assert reward == pytest.approx(info["turn_score"] - 0.5 - 0.1 * info["kl"])
+    for action in [*reply[:2], template.end_of_turn_id]:  # an ended turn: no penalty
+        obs, reward, terminated, truncated, info = env.step(action)
+    assert reward == pytest.approx(info["turn_score"] - 0.1 * info["kl"])
+    for action in reply[:4]:  # the last turn cut: the episode is truncated
+        obs, reward, terminated, truncated, info = env.step(action)
+    assert truncated and not terminated
+    messages = info["conversation"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 3
+    whole = tokenizer.apply_chat_template(messages, tokenize=False)
+    expected = tokenizer(whole, add_special_tokens=False)["input_ids"]
+    # The last turn was cut, so the env holds it without its end-of-turn token.
+    tail = template.encode(tokenizer.convert_ids_to_tokens(template.end_of_turn_id))
+    assert context_ids(obs) + tail + template.encode(template.closing) == expected

@@ -26,6 +26,10 @@ UserFn = Callable[[list[dict[str, str]]], "str | None"]
 #: When a reward function scores: at the end of every assistant turn, or at the episode's end.
 TURN_REWARDS: tuple[str, ...] = ("turn", "end")
 
+#: What a turn cut at ``max_new_tokens`` does: truncate the episode, or end the turn (the env
+#: inserts the end-of-turn token) and go on.
+TURN_CUTS: tuple[str, ...] = ("truncate", "end_turn")
+
 
 @dataclass
 class Conversation:
@@ -57,7 +61,12 @@ class TurnOutcome:
         turn: the index of the assistant turn it belongs to.
         turn_text: the assistant turn's text including the token (special tokens skipped),
             when the turn ends with it; ``""`` in the middle of a turn.
-        ends_turn: the token is an end-of-turn or EOS token.
+        ends_turn: the turn ends with this token: the agent's end-of-turn or EOS token, a cut
+            (see ``cut``) that ends the turn or the episode, or the episode's end.
+        cut: the turn reached ``max_new_tokens`` (or the conversation ``max_total_tokens``)
+            without the agent ending it; ``missing_eos_penalty`` applies. With
+            ``turn_cut="end_turn"`` the env then inserts the end-of-turn token itself and the
+            conversation goes on; otherwise the episode is truncated.
         terminated: the conversation is over (last turn, or no next user turn).
         truncated: cut: the turn reached ``max_new_tokens``, the conversation its token budget.
         inserted_ids: ids the env appends after the token (the next user turn); empty unless
@@ -70,6 +79,7 @@ class TurnOutcome:
     turn: int
     turn_text: str
     ends_turn: bool
+    cut: bool
     terminated: bool
     truncated: bool
     inserted_ids: list[int]
@@ -93,6 +103,9 @@ class DialogueRules:
         max_total_tokens: tokens after the first prompt, inserted ones included.
         turn_rewards: ``"turn"`` (score every turn) or ``"end"`` (the last turn only).
         user_fn: writes user turns once a script's run out (``None``: the conversation ends).
+        turn_cut: a turn that reaches ``max_new_tokens`` truncates the episode
+            (``"truncate"``) or is ended by the env, which inserts the end-of-turn token, and
+            the conversation goes on (``"end_turn"``).
     """
 
     def __init__(
@@ -104,6 +117,7 @@ class DialogueRules:
         max_total_tokens: int,
         turn_rewards: str = "turn",
         user_fn: UserFn | None = None,
+        turn_cut: str = "truncate",
     ) -> None:
         self.tokenizer = tokenizer
         self.template = IncrementalChatTemplate(tokenizer)
@@ -113,6 +127,7 @@ class DialogueRules:
         self.max_total_tokens = max_total_tokens
         self.turn_rewards = turn_rewards
         self.user_fn = user_fn
+        self.turn_cut = turn_cut
         self._warned_budget = False
 
     def start(self, prompt: Any) -> tuple[Conversation, list[int], str]:
@@ -128,12 +143,14 @@ class DialogueRules:
         a turn ends and the script has no next turn)."""
         turn_ids = [*conversation.turn_ids, token]
         tokens = conversation.tokens + 1
-        ends_turn = token in self.end_ids
-        cut = len(turn_ids) >= self.max_new_tokens or tokens >= self.max_total_tokens
+        by_agent = token in self.end_ids
+        budget_full = tokens >= self.max_total_tokens
+        cut = not by_agent and (len(turn_ids) >= self.max_new_tokens or budget_full)
+        # The turn ends: the agent's end token, or (turn_cut="end_turn") the env's at
+        # max_new_tokens when the conversation has room left.
+        ends_turn = by_agent or (cut and self.turn_cut == "end_turn" and not budget_full)
         # Decoded only when the turn ends (a step in the middle of a turn costs no decode).
-        text = ""
-        if ends_turn or cut:
-            text = self.tokenizer.decode(turn_ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(turn_ids, skip_special_tokens=True) if cut or by_agent else ""
         terminated = truncated = False
         inserted: list[int] = []
         user_turn = None
@@ -142,20 +159,21 @@ class DialogueRules:
             if conversation.turn + 1 < self.max_turns:
                 user_turn = self._next_user_turn(conversation, done)
             if user_turn is None:
-                terminated = True
+                terminated, truncated = by_agent, not by_agent
             else:
-                inserted, _ = self.template.insertion(done, user_turn)
+                closing = [] if by_agent else [self.template.end_of_turn_id]
+                inserted = closing + self.template.insertion(done, user_turn)[0]
                 if tokens + len(inserted) + 1 > self.max_total_tokens:
                     self._warn_budget(tokens + len(inserted) + 1)
                     truncated, inserted, user_turn = True, [], None
         else:
             truncated = cut
         over = terminated or truncated
-        scored = (ends_turn or truncated) if self.turn_rewards == "turn" else over
+        scored = (ends_turn or over) if self.turn_rewards == "turn" else over
         return TurnOutcome(
-            token=token, turn=conversation.turn, turn_text=text, ends_turn=ends_turn,
-            terminated=terminated, truncated=truncated, inserted_ids=inserted, user_turn=user_turn,
-            score_prompt=transcript(conversation.messages) if scored else None,
+            token=token, turn=conversation.turn, turn_text=text, ends_turn=ends_turn or over,
+            cut=cut, terminated=terminated, truncated=truncated, inserted_ids=inserted,
+            user_turn=user_turn, score_prompt=transcript(conversation.messages) if scored else None,
         )  # fmt: skip
 
     def commit(self, conversation: Conversation, outcome: TurnOutcome, score: float | None) -> None:
@@ -164,7 +182,7 @@ class DialogueRules:
         conversation.tokens += 1
         if score is not None and self.turn_rewards == "turn":
             conversation.turn_scores.append(score)
-        if outcome.ends_turn or outcome.episode_over:
+        if outcome.ends_turn:
             conversation.messages.append({"role": "assistant", "content": outcome.turn_text})
         if outcome.user_turn is not None:
             conversation.messages.append({"role": "user", "content": outcome.user_turn})

@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from rlhf_env.models.modules import device_of
+
 #: The default system instruction of :class:`LanguageModelUser`.
 DEFAULT_USER_INSTRUCTION = (
     "You are a human chatting with an AI assistant. Write the human's next message: one or two "
@@ -164,7 +166,7 @@ class LanguageModelUser:
         """The token ids of the user's next turn (at most ``max_new_tokens``), without the
         token that stopped it."""
         prompt = self.prompt_ids(conversation)
-        device = _device_of(self.model)
+        device = device_of(self.model)
         input_ids = torch.tensor([prompt], device=device)  # (1, T)
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
@@ -266,11 +268,6 @@ def _seeded(seed: int, device: torch.device, sampling: bool) -> Iterator[None]:
             with torch.cuda.device(index):
                 torch.cuda.manual_seed(seed)
         yield
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -4,7 +4,10 @@ Harmless task's reward model.
 - **episodes**: dialogues of ``max_turns`` assistant turns (default 3): the user's turns are the
   human turns of a packaged HH-RLHF harmless-base conversation with at least that many (835 of
   the 1,800), inserted by the env after each assistant turn; the assistant's turns are the
-  policy's (see the dialogue mode of :class:`rlhf_env.TextGenerationEnv`);
+  policy's (see the dialogue mode of :class:`rlhf_env.TextGenerationEnv`). A turn that reaches
+  ``max_new_tokens`` (32) is ended by the env (``turn_cut="end_turn"``: it inserts the
+  end-of-turn token) and the conversation goes on: SmolLM2-135M ends fewer than one turn in six
+  within 32 (or 64) tokens, so with ``"truncate"`` most episodes would stop after one turn;
 - **reward model**: the Harmless task's (all-MiniLM-L6-v2 with a scalar head trained on the
   training pairs; the same cached model), reading the transcript of the conversation so far in
   HH's ``"\\n\\nHuman: ...\\n\\nAssistant:"`` form and the turn; every assistant turn is scored
@@ -93,6 +96,7 @@ def build(
             "max_prompt_tokens": max_prompt_tokens,
             "max_total_tokens": max_turns * 32 + (max_turns - 1) * 96,
             "turn_rewards": "turn",
+            "turn_cut": "end_turn",
         },
         details={
             "reward_model": reward_model_details(folder),
