@@ -92,7 +92,10 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     's (e.g. :class:`rlhf_env.dialogue.users.LanguageModelUser`); without one the conversation
     ends. The episode terminates after the last turn (or when no user turn follows) and is
     truncated at ``max_new_tokens`` tokens of a turn or ``max_total_tokens`` tokens after the
-    first prompt (a user turn that does not fit ends it, with a warning once).
+    first prompt (a user turn that does not fit ends it, with a warning once). With
+    ``turn_cut="end_turn"`` a turn cut at ``max_new_tokens`` is closed by the env instead (it
+    inserts the end-of-turn token before the user turn) and the conversation goes on;
+    ``missing_eos_penalty`` is paid for every cut turn.
 
     Rewards: ``-beta * KL_t`` on every assistant token; ``reward_fn(transcripts, turns)`` at the
     end of every turn (``turn_rewards="turn"``) or of the last one (``"end"``), where the
