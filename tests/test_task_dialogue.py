@@ -66,3 +66,32 @@ def test_real_task_builds_with_no_arguments_offline(monkeypatch):
     details = env.unwrapped.task.details
     assert details["reward_model"]["eval_accuracy"] > 0.55
     assert details["train_conversations"] > 500 and details["held_out_conversations"] > 40
+
+
+#: Issue 19's must-show run (``benchmarks/RESULTS.md``), as suite settings: PPO on the top 6 of
+#: SmolLM2's 30 blocks, 3-turn HH conversations of 32-token turns (the task's defaults).
+DIALOGUE_PPO_RUN = {
+    "agents": ("ppo",), "seeds": (0,), "timesteps": 4096, "eval_points": (0.0, 1.0),
+    "curve_prompts": 64, "eval_prompts": 64, "num_envs": 16, "learning_rate": 2e-4,
+    "epochs": 2, "minibatch_size": 8, "training_setup": "frozen:24",
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ppo_on_three_turn_conversations_reports_every_turns_score(tmp_path, monkeypatch):
+    """PPO on the real Dialogue task: 64 held-out conversations play all three turns before and
+    after training, each turn's reward-model score is reported both times, and the learned
+    reward (the sum over the turns) rises. Figures of this run in ``benchmarks/RESULTS.md``."""
+    from rlhf_pipeline.suite import run_suite
+
+    monkeypatch.delenv("RLHF_ENV_TASK_CACHE")  # the Harmless reward model: built once per machine
+    result = run_suite(tasks=["Dialogue"], out=tmp_path / "suite.json", **DIALOGUE_PPO_RUN)
+    (run,) = result.runs
+    before, after = run.curve[0]["metrics"], run.final
+    assert before["episodes"] == after["episodes"] == 64
+    assert before["turns"] == after["turns"] == 3.0
+    for turn in (1, 2, 3):
+        assert np.isfinite(before[f"turn_score/{turn}"]) and np.isfinite(
+            after[f"turn_score/{turn}"]
+        )
+    assert after["learned"] > before["learned"] and after["kl"] > 0
