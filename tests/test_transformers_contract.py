@@ -11,7 +11,7 @@ import transformers
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 
-from rlhf_env.engine.ring import PrefillLayer, RingLayer
+from rlhf_env.engine.slots import PrefillLayer, StepLayer
 
 VERSION = transformers.__version__
 
@@ -31,7 +31,7 @@ def test_cache_layer_interface_is_what_the_ring_layers_implement():
     }
     ours = {"lazy_initialization", "update", "get_mask_sizes", "get_seq_length", "get_max_length"}
     assert abstract == ours, _fail(f"CacheLayerMixin's abstract methods (now {sorted(abstract)})")
-    for layer in (RingLayer, PrefillLayer):
+    for layer in (StepLayer, PrefillLayer):
         assert not getattr(layer, "__abstractmethods__", None), _fail(
             f"what a cache layer must implement ({layer.__name__} lacks "
             f"{sorted(layer.__abstractmethods__)})"
@@ -67,7 +67,7 @@ def test_dynamic_layers_hold_keys_and_values_the_dynamic_engine_splices(tokenize
 
 
 def test_a_4d_mask_is_passed_to_attention_unchanged(llama):
-    """The static engine builds its own 4-D masks over the ring's slots; transformers must pass
+    """The static engine builds its own 4-D masks over its cache slots; transformers must pass
     them to attention as they are (a masked-out slot holding garbage changes nothing)."""
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():

@@ -13,7 +13,7 @@ reallocation.
 State lives on the device, in tensors allocated once (their addresses never change, so a
 captured graph reads them in place):
 
-- per model and layer, keys and values ``(C, kv_heads, L, head_dim)`` (:mod:`.ring`), with
+- per model and layer, keys and values ``(C, kv_heads, L, head_dim)`` (:mod:`.slots`), with
   ``C`` the batch bucket (the number of rows rounded up, :func:`batch_bucket`) and ``L`` the
   number of slots (the environments' observation length: ``max_prompt_tokens`` plus
   ``max_new_tokens``, or ``max_total_tokens`` in dialogue mode);
@@ -85,13 +85,13 @@ import torch
 
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
-from rlhf_env.engine.ring import (
+from rlhf_env.engine.slots import (
     Index,
-    RingStorage,
-    RingWindow,
+    SlotStorage,
+    StepWindow,
     append_cache,
     prefill_cache,
-    ring_cache,
+    stepping_cache,
 )
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.loading import vocab_size_of
@@ -113,12 +113,12 @@ def batch_bucket(rows: int) -> int:
 
 
 class _SteppedModel:
-    """One model the engine steps: the module, its attention layout, its ring and its cache."""
+    """One model the engine steps: the module, its attention layout, its storage and cache."""
 
     def __init__(self, module: torch.nn.Module, rows: int, slots: int) -> None:
         self.module = module
         self.layout: AttentionLayout = attention_layout(module)
-        self.storage = RingStorage(int(module.config.num_hidden_layers), rows, slots)
+        self.storage = SlotStorage(int(module.config.num_hidden_layers), rows, slots)
         parameters = forward_parameters(module)
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.step_cache = None  # built once the storage is allocated
@@ -190,7 +190,7 @@ class StaticEngine:
         vocab = vocab_size_of(policy)
         self._host_lengths = np.zeros(rows, dtype=np.int64)  # ``_positions`` on host
         self._advance_host = np.zeros(0, dtype=bool)  # the step's advance mask, on host
-        self._window = RingWindow()  # the slots the eager step attends over (invariant 7)
+        self._window = StepWindow()  # the slots the eager step attends over (invariant 7)
         self._slot_index = torch.arange(slots, device=device)  # (L,)
         # The next position of each row, and its write slot (invariant 2).
         self._positions = torch.zeros(rows, dtype=torch.long, device=device)
@@ -259,7 +259,7 @@ class StaticEngine:
                 with eval_mode(model.module):
                     logits[row_index] = model.forward(input_ids, attention_mask, positions, cache)
                 if model.step_cache is None:
-                    model.step_cache = ring_cache(model.storage, self._positions, self._window)
+                    model.step_cache = stepping_cache(model.storage, self._positions, self._window)
             self._positions[row_index] = attention_mask.sum(dim=1)
         self._host_lengths[rows] = lengths
         self._started = True
@@ -341,7 +341,7 @@ class StaticEngine:
         """Free the KV caches (the next ``start`` allocates them again; a compiled step then
         records its graph again for the new addresses)."""
         for model in self._models():
-            model.storage = RingStorage(len(model.storage.keys), self.capacity, self.num_slots)
+            model.storage = SlotStorage(len(model.storage.keys), self.capacity, self.num_slots)
             model.step_cache = None
         self._started = False
 

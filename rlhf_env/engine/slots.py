@@ -1,11 +1,11 @@
 """Preallocated key/value storage for the static engine, and the cache layers that write into it.
 
-One :class:`RingStorage` per model holds, for every layer, keys and values of fixed shape
+One :class:`SlotStorage` per model holds, for every layer, keys and values of fixed shape
 ``(rows, kv_heads, slots, head_dim)``. Slot ``s`` of a row holds the token at position ``s`` of
 the row's context (see :mod:`.static`: each row has its own write slot, its next position).
 Three Hugging Face cache layers write into it:
 
-- :class:`RingLayer` for the one-token step: each row writes its new key and value into its
+- :class:`StepLayer` for the one-token step: each row writes its new key and value into its
   own write slot (``write_slots`` ``(rows,)``, a device tensor: one ``index_copy_`` over the
   flattened rows, heads and slots, as cheap on CPU as the write into one shared slot it
   replaced; a ``scatter_`` along the slots costs 4x more) and attends over the slots through
@@ -27,7 +27,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 
-class RingStorage:
+class SlotStorage:
     """Keys and values of every layer of one model, ``(rows, kv_heads, slots, head_dim)`` each.
 
     The tensors are allocated by the first prefill, which sees the shapes and the dtype the
@@ -59,7 +59,7 @@ class RingStorage:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
 
 
-class RingWindow:
+class StepWindow:
     """What the eager one-token step may skip, shared by every layer. ``span``: the slots it
     attends over, all of them (``None``, as in the compiled step) or a prefix ``slice(0, n)``
     that holds every row's context and write slot. ``every_row_advances``: no row keeps its
@@ -70,7 +70,7 @@ class RingWindow:
         self.every_row_advances = False
 
 
-class RingLayer(CacheLayerMixin):
+class StepLayer(CacheLayerMixin):
     """One layer's storage for the one-token step: row ``r`` writes at slot ``write_slots[r]``
     (``write_slots`` ``(rows,)``, read at every step) and attends over the slots of
     ``window``; the engine's 4-D mask says which of them each row attends to."""
@@ -79,12 +79,12 @@ class RingLayer(CacheLayerMixin):
     is_sliding = False
 
     def __init__(
-        self, storage: RingStorage, layer: int, write_slots: torch.Tensor, window: RingWindow
+        self, storage: SlotStorage, layer: int, write_slots: torch.Tensor, window: StepWindow
     ) -> None:
         super().__init__()
         keys, values = storage.keys[layer], storage.values[layer]
         if keys is None or values is None:
-            raise RuntimeError("the ring is stepped before any prefill allocated it")
+            raise RuntimeError("the slot storage is stepped before any prefill allocated it")
         self.keys, self.values = keys, values
         self.write_slots, self.window = write_slots, window
         rows, heads, slots, _ = keys.shape
@@ -96,7 +96,7 @@ class RingLayer(CacheLayerMixin):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Never needed: the storage is allocated by the prefill."""
-        raise RuntimeError("RingLayer storage is allocated by the prefill")
+        raise RuntimeError("StepLayer storage is allocated by the prefill")
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -128,7 +128,7 @@ class RingLayer(CacheLayerMixin):
         return int(self.keys.shape[2])
 
 
-#: Rows or slots of the ring: a range (written as a view, the common case) or index tensor.
+#: Rows or slots of the storage: a range (written as a view, the common case) or index tensor.
 Index = slice | torch.Tensor
 
 
@@ -150,19 +150,19 @@ def write_rows(tensor: torch.Tensor, rows: Index, slots: Index, states: torch.Te
 
 class PrefillLayer(CacheLayerMixin):
     """One layer's prefill writer: stores the prompt states of ``rows`` (``k``) in ``slots``
-    (``P``) of the ring and returns the prompt's own states."""
+    (``P``) of the storage and returns the prompt's own states."""
 
     is_compileable = False
     is_sliding = False
 
-    def __init__(self, storage: RingStorage, layer: int, rows: Index, slots: Index) -> None:
+    def __init__(self, storage: SlotStorage, layer: int, rows: Index, slots: Index) -> None:
         super().__init__()
         self.storage, self.layer = storage, layer
         self.rows, self.slots = rows, slots
         self.is_initialized = True
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        """Allocate the ring's tensors of this layer if this is the first prefill."""
+        """Allocate the storage tensors of this layer if this is the first prefill."""
         if self.storage.keys[self.layer] is None:
             self.storage.allocate(self.layer, key_states, value_states)
 
@@ -195,7 +195,7 @@ class AppendLayer(PrefillLayer):
     (``(k, U)``) and returns those rows' first ``length`` slots, new states included."""
 
     def __init__(
-        self, storage: RingStorage, layer: int, rows: torch.Tensor, slots: torch.Tensor, length: int
+        self, storage: SlotStorage, layer: int, rows: torch.Tensor, slots: torch.Tensor, length: int
     ) -> None:
         super().__init__(storage, layer, rows, slots)
         self.length = length
@@ -223,19 +223,19 @@ class AppendLayer(PrefillLayer):
         return self.length, 0
 
 
-def ring_cache(storage: RingStorage, write_slots: torch.Tensor, window: RingWindow) -> Cache:
-    """A cache whose layers step the storage (see :class:`RingLayer`)."""
-    layers = [RingLayer(storage, i, write_slots, window) for i in range(len(storage.keys))]
+def stepping_cache(storage: SlotStorage, write_slots: torch.Tensor, window: StepWindow) -> Cache:
+    """A cache whose layers step the storage (see :class:`StepLayer`)."""
+    layers = [StepLayer(storage, i, write_slots, window) for i in range(len(storage.keys))]
     return Cache(layers=layers)
 
 
-def prefill_cache(storage: RingStorage, rows: Index, slots: Index) -> Cache:
-    """A cache whose layers write a prefill into the ring (see :class:`PrefillLayer`)."""
+def prefill_cache(storage: SlotStorage, rows: Index, slots: Index) -> Cache:
+    """A cache whose layers write a prefill into the storage (see :class:`PrefillLayer`)."""
     return Cache(layers=[PrefillLayer(storage, i, rows, slots) for i in range(len(storage.keys))])
 
 
 def append_cache(
-    storage: RingStorage, rows: torch.Tensor, slots: torch.Tensor, length: int
+    storage: SlotStorage, rows: torch.Tensor, slots: torch.Tensor, length: int
 ) -> Cache:
     """A cache whose layers append tokens to rows of the storage (see :class:`AppendLayer`)."""
     layers = [AppendLayer(storage, i, rows, slots, length) for i in range(len(storage.keys))]
