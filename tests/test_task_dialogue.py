@@ -7,16 +7,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_tasks import task_cache  # noqa: F401 (autouse: every test builds into one temporary cache)
 
 from rlhf_env.dialogue import IncrementalChatTemplate, transcript
 from rlhf_env.tasks import make_task_vector_env, smoke_arguments, task_spec
-
-
-@pytest.fixture(autouse=True)
-def task_cache(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.getbasetemp() / "task-cache"
-    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(root))
-    return root
 
 
 def test_tiny_variant_plays_hh_conversations_turn_by_turn_and_scores_every_turn():

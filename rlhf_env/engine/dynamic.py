@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.incremental import IncrementalLM
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 
@@ -83,23 +84,7 @@ class DynamicEngine:
         """
         if self.policy_logits is None or self.reference_logits is None:
             raise RuntimeError("DynamicEngine.append() called before start()")
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                "append() takes input_ids and attention_mask of one shape (rows, tokens), got "
-                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
-            )
-        if len(rows) != input_ids.shape[0]:
-            raise ValueError(f"append() got {len(rows)} rows but {input_ids.shape[0]} token rows")
-        if len(np.unique(rows)) != len(rows) or np.any((rows < 0) | (rows >= self.num_rows)):
-            raise ValueError(
-                f"append() needs distinct rows in [0, {self.num_rows}), got {rows.tolist()}"
-            )
-        if not bool(attention_mask.bool().any(dim=1).all()):
-            raise ValueError(
-                "append() got a row with no token: each row's attention_mask must have at "
-                "least one 1 (leave rows with nothing to append out of rows)"
-            )
+        rows = check_block(rows, input_ids, attention_mask, self.num_rows, "append")
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         policy_logits, reference_logits = self._both(

@@ -84,6 +84,7 @@ import numpy as np
 import torch
 
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
+from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
 from rlhf_env.engine.slots import (
     Index,
@@ -233,7 +234,7 @@ class StaticEngine:
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> None:
         """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on."""
-        rows = self._check_rows(rows, input_ids, attention_mask, "start")
+        rows = check_block(rows, input_ids, attention_mask, self.num_rows, "start")
         width = int(input_ids.shape[1])
         if width >= self.num_slots:
             raise ValueError(
@@ -282,10 +283,10 @@ class StaticEngine:
         """
         if not self._started:
             raise RuntimeError("StaticEngine.append() called before start()")
-        rows = self._check_rows(rows, input_ids, attention_mask, "append")
+        rows = check_block(rows, input_ids, attention_mask, self.num_rows, "append")
         counts = attention_mask.sum(dim=1).cpu().numpy()  # (k,) real tokens per row
         lengths = self._host_lengths[rows] + counts  # (k,) contexts afterwards
-        _check_appended(rows, counts, lengths, self.num_slots)
+        _check_room(rows, counts, lengths, self.num_slots)
         self._check_devices()
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
@@ -458,24 +459,6 @@ class StaticEngine:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _check_rows(
-        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor, what: str
-    ) -> np.ndarray:
-        """``rows`` as int64, after checking them against the tokens of ``start`` / ``append``."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                f"{what}() takes input_ids and attention_mask of one shape (rows, tokens), got "
-                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
-            )
-        if len(rows) != input_ids.shape[0]:
-            raise ValueError(f"{what}() got {len(rows)} rows but {input_ids.shape[0]} token rows")
-        if len(np.unique(rows)) != len(rows) or np.any((rows < 0) | (rows >= self.num_rows)):
-            raise ValueError(
-                f"{what}() needs distinct rows in [0, {self.num_rows}), got {rows.tolist()}"
-            )
-        return rows
-
     def _check_devices(self) -> None:
         for model in self._models():
             if device_of(model.module) != self.device:
@@ -513,14 +496,8 @@ def _block_slots(first: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return first[:, None] + offsets
 
 
-def _check_appended(rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray, slots: int) -> None:
-    """A ``ValueError`` for a row appended no token or past ``slots - 1`` tokens."""
-    if np.any(counts < 1):
-        i = int(np.flatnonzero(counts < 1)[0])
-        raise ValueError(
-            f"append() got no token for row {rows[i]}: its attention_mask must have at least "
-            "one 1 (leave rows with nothing to append out of rows)"
-        )
+def _check_room(rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray, slots: int) -> None:
+    """A ``ValueError`` for a row appended past ``slots - 1`` tokens."""
     if np.any(lengths > slots - 1):
         i = int(np.flatnonzero(lengths > slots - 1)[0])
         raise ValueError(
