@@ -5,7 +5,7 @@
 #   run(command="bash benchmarks/gpu_check.sh $OUT b", carry=[".gpu"], timeout_s=420)
 # Part a: the engine and agent tests on CUDA (static vs full recomputation, ragged appends of
 #         dialogue turns, compiled CUDA-graph
-#         step vs eager without recompiles, bf16 against the dynamic engine, PPO in bf16), then
+#         step vs eager without recompiles, bf16 engines against float32, PPO in bf16), then
 #         benchmarks/engine_step.py: the step's latency, SmolLM2-135M at batch 64 and 256 with a
 #         256-token cache, Qwen2.5-0.5B's shape at batch 64 (random weights, bf16).
 # Part b: benchmarks/rollout_throughput.py (env dynamic / compiled, fused loop, generate with a

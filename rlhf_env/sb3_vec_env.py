@@ -30,8 +30,12 @@ try:
 except ImportError as error:
     raise missing_extra("stable_baselines3", "sb3", "rlhf_env.sb3_vec_env (SB3VecEnv)") from error
 
-# Per-step info keys copied from the vector env's batched infos into SB3's per-env dicts.
-_INFO_KEYS = ("kl", "policy_logprob", "ref_logprob", "score", "response", "prompt")
+# Per-step info keys copied from the vector env's batched infos into SB3's per-env dicts (the
+# single-response keys, then dialogue mode's).
+_INFO_KEYS = (
+    "kl", "policy_logprob", "ref_logprob", "score", "response", "prompt",
+    "inserted_ids", "user_turn", "turn", "turn_score", "turn_scores", "conversation",
+)  # fmt: skip
 
 
 class SB3VecEnv(VecEnv):

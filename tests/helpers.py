@@ -16,6 +16,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.rewards.model import RewardModel
 from rlhf_env.tasks import Task
 
 PROMPTS = [
@@ -106,6 +107,16 @@ def separable_pairs(count: int = 48) -> list[PreferencePair]:
     ]  # fmt: skip
 
 
+def preference_margins(reward_model: Reward) -> list[float]:
+    """How much ``reward_model`` scores " was great." above " was awful." for subjects that
+    ``separable_pairs`` never uses. A tiny model trained on those pairs (2 epochs) gives about
+    0.3 each; an untrained one 0.002."""
+    subjects = ["The story", "This show", "The actors", "The songs"]
+    great = reward_model(subjects, [" was great."] * len(subjects))
+    awful = reward_model(subjects, [" was awful."] * len(subjects))
+    return [good - bad for good, bad in zip(great, awful, strict=True)]
+
+
 def save_tiny_backbone(directory: Path) -> Path:
     """A tiny GPT-2 sequence-classification backbone with its tokenizer, saved like a hub
     checkpoint in ``directory``."""
@@ -122,6 +133,14 @@ def save_tiny_backbone(directory: Path) -> Path:
     return directory
 
 
+def save_tiny_reward_model(backbone: Path, directory: Path) -> Path:
+    """An untrained reward model on the tiny ``backbone`` (a random scalar head), saved in
+    ``directory`` for ``--reward``: unlike the sentiment oracles on a tiny policy's noise
+    (all 0), it scores every response differently (raw scores spread by about 0.1), so an
+    agent trained on it sees non-zero advantages."""
+    return RewardModel.from_backbone(backbone, device="cpu").save_pretrained(directory)
+
+
 def make_tiny_task(
     name: str, tokenizer: Any, held_out: int = 4, gold_name: str = "word_starts", **details: Any
 ) -> Task:
@@ -136,3 +155,20 @@ def make_tiny_task(
         env_options={"max_new_tokens": 4, "max_prompt_tokens": 12},
         details=details,
     )
+
+
+def check_env_strictly(env: Any, skip_render_check: bool = True, sb3: bool = False) -> None:
+    """Gymnasium's env checker (and, with ``sb3``, stable-baselines3's) with every warning an
+    error: gymnasium 1.x reports an observation outside its space, a wrong dtype or a
+    non-deterministic reset as a warning, which a plain call lets pass."""
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env, skip_render_check=skip_render_check)
+        if sb3:
+            from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+            sb3_check_env(env, warn=True)

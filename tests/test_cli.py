@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import save_tiny_reward_model
 
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm
 from rlhf_env.models.efficient import add_lora
@@ -55,28 +56,40 @@ def test_json_config_files_and_unknown_options(tmp_path, capsys):
     assert "broken.json is not valid JSON" in capsys.readouterr().err
 
 
-def test_train_then_eval_a_policy_from_the_command_line(model_dir, prompts_file, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def reward_dir(backbone_dir, tmp_path_factory):
+    """A tiny reward-model folder for ``--reward``: it scores every response differently."""
+    return save_tiny_reward_model(backbone_dir, tmp_path_factory.mktemp("reward-model"))
+
+
+def test_train_then_eval_a_policy_from_the_command_line(
+    model_dir, prompts_file, reward_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     status = main(
         ["train", "--agent", "rloo", "--policy", str(model_dir), "--prompts", str(prompts_file),
          "--out", str(out), "--total-timesteps", "16", "--num-envs", "4", "--group-size", "2",
-         "--max-new-tokens", "4", "--reward", "vader", "--learning-rate", "1e-3",
+         "--max-new-tokens", "4", "--reward", str(reward_dir), "--learning-rate", "1e-3",
          "--minibatch-size", "4", "--no-progress-bar"]
     )  # fmt: skip
     assert status == 0, capsys.readouterr().err
     history = json.loads((out / "history.json").read_text())
     assert history[-1]["timesteps"] >= 16
+    # The responses scored differently, so the advantages were not all 0: the gradient norm
+    # measured 0.07 (1 and 2 threads); with every score equal it is 8e-8 (KL rounding noise),
+    # which AdamW still turns into weight moves of 2e-3, so the moves alone prove nothing.
+    assert all(record["train/grad_norm"] > 0.01 for record in history)
     assert (out / "rl" / "latest").is_file() and (out / "policy" / "model.safetensors").is_file()
     trained = load_causal_lm(out / "policy", device="cpu")
     initial = load_causal_lm(model_dir, device="cpu")
     pairs = zip(trained.state_dict().values(), initial.state_dict().values(), strict=True)
-    assert any(not torch.equal(after, before) for after, before in pairs)
+    assert max(float((after - before).abs().max()) for after, before in pairs) > 1e-4
 
     results = tmp_path / "eval.json"
     status = main(
         ["eval", "--policy", str(out / "policy"), "--reference", str(model_dir),
          "--prompts", str(prompts_file), "--num-prompts", "4", "--prompt-offset", "0",
-         "--max-new-tokens", "4", "--reward", "vader", "--out", str(results)]
+         "--max-new-tokens", "4", "--reward", str(reward_dir), "--out", str(results)]
     )  # fmt: skip
     assert status == 0, capsys.readouterr().err
     evaluation = json.loads(results.read_text())
@@ -85,6 +98,7 @@ def test_train_then_eval_a_policy_from_the_command_line(model_dir, prompts_file,
         "This movie was", "I think the acting", "The plot of this film is", "One of",
     ]  # fmt: skip
     assert evaluation["summary"]["kl"] != 0.0  # measured against the untrained model
+    assert len({sample["learned"] for sample in evaluation["samples"]}) == 4  # scores differ
 
 
 def test_train_rejects_options_of_another_agent(model_dir, prompts_file, tmp_path, capsys):

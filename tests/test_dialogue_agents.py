@@ -128,13 +128,58 @@ def test_evaluation_reports_each_turns_score(chat):
     np.testing.assert_allclose(result.per_response["gold"], expected)
 
 
-def test_sb3_ppo_trains_on_the_dialogue_env_as_it_is(chat):
+def test_sb3_ppo_trains_the_lm_on_the_dialogue_env_as_it_is():
+    """SB3's PPO as released, with the LM as its policy (:class:`LanguageModelPolicy`), on a
+    dialogue env: conversations end, and the update moves the very module the env reads."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
 
+    from rlhf_agents.sb3_policy import LanguageModelPolicy
     from rlhf_env.sb3_vec_env import SB3VecEnv
 
-    env = VecMonitor(SB3VecEnv(dialogue_env(chat, num_envs=2, autoreset_mode="SameStep")))
-    model = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0)
+    tokenizer = build_tiny_tokenizer(chat_template=True)
+    vector_env = dialogue_env(
+        (tokenizer, build_tiny_llama(tokenizer, seed=0)), num_envs=2, autoreset_mode="SameStep"
+    )
+    before = {name: p.detach().clone() for name, p in vector_env.policy.named_parameters()}
+    model = PPO(LanguageModelPolicy, VecMonitor(SB3VecEnv(vector_env)),
+                policy_kwargs={"model": vector_env.policy}, n_steps=16, batch_size=16,
+                n_epochs=1, seed=0, device="cpu")  # fmt: skip
+    assert model.policy.model is vector_env.policy
     model.learn(total_timesteps=32)
     assert len(model.ep_info_buffer) >= 1
+    moved = [n for n, p in vector_env.policy.named_parameters() if not torch.equal(p, before[n])]
+    assert moved
+
+
+def test_sb3_policy_cache_follows_inserted_user_turns():
+    """The SB3 policy's KV cache across the env's inserted turns gives the logits of a whole
+    re-encoding of the context; SB3's per-env infos carry the dialogue keys."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    from rlhf_agents.sb3_policy import LanguageModelPolicy
+    from rlhf_env.sb3_vec_env import SB3VecEnv
+
+    tokenizer = build_tiny_tokenizer(chat_template=True)
+    vector_env = dialogue_env(
+        (tokenizer, build_tiny_llama(tokenizer, seed=0)), num_envs=4, autoreset_mode="SameStep"
+    )
+    venv = SB3VecEnv(vector_env)
+    policy = PPO(LanguageModelPolicy, venv, policy_kwargs={"model": vector_env.policy},
+                 n_steps=8, batch_size=32, device="cpu").policy  # fmt: skip
+    policy.set_training_mode(False)
+    end = IncrementalChatTemplate(tokenizer).end_of_turn_id
+    venv.seed(0)
+    obs, rng, inserted = venv.reset(), np.random.default_rng(0), 0
+    for _ in range(40):
+        tensors = obs_as_tensor({k: v.astype(np.float32) for k, v in obs.items()}, "cpu")
+        with torch.no_grad():
+            cached, _ = policy._logits_and_hidden(tensors)  # (N, V)
+            full, _ = policy._full_forward(tensors)
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+        actions = rng.integers(3, 300, size=4)
+        actions[rng.random(4) < 0.3] = end
+        obs, _, _, infos = venv.step(actions)
+        inserted += sum("inserted_ids" in info for info in infos)
+    assert inserted >= 8

@@ -3,12 +3,11 @@ user's turns as observation tokens (no action, no KL), rewards per turn or at th
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 from chat_tokenizers import smollm2_tokenizer, tiny_chat_tokenizer
+from helpers import check_env_strictly
 
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate, transcript
@@ -125,11 +124,13 @@ def test_turn_rewards_sum_to_the_return_and_kl_is_paid_on_actions_only(chat, tur
         assert len(turn_scores) == 3
         np.testing.assert_allclose(info["turn_scores"], turn_scores)
         # Each turn is scored after the transcript before it (the reward reads the turn count).
-        assert turn_scores[2] == pytest.approx(len(REPLIES[2]) / 10 + 3 / 100)
+        expected = [len(reply) / 10 + (turn + 1) / 100 for turn, reply in enumerate(REPLIES)]
+        np.testing.assert_allclose(turn_scores, expected)
+        assert info["score"] == pytest.approx(sum(turn_scores))
     else:
+        # One score, of the whole conversation, read after its last turn.
         assert turn_scores == [] and "turn_scores" not in info
         assert info["score"] == pytest.approx(len(REPLIES[2]) / 10 + 3 / 100)
-    assert info["score"] == pytest.approx(sum(turn_scores) if turn_scores else info["score"])
     assert total == pytest.approx(info["score"] - 0.1 * sum(kls), abs=1e-6)
     assert len(kls) == sum(len(canonical_actions(tokenizer, 0, r)) for r in REPLIES)
 
@@ -280,14 +281,7 @@ def test_the_vector_env_equals_single_envs_in_dialogue_mode(chat, engine, turn_c
 
 
 def test_gymnasium_and_sb3_checks_pass_in_dialogue_mode(chat):
-    from gymnasium.utils.env_checker import check_env as gymnasium_check_env
-    from stable_baselines3.common.env_checker import check_env
-
-    env = make_env(chat, max_total_tokens=64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        gymnasium_check_env(env, skip_render_check=True)
-        check_env(env, warn=False)
+    check_env_strictly(make_env(chat, max_total_tokens=64), sb3=True)
 
 
 def test_dialogue_settings_are_checked(chat):
@@ -351,3 +345,67 @@ def test_turn_cut_end_turn_closes_a_cut_turn_and_goes_on(chat):
     # The last turn was cut, so the env holds it without its end-of-turn token.
     tail = template.encode(tokenizer.convert_ids_to_tokens(template.end_of_turn_id))
     assert context_ids(obs) + tail + template.encode(template.closing) == expected
+
+
+def uncached_k1(chat, context: list[int], positions: list[int]) -> list[float]:
+    """``log pi(a) - log pi_ref(a)`` of the tokens of ``context`` at ``positions``, from one
+    uncached forward of each model over the whole context."""
+    _, policy, reference = chat
+    ids = torch.tensor([context])
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(ids).logits[0], dim=-1)  # (T, V)
+        ref_logp = torch.log_softmax(reference(ids).logits[0], dim=-1)  # (T, V)
+    return [float(logp[p - 1, context[p]] - ref_logp[p - 1, context[p]]) for p in positions]
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_each_steps_kl_is_its_actions_alone_from_uncached_forwards(chat, vector):
+    """The KL of every step is k1 of its action alone, as one uncached forward of each model
+    over the whole conversation gives it, and the return is the score minus beta times their
+    sum: the user turns the env inserts are charged nothing. Two sub-envs in the vector case,
+    their turns ending at different steps."""
+    import contextlib
+
+    tokenizer = chat[0]
+    end = IncrementalChatTemplate(tokenizer).end_of_turn_id
+    replies = [REPLIES, REPLIES[::-1]][: 2 if vector else 1]
+    plans = [[a for r in rs for a in canonical_actions(tokenizer, end, r)] for rs in replies]
+    n = len(plans)
+    env = make_env(chat, vector=vector, **({"num_envs": n} if vector else {}))
+    if vector:
+        obs, _ = env.reset(options={"prompts": [SCRIPTS[0]] * n})
+    else:
+        obs = {k: v[None] for k, v in env.reset(options={"prompt": SCRIPTS[0]})[0].items()}
+    # Per sub-env: where each action lands in the context, the env's KL and reward for it.
+    positions, kls, returns = [[] for _ in range(n)], [[] for _ in range(n)], np.zeros(n)
+    contexts, scores, inserted = [None] * n, [None] * n, 0
+    with env.holding_ended() if vector else contextlib.nullcontext():
+        for step in range(max(map(len, plans))):
+            actions = [plan[min(step, len(plan) - 1)] for plan in plans]
+            lengths = [int(obs["attention_mask"][i].sum()) for i in range(n)]
+            if vector:
+                obs, rewards, terms, truncs, info = env.step(np.array(actions))
+                step_kls, ended, step_scores = info["kl"], terms | truncs, info.get("score")
+                inserted += int(info.get("_inserted_ids", np.zeros(n, bool)).sum())
+            else:
+                single_obs, reward, term, trunc, info = env.step(actions[0])
+                obs = {k: v[None] for k, v in single_obs.items()}
+                rewards, step_kls, ended = [reward], [info["kl"]], [term or trunc]
+                step_scores = [info.get("score")]
+                inserted += "inserted_ids" in info
+            for i in range(n):
+                if contexts[i] is not None:  # ended: held
+                    continue
+                positions[i].append(lengths[i])
+                kls[i].append(step_kls[i])
+                returns[i] += rewards[i]
+                assert ended[i] == (step == len(plans[i]) - 1)
+                if ended[i]:
+                    contexts[i] = context_ids({k: v[i] for k, v in obs.items()})
+                    scores[i] = step_scores[i]
+    assert inserted == 2 * n  # the second and third user turns of each conversation
+    for i in range(n):
+        assert [contexts[i][p] for p in positions[i]] == plans[i]
+        expected = uncached_k1(chat, contexts[i], positions[i])
+        np.testing.assert_allclose(kls[i], expected, atol=1e-4, rtol=0)
+        assert returns[i] == pytest.approx(scores[i] - 0.1 * sum(expected), abs=1e-4)

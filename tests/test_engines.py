@@ -8,6 +8,8 @@ Tolerance: 1e-5 absolute, float32.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,16 @@ def _full_logits(model: torch.nn.Module, contexts: list[list[int]]) -> torch.Ten
     return torch.stack(
         [model(torch.tensor([c], device=device)).logits[0, -1].float() for c in contexts]
     )
+
+
+@torch.no_grad()
+def _right_padded_logits(model: torch.nn.Module, contexts: list[list[int]]) -> torch.Tensor:
+    """:func:`_full_logits` in one uncached forward: right padding (never attended to by the
+    causal mask) and each row's logits read at its last token."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([c + [c[-1]] * (max(map(len, contexts)) - len(c)) for c in contexts])
+    logits = model(ids.to(device)).logits.float()  # (k, T, V)
+    return logits[torch.arange(len(contexts)), torch.tensor([len(c) - 1 for c in contexts])]
 
 
 def _build(
@@ -154,8 +166,12 @@ def test_static_rows_that_pause_keep_their_context(tokenizer):
         )
 
 
+#: torch.compile's first compilation takes tens of seconds on a CPU: the long tier (make test-all).
+COMPILED = pytest.param("compiled", marks=pytest.mark.long)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind", ["static", "compiled", "dynamic"])
+@pytest.mark.parametrize("kind", ["static", COMPILED, "dynamic"])
 def test_optimizer_steps_and_reallocated_weights_are_read(tokenizer, kind, device):
     """The engines read the policy's current weights: after an in-place optimiser step and
     after a parameter is replaced by a new tensor (as a peft merge or ``.to()`` would), the
@@ -201,6 +217,7 @@ def test_static_engine_steps_lora_and_frozen_layer_references(tokenizer, setup):
     _drive(engine, policy, reference, steps=15)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_step_matches_eager_without_recompiling(tokenizer, device):
     """``torch.compile(fullgraph=True)`` of the whole step (CPU: the default mode; CUDA: one
@@ -290,38 +307,49 @@ def test_static_engine_refuses_a_context_longer_than_its_slots(tokenizer):
         engine.start(np.arange(1), *_left_pad([[5, 6, 7, 8]]))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_compiled_bf16_step_on_cuda_tracks_the_dynamic_engine(tokenizer):
-    """bf16 weights on CUDA, the environments' GPU setting: the compiled static step and the
-    dynamic engine agree to bf16 precision over a long staggered run."""
-    policy = build_tiny_causal_lm("qwen2", tokenizer, seed=0).to("cuda", torch.bfloat16)
-    reference = build_tiny_causal_lm("qwen2", tokenizer, seed=1).to("cuda", torch.bfloat16)
+#: bf16 engines against a float32 recomputation: the largest logit error allowed. Measured on
+#: CPU (eager, this test's staggered run taken to 60 steps): at most 0.0052 for either engine,
+#: static against dynamic 0.0039; the logits' spread is about 0.16, and changing the first token
+#: of a context moves them by 0.31 at the median, so a bug in any part of the context exceeds it.
+BF16_TOLERANCE = 0.02
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_engines_track_a_float32_recomputation(tokenizer, device):
+    """bf16 weights, the environments' GPU setting: the static step (compiled on CUDA) and the
+    dynamic engine each stay within :data:`BF16_TOLERANCE` of an uncached float32 forward of
+    the same (bf16-rounded) weights over a long staggered run, and agree with each other."""
+    policy = build_tiny_causal_lm("qwen2", tokenizer, seed=0).to(device, torch.bfloat16)
+    reference = build_tiny_causal_lm("qwen2", tokenizer, seed=1).to(device, torch.bfloat16)
+    exact = copy.deepcopy(policy).float()
     engines = [
-        StaticEngine(policy, reference, 5, NUM_SLOTS, compile_step=True),
+        StaticEngine(policy, reference, 5, NUM_SLOTS, compile_step=device == "cuda"),
         DynamicEngine(policy, reference, 5),
     ]
     rng = np.random.default_rng(0)
     contexts = [_prompt(rng) for _ in range(5)]
     for engine in engines:
         engine.start(np.arange(5), *_left_pad(contexts))
-    lengths = [len(c) for c in contexts]
-    for _ in range(60):
+    for _ in range(40):
         tokens = rng.integers(5, 380, size=5)
-        advance = np.array([n < NUM_SLOTS - 2 for n in lengths]) & (rng.random(5) > 0.2)
+        advance = np.array([len(c) < NUM_SLOTS - 2 for c in contexts]) & (rng.random(5) > 0.2)
         static_stats, dynamic_stats = (engine.step(tokens, advance) for engine in engines)
-        np.testing.assert_allclose(static_stats, dynamic_stats, atol=0.05, rtol=0)
-        torch.testing.assert_close(
-            engines[0].policy_logits, engines[1].policy_logits, atol=0.05, rtol=0
-        )
-        lengths = [n + 1 if a else n for n, a in zip(lengths, advance, strict=True)]
+        contexts = [
+            [*c, int(t)] if a else c for c, t, a in zip(contexts, tokens, advance, strict=True)
+        ]
+        expected = _right_padded_logits(exact, contexts)  # (5, V), float32
+        for engine in engines:
+            error = float((engine.policy_logits.float() - expected).abs().max())
+            assert error < BF16_TOLERANCE, (type(engine).__name__, error)
+        np.testing.assert_allclose(static_stats, dynamic_stats, atol=BF16_TOLERANCE, rtol=0)
         stopped = np.flatnonzero(~advance)
         if stopped.size:
             new = [_prompt(rng) for _ in stopped]
             for engine in engines:
                 engine.start(stopped, *_left_pad(new))
             for row, context in zip(stopped, new, strict=True):
-                lengths[row] = len(context)
-    assert engines[0].compiled
+                contexts[row] = context
+    assert engines[0].compiled == (device == "cuda")
 
 
 @pytest.mark.parametrize("kind", ["static", "dynamic"])
@@ -488,6 +516,7 @@ def test_static_append_refuses_a_context_longer_than_its_slots(tokenizer):
     torch.testing.assert_close(engine.policy_logits, _full_logits(policy, contexts), **TOLERANCE)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_step_after_appends_matches_eager_without_recompiling(tokenizer, device):
     """Appends run outside the compiled graph, in place: the compiled step goes on matching the

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import PROMPTS, length_reward
+from helpers import PROMPTS, check_env_strictly, length_reward
 
 import rlhf_env
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
@@ -71,8 +71,6 @@ def test_spaces_follow_the_spec(make_env, tokenizer):
 
 
 def test_gymnasium_check_env_passes(tokenizer, gpt2):
-    from gymnasium.utils.env_checker import check_env
-
     env = gym.make(
         rlhf_env.ENV_ID,
         policy=gpt2,
@@ -82,13 +80,11 @@ def test_gymnasium_check_env_passes(tokenizer, gpt2):
         max_new_tokens=4,
         render_mode="ansi",
     )
-    check_env(env.unwrapped, skip_render_check=False)
+    check_env_strictly(env.unwrapped, skip_render_check=False)
 
 
 def test_sb3_check_env_passes(make_env):
-    from stable_baselines3.common.env_checker import check_env
-
-    check_env(make_env(), warn=True)
+    check_env_strictly(make_env(), sb3=True)
 
 
 def test_gymnasium_make_after_import(tokenizer, gpt2):

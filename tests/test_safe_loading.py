@@ -34,6 +34,10 @@ def test_pickled_lora_adapters_are_refused_unless_allowed(tmp_path):
     base = tmp_path / "base"
     build_tiny_gpt2(tokenizer, seed=0).save_pretrained(base)
     policy, _ = add_lora(load_causal_lm(base, device="cpu"), r=2)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)  # adapters that change the output
     adapters = tmp_path / "adapters"
     policy.save_pretrained(adapters)
     weights = load_file_tensors(adapters / "adapter_model.safetensors")
@@ -41,7 +45,14 @@ def test_pickled_lora_adapters_are_refused_unless_allowed(tmp_path):
     torch.save(weights, adapters / "adapter_model.bin")
     with pytest.raises(ValueError, match=r"adapter_model\.bin holds pickled weights"):
         load_causal_lm(adapters, device="cpu")
-    assert load_causal_lm(adapters, device="cpu", allow_pickle=True) is not None
+    loaded = load_causal_lm(adapters, device="cpu", allow_pickle=True)
+    ids = torch.tensor([[5, 9, 17, 3]])
+    with torch.no_grad():
+        with_adapters = policy(input_ids=ids).logits
+        without = load_causal_lm(base, device="cpu")(input_ids=ids).logits
+        # the pickled adapters were read, not skipped: the base model's output moved to theirs
+        assert not torch.allclose(with_adapters, without, atol=1e-4)
+        torch.testing.assert_close(loaded(input_ids=ids).logits, with_adapters, atol=1e-4, rtol=0)
 
 
 def load_file_tensors(file: Path) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
+from helpers import check_env_strictly
 from test_tasks import task_cache  # noqa: F401 (autouse: every test builds into one temporary cache)
 
 from rlhf_env.dialogue import IncrementalChatTemplate, transcript
@@ -15,7 +15,7 @@ from rlhf_env.tasks import make_task_vector_env, smoke_arguments, task_spec
 
 def test_tiny_variant_plays_hh_conversations_turn_by_turn_and_scores_every_turn():
     env = gym.make("rlhf_env/Dialogue-v0", **smoke_arguments("Dialogue"), progress=False)
-    check_env(env.unwrapped, skip_render_check=True)
+    check_env_strictly(env.unwrapped, skip_render_check=True)
     task = env.unwrapped.task
     assert task_spec("Dialogue").chat_template
     script = task.eval_prompts[0]
@@ -56,7 +56,7 @@ def test_held_out_conversations_are_the_reward_models_held_out_split():
 def test_real_task_builds_with_no_arguments_offline(monkeypatch):
     monkeypatch.delenv("RLHF_ENV_TASK_CACHE")  # the Harmless reward model: built once per machine
     env = gym.make("rlhf_env/Dialogue-v0")
-    check_env(env.unwrapped, skip_render_check=True)
+    check_env_strictly(env.unwrapped, skip_render_check=True)
     details = env.unwrapped.task.details
     assert details["reward_model"]["eval_accuracy"] > 0.55
     assert details["train_conversations"] > 500 and details["held_out_conversations"] > 40
@@ -89,3 +89,35 @@ def test_ppo_on_three_turn_conversations_reports_every_turns_score(tmp_path, mon
             after[f"turn_score/{turn}"]
         )
     assert after["learned"] > before["learned"] and after["kl"] > 0
+
+
+@pytest.mark.parametrize("wrapper", ["Dialogue", "Harmless"])
+def test_the_reward_model_reads_the_latest_turns_of_a_transcript_over_its_length(
+    backbone_dir, wrapper
+):
+    """A transcript longer than the reward model's ``max_length`` loses its start, never its
+    end: two that differ only in their first turn (cut away) score alike, one whose last user
+    turn differs does not. The raw scores of the tiny random head differ by about 1e-3."""
+    from rlhf_env.rewards.model import RewardModel
+    from rlhf_env.tasks.dialogue import TranscriptReward
+    from rlhf_env.tasks.harmless import DialogueReward
+
+    # 56 tokens of latest turns and a 5-token reply: whatever is kept of 24 lies in the latest.
+    latest = (
+        "\n\nHuman: The plot was great. The acting was great.\n\nAssistant: The music was "
+        "great.\n\nHuman: The ending?\n\nAssistant:"
+    )
+    transcripts = [
+        "\n\nHuman: The film was awful." + latest,
+        "\n\nHuman: This movie was great, really great." + latest,
+        "\n\nHuman: The film was awful." + latest.replace("The ending?", "The music?"),
+    ]
+    reward_model = RewardModel.from_backbone(backbone_dir, device="cpu", max_length=24)
+    if wrapper == "Dialogue":
+        reward = TranscriptReward(reward_model)
+        scores = reward(transcripts, ["The ending was great."] * 3)
+    else:  # the Harmless task maps its prompts to the raw HH transcripts
+        reward = DialogueReward(reward_model, {str(i): t for i, t in enumerate(transcripts)})
+        scores = reward(["0", "1", "2"], ["The ending was great."] * 3)
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+    assert abs(scores[0] - scores[2]) > 1e-4

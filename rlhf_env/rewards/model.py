@@ -53,7 +53,9 @@ class RewardModel:
     Args:
         model: a sequence-classification model with ``num_labels == 1``.
         tokenizer: its tokenizer (a pad token is ensured).
-        max_length: texts are truncated to this many tokens (the prompt is cut first).
+        max_length: a pair is truncated to this many tokens, each token taken from the longer
+            of prompt and response (``longest_first``), on the tokenizer's ``truncation_side``
+            (the Harmless and Dialogue tasks set ``"left"``: the latest turns stay).
         include_prompt: read ``(prompt, response)`` as a text pair (default) or the response only.
         pooling: ``"head"``, ``"sum"`` or ``"mean"`` (see above); the model must be of the
             matching kind (sequence classification for ``"head"``, token classification else).

@@ -307,7 +307,7 @@ SPEC = TaskSpec(
         "reward_backbone": TINY_BACKBONE,
         "sample_tokens": 4,
         "max_new_tokens": 6,
-        "max_prompt_tokens": 24,
+        "max_prompt_tokens": 48,
     },
 )
 
