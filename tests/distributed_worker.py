@@ -6,8 +6,10 @@ Each case writes its results under ``--out`` for the test to compare:
 - ``learn``: PPO and RLOO ``learn()`` on each process's shard of the prompts, with checkpoints;
   every process writes the digest of its trained parameters, its first rollout's prompts and
   responses, and what it restores from the last checkpoint.
-- ``update``: PPO and RLOO updates on a fixed global rollout, each process taking its half
-  (one process: all of it); rank 0 writes the trained parameters.
+- ``update``: one PPO and one RLOO optimiser step on a fixed global rollout of ragged response
+  lengths, each process taking its half (one process: all of it); rank 0 writes the step's
+  gradient (unclipped, before the optimiser step), and one process also the gradient computed
+  directly, one response at a time, with token and with sequence weighting.
 - ``reward_model``: Bradley-Terry training on fixed pairs (per-process batch x processes =
   the one-process batch); rank 0 writes the trained parameters and the metrics.
 """
@@ -26,7 +28,7 @@ from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
-from rlhf_agents.rollout import collect_episodes
+from rlhf_agents.rollout import Rollout, collect_episodes
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.distributed import barrier, init_distributed, shard
@@ -37,6 +39,9 @@ from rlhf_env.rewards.training import RewardTrainingConfig, train_reward_model
 PROMPTS = NUMBERED_PROMPTS
 #: Sub-envs of the one-process reference rollout (each of 2 processes takes half).
 GLOBAL_ENVS = 8
+#: The response lengths of the ``update`` case's rollout: ragged, so that weighting tokens and
+#: weighting sequences differ (the two processes' halves hold 15 and 19 tokens).
+RESPONSE_LENGTHS = [1, 6, 2, 6, 6, 1, 6, 6]
 
 
 def env_on(tokenizer, policy, prompts: list[str], num_envs: int) -> TextGenerationVectorEnv:
@@ -63,15 +68,54 @@ def remember_first_rollout(store: dict[str, list[str]]) -> object:
     return remember
 
 
-def seeded_sampler(seed: int) -> object:
-    """An action chooser sampling the env's policy logits with its own generator."""
+def ragged_sampler(seed: int, lengths: list[int]) -> object:
+    """An action chooser sampling the env's policy logits with its own generator, except that
+    sub-env ``i`` ends its response with EOS as its ``lengths[i]``-th token (and never before)."""
     generator = torch.Generator().manual_seed(seed)
+    ends = torch.tensor(lengths)
+    step = 0
 
     def sample(env: TextGenerationVectorEnv, _obs: object) -> np.ndarray:
+        nonlocal step
+        step += 1
+        eos = env.tokenizer.eos_token_id
         probs = torch.softmax(env.policy_logits, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator)[:, 0].numpy()
+        probs[:, eos] = 0
+        actions = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return torch.where(ends == step, eos, actions).numpy()
 
     return sample
+
+
+def gradient_vector(agent: PPOAgent | RLOOAgent) -> torch.Tensor:
+    """The ``.grad`` of every trained parameter (0 where none), flattened like
+    :func:`trainable_vector`."""
+    parameters = agent.trainable_parameters()
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+            for _, p in sorted(parameters.items())
+        ]
+    )
+
+
+def direct_gradient(agent: PPOAgent | RLOOAgent, rollout: Rollout, by_tokens: bool) -> torch.Tensor:
+    """The gradient of the agent's loss on ``rollout`` computed one response at a time, each
+    response's token mean weighted by its share of the rollout's tokens (``by_tokens``: the
+    token mean of the whole rollout, what an update must compute) or by ``1 / E`` (sequence
+    weighting). One process; leaves no gradient behind."""
+    with torch.no_grad():
+        targets = agent.compute_advantages(rollout)
+    agent.optimizer.zero_grad(set_to_none=True)
+    for row in range(rollout.num_episodes):
+        batch = rollout.select([row])
+        width = batch.response_ids.shape[1]
+        loss, _ = agent.loss(batch, {name: value[[row], :width] for name, value in targets.items()})
+        share = batch.num_tokens / rollout.num_tokens if by_tokens else 1 / rollout.num_episodes
+        (loss * share).backward()
+    gradient = gradient_vector(agent)
+    agent.optimizer.zero_grad(set_to_none=True)
+    return gradient
 
 
 def agents_to_run(env: TextGenerationVectorEnv, **shared: object) -> dict[str, object]:
@@ -119,20 +163,26 @@ def case_update(out: Path, rank: int, world_size: int) -> None:
     tensors = {}
     for name in ("ppo", "rloo"):
         policy = build_tiny_gpt2(tokenizer, seed=0)
-        # The same global rollout on every process: sampled with a fixed generator.
+        # The same global rollout on every process, of ragged response lengths.
         collector = env_on(tokenizer, policy, PROMPTS, GLOBAL_ENVS)
         prompts = [prompt for prompt in PROMPTS[: GLOBAL_ENVS // 2] for _ in range(2)]
-        rollout = collect_episodes(collector, seeded_sampler(3), prompts, seed=0)
+        rollout = collect_episodes(collector, ragged_sampler(3, RESPONSE_LENGTHS), prompts, seed=0)
+        assert rollout.lengths.tolist() == RESPONSE_LENGTHS, rollout.lengths
         local = GLOBAL_ENVS // world_size
         mine = rollout.select(torch.arange(rank * local, (rank + 1) * local))
         env = env_on(tokenizer, policy, PROMPTS, local)
+        # One optimiser step of 2 micro-batches, unclipped: its .grad is the raw gradient.
         agent = agents_to_run(
-            env, learning_rate=1e-3, epochs=2, minibatch_size=local,
-            gradient_accumulation_steps=2,
+            env, learning_rate=1e-3, epochs=1, minibatch_size=local,
+            gradient_accumulation_steps=2, max_grad_norm=1e9,
         )[name]  # fmt: skip
-        stats = [agent.update(mine) for _ in range(2)]
-        tensors[name] = trainable_vector(agent)
-        tensors[f"{name}.losses"] = torch.tensor([s["losses/policy"] for s in stats])
+        if world_size == 1:
+            tensors[f"{name}.token_weighted"] = direct_gradient(agent, rollout, by_tokens=True)
+            tensors[f"{name}.sequence_weighted"] = direct_gradient(agent, rollout, by_tokens=False)
+        stats = agent.update(mine)
+        tensors[f"{name}.gradient"] = gradient_vector(agent)
+        losses = sorted(key for key in stats if key.startswith("losses/"))  # policy, entropy...
+        tensors[f"{name}.losses"] = torch.tensor([stats[key] for key in losses])
     if rank == 0:
         save_file(tensors, out / f"update-world{world_size}.safetensors")
 
