@@ -16,6 +16,11 @@ Models are random-initialised from their configs (same cost per token as the rea
 ``tiny-gpt2`` (4 x 256, SmolLM2's 49,152-token vocabulary), ``smollm2-135m`` (30 x 576) and
 ``qwen2.5-0.5b`` (24 x 896, 151,936 tokens). Prints a table and writes JSON.
 
+The engines step the same tokens on the same contexts, so they must compute the same KL and
+log-probs: the JSON's ``checksums`` hold, per engine, a digest of the tokens (the same by
+construction) and the sums of the statistics it returned over every timed repeat (``logprob``,
+``ref_logprob``, ``kl``), compared by ``tests/test_benchmarks.py``.
+
     python benchmarks/engine_step.py --models smollm2-135m --batches 64 256 --cache 256
 """
 
@@ -25,6 +30,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +40,9 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 
 from rlhf_env.engine import DynamicEngine, StaticEngine
 from rlhf_env.models import frozen_copy, pick_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checksums import agreement, checksum
 
 #: Model name -> its config (public architecture hyper-parameters; weights are random).
 CONFIGS = {
@@ -85,7 +94,8 @@ def run_episodes(
 ):
     """One episode of ``steps`` steps on every engine in lockstep (with a ``turn``-token
     append to every other row halfway); per engine, (prefill seconds, per-step seconds,
-    append seconds or ``None``)."""
+    append seconds or ``None``, the step statistics ``(steps, 3, batch)``), and the tokens
+    stepped ``(steps, batch)``."""
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(vocab, (batch, prompt), generator=generator)
     mask = torch.ones_like(input_ids)
@@ -94,6 +104,7 @@ def run_episodes(
     turn_rows = np.arange(0, batch, 2)
     turn_ids = torch.randint(vocab, (turn_rows.size, max(turn, 1)), generator=generator)
     prefill, appends, times = {}, dict.fromkeys(engines), {kind: [] for kind in engines}
+    stats: dict[str, list[np.ndarray]] = {kind: [] for kind in engines}
     for kind, engine in engines.items():
         synchronize(engine.device)
         start = time.perf_counter()
@@ -103,8 +114,9 @@ def run_episodes(
     for step in range(steps):
         for kind, engine in engines.items():
             start = time.perf_counter()
-            engine.step(tokens[step], advance)  # ends with the device-to-host copy of the stats
+            step_stats = engine.step(tokens[step], advance)  # ends with their copy to the host
             times[kind].append(time.perf_counter() - start)
+            stats[kind].append(step_stats)  # (3, batch): KL, log pi, log pi_ref
         if turn and step == steps // 2:
             for kind, engine in engines.items():
                 synchronize(engine.device)
@@ -112,7 +124,8 @@ def run_episodes(
                 engine.append(turn_rows, turn_ids, torch.ones_like(turn_ids))
                 synchronize(engine.device)
                 appends[kind] = time.perf_counter() - start
-    return prefill, times, appends
+    stacked = {kind: np.stack(values) for kind, values in stats.items()}
+    return prefill, times, appends, stacked, tokens
 
 
 def bench_case(models, name, batch, prompt, cache, repeats, engines, turn=0):
@@ -128,13 +141,17 @@ def bench_case(models, name, batch, prompt, cache, repeats, engines, turn=0):
     step_times = {kind: [] for kind in built}
     prefills = {kind: [] for kind in built}
     appends = {kind: [] for kind in built}
+    stats = {kind: [] for kind in built}
+    tokens = []
     for repeat in range(repeats):
-        prefill, times, appended = run_episodes(
+        prefill, times, appended, stepped, repeat_tokens = run_episodes(
             built, batch, prompt, steps, vocab, seed=repeat + 1, turn=turn
         )
+        tokens.append(repeat_tokens)
         for kind in built:
             prefills[kind].append(prefill[kind])
             step_times[kind].extend(times[kind])
+            stats[kind].append(stepped[kind])
             if appended[kind] is not None:
                 appends[kind].append(appended[kind])
     result = {
@@ -153,6 +170,12 @@ def bench_case(models, name, batch, prompt, cache, repeats, engines, turn=0):
     for kind in ("static", "compiled"):
         if kind in built and "dynamic" in built:
             result[f"{kind}_vs_dynamic"] = result[f"{kind}_tok_s"] / result["dynamic_tok_s"]
+    result["checksums"] = {}
+    for kind in built:
+        kl, logprob, ref_logprob = np.stack(stats[kind]).transpose(2, 0, 1, 3)  # 3 x (R, S, B)
+        result["checksums"][kind] = checksum(
+            np.stack(tokens), logprob=logprob, ref_logprob=ref_logprob, kl=kl
+        )
     return result
 
 
@@ -221,6 +244,7 @@ def main() -> None:
             )
             results.append(result)
             print_table([result])
+            print(agreement(result["checksums"], list(ENGINES)))
         del models
         if device.type == "cuda":
             torch.cuda.empty_cache()

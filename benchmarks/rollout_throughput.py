@@ -17,6 +17,13 @@ The env rows (a), (a1), (a2) run in lockstep, one step of each in turn, timed ap
 other rows run one after the other within each repeat; so machine noise hits them alike. The
 figure is the median over repeats. Prints a table and writes JSON.
 
+Every row takes the same prompts in the same order, and (a)-(c) and (e) sample with the same
+seeded Gumbel-max draws from their own next-token logits, so they choose the same tokens (up to
+a near-tie that float rounding flips: never seen in float32 on CPU, possible in bfloat16) and
+compute the same log-probs. The JSON's ``checksums`` hold, per row, a digest of its tokens over
+all repeats and the sums of their log-probs (policy, reference, KL); :data:`SAME_WORK` says which
+rows must agree (compared by ``tests/test_benchmarks.py``).
+
     python benchmarks/rollout_throughput.py --models tiny-gpt2 --batches 16 64 --new 32 128 256
 """
 
@@ -27,9 +34,11 @@ import functools
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -58,6 +67,9 @@ from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.rewards import SequenceClassifierReward
 from rlhf_env.sb3_vec_env import SB3VecEnv
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checksums import agreement, checksum
+
 #: Row name -> table label.
 ROWS: dict[str, str] = {
     "env_dynamic": "(a) dyn",
@@ -78,6 +90,18 @@ RATIOS: dict[str, tuple[str, str]] = {
     "a2/d2": ("env_compiled", "generate_compiled"),
     "e/a": ("sb3_path", "env_dynamic"),
 }
+#: Rows that compute the same thing, so their checksums agree: the same tokens and log-probs
+#: (policy, reference, KL) in the first group; the same tokens in the second. Rows (d) and (d2)
+#: sample with ``generate``'s own sampler (``torch.multinomial``, EOS masked by
+#: ``min_new_tokens``) and compute no log-probs, so they are compared with each other only.
+SAME_WORK: tuple[tuple[str, ...], ...] = (
+    ("env_dynamic", "env_static", "env_compiled", "fused_loop", "naive_env", "sb3_path"),
+    ("generate", "generate_compiled"),
+)
+#: Prompt tokens kept (from the end) by the envs and, alike, by the loops.
+MAX_PROMPT_TOKENS = 32
+#: The env infos with the statistics of the tokens taken, in the order of :class:`Work`.
+INFO_STATS = ("policy_logprob", "ref_logprob", "kl")
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -143,12 +167,26 @@ def build_models(
 
 
 def left_pad(tokenizer, prompts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    """The prompts left-padded, each cut to its last ``MAX_PROMPT_TOKENS`` tokens as the envs
+    cut them."""
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    batch = tokenizer(
+        prompts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_PROMPT_TOKENS
+    )
     return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
-# -- the five rows ----------------------------------------------------------------------------
+# -- the rows ---------------------------------------------------------------------------------
+
+
+class Work(NamedTuple):
+    """What a row computed, as ``(B, new)`` arrays: its tokens and, where the row computes
+    them, their policy log-probs, reference log-probs and k1 KL."""
+
+    tokens: Any
+    logprob: Any = None
+    ref_logprob: Any = None
+    kl: Any = None
 
 
 def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -159,35 +197,58 @@ def sample(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def run_vector_envs(
-    venvs: dict[str, TextGenerationVectorEnv], new: int, seed: int
-) -> dict[str, float]:
-    """(a), (a1), (a2) in lockstep: one episode of ``new`` tokens per sub-env, each env sampling
-    from its own ``policy_logits``, one step of each env in turn; seconds per env."""
+    venvs: dict[str, TextGenerationVectorEnv], prompts: list[str], new: int, seed: int
+) -> tuple[dict[str, float], dict[str, Work]]:
+    """(a), (a1), (a2) in lockstep: one episode of ``new`` tokens per sub-env on ``prompts``,
+    each env sampling from its own ``policy_logits``, one step of each env in turn; seconds
+    per env, and its work."""
     generators = {
         row: torch.Generator(device=venv.device).manual_seed(seed) for row, venv in venvs.items()
     }
     seconds = dict.fromkeys(venvs, 0.0)
+    steps: dict[str, list] = {row: [] for row in venvs}
+    options = {"prompts": prompts}
     for row, venv in venvs.items():
-        seconds[row] += timed(functools.partial(venv.reset, seed=seed))
+        seconds[row] += timed(functools.partial(venv.reset, seed=seed, options=options))[0]
     for _ in range(new):
         for row, venv in venvs.items():
             step = functools.partial(_sampled_step, venv, generators[row])
-            seconds[row] += timed(step)
-    return seconds
+            elapsed, taken = timed(step)
+            seconds[row] += elapsed
+            steps[row].append(taken)
+    return seconds, {row: _vector_work(taken) for row, taken in steps.items()}
 
 
-def _sampled_step(venv: TextGenerationVectorEnv, generator: torch.Generator) -> None:
-    venv.step(sample(venv.policy_logits, generator).cpu().numpy())
+def _sampled_step(
+    venv: TextGenerationVectorEnv, generator: torch.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One step on tokens sampled from the env's logits; ``(actions, infos)``."""
+    actions = sample(venv.policy_logits, generator).cpu().numpy()
+    return actions, venv.step(actions)[-1]
 
 
-def run_sb3_path(adapter: SB3VecEnv, new: int, seed: int) -> None:
-    """(e): the same through SB3's VecEnv interface (step_async / step_wait, list of infos)."""
+def _vector_work(steps: list[tuple[np.ndarray, dict[str, Any]]]) -> Work:
+    """A vector env's work from its steps' ``(actions, infos)``: ``(B, new)`` arrays."""
+    return Work(
+        np.stack([actions for actions, _ in steps], axis=1),
+        *(np.stack([infos[key] for _, infos in steps], axis=1) for key in INFO_STATS),
+    )
+
+
+def run_sb3_path(adapter: SB3VecEnv, prompts: list[str], new: int, seed: int) -> Work:
+    """(e): the same through SB3's VecEnv interface (step_async / step_wait, list of infos).
+    SB3's ``reset()`` takes no prompts: the wrapped env is reset with them, as the other rows."""
     venv = adapter.vector_env
     generator = torch.Generator(device=venv.device).manual_seed(seed)
-    adapter.seed(seed)
-    adapter.reset()
+    venv.reset(seed=seed, options={"prompts": prompts})
+    steps = []
     for _ in range(new):
-        adapter.step(sample(venv.policy_logits, generator).cpu().numpy())
+        actions = sample(venv.policy_logits, generator).cpu().numpy()
+        steps.append((actions, adapter.step(actions)[-1]))
+    return Work(
+        np.stack([actions for actions, _ in steps], axis=1),
+        *(np.array([[info[key] for info in infos] for _, infos in steps]).T for key in INFO_STATS),
+    )
 
 
 def _forward(model, input_ids, attention_mask, positions, cache) -> torch.Tensor:
@@ -206,7 +267,7 @@ def _forward(model, input_ids, attention_mask, positions, cache) -> torch.Tensor
 
 
 @torch.no_grad()
-def run_fused_loop(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int):
+def run_fused_loop(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int) -> Work:
     """(b): the limit. Prefill both models, then one cached forward of each per token, the
     per-token k1 KL and log-probs, and one reward call for the batch."""
     device = next(policy.parameters()).device
@@ -217,11 +278,13 @@ def run_fused_loop(policy, reference, tokenizer, reward_fn, prompts, new: int, s
     logits = _forward(policy, input_ids, mask, positions, policy_cache)
     ref_logits = _forward(reference, input_ids, mask, positions, ref_cache)
     next_position = positions[:, -1:] + 1
-    tokens, kls = [], []
+    tokens, taken, ref_taken, kls = [], [], [], []
     for step in range(new):
         logprobs, ref_logprobs = logits.log_softmax(-1), ref_logits.log_softmax(-1)
         action = sample(logits, generator).unsqueeze(-1)  # (B, 1)
-        kls.append(logprobs.gather(-1, action) - ref_logprobs.gather(-1, action))
+        taken.append(logprobs.gather(-1, action))  # (B, 1)
+        ref_taken.append(ref_logprobs.gather(-1, action))
+        kls.append(taken[-1] - ref_taken[-1])
         tokens.append(action)
         torch.stack(kls[-1:]).cpu()  # rewards reach the agent every step, as in an env
         if step == new - 1:
@@ -232,42 +295,49 @@ def run_fused_loop(policy, reference, tokenizer, reward_fn, prompts, new: int, s
         next_position = next_position + 1
     responses = tokenizer.batch_decode(torch.cat(tokens, dim=1), skip_special_tokens=True)
     reward_fn(prompts, responses)
+    return Work(*(torch.cat(values, dim=1) for values in (tokens, taken, ref_taken, kls)))
 
 
 @torch.no_grad()
-def run_naive_env(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int):
+def run_naive_env(policy, reference, tokenizer, reward_fn, prompts, new: int, seed: int) -> Work:
     """(c): what token-level LM envs without a KV cache do: every step re-encodes the whole
     context through both models (batched, left-padded)."""
     device = next(policy.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     input_ids, mask = left_pad(tokenizer, prompts, device)
+    taken, ref_taken = [], []
     for _ in range(new):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = _forward(policy, input_ids, mask, positions, None)
         ref_logits = _forward(reference, input_ids, mask, positions, None)
         logprobs, ref_logprobs = logits.log_softmax(-1), ref_logits.log_softmax(-1)
         action = sample(logits, generator).unsqueeze(-1)  # (B, 1)
-        (logprobs.gather(-1, action) - ref_logprobs.gather(-1, action)).cpu()
+        taken.append(logprobs.gather(-1, action))  # (B, 1)
+        ref_taken.append(ref_logprobs.gather(-1, action))
+        (taken[-1] - ref_taken[-1]).cpu()
         input_ids = torch.cat([input_ids, action], dim=1)
         mask = torch.cat([mask, torch.ones_like(action)], dim=1)
     responses = tokenizer.batch_decode(input_ids[:, -new:], skip_special_tokens=True)
     reward_fn(prompts, responses)
+    logprob, ref_logprob = torch.cat(taken, dim=1), torch.cat(ref_taken, dim=1)
+    return Work(input_ids[:, -new:], logprob, ref_logprob, logprob - ref_logprob)
 
 
 @torch.no_grad()
-def run_generate(policy, tokenizer, prompts, new: int, seed: int) -> None:
+def run_generate(policy, tokenizer, prompts, new: int, seed: int) -> Work:
     """(d): Hugging Face generate, policy only, exactly ``new`` sampled tokens."""
     device = next(policy.parameters()).device
     torch.manual_seed(seed)
     input_ids, mask = left_pad(tokenizer, prompts, device)
-    policy.generate(
+    output = policy.generate(
         input_ids=input_ids, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=new,
         min_new_tokens=new, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
+    return Work(output[:, -new:])
 
 
 @torch.no_grad()
-def run_generate_compiled(policy, tokenizer, prompts, new: int, seed: int) -> None:
+def run_generate_compiled(policy, tokenizer, prompts, new: int, seed: int) -> Work:
     """(d2): ``generate`` with a static cache and its automatic ``torch.compile`` of the decode
     step (CUDA graphs on CUDA; the default mode on CPU)."""
     device = next(policy.parameters()).device
@@ -277,22 +347,34 @@ def run_generate_compiled(policy, tokenizer, prompts, new: int, seed: int) -> No
     if device.type != "cuda":
         config = CompileConfig(fullgraph=True, mode="default")
         config._compile_all_devices = True  # generate compiles on CUDA only unless told
-    policy.generate(
+    output = policy.generate(
         input_ids=input_ids, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=new,
         min_new_tokens=new, pad_token_id=tokenizer.pad_token_id, cache_implementation="static",
         compile_config=config,
     )  # fmt: skip
+    return Work(output[:, -new:])
 
 
 # -- driver -----------------------------------------------------------------------------------
 
 
-def timed(function: Callable[[], None]) -> float:
+def timed(function: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds ``function()`` takes (device work included), and what it returns."""
     start = time.perf_counter()
-    function()
+    result = function()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
+
+
+def row_checksum(works: list[Work]) -> dict[str, Any]:
+    """A row's checksum (:func:`checksums.checksum`) over its work in every repeat."""
+    arrays = {
+        name: np.stack([np.asarray(torch.as_tensor(getattr(w, name)).cpu()) for w in works])
+        for name in Work._fields
+        if getattr(works[0], name) is not None
+    }  # each (repeats, B, new)
+    return checksum(**arrays)
 
 
 def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive_max_new):
@@ -314,30 +396,35 @@ def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive
         adapter = SB3VecEnv(
             TextGenerationVectorEnv(**common, autoreset_mode=AutoresetMode.SAME_STEP)
         )
-    # The envs draw their prompts (seeded) from the same `batch` prompts the loops take in order.
+    # Every row takes the same `batch` prompts in the same order (the envs by reset options).
     work = (policy, reference, tokenizer, reward_fn, prompts, new)
     runners = {
         "fused_loop": lambda s: run_fused_loop(*work, s),
         "naive_env": lambda s: run_naive_env(*work, s),
         "generate": lambda s: run_generate(policy, tokenizer, prompts, new, s),
         "generate_compiled": lambda s: run_generate_compiled(policy, tokenizer, prompts, new, s),
-        "sb3_path": lambda s: run_sb3_path(adapter, new, s),
+        "sb3_path": lambda s: run_sb3_path(adapter, prompts, new, s),
     }
     active = [r for r in rows if r not in venvs and (r != "naive_env" or new <= naive_max_new)]
     warm_up = dict(runners)  # kernels, allocator, caches, compilation (short for env rows)
-    warm_up["sb3_path"] = lambda s: run_sb3_path(adapter, min(new, 8), s)
+    warm_up["sb3_path"] = lambda s: run_sb3_path(adapter, prompts, min(new, 8), s)
     compile_seconds = {}
     for row, venv in venvs.items():
-        compile_seconds[row] = run_vector_envs({row: venv}, min(new, 8), 0)[row]
+        compile_seconds[row] = run_vector_envs({row: venv}, prompts, min(new, 8), 0)[0][row]
     for row in active:
         if row != "naive_env":
-            compile_seconds[row] = timed(functools.partial(warm_up[row], 0))
+            compile_seconds[row] = timed(functools.partial(warm_up[row], 0))[0]
     times: dict[str, list[float]] = {row: [] for row in [*venvs, *active]}
+    works: dict[str, list[Work]] = {row: [] for row in times}
     for repeat in range(repeats):
-        for row, seconds in run_vector_envs(venvs, new, repeat + 1).items():
-            times[row].append(seconds)
+        seconds, done = run_vector_envs(venvs, prompts, new, repeat + 1)
+        for row in venvs:
+            times[row].append(seconds[row])
+            works[row].append(done[row])
         for row in active:
-            times[row].append(timed(functools.partial(runners[row], repeat + 1)))
+            elapsed, done = timed(functools.partial(runners[row], repeat + 1))
+            times[row].append(elapsed)
+            works[row].append(done)
     tokens = batch * new
     result = {"model": model_name, "batch": batch, "new_tokens": new, "repeats": repeats}
     for row in ROWS:
@@ -350,6 +437,7 @@ def bench_case(models, all_prompts, model_name, batch, new, repeats, rows, naive
     for name, (numerator, denominator) in RATIOS.items():
         if f"{numerator}_s" in result and f"{denominator}_s" in result:
             result[name] = result[f"{denominator}_s"] / result[f"{numerator}_s"]
+    result["checksums"] = {row: row_checksum(works[row]) for row in ROWS if row in works}
     return result
 
 
@@ -416,6 +504,8 @@ def main() -> None:
                 )  # fmt: skip
                 results.append(result)
                 print_table([result])
+                for group in SAME_WORK:
+                    print(agreement(result["checksums"], list(group)))
     print()
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

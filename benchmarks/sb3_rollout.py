@@ -6,6 +6,12 @@ policy reusing its KV caches (``kv_cache=True``, the default) and re-encoding ev
 (``kv_cache=False``). The two rows share the env, the LM and the seeds, run interleaved within
 each repeat, and the figure is the median over repeats. Prints a table and writes JSON.
 
+Before each rollout both rows seed SB3 (torch, numpy, the env's prompts) alike, so they sample
+the same tokens from the same distributions: the JSON's ``checksums`` hold, per row, a digest of
+the actions in its rollout buffers over all repeats and the sums of the log-probs and values
+the policy computed for them (with the cache and by re-encoding: they must agree), and of the
+rewards the env paid (compared by ``tests/test_benchmarks.py``).
+
     python benchmarks/sb3_rollout.py --models tiny-gpt2 smollm2-135m --batch 16 --new 32 128
 """
 
@@ -15,9 +21,11 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -30,7 +38,12 @@ from rlhf_env.models import build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.sb3_vec_env import SB3VecEnv
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checksums import agreement, checksum
+
 RESULTS = Path(__file__).parent / "results"
+#: ``kv_cache`` -> the row's name in the JSON's checksums.
+ROW = {True: "cache", False: "no_cache"}
 
 
 class CollectOnly(PPO):
@@ -52,11 +65,33 @@ def build_policy(name: str, tokenizer) -> torch.nn.Module:
     return GPT2LMHeadModel(config).eval()
 
 
-def collect_seconds(model: PPO, steps: int) -> float:
-    """Wall time of one rollout of ``steps`` steps per sub-env."""
+def random_value_head(policy: LanguageModelPolicy) -> None:
+    """Give the value head (zero at the start) the same random weights in every row, so that
+    the values the rows compute, and their checksums, depend on the LM's hidden states."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in policy.value_head.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+
+
+def collect_seconds(model: PPO, steps: int, seed: int) -> float:
+    """Wall time of one rollout of ``steps`` steps per sub-env, after seeding SB3 (torch,
+    numpy, the env's next reset) with ``seed``."""
+    model.set_random_seed(seed)
     start = time.perf_counter()
     model.learn(total_timesteps=steps * model.n_envs, reset_num_timesteps=True)
     return time.perf_counter() - start
+
+
+def rollout(model: PPO) -> dict[str, np.ndarray]:
+    """The last rollout's actions, log-probs, values and rewards, each ``(steps, n_envs)``."""
+    buffer = model.rollout_buffer
+    return {
+        "tokens": buffer.actions.reshape(buffer.actions.shape[:2]).astype(np.int64),
+        "logprob": buffer.log_probs,
+        "value": buffer.values,
+        "reward": buffer.rewards,
+    }
 
 
 def main() -> None:
@@ -97,19 +132,29 @@ def main() -> None:
                 )
                 for cache in (True, False)
             }
+            for model in models.values():
+                random_value_head(model.policy)
             times: dict[bool, list[float]] = {True: [], False: []}
-            for _ in range(args.repeats):
+            rollouts: dict[bool, list[dict[str, np.ndarray]]] = {True: [], False: []}
+            for repeat in range(args.repeats):
                 for cache, model in models.items():
-                    times[cache].append(collect_seconds(model, new))
+                    times[cache].append(collect_seconds(model, new, seed=repeat))
+                    rollouts[cache].append(rollout(model))
+            checksums = {
+                ROW[cache]: checksum(**{key: np.stack([r[key] for r in done]) for key in done[0]})
+                for cache, done in rollouts.items()
+            }
             tokens = args.batch * new
             rates = {cache: tokens / statistics.median(times[cache]) for cache in times}
             ratio = rates[True] / rates[False]
             print(f"{name:<14}{args.batch:>6}{new:>5} | {rates[True]:>11.1f} {rates[False]:>9.1f}"
                   f" | {ratio:5.2f}")  # fmt: skip
+            print(f"  {agreement(checksums, list(ROW.values()))}")
             results.append({
                 "model": name, "batch": args.batch, "new_tokens": new,
                 "tokens_per_second_cache": rates[True], "tokens_per_second_no_cache": rates[False],
                 "ratio": ratio, "seconds": {str(k): v for k, v in times.items()},
+                "checksums": checksums,
             })  # fmt: skip
             vector_env.close()
     machine = {
