@@ -63,3 +63,14 @@ def make_env(tokenizer, gpt2) -> Callable[..., TextGenerationEnv]:
 def backbone_dir(tmp_path_factory):
     """A tiny GPT-2 reward-model backbone with its tokenizer, saved like a hub checkpoint."""
     return save_tiny_backbone(tmp_path_factory.mktemp("backbone"))
+
+
+@pytest.fixture
+def learning_threads():
+    """Torch's thread count pinned for a learning test (``learning.LEARNING_THREADS``) and
+    restored afterwards: the test's figures then do not depend on the machine's cores or on
+    ``OMP_NUM_THREADS``."""
+    from learning import LEARNING_THREADS, torch_threads
+
+    with torch_threads(LEARNING_THREADS) as threads:
+        yield threads

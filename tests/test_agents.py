@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 
+import learning
 import numpy as np
 import pytest
 import torch
@@ -260,37 +261,30 @@ def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):
 # -- learning on the easy task ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "agent_class, config",
-    [
-        (PPOAgent, PPOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0,
-                             progress_bar=False)),
-        (RLOOAgent, RLOOConfig(learning_rate=5e-4, minibatch_size=16, kl_target=4.0,
-                               group_size=4, progress_bar=False)),
-    ],
-    ids=["ppo", "rloo"],
-)  # fmt: skip
-def test_agent_beats_the_reference_with_bounded_kl(
-    tokenizer, word_start_reward, agent_class, config
-):
-    """The easy task (reward: the share of word-start tokens) on a tiny GPT-2. PPO, seeds 0/1/2,
-    two threads: 0.058 -> 0.383 / 0.321 / 0.299 after 24,000 tokens (standard error about
-    0.02); after 16,000 (the budget until 2026-12) seed 0 reached only 0.206 on a freshly
-    installed machine, a gain of 0.148 against the 0.15 asked, so the budget grew."""
-    torch.manual_seed(0)
-    env = vector_env(tokenizer, word_start_reward, num_envs=32)
-    before = {name: p.detach().clone() for name, p in env.policy.named_parameters()}
-    baseline = evaluate(ReferenceAgent(env), env, num_episodes=64, seed=1)
-    assert abs(baseline.kl) < 1e-4  # the untrained policy is the reference
+@pytest.mark.parametrize("agent, threshold", [("ppo", 0.14), ("rloo", 0.37)])
+def test_agent_beats_the_reference_with_bounded_kl(agent, threshold, learning_threads):
+    """The easy task (reward: the share of word-start tokens) on a tiny GPT-2, 24,000 tokens at
+    learning rate 2.5e-4 (``learning.agent_beats_the_reference``): the score over 64 episodes
+    must rise by ``threshold``, the lowest gain of ``scripts/learning_sweep.py`` minus three
+    standard deviations of its gains (seeds 0-4 x 1 and 2 threads, 10 runs; 2-core machine
+    shared with other jobs, 2026-12-06). The score starts at 0.058:
 
-    agent = agent_class(env, config).learn(total_timesteps=24_000)
+    ======  ========================  =====  =========  ==================
+    agent   gain min / mean / max     sigma  threshold  seed 0, 1 thread
+    ======  ========================  =====  =========  ==================
+    ppo     0.256 / 0.302 / 0.347     0.035  0.14       0.405 (KL 4.7)
+    rloo    0.462 / 0.506 / 0.549     0.030  0.37       0.557 (KL 7.2)
+    ======  ========================  =====  =========  ==================
 
-    result = evaluate(agent, env, num_episodes=64, seed=1)
-    assert result.score > baseline.score + 0.15, (baseline.score, result.score)
-    assert 0 < result.kl < 12.0, result.kl  # held near the adaptive target of 4 nats
-    assert agent.history[-1]["train/beta"] != agent.history[0]["train/beta"]
-    changed = [n for n, p in env.policy.named_parameters() if not torch.equal(p, before[n])]
-    assert changed
+    This test runs seed 0 at one thread: about 35 s each on that machine."""
+    figures = learning.agent_beats_the_reference(agent, seed=0, threads=learning_threads)
+    assert abs(figures["reference_kl"]) < 1e-4  # the untrained policy is the reference
+    before, after = figures["before"]["score"], figures["after"]["score"]
+    assert after > before + threshold, (before, after)
+    assert 0 < figures["kl"] < 12.0, figures["kl"]  # held near the adaptive target of 4 nats
+    first_beta, last_beta = figures["betas"]
+    assert last_beta != first_beta
+    assert figures["changed"]
 
 
 def test_grpo_baseline_and_make_agent(tokenizer, word_start_reward):
@@ -375,13 +369,30 @@ def test_frozen_lower_layers_share_the_trunk_with_the_reference(tokenizer, word_
 
 
 def test_separate_critic_trains_its_own_copy(tokenizer, word_start_reward):
+    """The critic is a copy of the policy that shares no tensor with it, and its updates fit
+    the returns: on one fixed rollout, three updates cut the value head's squared error by
+    half (measured, seeds 0/1/2: by 7-19 times)."""
+    torch.manual_seed(0)
     env = vector_env(tokenizer, word_start_reward, num_envs=8)
     agent = PPOAgent(env, PPOConfig(critic="separate", minibatch_size=8, learning_rate=1e-3,
-                                    progress_bar=False))  # fmt: skip
+                                    progress_bar=False, seed=0))  # fmt: skip
+    policy_tensors = {p.data_ptr() for p in env.policy.parameters()}
+    assert not policy_tensors & {p.data_ptr() for p in agent.critic.parameters()}
     critic_before = {n: p.detach().clone() for n, p in agent.critic.named_parameters()}
-    agent.learn(total_timesteps=200)
+    rollout = agent.collect()
+    with torch.no_grad():  # as the update computes its targets
+        returns, mask = agent.compute_advantages(rollout)["returns"], rollout.response_mask
+
+    def value_error() -> float:
+        with torch.no_grad():
+            _, values = agent.values(rollout)  # (E, R)
+        return float((((values - returns) ** 2) * mask).sum() / mask.sum())
+
+    before = value_error()
+    for _ in range(3):
+        agent.update(rollout)
+    assert value_error() < before / 2, (before, value_error())
     assert any(not torch.equal(p, critic_before[n]) for n, p in agent.critic.named_parameters())
-    assert agent.history[-1]["losses/value"] >= 0
 
 
 @pytest.mark.parametrize("critic", ["shared", "separate"])

@@ -3,6 +3,7 @@ train the LM."""
 
 from __future__ import annotations
 
+import learning
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,6 @@ from helpers import make_word_start_reward, vector_env
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.utils import obs_as_tensor
 
-from rlhf_agents import PolicyAgent, ReferenceAgent, evaluate
 from rlhf_agents.sb3_policy import LanguageModelPolicy
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
 from rlhf_env.sb3_vec_env import SB3VecEnv
@@ -51,20 +51,18 @@ def test_cached_rollout_forward_equals_full_recomputation(tokenizer, build):
 
 
 @pytest.mark.long
-def test_sb3_ppo_beats_the_reference(tokenizer):
-    torch.manual_seed(0)
-    vector_env = make_env(tokenizer, num_envs=32)
-    baseline = evaluate(ReferenceAgent(vector_env), vector_env, num_episodes=64, seed=1)
-    model = PPO(
-        LanguageModelPolicy, SB3VecEnv(vector_env),
-        policy_kwargs={"model": vector_env.policy}, learning_rate=5e-4,
-        n_steps=16, batch_size=128, n_epochs=4, gamma=1.0, gae_lambda=0.95, seed=0, device="cpu",
-    )  # fmt: skip
-    assert model.policy.model is vector_env.policy  # the env's KL reads the trained module
-    model.learn(total_timesteps=16_000)
-    trained = evaluate(PolicyAgent(vector_env), vector_env, num_episodes=64, seed=1)
-    assert trained.score > baseline.score + 0.1, (baseline.score, trained.score)
-    assert trained.kl > 0
+def test_sb3_ppo_beats_the_reference(learning_threads):
+    """stable-baselines3's PPO trains the LM on the agents' easy task, KL coefficient 0.01,
+    16,000 tokens (``learning.sb3_ppo_beats_the_reference``): the score over 64 episodes must
+    rise from 0.058 by 0.55, the lowest gain of ``scripts/learning_sweep.py`` minus three
+    standard deviations of its gains (seeds 0-4 x 1 and 2 threads, 10 runs; 2-core machine
+    shared with other jobs, 2026-12-06): gains 0.700 / 0.769 / 0.841 (min / mean / max),
+    sigma 0.049, KL 14.5-17.2 nats; seed 0 at one thread (this test) reached 0.827. About
+    90 s on that machine."""
+    figures = learning.sb3_ppo_beats_the_reference(seed=0, threads=learning_threads)
+    before, after = figures["before"]["score"], figures["after"]["score"]
+    assert after > before + 0.55, (before, after)
+    assert figures["kl"] > 0
 
 
 def test_a2c_trains_and_the_reference_stays_out_of_the_optimizer(tokenizer):

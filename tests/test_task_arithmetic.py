@@ -6,15 +6,14 @@ from __future__ import annotations
 import ast
 import doctest
 import inspect
-import random
 import sys
 import warnings
 
 import gymnasium as gym
+import learning
 import numpy as np
 import pytest
-import torch
-from gymnasium.utils.env_checker import check_env
+from helpers import check_env_strictly
 
 import rlhf_env  # noqa: F401  (registers the tasks)
 from rlhf_env.extras import MissingExtraError
@@ -88,8 +87,9 @@ def test_is_correct_compares_integers_exactly():
 
 @pytest.mark.parametrize("function", [extract_answer, is_correct])
 def test_docstring_examples_hold(function):
-    for test in doctest.DocTestFinder().find(function):
-        assert doctest.DocTestRunner().run(test).failed == 0
+    results = [doctest.DocTestRunner().run(test) for test in doctest.DocTestFinder().find(function)]
+    assert sum(result.attempted for result in results) >= 3  # the examples are there...
+    assert sum(result.failed for result in results) == 0  # ...and hold
 
 
 def test_reasoning_gym_is_imported_only_by_the_builder():
@@ -220,7 +220,7 @@ def test_curriculum_raises_the_level_on_successes_only(tiny):
 def test_gym_make_with_smoke_arguments_passes_the_env_checker():
     env = gym.make(ENV_ID, **smoke_arguments("Arithmetic"))
     assert isinstance(env.unwrapped.task, Task)
-    check_env(env.unwrapped)
+    check_env_strictly(env.unwrapped)
     _, info = env.reset(seed=0)
     assert info["prompt"] not in env.unwrapped.task.eval_prompts
     vector = gym.make_vec(ENV_ID, num_envs=4, **smoke_arguments("Arithmetic"))
@@ -233,89 +233,33 @@ def test_gym_make_with_smoke_arguments_passes_the_env_checker():
 # -- learning -----------------------------------------------------------------------------------
 
 
-def warm_start(policy, tokenizer, task: Task, steps: int, seed: int = 0) -> None:
-    """Supervised steps on *training* problems (never held-out ones): the right number, half
-    the time in ``<answer>`` tags and half the time bare (which the strict reward refuses)."""
-    problems = task.reward_fn.problems
-    rng, coin = np.random.default_rng(seed), random.Random(seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
-    policy.train()
-    for _ in range(steps):
-        rows = []
-        for _ in range(32):
-            prompt = problems.sample(rng)
-            ((answer, _),) = problems.answers([prompt])
-            text = f" <answer>{answer}</answer>" if coin.random() < 0.5 else f" {answer}"
-            response = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-            rows.append((tokenizer(prompt)["input_ids"], response))
-        width = max(len(p) + len(r) for p, r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id)  # (B, T)
-        labels = torch.full((len(rows), width), -100)  # (B, T): loss on the response only
-        mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-        for i, (p, r) in enumerate(rows):
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-            labels[i, len(p) : len(p) + len(r)] = torch.tensor(r)
-            mask[i, : len(p) + len(r)] = 1
-        loss = policy(input_ids=ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    policy.eval()
-
-
-def copy_tokenizer():
-    """A tiny BPE tokenizer over the prompts and answers of one-term problems (digits stay one
-    token each, so a number's digits can be copied one by one)."""
-    coin = random.Random(0)
-    system = f"System: {arithmetic.INSTRUCTION}\n"
-    question = arithmetic.QUESTION_PREFIX + "{} ="
-    corpus = [
-        f"{system}User: {question.format(coin.randint(10, 99))}\nAssistant:" for _ in range(100)
-    ]
-    corpus += [f" <answer>{coin.randint(10, 99)}</answer>" for _ in range(100)]
-    return build_tiny_tokenizer(corpus, vocab_size=330)
-
-
-def test_rl_raises_held_out_exact_match_of_a_tiny_policy():
+def test_rl_raises_held_out_exact_match_of_a_tiny_policy(learning_threads):
     """One-term problems ("37 =") answered by copying the number: a skill a tiny GPT-2 picks up
     from a short warm start on training problems, which answers half the time in tags and half
-    the time bare. The strict reward pays only the tagged answers, so RL must make the policy
-    use the tags; its exact match on the held-out problems (never seen in warm start or
-    training) must rise by 15 points. Measured (RLOO seeds 0/1/2): exact match 0.48 -> 0.96 /
-    0.81 / 0.79, format 0.48 -> 0.98 / 0.91 / 0.97; about 40 s on one core. PPO at lr 1e-3
-    (this test until 2026-12) is seed-fragile here: seed 0 reached a rollout score of 0.94,
-    then collapsed in one update (KL 44 nats, exact match 0); at 5e-4 and 4,000 tokens it
-    gave 0.64 / 0.95 / 0.87 with the same dips, recovered. The collapses go with the shared
-    critic: at 1e-3 (2026-12-04, after the prompt change) its explained variance stayed
-    negative and fell to -1.9 and -7.4 around two collapses (rollout KL 29 and 14 nats), while
-    ``critic="separate"`` on the same seed trained without one (0.57 -> 0.89, rollout KL
-    under 4.5 nats throughout); one run each."""
-    from rlhf_agents import PolicyAgent, RLOOAgent, RLOOConfig, evaluate
+    the time bare. The strict reward pays only the tagged answers, so RLOO (3,000 tokens,
+    learning rate 2e-3 decaying linearly to 0) must make the policy use the tags; its exact
+    match and format on the held-out problems (never seen in warm start or training; 16
+    problems x 8 samples) must rise by the thresholds and by three standard errors of the gain,
+    the problem as the unit (``learning.arithmetic_exact_match``). The thresholds are the
+    lowest gain of ``scripts/learning_sweep.py`` minus three standard deviations of its gains
+    (seeds 0-4 x 1 and 2 threads, 10 runs; 2-core machine shared with other jobs, 2026-12-06);
+    both figures start at 0.570:
 
-    torch.manual_seed(0)
-    tokenizer = copy_tokenizer()
-    policy = build_tiny_gpt2(tokenizer, seed=0)
-    options = dict(terms=1, digits=2, eval_size=16, demonstrations=0)
-    task, *_ = build_task("Arithmetic", policy, tokenizer, device="cpu", **options)
-    warm_start(policy, tokenizer, task, steps=300)
-    env = gym.make_vec(
-        ENV_ID, num_envs=32, policy=policy, tokenizer=tokenizer, max_new_tokens=8,
-        max_prompt_tokens=40, kl_coef=0.01, **options,
-    )  # fmt: skip
-    assert env.task.eval_prompts == task.eval_prompts
-    held_out = env.task.eval_prompts * 8  # 16 problems, 8 samples each
+    ===========  ========================  =====  =========  ================
+    figure       gain min / mean / max     sigma  threshold  seed 0, 1 thread
+    ===========  ========================  =====  =========  ================
+    exact match  0.266 / 0.348 / 0.406     0.042  0.14       0.906
+    format       0.367 / 0.405 / 0.422     0.019  0.31       0.992
+    ===========  ========================  =====  =========  ================
 
-    def gold() -> dict[str, float]:
-        result = evaluate(PolicyAgent(env, seed=1), env, prompts=held_out, fluency=False)
-        return {name: result.metrics[f"gold/{name}"] for name in ("exact_match", "format")}
-
-    before = gold()
+    Standard errors of the gains 0.040-0.073. This test runs seed 0 at one thread: about 40 s
+    on that machine."""
+    figures = learning.arithmetic_exact_match(seed=0, threads=learning_threads)
+    before, after, noise = figures["before"], figures["after"], figures["noise"]
     assert 0.2 < before["format"] < 0.8, before  # the warm start tags about half its answers
-    config = RLOOConfig(learning_rate=1e-3, minibatch_size=32, progress_bar=False, seed=0)
-    RLOOAgent(env, config).learn(total_timesteps=3000)
-    after = gold()
-    assert after["exact_match"] > before["exact_match"] + 0.15, (before, after)
-    assert after["format"] > before["format"] + 0.15, (before, after)
+    for name, threshold in {"exact_match": 0.14, "format": 0.31}.items():
+        gain = after[name] - before[name]
+        assert gain > max(threshold, 3 * noise[name]), (name, before, after, noise)
 
 
 # -- the packaged policy ------------------------------------------------------------------------
@@ -328,7 +272,7 @@ def test_gym_make_with_no_arguments_builds_on_smollm2_offline(monkeypatch):
     task = env.unwrapped.task
     assert task.details["demonstrations"] == 2 and len(task.eval_prompts) == 64
     assert env.unwrapped.tokenizer.chat_template
-    check_env(env.unwrapped)
+    check_env_strictly(env.unwrapped)
     _, info = env.reset(seed=0)
     assert info["prompt"].rstrip().endswith("assistant")
 
