@@ -233,3 +233,38 @@ def test_overoptimization_smoke(tmp_path, monkeypatch):
     for point in points:
         assert 0 <= point["gold/judge_fluent"] <= point["gold/judge"] + 1e-9
     assert out.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize("setup, shared_layers", [("frozen:1", 1), ("full", 0)])
+def test_time_breakdown_files_every_block_under_its_part(
+    tmp_path, monkeypatch, setup, shared_layers
+):
+    """The tiny Arithmetic variant (2 blocks): under ``frozen:1`` the bottom block is the one
+    policy and reference share; the rollout runs it once per model (twice as often as each
+    model's own block: what a shared trunk would halve), the update once; the blocks' seconds
+    fit in each phase."""
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "breakdown.json"
+    stdout = _run(
+        "time_breakdown.py", "--model", "tiny", "--training-setup", setup, "--num-envs", "8",
+        "--group-size", "4", "--minibatch-size", "8", "--iterations", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "rollout:" in stdout and "update:" in stdout
+    result = json.loads(out.read_text())
+    assert result["layers"] == {"shared": shared_layers, "policy_own": 2 - shared_layers,
+                                "reference_own": 2 - shared_layers}  # fmt: skip
+    (iteration,) = result["iterations"]
+    rollout, update = iteration["rollout"], iteration["update"]
+    width = iteration["shape"]["rows"][1]  # max_new_tokens
+    steps = rollout["calls_per_layer"]["step/policy_own"]
+    assert 1 <= steps <= width  # one call per token step (rows that ended hold)
+    assert rollout["calls_per_layer"]["step/reference_own"] == steps
+    if shared_layers:
+        assert rollout["calls_per_layer"]["step/shared"] == 2 * steps
+        assert rollout["calls_per_layer"]["prefill/shared"] == 2
+        assert update["calls_per_layer"] == {"forward/shared": 1, "forward/policy_own": 1}
+    else:
+        assert not any(key.endswith("/shared") for key in rollout["calls_per_layer"])
+    for phase in (rollout, update):
+        assert all(seconds > 0 for seconds in phase["blocks"].values())
+        assert 0 <= phase["rest"] < phase["seconds"]
