@@ -33,7 +33,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,13 +40,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from checksums import agreement, checksum
 
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate
 from rlhf_env.tasks import make_task_vector_env, smoke_arguments
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checksums import agreement, checksum
 
 TURNS = 3
 #: Per sub-env, per assistant turn, the ``(token, log pi, log pi_ref, KL)`` of each step.

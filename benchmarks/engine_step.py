@@ -30,19 +30,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from checksums import agreement, checksum
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
 from rlhf_env.engine import DynamicEngine, StaticEngine
 from rlhf_env.models import frozen_copy, pick_device
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checksums import agreement, checksum
 
 #: Model name -> its config (public architecture hyper-parameters; weights are random).
 CONFIGS = {

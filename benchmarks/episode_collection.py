@@ -31,19 +31,16 @@ import contextlib
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from checksums import agreement, checksum
 
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.tasks import make_task_vector_env, smoke_arguments
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checksums import agreement, checksum
 
 #: The statistics of a step's tokens in its infos, as named in the checksums.
 STATS = {"policy_logprob": "logprob", "ref_logprob": "ref_logprob", "kl": "kl"}

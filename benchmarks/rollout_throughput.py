@@ -34,7 +34,6 @@ import functools
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from checksums import agreement, checksum
 from gymnasium.vector import AutoresetMode
 from transformers import (
     AutoConfig,
@@ -66,9 +66,6 @@ from rlhf_env.models import (
 from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.rewards import SequenceClassifierReward
 from rlhf_env.sb3_vec_env import SB3VecEnv
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checksums import agreement, checksum
 
 #: Row name -> table label.
 ROWS: dict[str, str] = {

@@ -21,12 +21,12 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from checksums import agreement, checksum
 from stable_baselines3 import PPO
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -37,9 +37,6 @@ from rlhf_env.data.prompts import imdb_prompts
 from rlhf_env.models import build_tiny_tokenizer, load_causal_lm, load_tokenizer
 from rlhf_env.models.tiny import DEFAULT_CORPUS
 from rlhf_env.sb3_vec_env import SB3VecEnv
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checksums import agreement, checksum
 
 RESULTS = Path(__file__).parent / "results"
 #: ``kv_cache`` -> the row's name in the JSON's checksums.

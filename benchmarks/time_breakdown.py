@@ -101,38 +101,29 @@ def build_env(args: argparse.Namespace):
             "--training-setup lora:R shares every block with the reference (adapters off), "
             "so the split means nothing here: use full or frozen:N"
         )
-    options = dict(smoke_arguments(args.task)) if args.model == "tiny" else {}
-    if args.model == "tiny":
+    options: dict[str, Any] = {}
+    if args.model == "tiny":  # the task's smoke variant, its tiny policy included
+        options = dict(smoke_arguments(args.task))
         policy, tokenizer = options.pop("policy"), options.pop("tokenizer")
     else:
         policy, tokenizer = build_models(args.model, args.random_init, torch.device("cpu"))
     reference = None
     if kind == "frozen":
         policy, reference = freeze_lower_layers(policy, int(number))
-    env = gym.make_vec(
+    return gym.make_vec(
         f"rlhf_env/{args.task}-v0", num_envs=args.num_envs, policy=policy,
         tokenizer=tokenizer, reference=reference, kl_coef=0.01, engine=args.engine,
         progress=False, **options,
     )  # fmt: skip
-    return env
 
 
 def breakdown(timer: BlockTimer, phases: dict[str, float]) -> dict[str, Any]:
     """The iteration's figures: seconds by phase, kind and part, with each phase's remainder."""
     rows: dict[str, Any] = {}
     for phase, wall in phases.items():
-        parts = {
-            f"{kind}/{part}": round(timer.seconds[(phase, kind, part)], 3)
-            for kind in KINDS
-            for part in PARTS
-            if timer.calls[(phase, kind, part)]
-        }
-        calls = {
-            f"{kind}/{part}": timer.calls[(phase, kind, part)] // timer.layers[part]
-            for kind in KINDS
-            for part in PARTS
-            if timer.calls[(phase, kind, part)]
-        }
+        ran = [(kind, part) for kind in KINDS for part in PARTS if timer.calls[(phase, kind, part)]]
+        parts = {f"{k}/{p}": round(timer.seconds[(phase, k, p)], 3) for k, p in ran}
+        calls = {f"{k}/{p}": timer.calls[(phase, k, p)] // timer.layers[p] for k, p in ran}
         rows[phase] = {
             "seconds": round(wall, 3),
             "blocks": parts,

@@ -1,5 +1,6 @@
 """The suite has teeth: ``scripts/mutants.py`` applies deliberate bugs to a copy of the package,
-one at a time, and the fast tier must catch every one (see "Mutation testing" in README.md)."""
+one at a time, and the fast tier must catch every one (see "Mutation testing" in
+tests/README.md)."""
 
 from __future__ import annotations
 
