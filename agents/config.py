@@ -50,6 +50,12 @@ class PolicyGradientConfig:
         "Recompute the policy's layer activations in the backward pass of updates: less memory "
         "for long responses, about a third more update compute.",
     )
+    share_trunk: bool = _option(
+        True,
+        "Under frozen:N, run the frozen bottom blocks once per rollout (no gradient reaches "
+        "them) and start every update forward from their output: same gradients, less "
+        "compute, their output kept in memory for the update (off: recompute it every forward).",
+    )
     seed: int = _option(0, "Seed of action sampling, prompt draws and minibatch shuffling.")
     log_dir: str | None = _option(None, "TensorBoard log directory (None: no TensorBoard).")
     checkpoint_dir: str | None = _option(

@@ -19,7 +19,13 @@ from tqdm.auto import tqdm
 from rlhf_agents.agent_state import load_agent, save_agent
 from rlhf_agents.base import Agent
 from rlhf_agents.config import PolicyGradientConfig
-from rlhf_agents.forward import checkpointing, enable_gradient_checkpointing, next_token_logits
+from rlhf_agents.forward import (
+    checkpointing,
+    enable_gradient_checkpointing,
+    next_token_logits,
+    response_forward,
+)
+from rlhf_agents.frozen_trunk import TRUNK_STATES, FrozenTrunk
 from rlhf_agents.logger import MetricsLogger
 from rlhf_agents.minibatch import minibatch_gradients
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
@@ -100,6 +106,9 @@ class PolicyGradientAgent(Agent):
             for module in (self.policy, *self.extra_modules().values()):
                 if hasattr(module, "config"):  # the policy, a separate critic
                     self.checkpointed_layers += enable_gradient_checkpointing(module)
+        # Under frozen:N the update runs the frozen blocks once per rollout.
+        self.frozen_trunk = FrozenTrunk.of(self.policy) if self.config.share_trunk else None
+        self._trunk_states: torch.Tensor | None = None  # the rollout's, during an update
         self.gradient_sync = GradientSync(
             {"policy": self.policy, **self.extra_modules()},
             self.loss,
@@ -271,11 +280,21 @@ class PolicyGradientAgent(Agent):
     def update(self, rollout: Rollout) -> dict[str, float]:
         """Advantages, then ``epochs`` x minibatches of clipped updates; returns mean stats."""
         config = self.config
-        # 1. advantages and the loss targets of every token, without gradients
+        micro_size = config.minibatch_size // config.gradient_accumulation_steps
+        try:
+            return self._update(rollout, micro_size)
+        finally:
+            self._trunk_states = None
+
+    def _update(self, rollout: Rollout, micro_size: int) -> dict[str, float]:
+        config = self.config
+        # 1. the frozen trunk's output (frozen:N), advantages and the loss targets of every
+        # token, without gradients
         with torch.no_grad(), self.autocast():
+            if self.frozen_trunk is not None:
+                self._trunk_states = self.frozen_trunk.states(rollout, micro_size)
             targets = self.compute_advantages(rollout)
         statistics = self.rollout_statistics(rollout, targets)
-        micro_size = config.minibatch_size // config.gradient_accumulation_steps
         totals: dict[str, float] = {}
         steps, epochs, stopped = 0, 0, False
         while epochs < config.epochs and not stopped:
@@ -313,12 +332,34 @@ class PolicyGradientAgent(Agent):
         return {**means, **statistics, "train/epochs": float(epochs)}
 
     def _micro_batch(
-        self, rollout: Rollout, targets: dict[str, torch.Tensor], index: np.ndarray
+        self, rollout: Rollout, targets: dict[str, torch.Tensor], index: np.ndarray | torch.Tensor
     ) -> tuple[Rollout, dict[str, torch.Tensor]]:
-        """The episodes ``index`` of the rollout (trimmed to their own widths) and their targets."""
+        """The episodes ``index`` of the rollout (trimmed to their own widths) and their
+        targets, with their rows of the frozen trunk's output during an update."""
         batch = rollout.select(index)
         width = batch.response_ids.shape[1]
-        return batch, {name: value[index, :width] for name, value in targets.items()}
+        selected = {name: value[index, :width] for name, value in targets.items()}
+        if self._trunk_states is not None:
+            rows = torch.as_tensor(np.asarray(index), dtype=torch.long)
+            selected[TRUNK_STATES] = FrozenTrunk.rows(
+                self._trunk_states, rollout, batch, rows.to(self._trunk_states.device)
+            )
+        return batch, selected
+
+    def policy_forward(
+        self, batch: Rollout, targets: dict[str, torch.Tensor] | None = None, **options: Any
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """:func:`~rlhf_agents.forward.response_forward` of the policy over a micro-batch:
+        from its rows of the frozen trunk's output when ``targets`` carries them (frozen:N,
+        ``share_trunk``), else the whole forward. ``options``: ``with_logits``,
+        ``with_hidden``."""
+        states = None if targets is None else targets.get(TRUNK_STATES)
+        if states is not None and self.frozen_trunk is not None:
+            return self.frozen_trunk.forward(batch, states, **options)
+        return response_forward(
+            self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+            batch.context_mask, **options,
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def _loss_context(self) -> Iterator[None]:

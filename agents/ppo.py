@@ -55,15 +55,18 @@ class PPOAgent(PolicyGradientAgent):
         """A separate critic's LM head gets no gradient."""
         return self.critic is not None
 
-    def values(self, batch: Rollout) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def values(
+        self, batch: Rollout, targets: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(logits, values)``: policy logits ``(E, R, V)`` when the critic shares the trunk
         (``None`` otherwise) and values ``(E, R)`` of the states before each continuation token
         (those before the actions count; the losses mask the others), in one forward over the
-        whole continuation, inserted tokens included."""
-        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.context_mask)
+        whole continuation, inserted tokens included (from the frozen trunk's output in
+        ``targets`` when it carries it)."""
         if self.critic is None:
-            logits, hidden = response_forward(self.policy, *tensors, with_hidden=True)
+            logits, hidden = self.policy_forward(batch, targets, with_hidden=True)
             return logits, self.value_head(hidden)
+        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.context_mask)
         _, hidden = response_forward(self.critic, *tensors, with_logits=False, with_hidden=True)
         return None, self.value_head(hidden)
 
@@ -75,8 +78,8 @@ class PPOAgent(PolicyGradientAgent):
         chunk = config.minibatch_size // config.gradient_accumulation_steps
         for first in range(0, rollout.num_episodes, chunk):
             index = torch.arange(first, min(first + chunk, rollout.num_episodes))
-            batch = rollout.select(index)
-            _, values = self.values(batch)
+            batch, trunk = self._micro_batch(rollout, {}, index)
+            _, values = self.values(batch, trunk)
             old_values[index, : values.shape[1]] = values
         mask = rollout.response_mask
         advantages, returns = compute_gae(
@@ -102,12 +105,9 @@ class PPOAgent(PolicyGradientAgent):
         """``policy_loss + vf_coef * value_loss - ent_coef * entropy`` (token means)."""
         config = self.config
         mask = batch.response_mask
-        logits, values = self.values(batch)
+        logits, values = self.values(batch, targets)
         if logits is None:  # separate critic: the policy's own forward
-            logits, _ = response_forward(
-                self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
-                batch.context_mask,
-            )  # fmt: skip
+            logits, _ = self.policy_forward(batch, targets)
         logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
         policy_loss, policy_stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, config.clip_range

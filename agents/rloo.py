@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_agents.config import RLOOConfig
-from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.forward import gather_logprobs
 from rlhf_agents.losses import (
     entropy_from_logits,
     group_advantages,
@@ -64,10 +64,7 @@ class RLOOAgent(PolicyGradientAgent):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clipped surrogate ``- ent_coef * entropy`` (token means)."""
         mask = batch.response_mask
-        logits, _ = response_forward(
-            self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
-            batch.context_mask,
-        )  # fmt: skip
+        logits, _ = self.policy_forward(batch, targets)
         logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
         policy_loss, stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, self.config.clip_range

@@ -8,11 +8,13 @@ copies of them; the rest (embeddings, final norm, LM head, log-softmax and KL, t
 the agent's code, and in the update the backward pass and the optimiser) is what the phase's
 wall time leaves. Phases: the rollout's prefills and dialogue appends (blocks called with more
 than one token), its per-token steps, and the update. The blocks' call counts per layer are
-reported too: today both engines run a shared block once per model, so a rollout calls each
-shared block twice as often as each of the policy's own.
+reported too: with ``--no-share-trunk`` both engines run a shared block once per model, so a
+rollout calls each shared block twice as often as each of the policy's own; with the shared
+trunk (the default, ``share_trunk``) once.
 
-This is the baseline for computing shared work once (the shared trunk, the prompt-prefix cache,
-the update's frozen forward): the seconds under ``shared`` bound what they can save. On CPU
+``--no-share-trunk`` is the baseline for computing shared work once (the shared trunk, the
+prompt-prefix cache, the update's frozen forward): the seconds under ``shared`` bound what
+they can save; ``benchmarks/shared_compute.py`` measures what they do save. On CPU
 the hooks add little (the work is synchronous); on CUDA each block is synchronised, which
 slows the run: read the shares, not the totals.
 
@@ -113,7 +115,7 @@ def build_env(args: argparse.Namespace):
     return gym.make_vec(
         f"rlhf_env/{args.task}-v0", num_envs=args.num_envs, policy=policy,
         tokenizer=tokenizer, reference=reference, kl_coef=0.01, engine=args.engine,
-        progress=False, **options,
+        share_trunk=args.share_trunk, progress=False, **options,
     )  # fmt: skip
 
 
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--minibatch-size", type=int, default=16)
     parser.add_argument("--engine", choices=["auto", "static", "dynamic"], default="auto")
+    parser.add_argument(
+        "--share-trunk",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute the shared blocks once (env and agent)",
+    )
     parser.add_argument("--iterations", type=int, default=2, help="the first is a warm-up")
     parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)  # fmt: skip
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     env = build_env(args)
     config: dict[str, Any] = {"learning_rate": 1e-4, "epochs": args.epochs,
                               "minibatch_size": args.minibatch_size, "progress_bar": False,
-                              "seed": 0}  # fmt: skip
+                              "seed": 0, "share_trunk": args.share_trunk}  # fmt: skip
     if args.agent != "ppo":
         config["group_size"] = args.group_size
     agent = make_agent(args.agent, env, **config)

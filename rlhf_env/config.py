@@ -132,6 +132,12 @@ class EnvConfig:
     compile_step: bool | None = option(
         None, "Compile the static engine's step (CUDA graphs on CUDA; None: on CUDA only)."
     )
+    share_trunk: bool = option(
+        True,
+        "When policy and reference share their bottom blocks (frozen:N), compute them once per "
+        "token, in the policy's forward, and cache their keys and values once (off: both "
+        "models compute them, for comparisons).",
+    )
     max_turns: int | None = option(
         None,
         "None: an episode is one response to a text prompt. N: a dialogue of up to N assistant "

@@ -192,6 +192,7 @@ class GenerationEnvBase:
             core.policy, core.reference, num_rows=self._engine_rows(),
             num_slots=self.config.context_length, kl_estimator=self.config.kl_estimator,
             engine=self.config.engine, compile_step=self.config.compile_step,
+            share_trunk=self.config.share_trunk,
         )  # fmt: skip
         self._setup()
 

@@ -6,6 +6,7 @@ import them too; ``conftest.py`` wraps them in fixtures.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
+from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.rollout import Rollout
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
@@ -172,3 +175,51 @@ def check_env_strictly(env: Any, skip_render_check: bool = True, sb3: bool = Fal
             from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
             sb3_check_env(env, warn=True)
+
+
+def dialogue_rollout(prompts, continuations, kinds, seed=0):
+    """A rollout of episodes given as token ids: ``kinds[i][t]`` is ``"a"`` where continuation
+    token ``t`` is an action, ``"i"`` where the env inserted it (a user turn). Actions get random
+    rewards and KL, inserted tokens none; ``logprobs`` are 0 (see :func:`behaviour_is`)."""
+    episodes, prompt_width = len(prompts), max(map(len, prompts))
+    width = max(map(len, kinds))
+    prompt_ids = torch.zeros(episodes, prompt_width, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    response_ids = torch.zeros(episodes, width, dtype=torch.long)
+    response_mask = torch.zeros(episodes, width)
+    inserted_mask = torch.zeros(episodes, width)
+    for i, (prompt, ids, kind) in enumerate(zip(prompts, continuations, kinds, strict=True)):
+        prompt_ids[i, prompt_width - len(prompt) :] = torch.tensor(prompt)
+        prompt_mask[i, prompt_width - len(prompt) :] = 1
+        response_ids[i, : len(ids)] = torch.tensor(ids)
+        response_mask[i, : len(kind)] = torch.tensor([float(k == "a") for k in kind])
+        inserted_mask[i, : len(kind)] = torch.tensor([float(k == "i") for k in kind])
+    generator = torch.Generator().manual_seed(seed)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        inserted_mask=inserted_mask,
+        rewards=torch.randn(episodes, width, generator=generator) * response_mask,
+        logprobs=torch.zeros(episodes, width),
+        kl=torch.rand(episodes, width, generator=generator) * response_mask,
+        scores=torch.randn(episodes, generator=generator),
+        prompts=[f"prompt {i}" for i in range(episodes)],
+        responses=[f"response {i}" for i in range(episodes)],
+        turn_scores=[[] for _ in range(episodes)],
+        conversations=[[] for _ in range(episodes)],
+    )
+
+
+def random_ids(generator, count, vocab_size):
+    return torch.randint(3, vocab_size, (count,), generator=generator).tolist()
+
+
+@torch.no_grad()
+def behaviour_is(policy, rollout):
+    """``rollout`` with the log-probs of ``policy`` as its behaviour log-probs (ratios of 1)."""
+    logits, _ = response_forward(policy, rollout.prompt_ids, rollout.prompt_mask,
+                                 rollout.response_ids, rollout.context_mask)  # fmt: skip
+    logprobs = gather_logprobs(logits, rollout.response_ids) * rollout.response_mask
+    return dataclasses.replace(rollout, logprobs=logprobs)

@@ -10,7 +10,7 @@ import learning
 import numpy as np
 import pytest
 import torch
-from helpers import PROMPTS, vector_env
+from helpers import PROMPTS, behaviour_is, dialogue_rollout, random_ids, vector_env
 
 from rlhf_agents import (
     AGENTS,
@@ -78,54 +78,6 @@ def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
 # -- dialogue episodes: inserted tokens are context, not actions --------------------------------
 
 
-def _dialogue_rollout(prompts, continuations, kinds, seed=0):
-    """A rollout of episodes given as token ids: ``kinds[i][t]`` is ``"a"`` where continuation
-    token ``t`` is an action, ``"i"`` where the env inserted it (a user turn). Actions get random
-    rewards and KL, inserted tokens none; ``logprobs`` are 0 (see :func:`_behaviour_is`)."""
-    episodes, prompt_width = len(prompts), max(map(len, prompts))
-    width = max(map(len, kinds))
-    prompt_ids = torch.zeros(episodes, prompt_width, dtype=torch.long)
-    prompt_mask = torch.zeros_like(prompt_ids)
-    response_ids = torch.zeros(episodes, width, dtype=torch.long)
-    response_mask = torch.zeros(episodes, width)
-    inserted_mask = torch.zeros(episodes, width)
-    for i, (prompt, ids, kind) in enumerate(zip(prompts, continuations, kinds, strict=True)):
-        prompt_ids[i, prompt_width - len(prompt) :] = torch.tensor(prompt)
-        prompt_mask[i, prompt_width - len(prompt) :] = 1
-        response_ids[i, : len(ids)] = torch.tensor(ids)
-        response_mask[i, : len(kind)] = torch.tensor([float(k == "a") for k in kind])
-        inserted_mask[i, : len(kind)] = torch.tensor([float(k == "i") for k in kind])
-    generator = torch.Generator().manual_seed(seed)
-    return Rollout(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        response_ids=response_ids,
-        response_mask=response_mask,
-        inserted_mask=inserted_mask,
-        rewards=torch.randn(episodes, width, generator=generator) * response_mask,
-        logprobs=torch.zeros(episodes, width),
-        kl=torch.rand(episodes, width, generator=generator) * response_mask,
-        scores=torch.randn(episodes, generator=generator),
-        prompts=[f"prompt {i}" for i in range(episodes)],
-        responses=[f"response {i}" for i in range(episodes)],
-        turn_scores=[[] for _ in range(episodes)],
-        conversations=[[] for _ in range(episodes)],
-    )
-
-
-def _random_ids(generator, count, vocab_size):
-    return torch.randint(3, vocab_size, (count,), generator=generator).tolist()
-
-
-@torch.no_grad()
-def _behaviour_is(policy, rollout):
-    """``rollout`` with the log-probs of ``policy`` as its behaviour log-probs (ratios of 1)."""
-    logits, _ = response_forward(policy, rollout.prompt_ids, rollout.prompt_mask,
-                                 rollout.response_ids, rollout.context_mask)  # fmt: skip
-    logprobs = gather_logprobs(logits, rollout.response_ids) * rollout.response_mask
-    return dataclasses.replace(rollout, logprobs=logprobs)
-
-
 @pytest.mark.parametrize("build", [build_tiny_gpt2, build_tiny_llama])
 def test_teacher_forcing_attends_to_the_inserted_tokens(tokenizer, build):
     """At every action, the one forward over ``[prompt | continuation]`` gives the log-probs of
@@ -133,9 +85,9 @@ def test_teacher_forcing_attends_to_the_inserted_tokens(tokenizer, build):
     model = build(tokenizer, seed=0)
     generator = torch.Generator().manual_seed(0)
     kinds = ["aaiiiaa", "aiiaaaiiaii", "aaaa"]  # turns with user turns between and after
-    prompts = [_random_ids(generator, n, len(tokenizer)) for n in (3, 6, 2)]
-    continuations = [_random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
-    rollout = _dialogue_rollout(prompts, continuations, kinds)
+    prompts = [random_ids(generator, n, len(tokenizer)) for n in (3, 6, 2)]
+    continuations = [random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
+    rollout = dialogue_rollout(prompts, continuations, kinds)
     with torch.no_grad():
         logits, _ = response_forward(model, rollout.prompt_ids, rollout.prompt_mask,
                                      rollout.response_ids, rollout.context_mask)  # fmt: skip
@@ -198,13 +150,13 @@ def test_inserted_tokens_are_not_trained_on(tokenizer, name, options):
         )
     generator = torch.Generator().manual_seed(0)
     kinds = ["aaaiiaa", "aaaaa", "aiiiaaa", "aa"]
-    prompts = [_random_ids(generator, n, len(tokenizer)) for n in (3, 5, 4, 2)]
-    continuations = [_random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
-    rollout = _dialogue_rollout(prompts, continuations, kinds)
-    turns = [_random_ids(generator, 4, len(tokenizer)) for _ in range(2)]
+    prompts = [random_ids(generator, n, len(tokenizer)) for n in (3, 5, 4, 2)]
+    continuations = [random_ids(generator, len(kind), len(tokenizer)) for kind in kinds]
+    rollout = dialogue_rollout(prompts, continuations, kinds)
+    turns = [random_ids(generator, 4, len(tokenizer)) for _ in range(2)]
 
     def run(ids, as_actions):
-        batch = _behaviour_is(env.policy, _with_trailing_turn(rollout, ids, as_actions))
+        batch = behaviour_is(env.policy, _with_trailing_turn(rollout, ids, as_actions))
         return _loss_and_gradients(agent, batch)
 
     (loss_a, grads_a), (loss_b, grads_b) = run(turns[0], False), run(turns[1], False)
@@ -220,7 +172,7 @@ def test_inserted_tokens_are_not_trained_on(tokenizer, name, options):
 def test_select_concatenate_and_trim_keep_inserted_tokens_aligned():
     kinds = ["aaii", "aaa", "aiiaa"]  # the first ends on a user turn after its 2 actions
     continuations = [[10 * i + t + 1 for t in range(len(kind))] for i, kind in enumerate(kinds)]
-    rollout = _dialogue_rollout([[5], [6, 7], [8]], continuations, kinds)
+    rollout = dialogue_rollout([[5], [6, 7], [8]], continuations, kinds)
     assert rollout.lengths.tolist() == [2, 3, 3]  # actions
     assert rollout.context_lengths.tolist() == [4, 3, 5]  # actions and inserted tokens
     assert torch.equal(rollout.context_mask, (rollout.response_ids > 0).float())
@@ -244,7 +196,7 @@ def test_select_concatenate_and_trim_keep_inserted_tokens_aligned():
     assert joined.prompts == ["prompt 1", "prompt 0", "prompt 2"]
     assert rows(joined.select([1, 0])) == [rows(rollout)[i] for i in (0, 1)]
     # A single-turn rollout joins a dialogue one: its inserted_mask stays all zeros.
-    single = _dialogue_rollout([[5]], [[1, 2]], ["aa"])
+    single = dialogue_rollout([[5]], [[1, 2]], ["aa"])
     mixed = Rollout.concatenate([single, rollout])
     assert not mixed.inserted_mask[0].any() and rows(mixed)[1:] == rows(rollout)
 

@@ -145,6 +145,20 @@ def test_env_memory_soak(tmp_path, env, num_envs, steps, min_episodes):
     assert result.returncode == 0 and soak["passed"], result.stdout + result.stderr[-3000:]
 
 
+def test_shared_compute_compares_like_with_like(tmp_path, monkeypatch):
+    """Sharing on and off on the tiny Arithmetic variant: the same tokens and statistics in
+    their first rollouts, one block shared with it on, none off, a speed-up per phase."""
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "shared.json"
+    _run("shared_compute.py", "--model", "tiny", "--num-envs", "8", "--group-size", "4",
+         "--minibatch-size", "8", "--iterations", "2", "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["shared_blocks"] == {"on": 1, "off": 0}
+    assert_same_work(result["checksums"], ("on", "off"), sums=("logprob_sum", "kl_sum"))
+    assert len(result["iterations"]) == 2
+    assert all(value > 0 for value in result["median_speedups_after_warm_up"].values())
+
+
 def test_ppo_training_smoke(tmp_path):
     out = tmp_path / "ppo.json"
     stdout = _run(
@@ -235,19 +249,23 @@ def test_overoptimization_smoke(tmp_path, monkeypatch):
     assert out.with_suffix(".png").is_file()
 
 
-@pytest.mark.parametrize("setup, shared_layers", [("frozen:1", 1), ("full", 0)])
+@pytest.mark.parametrize(
+    "setup, shared_layers, share",
+    [("frozen:1", 1, True), ("frozen:1", 1, False), ("full", 0, True)],
+)
 def test_time_breakdown_files_every_block_under_its_part(
-    tmp_path, monkeypatch, setup, shared_layers
+    tmp_path, monkeypatch, setup, shared_layers, share
 ):
     """The tiny Arithmetic variant (2 blocks): under ``frozen:1`` the bottom block is the one
-    policy and reference share; the rollout runs it once per model (twice as often as each
-    model's own block: what a shared trunk would halve), the update once; the blocks' seconds
-    fit in each phase."""
+    policy and reference share; the rollout runs it once per prefill and step with the shared
+    trunk, once per model (twice as often as each model's own block) without, the update once
+    either way (one epoch); the blocks' seconds fit in each phase."""
     monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "breakdown.json"
     stdout = _run(
         "time_breakdown.py", "--model", "tiny", "--training-setup", setup, "--num-envs", "8",
         "--group-size", "4", "--minibatch-size", "8", "--iterations", "1", "--out", str(out),
+        "--share-trunk" if share else "--no-share-trunk",
     )  # fmt: skip
     assert "rollout:" in stdout and "update:" in stdout
     result = json.loads(out.read_text())
@@ -260,8 +278,9 @@ def test_time_breakdown_files_every_block_under_its_part(
     assert 1 <= steps <= width  # one call per token step (rows that ended hold)
     assert rollout["calls_per_layer"]["step/reference_own"] == steps
     if shared_layers:
-        assert rollout["calls_per_layer"]["step/shared"] == 2 * steps
-        assert rollout["calls_per_layer"]["prefill/shared"] == 2
+        runs = 1 if share else 2
+        assert rollout["calls_per_layer"]["step/shared"] == runs * steps
+        assert rollout["calls_per_layer"]["prefill/shared"] == runs
         assert update["calls_per_layer"] == {"forward/shared": 1, "forward/policy_own": 1}
     else:
         assert not any(key.endswith("/shared") for key in rollout["calls_per_layer"])

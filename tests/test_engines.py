@@ -8,7 +8,9 @@ Tolerance: 1e-5 absolute, float32.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,7 +25,9 @@ from rlhf_env.engine import (
     make_engine,
 )
 from rlhf_env.kl import kl_and_logprobs
+from rlhf_env.models.efficient import add_lora, decoder_layers, freeze_lower_layers
 from rlhf_env.models.tiny import TINY_ARCHITECTURES, build_tiny_causal_lm
+from rlhf_env.models.trunk import shared_trunk_depth
 
 TOLERANCE = dict(atol=1e-5, rtol=0)
 NUM_SLOTS = 12  # short, so that 40 steps fill the static engine's slots again and again
@@ -67,7 +71,7 @@ def _build(
 ):
     if kind == "static":
         return StaticEngine(policy, reference, rows, slots, estimator, **kwargs)
-    return DynamicEngine(policy, reference, rows, estimator)
+    return DynamicEngine(policy, reference, rows, estimator, **kwargs)
 
 
 def _prompt(rng: np.random.Generator) -> list[int]:
@@ -219,16 +223,22 @@ def test_static_engine_steps_lora_and_frozen_layer_references(tokenizer, setup):
 
 @pytest.mark.long
 @pytest.mark.parametrize("device", DEVICES)
-def test_compiled_step_matches_eager_without_recompiling(tokenizer, device):
+@pytest.mark.parametrize("models", ["two models", "shared trunk"])
+def test_compiled_step_matches_eager_without_recompiling(tokenizer, device, models):
     """``torch.compile(fullgraph=True)`` of the whole step (CPU: the default mode; CUDA: one
     CUDA graph per step): the same numbers as the eager step, and no recompilation after the
-    first step over 200 steps with staggered restarts."""
+    first step over 200 steps with staggered restarts. With a shared trunk (frozen:2) the
+    compiled step computes the shared blocks once and the eager one twice (sharing off)."""
     dynamo = torch._dynamo
     tolerance = _tolerance(device)
-    policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
-    reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
+    if models == "shared trunk":
+        policy, reference, _ = _frozen_pair("llama", tokenizer, device)
+    else:
+        policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
+        reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
     compiled = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=True)
-    eager = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=False)
+    eager = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=False, share_trunk=False)
+    assert compiled.trunk.depth == (2 if models == "shared trunk" else 0)
     rng = np.random.default_rng(0)
     contexts = [_prompt(rng) for _ in range(3)]
     lengths = [len(c) for c in contexts]
@@ -536,3 +546,82 @@ def test_compiled_step_after_appends_matches_eager_without_recompiling(tokenizer
         _drive_dialogue([compiled, eager], policy, reference, steps=20, seed=1)
     assert compiled.compiled
     assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up
+
+
+# -- a shared trunk: policy and reference with the same bottom blocks (frozen:N) ---------------
+
+
+def _frozen_pair(architecture: str, tokenizer, device: str = "cpu"):
+    """``(policy, reference, N)``: a frozen:N policy (N = half its blocks) whose upper weights
+    moved away from its reference's, and that reference (sharing the bottom N blocks)."""
+    model = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
+    depth = model.config.num_hidden_layers // 2
+    policy, reference = freeze_lower_layers(model, depth)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            if parameter.requires_grad:
+                noise = torch.randn(parameter.shape, generator=generator, device=device)
+                parameter.add_(noise * 0.05)
+    return policy, reference, depth
+
+
+@contextlib.contextmanager
+def _counting_forwards(module: torch.nn.Module) -> Iterator[list[int]]:
+    """Counts the forwards of ``module`` inside the block."""
+    count = [0]
+    handle = module.register_forward_hook(lambda *args: count.__setitem__(0, count[0] + 1))
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_a_shared_trunk_runs_once_and_changes_no_number(tokenizer, architecture, kind):
+    """frozen:N: the engine finds the N shared blocks; staggered restarts, steps of some rows
+    and ragged appends to others give every logit and statistic of full recomputation (1e-5;
+    sliding windows crossed); each prefill, step and append runs the shared blocks once, not
+    twice, and (static) the reference's storage holds no keys or values for them."""
+    policy, reference, depth = _frozen_pair(architecture, tokenizer)
+    engine = _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS)
+    assert engine.trunk.depth == depth >= 1
+    assert _drive_dialogue([engine], policy, reference, steps=20) >= 10
+    first_block, top_shared = decoder_layers(policy)[0], decoder_layers(policy)[depth - 1]
+    unshared = _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS, share_trunk=False)
+    assert unshared.trunk.depth == 0
+    for each, runs in ((engine, 1), (unshared, 2)):
+        calls = []
+        for block in (first_block, top_shared):
+            with _counting_forwards(block) as count:
+                each.start(np.arange(3), *_left_pad([[5, 6, 7], [8], [9, 10]]))
+                each.step(np.array([11, 12, 13]), np.array([True, False, True]))
+                each.append(np.array([2, 0]), *_left_pad([[14, 15], [16]]))
+            calls.append(count[0])
+        assert calls == [3 * runs, 3 * runs], (each.trunk.depth, calls)
+    contexts = [[5, 6, 7, 11, 16], [8], [9, 10, 13, 14, 15]]
+    for each in (engine, unshared):
+        torch.testing.assert_close(each.reference_logits, _full_logits(reference, contexts),
+                                   **TOLERANCE)  # fmt: skip
+    if kind == "static":
+        storage = engine._reference.storage
+        assert storage.keys[:depth] == [None] * depth and storage.allocated
+        layers = policy.config.num_hidden_layers
+        assert storage.nbytes() == engine._policy.storage.nbytes() * (layers - depth) // layers
+
+
+def test_shared_trunk_depth_is_detected_not_declared(tokenizer):
+    """Sharing needs the same block objects under the same embeddings, and a plain reference:
+    frozen:N shares N; a full copy, the policy itself, a LoRA model's adapters-off view and a
+    reference with its own embeddings share none."""
+    model = build_tiny_causal_lm("llama", tokenizer, seed=0)
+    assert shared_trunk_depth(*freeze_lower_layers(model, 3)) == 3
+    other = build_tiny_causal_lm("llama", tokenizer, seed=0)
+    assert shared_trunk_depth(other, copy.deepcopy(other)) == 0
+    assert shared_trunk_depth(other, other) == 0
+    assert shared_trunk_depth(*add_lora(build_tiny_causal_lm("llama", tokenizer), r=2)) == 0
+    policy, reference = freeze_lower_layers(build_tiny_causal_lm("llama", tokenizer), 2)
+    reference.model.embed_tokens = copy.deepcopy(reference.model.embed_tokens)
+    assert shared_trunk_depth(policy, reference) == 0
+    assert StaticEngine(policy, reference, 2, NUM_SLOTS).trunk.depth == 0

@@ -57,6 +57,7 @@ def make_engine(
     kl_estimator: KLEstimator = "k1",
     engine: EngineName = "auto",
     compile_step: bool | None = None,
+    share_trunk: bool = True,
 ) -> TokenEngine:
     """The engine ``engine`` names for these models (see the module docstring).
 
@@ -65,14 +66,16 @@ def make_engine(
     """
     check_engine(engine)
     if engine == "dynamic":
-        return DynamicEngine(policy, reference, num_rows, kl_estimator)
+        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk)
     models = [policy] if reference is policy else [policy, reference]
     reasons = [reason for model in models if (reason := static_support(model)) is not None]
     if reasons and engine == "auto":
-        return DynamicEngine(policy, reference, num_rows, kl_estimator)
+        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk)
     if reasons:
         raise UnsupportedModelError(reasons[0])
-    return StaticEngine(policy, reference, num_rows, num_slots, kl_estimator, compile_step)
+    return StaticEngine(
+        policy, reference, num_rows, num_slots, kl_estimator, compile_step, share_trunk
+    )
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import torch
 from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.incremental import IncrementalLM
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
+from rlhf_env.models.trunk import SharedTrunk
 
 
 class DynamicEngine:
@@ -24,7 +25,10 @@ class DynamicEngine:
     :class:`rlhf_env.engine.StaticEngine`.
 
     When the reference is the policy module itself its forward is skipped and the policy's
-    logits serve for both (the KL is then exactly 0).
+    logits serve for both (the KL is then exactly 0). When the two share their bottom blocks
+    (``frozen:N``) and ``share_trunk`` is on, the policy's forward computes them and the
+    reference's starts from their output (:class:`rlhf_env.models.trunk.SharedTrunk`); only
+    the policy's cache holds their keys and values.
     """
 
     compiled = False
@@ -35,11 +39,15 @@ class DynamicEngine:
         reference: torch.nn.Module,
         num_rows: int,
         kl_estimator: KLEstimator = "k1",
+        share_trunk: bool = True,
     ) -> None:
         self.num_rows = int(num_rows)
         self.kl_estimator = check_kl_estimator(kl_estimator)
-        self.policy = IncrementalLM(policy)
-        self.reference = None if reference is policy else IncrementalLM(reference)
+        self.trunk = SharedTrunk(policy, reference, share_trunk)
+        self.policy = IncrementalLM(self.trunk.policy)
+        self.reference = None
+        if reference is not policy:
+            self.reference = IncrementalLM(self.trunk.reference, shared_layers=self.trunk.depth)
         self.device = self.policy.device
         self.policy_logits: torch.Tensor | None = None  # (N, V) float32
         self.reference_logits: torch.Tensor | None = None  # (N, V), the policy's if shared
@@ -136,8 +144,13 @@ class DynamicEngine:
         return max(lengths)
 
     def _both(self, method, *args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``method`` of the policy, then of the reference on the same arguments (the order
+        a shared trunk needs)."""
         policy_logits = method(self.policy, *args)
         if self.reference is None:
             return policy_logits, policy_logits
         moved = [None if a is None else a.to(self.reference.device) for a in args]
-        return policy_logits, method(self.reference, *moved).to(policy_logits.device)
+        try:
+            return policy_logits, method(self.reference, *moved).to(policy_logits.device)
+        finally:
+            self.trunk.done()

@@ -6,6 +6,11 @@ one column per step. Positions come from the attention mask, so left-padded rows
 positions as unpadded ones. Every layer keeps every token (sliding-window models apply their
 windows through their own masks), so rows can be replaced by splicing.
 
+A model whose bottom blocks another model computes for it (a shared trunk: a replaying view
+of :mod:`rlhf_env.models.trunk`, ``shared_layers`` > 0) caches nothing for those layers: its
+cache holds a :class:`~rlhf_env.engine.slots.BorrowedLayer` there, told before each forward
+how many tokens precede the input, so that the masks the model builds are the same.
+
 Every row's context is kept right-aligned and contiguous in the cache (its real tokens are
 its last columns), except for the placeholder columns of rows that did not advance: Hugging
 Face's sliding windows count cache columns, so a hole inside a context would widen them.
@@ -20,6 +25,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from rlhf_env.engine.slots import BorrowedLayer
 from rlhf_env.models.modules import device_of, eval_mode, forward_parameters, positions_from_mask
 
 
@@ -38,9 +44,12 @@ class IncrementalLM:
         >>> logits = lm.append_rows(rows, ids, mask)       # (k, V), after (k, U) more tokens
     """
 
-    def __init__(self, model: torch.nn.Module, with_hidden: bool = False) -> None:
+    def __init__(
+        self, model: torch.nn.Module, with_hidden: bool = False, shared_layers: int = 0
+    ) -> None:
         self.model = model
         self.with_hidden = with_hidden
+        self.shared_layers = shared_layers
         self.last_hidden: torch.Tensor | None = None
         parameters = forward_parameters(model)
         self._accepts_logits_to_keep = "logits_to_keep" in parameters
@@ -65,14 +74,18 @@ class IncrementalLM:
     ) -> torch.Tensor:
         """Next-token logits ``(B, V)`` float32 at column ``last`` ``(B,)`` of the input
         (the last column when ``None``); the cache and mask are this object's unless given."""
-        kwargs = {self._cache_argument: self.cache if cache is None else cache}
+        cache = self.cache if cache is None else cache
+        attention_mask = self.attention_mask if attention_mask is None else attention_mask
+        for layer in cache.layers[: self.shared_layers]:
+            layer.seen = attention_mask.shape[1] - input_ids.shape[1]
+        kwargs = {self._cache_argument: cache}
         keep = 1 if last is None else input_ids.shape[1] - int(last.min())
         if self._accepts_logits_to_keep:
             kwargs["logits_to_keep"] = keep
         with torch.no_grad(), eval_mode(self.model):
             output = self.model(
                 input_ids=input_ids,
-                attention_mask=self.attention_mask if attention_mask is None else attention_mask,
+                attention_mask=attention_mask,
                 position_ids=position_ids,
                 use_cache=True,
                 output_hidden_states=self.with_hidden,
@@ -92,7 +105,7 @@ class IncrementalLM:
         """Encode left-padded contexts ``(B, T)``; returns next-token logits ``(B, V)``, float32."""
         # Full-attention layers for every model (no config): sliding-window models keep every
         # token too and apply their windows through their masks, so rows can be spliced.
-        self.cache = DynamicCache()
+        self.cache = self._new_cache()
         self.attention_mask = attention_mask.clone()
         positions = positions_from_mask(attention_mask)  # (B, T)
         self._next_position = positions[:, -1] + 1  # (B,)
@@ -127,7 +140,7 @@ class IncrementalLM:
         """
         if self.cache is None or self.attention_mask is None or self._next_position is None:
             raise RuntimeError("IncrementalLM.replace_rows() called before start()")
-        fresh = IncrementalLM(self.model, self.with_hidden)
+        fresh = IncrementalLM(self.model, self.with_hidden, self.shared_layers)
         logits = fresh.start(input_ids, attention_mask)
         self.last_hidden = fresh.last_hidden
         assert fresh.cache is not None and fresh.attention_mask is not None
@@ -135,7 +148,7 @@ class IncrementalLM:
         self._left_pad_to(new_length)
         length = self.attention_mask.shape[1]
         for layer, new_layer in zip(
-            _full_attention_layers(self.cache), fresh.cache.layers, strict=True
+            _full_attention_layers(self.cache), _full_attention_layers(fresh.cache), strict=True
         ):
             for name in ("keys", "values"):
                 states = getattr(layer, name)  # (B, H, T, D)
@@ -175,9 +188,7 @@ class IncrementalLM:
         first = self._next_position[rows]  # (k,)
         positions = first[:, None] + torch.minimum(columns, counts[:, None] - 1)  # (k, U)
         layers = _full_attention_layers(self.cache)
-        cache = DynamicCache(
-            ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in layers]
-        )
+        cache = self._new_cache([(layer.keys[rows], layer.values[rows]) for layer in layers])
         mask_rows = torch.cat([self.attention_mask[rows], new_mask], dim=1)  # (k, T + U)
         logits = self._forward(input_ids, positions, cache, mask_rows, last=counts - 1)
         # Shift each appended row right by its padding, so its new tokens end the cache.
@@ -193,6 +204,15 @@ class IncrementalLM:
         self._next_position[rows] = first + counts
         self._trim()
         return logits
+
+    def _new_cache(
+        self, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> DynamicCache:
+        """A cache of this model's layers (holding ``data``, one ``(keys, values)`` per layer
+        from ``shared_layers`` on), borrowed layers below."""
+        cache = DynamicCache() if data is None else DynamicCache(ddp_cache_data=data)
+        cache.layers[:0] = [BorrowedLayer() for _ in range(self.shared_layers)]
+        return cache
 
     def _left_pad_to(self, length: int) -> None:
         """Grow the cache and mask with masked-out columns on the left to at least ``length``."""
@@ -231,8 +251,9 @@ class IncrementalLM:
 
 
 def _full_attention_layers(cache: DynamicCache) -> list[DynamicLayer]:
-    """The cache's layers, which must all be plain full-attention ``DynamicLayer`` s."""
-    layers = list(cache.layers)
+    """The cache's own layers (not borrowed), which must all be plain full-attention
+    ``DynamicLayer`` s."""
+    layers = [layer for layer in cache.layers if not isinstance(layer, BorrowedLayer)]
     for layer in layers:
         if type(layer) is not DynamicLayer:
             raise NotImplementedError(

@@ -19,6 +19,10 @@ Three Hugging Face cache layers write into it:
 
 All implement the public ``transformers.cache_utils.CacheLayerMixin`` interface; the model
 calls ``Cache.update(key, value, layer_idx)`` and never sees the storage.
+
+A model whose bottom blocks another model computes for it (a shared trunk, see
+:mod:`rlhf_env.models.trunk`) has no storage for those layers (``first_layer``): its caches
+hold a :class:`BorrowedLayer` there, which answers for the layer's sizes and is never written.
 """
 
 from __future__ import annotations
@@ -35,15 +39,16 @@ class SlotStorage:
     compiled step reads them as static inputs). Later writes are cast to that dtype.
     """
 
-    def __init__(self, num_layers: int, rows: int, slots: int) -> None:
+    def __init__(self, num_layers: int, rows: int, slots: int, first_layer: int = 0) -> None:
         self.rows, self.slots = rows, slots
+        self.first_layer = first_layer  # layers below it are another model's (a shared trunk)
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
 
     @property
     def allocated(self) -> bool:
-        """Every layer has its tensors (after the first prefill)."""
-        return all(keys is not None for keys in self.keys)
+        """Every layer of this storage has its tensors (after the first prefill)."""
+        return all(keys is not None for keys in self.keys[self.first_layer :])
 
     def allocate(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Allocate layer ``layer`` shaped after its first states ``(k, kv_heads, P, head_dim)``."""
@@ -223,20 +228,63 @@ class AppendLayer(PrefillLayer):
         return self.length, 0
 
 
+class BorrowedLayer(CacheLayerMixin):
+    """A layer another model computes and caches (a shared trunk's): never written; answers
+    for its sizes as the layer of a prompt with nothing before it would (``seen`` tokens
+    before the query, 0 unless set), for masks the model builds itself."""
+
+    is_compileable = True
+    is_sliding = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Never needed: nothing is stored."""
+        raise RuntimeError("a borrowed cache layer stores nothing")
+
+    def update(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refused: the model that shares the layer computes and caches it."""
+        raise RuntimeError(
+            "a forward computed a layer whose cache another model keeps (a shared trunk): "
+            "run it through its replaying view (rlhf_env.models.trunk)"
+        )
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """``seen`` tokens and the query."""
+        return self.seen + query_length, 0
+
+    def get_seq_length(self) -> int:
+        """The ``seen`` tokens."""
+        return self.seen
+
+    def get_max_length(self) -> int:
+        """No fixed maximum."""
+        return -1
+
+
+def _with_borrowed(storage: SlotStorage, make_layer) -> Cache:
+    layers = [
+        BorrowedLayer() if i < storage.first_layer else make_layer(i)
+        for i in range(len(storage.keys))
+    ]
+    return Cache(layers=layers)
+
+
 def stepping_cache(storage: SlotStorage, write_slots: torch.Tensor, window: StepWindow) -> Cache:
     """A cache whose layers step the storage (see :class:`StepLayer`)."""
-    layers = [StepLayer(storage, i, write_slots, window) for i in range(len(storage.keys))]
-    return Cache(layers=layers)
+    return _with_borrowed(storage, lambda i: StepLayer(storage, i, write_slots, window))
 
 
 def prefill_cache(storage: SlotStorage, rows: Index, slots: Index) -> Cache:
     """A cache whose layers write a prefill into the storage (see :class:`PrefillLayer`)."""
-    return Cache(layers=[PrefillLayer(storage, i, rows, slots) for i in range(len(storage.keys))])
+    return _with_borrowed(storage, lambda i: PrefillLayer(storage, i, rows, slots))
 
 
 def append_cache(
     storage: SlotStorage, rows: torch.Tensor, slots: torch.Tensor, length: int
 ) -> Cache:
     """A cache whose layers append tokens to rows of the storage (see :class:`AppendLayer`)."""
-    layers = [AppendLayer(storage, i, rows, slots, length) for i in range(len(storage.keys))]
-    return Cache(layers=layers)
+    return _with_borrowed(storage, lambda i: AppendLayer(storage, i, rows, slots, length))

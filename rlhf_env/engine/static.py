@@ -59,6 +59,14 @@ captured graph reads them in place):
    the prefix of slots up to the longest context's write slot, and copies the new logits
    without the select when every row advances: the same numbers, less work.
 
+8. A shared trunk (``frozen:N``, :class:`rlhf_env.models.trunk.SharedTrunk`): the engine
+   steps views of the two models in which the policy's block ``N - 1`` records its output
+   and the reference's bottom blocks are skipped, its block ``N - 1`` returning that output.
+   The policy's forward always runs first (prefill, append and step alike, in the graph
+   too). The reference's storage has no tensors for the shared layers (its ``first_layer``
+   is ``N``): its caches hold :class:`~rlhf_env.engine.slots.BorrowedLayer` s there, never
+   written, and the shared blocks' keys and values live once, in the policy's storage.
+
 Why per-row write slots: with one write pointer shared by every row (this engine's first
 design, a ring) a row's context lives in the slots just behind the pointer, so appending ``U``
 tokens to some rows would have to move the pointer, and every other row's context, by ``U``
@@ -97,6 +105,7 @@ from rlhf_env.engine.slots import (
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.loading import vocab_size_of
 from rlhf_env.models.modules import device_of, eval_mode, forward_parameters, positions_from_mask
+from rlhf_env.models.trunk import SharedTrunk
 
 #: Batch sizes the step is compiled for; a batch is padded up to the next one (then to a
 #: multiple of 128), so that engines of nearby sizes share shapes.
@@ -114,12 +123,15 @@ def batch_bucket(rows: int) -> int:
 
 
 class _SteppedModel:
-    """One model the engine steps: the module, its attention layout, its storage and cache."""
+    """One model the engine steps: the module, its attention layout, its storage and cache
+    (none for its bottom ``first_layer`` layers when another model computes them)."""
 
-    def __init__(self, module: torch.nn.Module, rows: int, slots: int) -> None:
+    def __init__(
+        self, module: torch.nn.Module, rows: int, slots: int, first_layer: int = 0
+    ) -> None:
         self.module = module
         self.layout: AttentionLayout = attention_layout(module)
-        self.storage = SlotStorage(int(module.config.num_hidden_layers), rows, slots)
+        self.storage = SlotStorage(int(module.config.num_hidden_layers), rows, slots, first_layer)
         parameters = forward_parameters(module)
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.step_cache = None  # built once the storage is allocated
@@ -150,6 +162,11 @@ class StaticEngine:
         compile_step: compile the step with ``torch.compile`` (CUDA graphs on CUDA);
             ``None`` = on CUDA only. A compile failure falls back to the eager step with a
             warning.
+        share_trunk: when policy and reference share their bottom blocks (``frozen:N``,
+            detected by :func:`~rlhf_env.models.trunk.shared_trunk_depth`), compute them once
+            per prefill, step and append, in the policy's forward, and start the reference's
+            from their output; their keys and values are cached once, in the policy's
+            storage. ``trunk.depth`` says how many blocks are shared (0: none).
 
     Raises:
         UnsupportedModelError: an architecture the engine cannot step (the message names it).
@@ -170,6 +187,7 @@ class StaticEngine:
         num_slots: int,
         kl_estimator: KLEstimator = "k1",
         compile_step: bool | None = None,
+        share_trunk: bool = True,
     ) -> None:
         self.num_rows = int(num_rows)
         self.capacity = batch_bucket(self.num_rows)
@@ -183,10 +201,13 @@ class StaticEngine:
                 f"the reference is on {device_of(reference)}, the policy on {self.device}; "
                 "put both on one device"
             )
-        self._policy = _SteppedModel(policy, self.capacity, self.num_slots)
-        self._reference = (
-            None if reference is policy else _SteppedModel(reference, self.capacity, self.num_slots)
-        )
+        self.trunk = SharedTrunk(policy, reference, share_trunk)
+        self._policy = _SteppedModel(self.trunk.policy, self.capacity, self.num_slots)
+        self._reference = None
+        if reference is not policy:
+            self._reference = _SteppedModel(
+                self.trunk.reference, self.capacity, self.num_slots, self.trunk.depth
+            )
         rows, slots, device = self.capacity, self.num_slots, self.device
         vocab = vocab_size_of(policy)
         self._host_lengths = np.zeros(rows, dtype=np.int64)  # ``_positions`` on host
@@ -261,6 +282,7 @@ class StaticEngine:
                     logits[row_index] = model.forward(input_ids, attention_mask, positions, cache)
                 if model.step_cache is None:
                     model.step_cache = stepping_cache(model.storage, self._positions, self._window)
+            self.trunk.done()
             self._positions[row_index] = attention_mask.sum(dim=1)
         self._host_lengths[rows] = lengths
         self._started = True
@@ -304,6 +326,7 @@ class StaticEngine:
                     logits[row_index] = model.forward(
                         input_ids, masks_by_layout[model.layout], slots, cache
                     )
+            self.trunk.done()
             self._positions[row_index] += attention_mask.sum(dim=1)
         self._host_lengths[rows] = lengths
 
@@ -342,7 +365,10 @@ class StaticEngine:
         """Free the KV caches (the next ``start`` allocates them again; a compiled step then
         records its graph again for the new addresses)."""
         for model in self._models():
-            model.storage = SlotStorage(len(model.storage.keys), self.capacity, self.num_slots)
+            storage = model.storage
+            model.storage = SlotStorage(
+                len(storage.keys), self.capacity, self.num_slots, storage.first_layer
+            )
             model.step_cache = None
         self._started = False
 
@@ -410,6 +436,7 @@ class StaticEngine:
                 self._compiled()
             else:
                 self._warm_up(self._compiled)
+        self.trunk.done()
 
     def _eager_step(self) -> None:
         """The step without compiling, over the slots up to the longest context's write slot

@@ -1,0 +1,142 @@
+"""Shared compute on and off, side by side: an RL iteration's rollout and update seconds.
+
+Two copies of the same setup (a task's vector env on SmolLM2-135M-Instruct under
+``frozen:N``, an RLOO agent) differ in one switch: ``share_trunk`` on (the engine runs the
+blocks policy and reference share once per token; the update runs the frozen blocks once per
+rollout) or off (both models run them, and every update forward does). The two alternate,
+iteration by iteration, so that the machine's noise falls on both; the figures are the ratios
+off / on of each repeat's rollout, update and whole-iteration seconds. Both start from the same
+weights and seeds, so their first rollouts must hold the same tokens (checked: the benchmark
+compares like with like: ``"checksums"`` in the JSON) and their log-prob sums agree to 1e-3.
+
+    python benchmarks/shared_compute.py                                    # Arithmetic, 32 rows
+    python benchmarks/shared_compute.py --task PositiveReview --iterations 2
+    python benchmarks/shared_compute.py --model tiny --iterations 2 --out /tmp/s.json  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from checksums import agreement, checksum
+from ppo_training import build_models
+
+import rlhf_env  # noqa: F401  (registers the tasks)
+from rlhf_agents import make_agent
+from rlhf_env.models.efficient import freeze_lower_layers
+from rlhf_env.tasks import smoke_arguments
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(args: argparse.Namespace, share: bool):
+    """``(env, agent)`` for the task on ``args.model`` under ``frozen:args.frozen``."""
+    options: dict[str, Any] = {}
+    if args.model == "tiny":  # the task's smoke variant, its tiny policy included
+        options = dict(smoke_arguments(args.task))
+        policy, tokenizer = options.pop("policy"), options.pop("tokenizer")
+    else:
+        policy, tokenizer = build_models(args.model, args.random_init, torch.device("cpu"))
+    depth = min(args.frozen, policy.config.num_hidden_layers - 1)
+    policy, reference = freeze_lower_layers(policy, depth)
+    env = gym.make_vec(
+        f"rlhf_env/{args.task}-v0", num_envs=args.num_envs, policy=policy,
+        tokenizer=tokenizer, reference=reference, kl_coef=0.01, share_trunk=share,
+        progress=False, **options,
+    )  # fmt: skip
+    agent = make_agent(
+        "rloo", env, learning_rate=1e-4, epochs=args.epochs, minibatch_size=args.minibatch_size,
+        group_size=args.group_size, share_trunk=share, progress_bar=False, seed=0,
+    )  # fmt: skip
+    return env, agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="'tiny' (the task's smoke variant), an asset name or a folder",
+    )
+    parser.add_argument("--random-init", action="store_true", help="architecture only")
+    parser.add_argument("--task", default="Arithmetic")
+    parser.add_argument("--frozen", type=int, default=24, help="frozen:N (N capped below the top)")
+    parser.add_argument("--num-envs", type=int, default=32)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--minibatch-size", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=3, help="per setting; the first warms up")
+    parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
+    args = parser.parse_args(argv)  # fmt: skip
+
+    settings = {}
+    for share in (True, False):
+        torch.manual_seed(0)
+        settings["on" if share else "off"] = build(args, share)
+    depths = {name: env.engine.trunk.depth for name, (env, _) in settings.items()}
+    rows: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for iteration in range(args.iterations):
+        row: dict[str, Any] = {"iteration": iteration}
+        for name, (_, agent) in settings.items():
+            start = time.perf_counter()
+            rollout = agent.collect()
+            collected = time.perf_counter()
+            agent.update(rollout)
+            done = time.perf_counter()
+            row[name] = {
+                "rollout_s": round(collected - start, 3),
+                "update_s": round(done - collected, 3),
+                "tokens": rollout.num_tokens,
+            }
+            if iteration == 0:  # the same weights and seeds: the same work
+                mask = rollout.response_mask.bool()
+                first[name] = checksum(
+                    rollout.response_ids[mask].numpy(), logprob=rollout.logprobs[mask].numpy(),
+                    kl=rollout.kl[mask].numpy(),
+                )  # fmt: skip
+        for phase in ("rollout_s", "update_s"):
+            row[f"{phase[:-2]}_speedup"] = round(row["off"][phase] / row["on"][phase], 3)
+        whole = {name: row[name]["rollout_s"] + row[name]["update_s"] for name in settings}
+        row["iteration_speedup"] = round(whole["off"] / whole["on"], 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    same_tokens = first["on"]["tokens"] == first["off"]["tokens"]
+    logprob_gap = abs(first["on"]["logprob_sum"] - first["off"]["logprob_sum"])
+    print(agreement(first, ["on", "off"]))
+    measured = rows[1:] or rows
+    summary = {
+        key: round(statistics.median(row[key] for row in measured), 3)
+        for key in ("rollout_speedup", "update_speedup", "iteration_speedup")
+    }
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "engine": type(settings["on"][0].engine).__name__,
+        "shared_blocks": depths,
+        "checksums": first,
+        "iterations": rows,
+        "median_speedups_after_warm_up": summary,
+    }
+    out = args.out or RESULTS / f"shared_compute_{args.task.lower()}_{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"shared blocks {depths}; median speed-ups {summary}")
+    print(f"wrote {out}")
+    if not same_tokens or logprob_gap > 1e-3:
+        print("the two settings did different work: their figures do not compare")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
