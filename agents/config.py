@@ -56,6 +56,13 @@ class PolicyGradientConfig:
         "them) and start every update forward from their output: same gradients, less "
         "compute, their output kept in memory for the update (off: recompute it every forward).",
     )
+    share_prefix: bool = _option(
+        True,
+        "Run the prompt prefix that a micro-batch's episodes share (16+ tokens) through the "
+        "model once per forward, its keys and values broadcast to every episode: the same "
+        "gradients, less compute (off: every episode runs its whole prompt; off as well "
+        "with gradient_checkpointing, which cannot keep the prefix's cache).",
+    )
     seed: int = _option(0, "Seed of action sampling, prompt draws and minibatch shuffling.")
     log_dir: str | None = _option(None, "TensorBoard log directory (None: no TensorBoard).")
     checkpoint_dir: str | None = _option(

@@ -28,6 +28,11 @@ from rlhf_agents.forward import (
 from rlhf_agents.frozen_trunk import TRUNK_STATES, FrozenTrunk
 from rlhf_agents.logger import MetricsLogger
 from rlhf_agents.minibatch import minibatch_gradients
+from rlhf_agents.prefix_forward import (
+    MIN_SHARED_PREFIX,
+    prefix_shared_forward,
+    shared_prefix_length,
+)
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
 from rlhf_env.config import build_config
 from rlhf_env.distributed import (
@@ -292,7 +297,9 @@ class PolicyGradientAgent(Agent):
         # token, without gradients
         with torch.no_grad(), self.autocast():
             if self.frozen_trunk is not None:
-                self._trunk_states = self.frozen_trunk.states(rollout, micro_size)
+                self._trunk_states = self.frozen_trunk.states(
+                    rollout, micro_size, config.share_prefix
+                )
             targets = self.compute_advantages(rollout)
         statistics = self.rollout_statistics(rollout, targets)
         totals: dict[str, float] = {}
@@ -351,11 +358,21 @@ class PolicyGradientAgent(Agent):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """:func:`~rlhf_agents.forward.response_forward` of the policy over a micro-batch:
         from its rows of the frozen trunk's output when ``targets`` carries them (frozen:N,
-        ``share_trunk``), else the whole forward. ``options``: ``with_logits``,
+        ``share_trunk``), and with the prompts' common prefix run once when they share one
+        (``share_prefix``; :mod:`rlhf_agents.prefix_forward`). ``options``: ``with_logits``,
         ``with_hidden``."""
         states = None if targets is None else targets.get(TRUNK_STATES)
-        if states is not None and self.frozen_trunk is not None:
-            return self.frozen_trunk.forward(batch, states, **options)
+        trunk = self.frozen_trunk if states is not None else None
+        # gradient checkpointing drops the cache the shared prefix needs
+        if self.config.share_prefix and not self.checkpointed_layers:
+            length = shared_prefix_length(batch, MIN_SHARED_PREFIX)
+            if length and trunk is not None:
+                handoff = (trunk.handoff, trunk.depth, states)
+                return prefix_shared_forward(trunk.upper, batch, length, trunk=handoff, **options)
+            if length:
+                return prefix_shared_forward(self.policy, batch, length, **options)
+        if trunk is not None:
+            return trunk.forward(batch, states, **options)
         return response_forward(
             self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
             batch.context_mask, **options,

@@ -11,6 +11,9 @@
 # Part b: benchmarks/rollout_throughput.py (env dynamic / compiled, fused loop, generate with a
 #         dynamic cache and with a static cache + torch.compile) and benchmarks/ppo_training.py
 #         (PPO tokens/s, rollout and update seconds, dynamic and compiled static engines).
+# Part c: benchmarks/shared_compute.py (issue 27): Arithmetic, SmolLM2's shape frozen:24, RLOO
+#         over 32 rows, everything shared / the trunk alone / nothing, side by side.
+#   run(command="bash benchmarks/gpu_check.sh $OUT c", carry=[".gpu"], timeout_s=420)
 # Each step has its own time limit, so a failure costs only its step; logs and JSON go to OUT.
 # A dry run of the plumbing on CPU, tiny sizes, the local venv (run it before a device call):
 #   SMOKE=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh /tmp/gpu-dry a   (then b)
@@ -42,6 +45,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, keep the log, say ho
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+shared_model=$model random_init=--random-init
+[ -n "${SMOKE:-}" ] && shared_model=tiny random_init=
 if [ "$part" = a ]; then
     step tests 150 "$python" -m pytest -q -p no:cacheprovider -x tests/test_engines.py \
         tests/test_agents.py -k "cuda or full_recomputation or compiled or append"
@@ -52,7 +57,7 @@ if [ "$part" = a ]; then
     step engine_step_qwen 75 "$python" benchmarks/engine_step.py --models $large \
         --batches $batch --cache $cache --repeats 1 --device $device \
         --out "$out/engine_step_qwen_$device.json"
-else
+elif [ "$part" = b ]; then
     # shellcheck disable=SC2086
     step rollout 180 "$python" benchmarks/rollout_throughput.py --models smollm2-135m \
         --smollm2-folder "$model" --random-init --prompts builtin --dtype bfloat16 \
@@ -67,4 +72,10 @@ else
         --device $device --setups full --num-envs $envs --new 32 --iterations $iterations \
         --epochs 2 --minibatch $minibatch --accumulation 1 --engine dynamic \
         --out "$out/ppo_training_smollm2_${device}_dynamic.json"
+fi
+if [ "$part" = c ]; then
+    # shellcheck disable=SC2086
+    step shared_compute 300 "$python" benchmarks/shared_compute.py --model "$shared_model" \
+        $random_init --device $device --num-envs 32 --iterations $iterations \
+        --settings on trunk off --out "$out/shared_compute_arithmetic_$device.json"
 fi

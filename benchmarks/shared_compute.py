@@ -1,15 +1,19 @@
 """Shared compute on and off, side by side: an RL iteration's rollout and update seconds.
 
-Two copies of the same setup (a task's vector env on SmolLM2-135M-Instruct under
-``frozen:N``, an RLOO agent) differ in one switch: ``share_trunk`` on (the engine runs the
-blocks policy and reference share once per token; the update runs the frozen blocks once per
-rollout) or off (both models run them, and every update forward does). The two alternate,
-iteration by iteration, so that the machine's noise falls on both; the figures are the ratios
-off / on of each repeat's rollout, update and whole-iteration seconds. Both start from the same
-weights and seeds, so their first rollouts must hold the same tokens (checked: the benchmark
-compares like with like: ``"checksums"`` in the JSON) and their log-prob sums agree to 1e-3.
+Copies of the same setup (a task's vector env on SmolLM2-135M-Instruct under ``frozen:N``, an
+RLOO agent) differ in the switches: ``on`` shares everything (``share_trunk``: the engine
+runs the blocks policy and reference share once per token, the update runs the frozen blocks
+once per rollout; ``prefix_cache`` / the agent's ``share_prefix``: rows whose prompts share a
+prefix prefill it once, and the update runs it once per forward), ``trunk`` the trunk alone,
+``off`` nothing. They alternate, iteration by iteration, so that
+the machine's noise falls on all of them; the figures are the ratios ``off / setting`` of each
+iteration's rollout, update and whole-iteration seconds, and their medians after the first
+(warm-up) iteration. All start from the same weights and seeds, so their first rollouts must
+hold the same tokens (checked: the benchmark compares like with like; ``"checksums"`` in the
+JSON) and their log-prob sums agree to 1e-3.
 
     python benchmarks/shared_compute.py                                    # Arithmetic, 32 rows
+    python benchmarks/shared_compute.py --settings on trunk off            # attribution
     python benchmarks/shared_compute.py --task PositiveReview --iterations 2
     python benchmarks/shared_compute.py --model tiny --iterations 2 --out /tmp/s.json  # smoke
 """
@@ -35,28 +39,36 @@ from rlhf_env.models.efficient import freeze_lower_layers
 from rlhf_env.tasks import smoke_arguments
 
 RESULTS = Path(__file__).parent / "results"
+#: The settings by name: ``(share_trunk, prefix_cache and share_prefix)``.
+SETTINGS = {"on": (True, True), "trunk": (True, False), "off": (False, False)}
 
 
-def build(args: argparse.Namespace, share: bool):
+def build(args: argparse.Namespace, share_trunk: bool, prefix_cache: bool):
     """``(env, agent)`` for the task on ``args.model`` under ``frozen:args.frozen``."""
     options: dict[str, Any] = {}
     if args.model == "tiny":  # the task's smoke variant, its tiny policy included
         options = dict(smoke_arguments(args.task))
-        policy, tokenizer = options.pop("policy"), options.pop("tokenizer")
+        policy, tokenizer = options.pop("policy").to(args.device), options.pop("tokenizer")
     else:
-        policy, tokenizer = build_models(args.model, args.random_init, torch.device("cpu"))
+        policy, tokenizer = build_models(args.model, args.random_init, torch.device(args.device))
     depth = min(args.frozen, policy.config.num_hidden_layers - 1)
     policy, reference = freeze_lower_layers(policy, depth)
     env = gym.make_vec(
         f"rlhf_env/{args.task}-v0", num_envs=args.num_envs, policy=policy,
-        tokenizer=tokenizer, reference=reference, kl_coef=0.01, share_trunk=share,
-        progress=False, **options,
+        tokenizer=tokenizer, reference=reference, kl_coef=0.01, share_trunk=share_trunk,
+        prefix_cache=prefix_cache, progress=False, **options,
     )  # fmt: skip
     agent = make_agent(
         "rloo", env, learning_rate=1e-4, epochs=args.epochs, minibatch_size=args.minibatch_size,
-        group_size=args.group_size, share_trunk=share, progress_bar=False, seed=0,
+        group_size=args.group_size, share_trunk=share_trunk, share_prefix=prefix_cache,
+        progress_bar=False, seed=0,
     )  # fmt: skip
     return env, agent
+
+
+def _cache_counts(env: Any) -> dict[str, int] | None:
+    cache = env.engine.prefix_cache
+    return None if cache is None else {"hits": cache.hits, "misses": cache.misses}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         help="'tiny' (the task's smoke variant), an asset name or a folder",
     )
     parser.add_argument("--random-init", action="store_true", help="architecture only")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
     parser.add_argument("--task", default="Arithmetic")
     parser.add_argument("--frozen", type=int, default=24, help="frozen:N (N capped below the top)")
     parser.add_argument("--num-envs", type=int, default=32)
@@ -74,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--minibatch-size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3, help="per setting; the first warms up")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["on", "off"])
     parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)  # fmt: skip
 
+    if "off" not in args.settings:
+        parser.error("--settings must include off (the figures are ratios to it)")
     settings = {}
-    for share in (True, False):
+    for name in args.settings:
         torch.manual_seed(0)
-        settings["on" if share else "off"] = build(args, share)
+        settings[name] = build(args, *SETTINGS[name])
     depths = {name: env.engine.trunk.depth for name, (env, _) in settings.items()}
     rows: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
@@ -103,26 +119,35 @@ def main(argv: list[str] | None = None) -> int:
                     rollout.response_ids[mask].numpy(), logprob=rollout.logprobs[mask].numpy(),
                     kl=rollout.kl[mask].numpy(),
                 )  # fmt: skip
-        for phase in ("rollout_s", "update_s"):
-            row[f"{phase[:-2]}_speedup"] = round(row["off"][phase] / row["on"][phase], 3)
-        whole = {name: row[name]["rollout_s"] + row[name]["update_s"] for name in settings}
-        row["iteration_speedup"] = round(whole["off"] / whole["on"], 3)
+        for name in settings:
+            if name == "off":
+                continue
+            for phase in ("rollout", "update"):
+                row[f"{name}/{phase}_speedup"] = round(
+                    row["off"][f"{phase}_s"] / row[name][f"{phase}_s"], 3
+                )
+            whole = {key: row[key]["rollout_s"] + row[key]["update_s"] for key in (name, "off")}
+            row[f"{name}/iteration_speedup"] = round(whole["off"] / whole[name], 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    same_tokens = first["on"]["tokens"] == first["off"]["tokens"]
-    logprob_gap = abs(first["on"]["logprob_sum"] - first["off"]["logprob_sum"])
-    print(agreement(first, ["on", "off"]))
+    names = list(settings)
+    print(agreement(first, names))
+    same_tokens = len({first[name]["tokens"] for name in names}) == 1
+    sums = [first[name]["logprob_sum"] for name in names]
+    logprob_gap = max(sums) - min(sums)
     measured = rows[1:] or rows
     summary = {
         key: round(statistics.median(row[key] for row in measured), 3)
-        for key in ("rollout_speedup", "update_speedup", "iteration_speedup")
+        for key in rows[0]
+        if key.endswith("_speedup")
     }
     result = {
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "engine": type(settings["on"][0].engine).__name__,
+        "engine": type(settings["off"][0].engine).__name__,
         "shared_blocks": depths,
+        "prefix_cache": {name: _cache_counts(env) for name, (env, _) in settings.items()},
         "checksums": first,
         "iterations": rows,
         "median_speedups_after_warm_up": summary,
@@ -133,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shared blocks {depths}; median speed-ups {summary}")
     print(f"wrote {out}")
     if not same_tokens or logprob_gap > 1e-3:
-        print("the two settings did different work: their figures do not compare")
+        print("the settings did different work: their figures do not compare")
         return 1
     return 0
 

@@ -115,7 +115,8 @@ def build_env(args: argparse.Namespace):
     return gym.make_vec(
         f"rlhf_env/{args.task}-v0", num_envs=args.num_envs, policy=policy,
         tokenizer=tokenizer, reference=reference, kl_coef=0.01, engine=args.engine,
-        share_trunk=args.share_trunk, progress=False, **options,
+        share_trunk=args.share_trunk, prefix_cache=args.prefix_cache, progress=False,
+        **options,
     )  # fmt: skip
 
 
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="compute the shared blocks once (env and agent)",
     )
+    parser.add_argument(
+        "--prefix-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prefill a common prompt prefix once (env; the agent's share_prefix)",
+    )
     parser.add_argument("--iterations", type=int, default=2, help="the first is a warm-up")
     parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)  # fmt: skip
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     env = build_env(args)
     config: dict[str, Any] = {"learning_rate": 1e-4, "epochs": args.epochs,
                               "minibatch_size": args.minibatch_size, "progress_bar": False,
-                              "seed": 0, "share_trunk": args.share_trunk}  # fmt: skip
+                              "seed": 0, "share_trunk": args.share_trunk,
+                              "share_prefix": args.prefix_cache}  # fmt: skip
     if args.agent != "ppo":
         config["group_size"] = args.group_size
     agent = make_agent(args.agent, env, **config)

@@ -136,7 +136,13 @@ class EnvConfig:
         True,
         "When policy and reference share their bottom blocks (frozen:N), compute them once per "
         "token, in the policy's forward, and cache their keys and values once (off: both "
-        "models compute them, for comparisons).",
+        "models compute them, for comparisons; `rlhf-env train` sets the agent's as well).",
+    )
+    prefix_cache: bool = option(
+        True,
+        "Rows that start together on prompts with a common prefix (16+ tokens) prefill it "
+        "once and keep its keys and values (LRU, up to 1,024 tokens; dropped when the weights "
+        "change) for rows that start on it later; only the rest of each prompt is prefilled.",
     )
     max_turns: int | None = option(
         None,

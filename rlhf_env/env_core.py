@@ -22,7 +22,7 @@ from rlhf_env.config import EnvConfig, build_config
 from rlhf_env.data.prompts import PromptsLike, PromptSource
 from rlhf_env.dialogue.conversation import Conversation, DialogueRules
 from rlhf_env.dialogue.script import as_script
-from rlhf_env.engine import TokenEngine, make_engine
+from rlhf_env.engine import PrefixCache, TokenEngine, make_engine
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
 from rlhf_env.models.modules import device_of
 from rlhf_env.rewards.base import RewardFunction
@@ -193,6 +193,7 @@ class GenerationEnvBase:
             num_slots=self.config.context_length, kl_estimator=self.config.kl_estimator,
             engine=self.config.engine, compile_step=self.config.compile_step,
             share_trunk=self.config.share_trunk,
+            prefix_cache=PrefixCache() if self.config.prefix_cache else None,
         )  # fmt: skip
         self._setup()
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
@@ -19,6 +20,8 @@ from rlhf_agents.rollout import Rollout
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.models.efficient import freeze_lower_layers
+from rlhf_env.models.tiny import build_tiny_causal_lm
 from rlhf_env.rewards.model import RewardModel
 from rlhf_env.tasks import Task
 
@@ -223,3 +226,50 @@ def behaviour_is(policy, rollout):
                                  rollout.response_ids, rollout.context_mask)  # fmt: skip
     logprobs = gather_logprobs(logits, rollout.response_ids) * rollout.response_mask
     return dataclasses.replace(rollout, logprobs=logprobs)
+
+
+def frozen_pair(
+    architecture: str, tokenizer: Any, depth: int | None = None, device: str = "cpu"
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``(policy, reference)`` of ``frozen:depth`` (default: half the blocks) on the tiny
+    ``architecture``, the policy's trainable weights moved away from the reference's (seeded
+    noise of 0.05), so the two differ above the shared blocks."""
+    model = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
+    depth = model.config.num_hidden_layers // 2 if depth is None else depth
+    policy, reference = freeze_lower_layers(model, depth)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            if parameter.requires_grad:
+                noise = torch.randn(parameter.shape, generator=generator, device=device)
+                parameter.add_(noise * 0.05)
+    return policy, reference
+
+
+def roll(venv: TextGenerationVectorEnv, steps: int, seed: int) -> list[tuple]:
+    """Step ``venv`` with seeded random actions, resetting finished rows as its autoreset mode
+    asks; returns every step's observation ids, rewards, terminated and truncated flags and
+    KL (0 for rows that did not act)."""
+    rng = np.random.default_rng(seed)
+    venv.reset(seed=seed)
+    trace = []
+    for _ in range(steps):
+        actions = rng.integers(5, 300, size=venv.num_envs)
+        observation, reward, terminated, truncated, info = venv.step(actions)
+        acted = info.get("_kl", np.zeros(venv.num_envs, dtype=bool))
+        kl = np.where(acted, info.get("kl", 0.0), 0.0)
+        trace.append((observation["input_ids"].copy(), reward, terminated, truncated, kl))
+        ended = terminated | truncated
+        if venv.autoreset_mode.name == "DISABLED" and ended.any():
+            venv.reset(options={"reset_mask": ended})
+    return trace
+
+
+def assert_same_traces(first: list[tuple], second: list[tuple]) -> None:
+    """Two :func:`roll` traces: the same observations and flags, rewards and KL within 1e-5."""
+    assert len(first) == len(second)
+    for one, other in zip(first, second, strict=True):
+        assert np.array_equal(one[0], other[0])
+        assert np.array_equal(one[2], other[2]) and np.array_equal(one[3], other[3])
+        np.testing.assert_allclose(one[1], other[1], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(one[4], other[4], atol=1e-5, rtol=0)

@@ -146,17 +146,22 @@ def test_env_memory_soak(tmp_path, env, num_envs, steps, min_episodes):
 
 
 def test_shared_compute_compares_like_with_like(tmp_path, monkeypatch):
-    """Sharing on and off on the tiny Arithmetic variant: the same tokens and statistics in
-    their first rollouts, one block shared with it on, none off, a speed-up per phase."""
+    """Everything shared, the trunk alone and nothing, on the tiny Arithmetic variant: the same
+    tokens and statistics in their first rollouts, one block shared by the first two, the
+    prefix cache used by the first, a speed-up per phase and setting."""
     monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "shared.json"
     _run("shared_compute.py", "--model", "tiny", "--num-envs", "8", "--group-size", "4",
-         "--minibatch-size", "8", "--iterations", "2", "--out", str(out))  # fmt: skip
+         "--minibatch-size", "8", "--iterations", "2", "--settings", "on", "trunk", "off",
+         "--out", str(out))  # fmt: skip
     result = json.loads(out.read_text())
-    assert result["shared_blocks"] == {"on": 1, "off": 0}
-    assert_same_work(result["checksums"], ("on", "off"), sums=("logprob_sum", "kl_sum"))
+    assert result["shared_blocks"] == {"on": 1, "trunk": 1, "off": 0}
+    assert_same_work(result["checksums"], ("on", "trunk", "off"), sums=("logprob_sum", "kl_sum"))
+    assert result["prefix_cache"]["trunk"] is None and result["prefix_cache"]["off"] is None
+    assert result["prefix_cache"]["on"]["misses"] >= 8  # the tiny task's prompts share a prefix
     assert len(result["iterations"]) == 2
-    assert all(value > 0 for value in result["median_speedups_after_warm_up"].values())
+    speedups = result["median_speedups_after_warm_up"]
+    assert len(speedups) == 6 and all(value > 0 for value in speedups.values())
 
 
 def test_ppo_training_smoke(tmp_path):
@@ -259,13 +264,14 @@ def test_time_breakdown_files_every_block_under_its_part(
     """The tiny Arithmetic variant (2 blocks): under ``frozen:1`` the bottom block is the one
     policy and reference share; the rollout runs it once per prefill and step with the shared
     trunk, once per model (twice as often as each model's own block) without, the update once
-    either way (one epoch); the blocks' seconds fit in each phase."""
+    either way (one epoch; prefix cache off: one prefill a start); the blocks' seconds fit in
+    each phase."""
     monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "breakdown.json"
     stdout = _run(
         "time_breakdown.py", "--model", "tiny", "--training-setup", setup, "--num-envs", "8",
         "--group-size", "4", "--minibatch-size", "8", "--iterations", "1", "--out", str(out),
-        "--share-trunk" if share else "--no-share-trunk",
+        "--share-trunk" if share else "--no-share-trunk", "--no-prefix-cache",
     )  # fmt: skip
     assert "rollout:" in stdout and "update:" in stdout
     result = json.loads(out.read_text())

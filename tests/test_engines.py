@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
+from helpers import frozen_pair
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from rlhf_env.engine import (
     DynamicEngine,
+    PrefixCache,
     StaticEngine,
     UnsupportedModelError,
     batch_bucket,
@@ -78,13 +80,16 @@ def _prompt(rng: np.random.Generator) -> list[int]:
     return rng.integers(5, 380, size=int(rng.integers(1, 7))).tolist()
 
 
-def _drive(engine, policy, reference, steps: int, seed: int = 0, estimator: str = "k1") -> int:
+def _drive(
+    engine, policy, reference, steps: int, seed: int = 0, estimator: str = "k1", prompt=_prompt
+) -> int:
     """Step ``engine`` as an environment would, checking it against full recomputation after
-    every start and step; returns the number of row starts after the first."""
+    every start and step (new contexts from ``prompt(rng)``); returns the number of row
+    starts after the first."""
     tolerance = _tolerance(engine.device.type)
     rng = np.random.default_rng(seed)
     n = engine.num_rows
-    contexts = [_prompt(rng) for _ in range(n)]
+    contexts = [prompt(rng) for _ in range(n)]
     engine.start(np.arange(n), *_left_pad(contexts))
     restarts = 0
     for _ in range(steps):
@@ -109,7 +114,7 @@ def _drive(engine, policy, reference, steps: int, seed: int = 0, estimator: str 
             contexts[row].append(int(tokens[row]))
         stopped = np.flatnonzero(~advance)
         if stopped.size:
-            new = [_prompt(rng) for _ in stopped]
+            new = [prompt(rng) for _ in stopped]
             engine.start(stopped, *_left_pad(new))
             for row, context in zip(stopped, new, strict=True):
                 contexts[row] = context
@@ -232,7 +237,7 @@ def test_compiled_step_matches_eager_without_recompiling(tokenizer, device, mode
     dynamo = torch._dynamo
     tolerance = _tolerance(device)
     if models == "shared trunk":
-        policy, reference, _ = _frozen_pair("llama", tokenizer, device)
+        policy, reference = frozen_pair("llama", tokenizer, device=device)
     else:
         policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
         reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
@@ -401,7 +406,7 @@ def _turn(rng: np.random.Generator, room: int) -> list[int]:
     return rng.integers(5, 380, size=int(rng.integers(1, min(7, room) + 1))).tolist()
 
 
-def _drive_dialogue(engines, policy, reference, steps: int, seed: int = 0) -> int:
+def _drive_dialogue(engines, policy, reference, steps: int, seed: int = 0, prompt=_prompt) -> int:
     """Drive ``engines`` in lockstep as a dialogue environment would: every step advances some
     rows by one token, restarts the rows that stopped, then appends ragged turns to random
     subsets of rows (zero, one or two ``append`` calls, rows just restarted included), up to
@@ -411,7 +416,7 @@ def _drive_dialogue(engines, policy, reference, steps: int, seed: int = 0) -> in
     tolerance = _tolerance(engines[0].device.type)
     rng = np.random.default_rng(seed)
     n = engines[0].num_rows
-    contexts = [_prompt(rng) for _ in range(n)]
+    contexts = [prompt(rng) for _ in range(n)]
     for engine in engines:
         engine.start(np.arange(n), *_left_pad(contexts))
     appended = 0
@@ -430,7 +435,7 @@ def _drive_dialogue(engines, policy, reference, steps: int, seed: int = 0) -> in
             contexts[row].append(int(tokens[row]))
         stopped = np.flatnonzero(~advance)
         if stopped.size:
-            new = [_prompt(rng) for _ in stopped]
+            new = [prompt(rng) for _ in stopped]
             for engine in engines:
                 engine.start(stopped, *_left_pad(new))
             for row, context in zip(stopped, new, strict=True):
@@ -529,41 +534,30 @@ def test_static_append_refuses_a_context_longer_than_its_slots(tokenizer):
 @pytest.mark.long
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_step_after_appends_matches_eager_without_recompiling(tokenizer, device):
-    """Appends run outside the compiled graph, in place: the compiled step goes on matching the
-    eager one (and full recomputation) without tracing again."""
+    """Appends and prefix-cached starts run outside the compiled graph, in place: the compiled
+    step (prefix cache on) goes on matching the eager one (off) and full recomputation
+    without tracing again."""
     dynamo = torch._dynamo
     policy = build_tiny_causal_lm("gemma3_text", tokenizer, seed=0).to(device)
     reference = build_tiny_causal_lm("gemma3_text", tokenizer, seed=1).to(device)
     compiled, eager = (
-        _build("static", policy, reference, 3, slots=DIALOGUE_SLOTS, compile_step=flag)
+        _build("static", policy, reference, 3, slots=DIALOGUE_SLOTS, compile_step=flag,
+               prefix_cache=PrefixCache(min_tokens=3) if flag else None)
         for flag in (True, False)
-    )
+    )  # fmt: skip
     for engine in (compiled, eager):
         engine.start(np.arange(3), *_left_pad([[5, 6, 7], [8], [9, 10]]))
         engine.step(np.array([11, 12, 13]), np.ones(3, dtype=bool))  # compiles
     graphs_after_warm_up = dynamo.utils.counters["stats"]["unique_graphs"]
+    prompt = _prompts_with_prefixes(np.random.default_rng(2))
     with dynamo.config.patch(error_on_recompile=True):
-        _drive_dialogue([compiled, eager], policy, reference, steps=20, seed=1)
+        _drive_dialogue([compiled, eager], policy, reference, steps=20, seed=1, prompt=prompt)
+    assert compiled.prefix_cache.hits >= 5
     assert compiled.compiled
     assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up
 
 
 # -- a shared trunk: policy and reference with the same bottom blocks (frozen:N) ---------------
-
-
-def _frozen_pair(architecture: str, tokenizer, device: str = "cpu"):
-    """``(policy, reference, N)``: a frozen:N policy (N = half its blocks) whose upper weights
-    moved away from its reference's, and that reference (sharing the bottom N blocks)."""
-    model = build_tiny_causal_lm(architecture, tokenizer, seed=0).to(device)
-    depth = model.config.num_hidden_layers // 2
-    policy, reference = freeze_lower_layers(model, depth)
-    generator = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for parameter in policy.parameters():
-            if parameter.requires_grad:
-                noise = torch.randn(parameter.shape, generator=generator, device=device)
-                parameter.add_(noise * 0.05)
-    return policy, reference, depth
 
 
 @contextlib.contextmanager
@@ -584,7 +578,8 @@ def test_a_shared_trunk_runs_once_and_changes_no_number(tokenizer, architecture,
     and ragged appends to others give every logit and statistic of full recomputation (1e-5;
     sliding windows crossed); each prefill, step and append runs the shared blocks once, not
     twice, and (static) the reference's storage holds no keys or values for them."""
-    policy, reference, depth = _frozen_pair(architecture, tokenizer)
+    policy, reference = frozen_pair(architecture, tokenizer)
+    depth = policy.config.num_hidden_layers // 2
     engine = _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS)
     assert engine.trunk.depth == depth >= 1
     assert _drive_dialogue([engine], policy, reference, steps=20) >= 10
@@ -625,3 +620,67 @@ def test_shared_trunk_depth_is_detected_not_declared(tokenizer):
     reference.model.embed_tokens = copy.deepcopy(reference.model.embed_tokens)
     assert shared_trunk_depth(policy, reference) == 0
     assert StaticEngine(policy, reference, 2, NUM_SLOTS).trunk.depth == 0
+
+
+# -- the prompt-prefix cache ---------------------------------------------------------------------
+
+
+def _prompts_with_prefixes(rng: np.random.Generator) -> Callable[[np.random.Generator], list[int]]:
+    """A prompt maker: most prompts start with one of two prefixes (6 and 9 tokens) and end
+    with 1-4 tokens of their own; some share nothing."""
+    prefixes = [rng.integers(5, 380, size=n).tolist() for n in (6, 9)]
+
+    def prompt(rng: np.random.Generator) -> list[int]:
+        own = rng.integers(5, 380, size=int(rng.integers(1, 5))).tolist()
+        if rng.random() < 0.15:
+            return own
+        return prefixes[int(rng.integers(2))] + own
+
+    return prompt
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+@pytest.mark.parametrize("models", ["two models", "shared trunk"])
+def test_prefix_cache_changes_no_number(tokenizer, architecture, kind, models):
+    """Prompts that share prefixes, started together and one by one (staggered restarts),
+    steps, ragged appends: every logit and statistic equals full recomputation (1e-5; sliding
+    windows crossed), with cached prefixes reused, new ones computed, and the bound of 12
+    tokens (less than the two prefixes together) forcing evictions that stay exact."""
+    if models == "shared trunk":
+        policy, reference = frozen_pair(architecture, tokenizer)
+    else:
+        policy = build_tiny_causal_lm(architecture, tokenizer, seed=0)
+        reference = build_tiny_causal_lm(architecture, tokenizer, seed=1)
+    cache = PrefixCache(max_tokens=12, min_tokens=3)
+    engine = _build(kind, policy, reference, rows=4, slots=DIALOGUE_SLOTS, prefix_cache=cache)
+    prompt = _prompts_with_prefixes(np.random.default_rng(1))
+    assert _drive_dialogue([engine], policy, reference, steps=25, prompt=prompt) >= 10
+    assert cache.hits >= 10 and cache.misses >= 2 and cache.evictions >= 1
+    assert cache.tokens <= 12
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_prefix_cache_is_dropped_when_the_weights_change(tokenizer, kind):
+    """A cached prefix holds the policy's keys and values of its time: after an in-place
+    weight change (an optimiser step) rows starting on it must not reuse them. The restarted
+    rows equal full recomputation with the new weights, and the prefix was computed again."""
+    policy, reference = frozen_pair("llama", tokenizer)
+    cache = PrefixCache(min_tokens=3)
+    engine = _build(kind, policy, reference, rows=3, slots=DIALOGUE_SLOTS, prefix_cache=cache)
+    contexts = [[7, 8, 9, 10, 11, 12], [7, 8, 9, 10, 13], [7, 8, 9, 10, 14, 15]]
+    engine.start(np.arange(3), *_left_pad(contexts))
+    assert (cache.misses, cache.hits) == (3, 0) and (7, 8, 9, 10) in cache
+    engine.start(np.array([1]), *_left_pad([contexts[1]]))  # the same weights: reused
+    assert cache.hits == 1
+    with torch.no_grad():
+        decoder_layers(policy)[-1].mlp.up_proj.weight.mul_(1.5)  # in place, as AdamW steps
+    engine.start(np.array([0, 2]), *_left_pad([contexts[0], contexts[2]]))
+    assert (cache.misses, cache.hits) == (5, 1)
+    restarted = [contexts[0], contexts[2]]
+    torch.testing.assert_close(
+        engine.policy_logits[[0, 2]], _full_logits(policy, restarted), **TOLERANCE
+    )
+    torch.testing.assert_close(
+        engine.reference_logits[[0, 2]], _full_logits(reference, restarted), **TOLERANCE
+    )

@@ -24,6 +24,7 @@ import torch
 
 from rlhf_env.engine.dynamic import DynamicEngine
 from rlhf_env.engine.layout import STATIC_ARCHITECTURES, UnsupportedModelError, attention_layout
+from rlhf_env.engine.prefix import PrefixCache
 from rlhf_env.engine.static import BATCH_BUCKETS, StaticEngine, batch_bucket
 from rlhf_env.kl import KLEstimator
 
@@ -58,6 +59,7 @@ def make_engine(
     engine: EngineName = "auto",
     compile_step: bool | None = None,
     share_trunk: bool = True,
+    prefix_cache: PrefixCache | None = None,
 ) -> TokenEngine:
     """The engine ``engine`` names for these models (see the module docstring).
 
@@ -66,16 +68,17 @@ def make_engine(
     """
     check_engine(engine)
     if engine == "dynamic":
-        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk)
+        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk, prefix_cache)
     models = [policy] if reference is policy else [policy, reference]
     reasons = [reason for model in models if (reason := static_support(model)) is not None]
     if reasons and engine == "auto":
-        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk)
+        return DynamicEngine(policy, reference, num_rows, kl_estimator, share_trunk, prefix_cache)
     if reasons:
         raise UnsupportedModelError(reasons[0])
     return StaticEngine(
-        policy, reference, num_rows, num_slots, kl_estimator, compile_step, share_trunk
-    )
+        policy, reference, num_rows, num_slots, kl_estimator, compile_step, share_trunk,
+        prefix_cache,
+    )  # fmt: skip
 
 
 __all__ = [
@@ -84,6 +87,7 @@ __all__ = [
     "STATIC_ARCHITECTURES",
     "DynamicEngine",
     "EngineName",
+    "PrefixCache",
     "StaticEngine",
     "TokenEngine",
     "UnsupportedModelError",

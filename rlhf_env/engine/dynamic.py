@@ -15,6 +15,7 @@ import torch
 
 from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.incremental import IncrementalLM
+from rlhf_env.engine.prefix import PrefixCache, PrefixStates, plan_starts, weights_version
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.trunk import SharedTrunk
 
@@ -28,7 +29,8 @@ class DynamicEngine:
     logits serve for both (the KL is then exactly 0). When the two share their bottom blocks
     (``frozen:N``) and ``share_trunk`` is on, the policy's forward computes them and the
     reference's starts from their output (:class:`rlhf_env.models.trunk.SharedTrunk`); only
-    the policy's cache holds their keys and values.
+    the policy's cache holds their keys and values. ``prefix_cache``: see
+    :class:`rlhf_env.engine.StaticEngine`.
     """
 
     compiled = False
@@ -40,10 +42,12 @@ class DynamicEngine:
         num_rows: int,
         kl_estimator: KLEstimator = "k1",
         share_trunk: bool = True,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.num_rows = int(num_rows)
         self.kl_estimator = check_kl_estimator(kl_estimator)
         self.trunk = SharedTrunk(policy, reference, share_trunk)
+        self.prefix_cache = prefix_cache
         self.policy = IncrementalLM(self.trunk.policy)
         self.reference = None
         if reference is not policy:
@@ -56,23 +60,80 @@ class DynamicEngine:
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> None:
         """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on.
-        Starting every row builds fresh caches; starting some splices them in."""
+        Starting every row builds fresh caches; starting some splices them in. With a prefix
+        cache, rows whose prompts begin with a shared prefix start from its keys and values
+        and prefill only their remainders."""
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        if len(rows) == self.num_rows:
+        rows = np.asarray(rows)
+        every_row = len(rows) == self.num_rows
+        if not every_row and (self.policy_logits is None or self.reference_logits is None):
+            raise RuntimeError("the first start() must start every row")
+        plain, groups = np.arange(len(rows)), []
+        if self.prefix_cache is not None:
+            self.prefix_cache.check_version(weights_version(self.policy.model, *self._others()))
+            plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
+        if every_row and not groups:
             order = torch.as_tensor(np.argsort(rows), device=self.device)
             self.policy_logits, self.reference_logits = self._both(
                 IncrementalLM.start, input_ids[order], attention_mask[order]
             )
             return
-        if self.policy_logits is None or self.reference_logits is None:
-            raise RuntimeError("the first start() must start every row")
-        row_index = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.device)
-        policy_logits, reference_logits = self._both(
-            IncrementalLM.replace_rows, row_index, input_ids, attention_mask
-        )
-        self.policy_logits[row_index] = policy_logits
-        if self.reference is not None:
-            self.reference_logits[row_index] = reference_logits
+        if every_row:  # built in parts: plain rows and prefix groups spliced into empty caches
+            for lm in self._lms():
+                lm.begin(self.num_rows, self.device)
+        pieces = []
+        if plain.size:
+            row_index = torch.as_tensor(rows[plain], dtype=torch.long, device=self.device)
+            logits = self._both(
+                IncrementalLM.replace_rows, row_index, input_ids[plain], attention_mask[plain]
+            )
+            pieces.append((row_index, logits))
+        for group in groups:
+            if group.states is None:
+                group.states = self._prefix_states(group.tokens)
+                self.prefix_cache.put(group.tokens, group.states)
+            row_index = torch.as_tensor(rows[group.rows], dtype=torch.long, device=self.device)
+            logits = []
+            try:
+                for lm, states in zip(self._lms(), group.states, strict=True):
+                    logits.append(
+                        lm.replace_rows_from_prefix(
+                            row_index, states, group.remainder_ids, group.remainder_mask
+                        )
+                    )
+            finally:
+                self.trunk.done()
+            pieces.append((row_index, (logits[0], logits[-1])))
+        if every_row:
+            vocab = pieces[0][1][0].shape[-1]
+            self.policy_logits = torch.zeros(self.num_rows, vocab, device=self.device)
+            self.reference_logits = self.policy_logits
+            if self.reference is not None:
+                self.reference_logits = torch.zeros_like(self.policy_logits)
+        for row_index, (policy_logits, reference_logits) in pieces:
+            self.policy_logits[row_index] = policy_logits
+            if self.reference is not None:
+                self.reference_logits[row_index] = reference_logits
+
+    def _prefix_states(self, tokens: tuple[int, ...]) -> list[PrefixStates]:
+        """Each model's keys and values of ``tokens`` alone (one row), per layer it caches."""
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        states = []
+        try:
+            for lm in self._lms():
+                fresh = IncrementalLM(lm.model, shared_layers=lm.shared_layers)
+                fresh.start(ids, torch.ones_like(ids))
+                states.append(fresh.own_states())
+        finally:
+            self.trunk.done()
+        return states
+
+    def _lms(self) -> list[IncrementalLM]:
+        """The policy's and the reference's steppers, in the order a shared trunk needs."""
+        return [self.policy] + ([] if self.reference is None else [self.reference])
+
+    def _others(self) -> list[torch.nn.Module]:
+        return [] if self.reference is None else [self.reference.model]
 
     def append(
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -131,7 +192,9 @@ class DynamicEngine:
         return stats.double().cpu().numpy()  # one device sync per step
 
     def release(self) -> None:
-        """Drop both KV caches."""
+        """Drop both KV caches (and the prefix cache's states)."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         self.policy.release()
         if self.reference is not None:
             self.reference.release()

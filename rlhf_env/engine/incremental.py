@@ -138,18 +138,72 @@ class IncrementalLM:
         The new rows are encoded on their own, then their keys and values are written
         right-aligned into the batch cache. Returns their next-token logits ``(k, V)``.
         """
-        if self.cache is None or self.attention_mask is None or self._next_position is None:
-            raise RuntimeError("IncrementalLM.replace_rows() called before start()")
         fresh = IncrementalLM(self.model, self.with_hidden, self.shared_layers)
         logits = fresh.start(input_ids, attention_mask)
-        self.last_hidden = fresh.last_hidden
+        self.splice(rows, fresh)
+        return logits
+
+    def replace_rows_from_prefix(
+        self,
+        rows: torch.Tensor,
+        prefix: list[tuple[torch.Tensor, torch.Tensor]],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Start ``rows`` ``(k,)`` on a shared prefix followed by their own remainders.
+
+        ``prefix`` holds the prefix's keys and values, ``(1, H, p, D)`` per layer this model
+        caches (:meth:`own_states` of a model that started on the prefix alone); the
+        remainders are a left-padded block ``(k, U)`` with at least one token a row. The rows
+        are built on their own (the prefix broadcast, the remainders appended), then spliced
+        in as by :meth:`replace_rows`. Returns their next-token logits ``(k, V)``.
+        """
+        count, length = input_ids.shape[0], prefix[0][0].shape[2]
+        fresh = IncrementalLM(self.model, self.with_hidden, self.shared_layers)
+        fresh.cache = fresh._new_cache(
+            [(keys.expand(count, -1, -1, -1), values.expand(count, -1, -1, -1))
+             for keys, values in prefix]
+        )  # fmt: skip
+        fresh.attention_mask = attention_mask.new_ones((count, length))
+        fresh._next_position = torch.full((count,), length, device=input_ids.device)
+        every = torch.arange(count, device=input_ids.device)
+        logits = fresh.append_rows(every, input_ids, attention_mask)
+        self.splice(rows, fresh)
+        return logits
+
+    def own_states(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values ``(B, H, T, D)`` of each layer this model caches (not the
+        borrowed ones of a shared trunk)."""
+        if self.cache is None:
+            raise RuntimeError("IncrementalLM.own_states() called before start()")
+        return [(layer.keys, layer.values) for layer in _full_attention_layers(self.cache)]
+
+    def begin(self, num_rows: int, device: torch.device) -> None:
+        """An empty batch of ``num_rows`` contexts, for rows to be spliced in (every row must
+        be before a step)."""
+        self.cache = None
+        self.attention_mask = torch.zeros((num_rows, 0), dtype=torch.long, device=device)
+        self._next_position = torch.zeros(num_rows, dtype=torch.long, device=device)
+
+    def splice(self, rows: torch.Tensor, fresh: IncrementalLM) -> None:
+        """Write the contexts of ``fresh`` (``k`` rows) into ``rows`` ``(k,)`` of this batch,
+        right-aligned; the other rows are untouched."""
+        if self.attention_mask is None or self._next_position is None:
+            raise RuntimeError("IncrementalLM.splice() called before start() or begin()")
         assert fresh.cache is not None and fresh.attention_mask is not None
-        new_length = attention_mask.shape[1]
+        self.last_hidden = fresh.last_hidden
+        new_layers = _full_attention_layers(fresh.cache)
+        if self.cache is None:  # after begin(): empty layers shaped as the fresh ones
+            rows_total = self.attention_mask.shape[0]
+            self.cache = self._new_cache(
+                [(keys.new_zeros((rows_total, *keys.shape[1:2], 0, keys.shape[3])),
+                  values.new_zeros((rows_total, *values.shape[1:2], 0, values.shape[3])))
+                 for keys, values in ((layer.keys, layer.values) for layer in new_layers)]
+            )  # fmt: skip
+        new_length = fresh.attention_mask.shape[1]
         self._left_pad_to(new_length)
         length = self.attention_mask.shape[1]
-        for layer, new_layer in zip(
-            _full_attention_layers(self.cache), _full_attention_layers(fresh.cache), strict=True
-        ):
+        for layer, new_layer in zip(_full_attention_layers(self.cache), new_layers, strict=True):
             for name in ("keys", "values"):
                 states = getattr(layer, name)  # (B, H, T, D)
                 states[rows] = 0
@@ -158,7 +212,6 @@ class IncrementalLM:
         self.attention_mask[rows, length - new_length :] = fresh.attention_mask
         self._next_position[rows] = fresh._next_position
         self._trim()
-        return logits
 
     def append_rows(
         self, rows: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -67,6 +67,12 @@ captured graph reads them in place):
    is ``N``): its caches hold :class:`~rlhf_env.engine.slots.BorrowedLayer` s there, never
    written, and the shared blocks' keys and values live once, in the policy's storage.
 
+9. A prefix cache (:mod:`rlhf_env.engine.prefix`): starting rows whose prompts begin with a
+   cached prefix of ``p`` tokens writes its keys and values into their slots ``0 .. p - 1``
+   (the states a prefill writes there: slot = position), puts their positions at ``p``, and
+   appends their remainders (invariant 5); a new prefix is first prefilled alone in one of
+   the rows it serves and read back from its slots.
+
 Why per-row write slots: with one write pointer shared by every row (this engine's first
 design, a ring) a row's context lives in the slots just behind the pointer, so appending ``U``
 tokens to some rows would have to move the pointer, and every other row's context, by ``U``
@@ -94,6 +100,7 @@ import torch
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
+from rlhf_env.engine.prefix import PrefixCache, PrefixStates, plan_starts, weights_version
 from rlhf_env.engine.slots import (
     Index,
     SlotStorage,
@@ -167,6 +174,8 @@ class StaticEngine:
             per prefill, step and append, in the policy's forward, and start the reference's
             from their output; their keys and values are cached once, in the policy's
             storage. ``trunk.depth`` says how many blocks are shared (0: none).
+        prefix_cache: start rows whose prompts share a prefix from its keys and values,
+            computed once (:mod:`rlhf_env.engine.prefix`); ``None``: prefill every row whole.
 
     Raises:
         UnsupportedModelError: an architecture the engine cannot step (the message names it).
@@ -188,6 +197,7 @@ class StaticEngine:
         kl_estimator: KLEstimator = "k1",
         compile_step: bool | None = None,
         share_trunk: bool = True,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.num_rows = int(num_rows)
         self.capacity = batch_bucket(self.num_rows)
@@ -202,6 +212,7 @@ class StaticEngine:
                 "put both on one device"
             )
         self.trunk = SharedTrunk(policy, reference, share_trunk)
+        self.prefix_cache = prefix_cache
         self._policy = _SteppedModel(self.trunk.policy, self.capacity, self.num_slots)
         self._reference = None
         if reference is not policy:
@@ -254,7 +265,9 @@ class StaticEngine:
     def start(
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> None:
-        """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on."""
+        """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on.
+        With a prefix cache, rows whose prompts begin with a shared prefix get its keys and
+        values written in (invariant 9) and only their remainders prefilled."""
         rows = check_block(rows, input_ids, attention_mask, self.num_rows, "start")
         width = int(input_ids.shape[1])
         if width >= self.num_slots:
@@ -262,6 +275,55 @@ class StaticEngine:
                 f"a context of {width} tokens does not fit the engine's {self.num_slots} slots"
             )
         self._check_devices()
+        if self.prefix_cache is None:
+            self._prefill(rows, input_ids, attention_mask)
+            return
+        self.prefix_cache.check_version(weights_version(*self._modules()))
+        if not self._policy.storage.allocated:  # after release(): states must be recomputed
+            self.prefix_cache.clear()
+        plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
+        if plain.size:
+            self._prefill(rows[plain], input_ids[plain], attention_mask[plain])
+        for group in groups:
+            group_rows = rows[group.rows]
+            if group.states is None:
+                group.states = self._prefix_states(group_rows[0], group.tokens)
+                self.prefix_cache.put(group.tokens, group.states)
+            self._write_prefix(group_rows, group.states, len(group.tokens))
+            self.append(group_rows, group.remainder_ids, group.remainder_mask)
+
+    def _prefix_states(self, row: int, tokens: tuple[int, ...]) -> list[PrefixStates]:
+        """Prefill ``tokens`` alone in ``row`` (a row about to start) and read their keys and
+        values back, per model and layer it caches."""
+        ids = torch.tensor([tokens], dtype=torch.long)
+        self._prefill(np.array([row]), ids, torch.ones_like(ids))
+        states = []
+        for model in self._models():
+            storage, length = model.storage, len(tokens)
+            states.append([
+                (storage.keys[i][row : row + 1, :, :length].clone(),
+                 storage.values[i][row : row + 1, :, :length].clone())
+                for i in range(storage.first_layer, len(storage.keys))
+            ])  # fmt: skip
+        return states
+
+    def _write_prefix(self, rows: np.ndarray, states: list[PrefixStates], length: int) -> None:
+        """Write a prefix's keys and values into slots ``0 .. length - 1`` of ``rows`` and put
+        their positions after it (invariant 9)."""
+        row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        for model, model_states in zip(self._models(), states, strict=True):
+            storage = model.storage
+            for i, (keys, values) in enumerate(model_states, start=storage.first_layer):
+                storage.keys[i][row_index, :, :length] = keys
+                storage.values[i][row_index, :, :length] = values
+        self._positions[row_index] = length
+        self._host_lengths[rows] = length
+
+    def _prefill(
+        self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Prefill ``rows`` on their whole contexts (invariant 4)."""
+        width = int(input_ids.shape[1])
         lengths = attention_mask.sum(dim=1).cpu().numpy()  # (k,) real tokens per row
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
@@ -370,6 +432,8 @@ class StaticEngine:
                 len(storage.keys), self.capacity, self.num_slots, storage.first_layer
             )
             model.step_cache = None
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         self._started = False
 
     # -- the step -------------------------------------------------------------------------------
@@ -493,6 +557,9 @@ class StaticEngine:
                     f"a model moved from {self.device} to {device_of(model.module)} after the "
                     "environment was built; build the environment again on the new device"
                 )
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [model.module for model in self._models()]
 
     def _models(self) -> list[_SteppedModel]:
         return [self._policy] + ([] if self._reference is None else [self._reference])

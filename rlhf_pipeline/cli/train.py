@@ -163,9 +163,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--total-timesteps", type=int, default=16_384, help="generated tokens")
     # beta is the agent's --kl-coef (its initial value under adaptive KL control)
     _add_env_arguments(parser, prompt_offset=0, reward_required=True, skip=frozenset({"kl_coef"}))
-    add_dataclass_arguments(parser, PPOConfig, suppress_defaults=True)
+    # --share-trunk is the env's option, and sets the agent's field of that name as well
+    shared = {"share_trunk"}
+    add_dataclass_arguments(parser, PPOConfig, skip=shared, suppress_defaults=True)
     add_dataclass_arguments(
-        parser, RLOOConfig, skip={f.name for f in dataclasses.fields(PPOConfig)},
+        parser, RLOOConfig, skip=shared | {f.name for f in dataclasses.fields(PPOConfig)},
         suppress_defaults=True,
     )  # fmt: skip
     parser.set_defaults(handler=train, command_parser=parser)
