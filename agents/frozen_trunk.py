@@ -3,7 +3,7 @@
 No gradient reaches the embeddings and the bottom ``N`` blocks of a ``frozen:N`` policy, and
 their weights do not change during an update, so their output for a rollout's sequences is
 the same in every epoch and minibatch. :class:`FrozenTrunk` computes it once per rollout, under
-``no_grad``, over the rollout's whole padded layout (:meth:`FrozenTrunk.states`), and every
+``no_grad``, in the rollout's padded layout (:meth:`FrozenTrunk.states`), and every
 forward of the update starts from it at block ``N`` (:meth:`FrozenTrunk.forward`), through the
 views of :mod:`rlhf_env.models.trunk`. The gradients are those of the whole forward: the upper
 blocks see the same hidden states (a row's padding columns, masked out of attention, aside).
@@ -60,27 +60,38 @@ class FrozenTrunk:
 
     @torch.no_grad()
     def states(self, rollout: Rollout, chunk: int, share_prefix: bool = True) -> torch.Tensor:
-        """The trunk's output ``(E, P + R, H)`` for every episode of ``rollout`` over its
-        whole (untrimmed) ``[prompt | continuation]`` layout, ``chunk`` episodes a forward.
+        """The trunk's output ``(E, P + R, H)`` for every episode of ``rollout`` in its
+        ``[prompt | continuation]`` layout (zeros beyond each chunk's own widths), ``chunk``
+        episodes a forward, each trimmed to its own widths.
         When every prompt starts with the same ``min_prefix`` tokens or more (and
         ``share_prefix``), that prefix runs through the trunk once and each episode's forward
-        starts from its keys and values (the padding columns then hold zeros: masked out,
-        they change no real position)."""
+        starts from its keys and values (padding columns hold zeros: masked out, they change
+        no real position)."""
         prompts = [ids[mask.bool()] for ids, mask in zip(
             rollout.prompt_ids, rollout.prompt_mask, strict=True)]  # fmt: skip
         prefix = common_prefix([prompt.tolist() for prompt in prompts]) if share_prefix else ()
-        if len(prefix) < self.min_prefix:
-            parts = []
-            for first in range(0, rollout.num_episodes, chunk):
-                rows = slice(first, first + chunk)
-                response_forward(
-                    self.trunk, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
-                    rollout.response_ids[rows], rollout.context_mask[rows], with_logits=False,
+        if len(prefix) >= self.min_prefix:
+            return self._states_after_prefix(rollout, prompts, len(prefix), chunk)
+        states = None
+        prompt_width = rollout.prompt_ids.shape[1]
+        for first in range(0, rollout.num_episodes, chunk):
+            rows = torch.arange(first, min(first + chunk, rollout.num_episodes))
+            batch = rollout.select(rows)  # trimmed to its own widths
+            response_forward(
+                self.trunk, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                batch.context_mask, with_logits=False,
+            )  # fmt: skip
+            hidden = self.handoff.take()  # (k, P' + R', H)
+            self.handoff.clear()
+            if states is None:
+                states = hidden.new_zeros(
+                    (rollout.num_episodes, prompt_width + rollout.response_ids.shape[1],
+                     hidden.shape[-1])
                 )  # fmt: skip
-                parts.append(self.handoff.take())
-                self.handoff.clear()
-            return torch.cat(parts)
-        return self._states_after_prefix(rollout, prompts, len(prefix), chunk)
+            start = prompt_width - batch.prompt_ids.shape[1]
+            states[rows, start : start + hidden.shape[1]] = hidden
+        assert states is not None
+        return states
 
     def _states_after_prefix(
         self, rollout: Rollout, prompts: list[torch.Tensor], length: int, chunk: int

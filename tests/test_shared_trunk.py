@@ -25,7 +25,12 @@ from helpers import (
 )
 
 from rlhf_agents import make_agent
-from rlhf_env.models.efficient import add_lora, decoder_layers, freeze_lower_layers
+from rlhf_env.models.efficient import (
+    add_lora,
+    apply_training_setup,
+    decoder_layers,
+    freeze_lower_layers,
+)
 from rlhf_env.models.tiny import TINY_ARCHITECTURES, build_tiny_causal_lm
 from rlhf_env.models.trunk import (
     TrunkHandoff,
@@ -120,7 +125,9 @@ def _ragged_rollout(tokenizer, policy, common: int = 0):
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma3_text"])
 @pytest.mark.parametrize("name", ["ppo", "rloo", "grpo"])
-@pytest.mark.parametrize("setup, common", [("frozen:1", 0), ("frozen:1", 18), ("full", 18)])
+@pytest.mark.parametrize(
+    "setup, common", [("frozen:1", 0), ("frozen:1", 18), ("full", 18), ("lora:4", 18)]
+)
 def test_shared_compute_in_the_update_changes_no_gradient(
     tokenizer, architecture, name, setup, common
 ):
@@ -129,21 +136,22 @@ def test_shared_compute_in_the_update_changes_no_gradient(
     parameter gets the same gradient (1e-6; the value head's too). Under frozen:1 the frozen
     block runs once per micro-batch-sized chunk of the rollout instead of in every forward;
     prompts that share 18 tokens (Gemma 3's sliding window is 5) run them once, in the trunk
-    pass under frozen:1 and in every forward under full fine-tuning."""
+    pass under frozen:1 and in every forward under full fine-tuning and LoRA."""
     rollout = None
     results = []
     for on in (True, False):
-        if setup == "full":
-            policy, reference = build_tiny_causal_lm(architecture, tokenizer, seed=0), None
-        else:
+        if setup == "frozen:1":
             policy, reference = frozen_pair(architecture, tokenizer, depth=1)
+        else:  # full: the env copies the reference; LoRA: the adapters off
+            model = build_tiny_causal_lm(architecture, tokenizer, seed=0)
+            policy, reference = apply_training_setup(model, setup)
         env = vector_env(tokenizer, policy=policy, reference=reference, num_envs=4)
         options = {} if name == "ppo" else {"group_size": 2}
         agent = make_agent(
             name, env, minibatch_size=4, gradient_accumulation_steps=2, epochs=2, ent_coef=0.01,
             progress_bar=False, share_trunk=on, share_prefix=on, **options,
         )  # fmt: skip
-        assert (agent.frozen_trunk is not None) == (on and setup != "full")
+        assert (agent.frozen_trunk is not None) == (on and setup == "frozen:1")
         if name == "ppo":  # a zero-initialised head has zero values and gradients everywhere
             torch.nn.init.normal_(
                 agent.value_head.linear.weight, generator=torch.Generator().manual_seed(0)
@@ -162,11 +170,13 @@ def test_shared_compute_in_the_update_changes_no_gradient(
         torch.testing.assert_close(shared[key], gradient, atol=1e-6, rtol=0, msg=key)
     forwards = 6 if name == "ppo" else 4  # (values: 2) + 2 epochs x 2 micro-batches
     assert len(whole_calls) == forwards
-    if setup == "full":  # every forward: the prefix (one row), then the tails
+    if setup != "frozen:1":  # every forward: the prefix (one row), then the tails
         assert shared_calls[::2] == [(1, common)] * forwards and len(shared_calls) == 2 * forwards
     elif common:  # the trunk pass alone: the prefix, then 2 chunks of tails
         assert len(shared_calls) == 3 and shared_calls[0] == (1, common)
-    else:  # the trunk pass alone: 2 chunks of whole episodes
-        assert shared_calls == [(2, rollout.prompt_ids.shape[1] + 7)] * 2
+    else:  # the trunk pass alone: 2 chunks of whole episodes, each trimmed to its widths
+        chunks = [rollout.select(torch.arange(first, first + 2)) for first in (0, 2)]
+        widths = [chunk.prompt_ids.shape[1] + chunk.response_ids.shape[1] for chunk in chunks]
+        assert shared_calls == [(2, width) for width in widths]
     tokens = [sum(rows * width for rows, width in calls) for calls in (shared_calls, whole_calls)]
     assert tokens[0] < tokens[1], tokens
