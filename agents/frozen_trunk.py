@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from rlhf_agents.forward import accepts_argument, response_forward
 from rlhf_agents.rollout import Rollout
-from rlhf_env.engine.prefix import common_prefix
+from rlhf_env.engine.prefix import common_prefix, real_tokens
 from rlhf_env.models.efficient import decoder_layers
 from rlhf_env.models.trunk import (
     TrunkHandoff,
@@ -67,11 +67,12 @@ class FrozenTrunk:
         ``share_prefix``), that prefix runs through the trunk once and each episode's forward
         starts from its keys and values (padding columns hold zeros: masked out, they change
         no real position)."""
-        prompts = [ids[mask.bool()] for ids, mask in zip(
-            rollout.prompt_ids, rollout.prompt_mask, strict=True)]  # fmt: skip
-        prefix = common_prefix([prompt.tolist() for prompt in prompts]) if share_prefix else ()
+        prompts = real_tokens(rollout.prompt_ids, rollout.prompt_mask)
+        prefix = common_prefix(prompts) if share_prefix else ()
         if len(prefix) >= self.min_prefix:
-            return self._states_after_prefix(rollout, prompts, len(prefix), chunk)
+            device = rollout.prompt_ids.device
+            tensors = [torch.tensor(prompt, device=device) for prompt in prompts]
+            return self._states_after_prefix(rollout, tensors, len(prefix), chunk)
         states = None
         prompt_width = rollout.prompt_ids.shape[1]
         for first in range(0, rollout.num_episodes, chunk):

@@ -22,7 +22,7 @@ from transformers import DynamicCache
 
 from rlhf_agents.forward import accepts_argument
 from rlhf_agents.rollout import Rollout
-from rlhf_env.engine.prefix import common_prefix
+from rlhf_env.engine.prefix import common_prefix, real_tokens
 from rlhf_env.engine.slots import BorrowedLayer
 from rlhf_env.models.trunk import TrunkHandoff
 
@@ -35,9 +35,7 @@ def shared_prefix_length(batch: Rollout, minimum: int) -> int:
     it is shorter than ``minimum`` or the batch holds one episode."""
     if batch.num_episodes < 2:
         return 0
-    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(
-        batch.prompt_ids, batch.prompt_mask, strict=True)]  # fmt: skip
-    length = len(common_prefix(prompts))
+    length = len(common_prefix(real_tokens(batch.prompt_ids, batch.prompt_mask)))
     return length if length >= minimum else 0
 
 

@@ -32,6 +32,7 @@ import gymnasium as gym
 import torch
 from checksums import agreement, checksum
 from ppo_training import build_models
+from time_breakdown import add_model_arguments
 
 import rlhf_env  # noqa: F401  (registers the tasks)
 from rlhf_agents import make_agent
@@ -73,14 +74,8 @@ def _cache_counts(env: Any) -> dict[str, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--model",
-        default="smollm2-135m-instruct",
-        help="'tiny' (the task's smoke variant), an asset name or a folder",
-    )
-    parser.add_argument("--random-init", action="store_true", help="architecture only")
+    add_model_arguments(parser)
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
-    parser.add_argument("--task", default="Arithmetic")
     parser.add_argument("--frozen", type=int, default=24, help="frozen:N (N capped below the top)")
     parser.add_argument("--num-envs", type=int, default=32)
     parser.add_argument("--group-size", type=int, default=8)

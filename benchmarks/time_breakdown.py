@@ -95,6 +95,17 @@ class BlockTimer:
         self.calls.clear()
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--random-init`` and ``--task``: what a task benchmark runs on."""
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="'tiny' (the task's smoke variant), an asset name or a folder",
+    )
+    parser.add_argument("--random-init", action="store_true", help="architecture only")
+    parser.add_argument("--task", default="Arithmetic")
+
+
 def build_env(args: argparse.Namespace):
     """The task's vector env on ``args.model`` with ``args.training_setup``."""
     kind, _, number = check_training_setup(args.training_setup).partition(":")
@@ -138,13 +149,7 @@ def breakdown(timer: BlockTimer, phases: dict[str, float]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--model",
-        default="smollm2-135m-instruct",
-        help="'tiny' (the task's smoke variant), an asset name or a folder",
-    )
-    parser.add_argument("--random-init", action="store_true", help="architecture only")
-    parser.add_argument("--task", default="Arithmetic")
+    add_model_arguments(parser)
     parser.add_argument("--training-setup", default="frozen:24", help="full or frozen:N")
     parser.add_argument("--agent", default="rloo", choices=["ppo", "rloo", "grpo"])
     parser.add_argument("--num-envs", type=int, default=32)

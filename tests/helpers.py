@@ -7,7 +7,8 @@ import them too; ``conftest.py`` wraps them in fixtures.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,19 @@ def assert_same_traces(first: list[tuple], second: list[tuple]) -> None:
         assert np.array_equal(one[2], other[2]) and np.array_equal(one[3], other[3])
         np.testing.assert_allclose(one[1], other[1], atol=1e-5, rtol=0)
         np.testing.assert_allclose(one[4], other[4], atol=1e-5, rtol=0)
+
+
+@contextmanager
+def forward_shapes(module: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """The ``(rows, tokens)`` of every forward of ``module`` inside the block."""
+    shapes: list[tuple[int, int]] = []
+
+    def record(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        shapes.append((hidden.shape[0], hidden.shape[1]))
+
+    handle = module.register_forward_hook(record, with_kwargs=True)
+    try:
+        yield shapes
+    finally:
+        handle.remove()

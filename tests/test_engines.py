@@ -8,14 +8,13 @@ Tolerance: 1e-5 absolute, float32.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
-from helpers import frozen_pair
+from helpers import forward_shapes, frozen_pair
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from rlhf_env.engine import (
@@ -560,17 +559,6 @@ def test_compiled_step_after_appends_matches_eager_without_recompiling(tokenizer
 # -- a shared trunk: policy and reference with the same bottom blocks (frozen:N) ---------------
 
 
-@contextlib.contextmanager
-def _counting_forwards(module: torch.nn.Module) -> Iterator[list[int]]:
-    """Counts the forwards of ``module`` inside the block."""
-    count = [0]
-    handle = module.register_forward_hook(lambda *args: count.__setitem__(0, count[0] + 1))
-    try:
-        yield count
-    finally:
-        handle.remove()
-
-
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
 @pytest.mark.parametrize("kind", ["static", "dynamic"])
 def test_a_shared_trunk_runs_once_and_changes_no_number(tokenizer, architecture, kind):
@@ -589,11 +577,11 @@ def test_a_shared_trunk_runs_once_and_changes_no_number(tokenizer, architecture,
     for each, runs in ((engine, 1), (unshared, 2)):
         calls = []
         for block in (first_block, top_shared):
-            with _counting_forwards(block) as count:
+            with forward_shapes(block) as shapes:
                 each.start(np.arange(3), *_left_pad([[5, 6, 7], [8], [9, 10]]))
                 each.step(np.array([11, 12, 13]), np.array([True, False, True]))
                 each.append(np.array([2, 0]), *_left_pad([[14, 15], [16]]))
-            calls.append(count[0])
+            calls.append(len(shapes))
         assert calls == [3 * runs, 3 * runs], (each.trunk.depth, calls)
     contexts = [[5, 6, 7, 11, 16], [8], [9, 10, 13, 14, 15]]
     for each in (engine, unshared):

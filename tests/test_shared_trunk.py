@@ -8,9 +8,6 @@ update from a trunk computed once per rollout against the whole forward.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -18,6 +15,7 @@ from helpers import (
     assert_same_traces,
     behaviour_is,
     dialogue_rollout,
+    forward_shapes,
     frozen_pair,
     random_ids,
     roll,
@@ -39,22 +37,6 @@ from rlhf_env.models.trunk import (
     replaying_view,
     trunk_view,
 )
-
-
-@contextlib.contextmanager
-def _counting_tokens(module: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
-    """The ``(rows, tokens)`` of every forward of ``module`` inside the block."""
-    shapes: list[tuple[int, int]] = []
-
-    def record(module, args, kwargs, output):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        shapes.append((hidden.shape[0], hidden.shape[1]))
-
-    handle = module.register_forward_hook(record, with_kwargs=True)
-    try:
-        yield shapes
-    finally:
-        handle.remove()
 
 
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
@@ -159,7 +141,7 @@ def test_shared_compute_in_the_update_changes_no_gradient(
         # Learning rate 0: every step sees the same weights, the last step's .grad is compared.
         agent.optimizer = torch.optim.SGD(list(agent.trainable_parameters().values()), lr=0.0)
         rollout = rollout if rollout is not None else _ragged_rollout(tokenizer, policy, common)
-        with _counting_tokens(decoder_layers(policy)[0]) as calls:
+        with forward_shapes(decoder_layers(policy)[0]) as calls:
             agent.update(rollout)
         gradients = {n: p.grad for n, p in agent.trainable_parameters().items()}
         results.append((gradients, calls))

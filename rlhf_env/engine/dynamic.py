@@ -70,7 +70,7 @@ class DynamicEngine:
             raise RuntimeError("the first start() must start every row")
         plain, groups = np.arange(len(rows)), []
         if self.prefix_cache is not None:
-            self.prefix_cache.check_version(weights_version(self.policy.model, *self._others()))
+            self.prefix_cache.check_version(weights_version(*(lm.model for lm in self._lms())))
             plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
         if every_row and not groups:
             order = torch.as_tensor(np.argsort(rows), device=self.device)
@@ -131,9 +131,6 @@ class DynamicEngine:
     def _lms(self) -> list[IncrementalLM]:
         """The policy's and the reference's steppers, in the order a shared trunk needs."""
         return [self.policy] + ([] if self.reference is None else [self.reference])
-
-    def _others(self) -> list[torch.nn.Module]:
-        return [] if self.reference is None else [self.reference.model]
 
     def append(
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -139,10 +139,7 @@ def plan_starts(
     """Split the rows of a ``start`` call: ``(plain, groups)``, the positions (into ``rows``)
     of the rows to prefill whole (sorted), and the :class:`StartGroup` s of the others (cached
     prefixes first, then new ones: see the module docstring)."""
-    prompts = [
-        ids[mask.bool()].tolist()
-        for ids, mask in zip(input_ids.cpu(), attention_mask.cpu(), strict=True)
-    ]
+    prompts = real_tokens(input_ids, attention_mask)
     chosen: dict[tuple[int, ...], list[int]] = {}
     missing = []
     for position, prompt in enumerate(prompts):
@@ -184,6 +181,14 @@ def plan_starts(
             cache.hits += len(positions)
         groups.append(StartGroup(key, np.asarray(positions), ids, mask, states))
     return np.asarray(sorted(alone), dtype=np.int64), groups
+
+
+def real_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+    """Each row's tokens where ``attention_mask`` is 1, as lists (one copy to the host)."""
+    return [
+        ids[mask.bool()].tolist()
+        for ids, mask in zip(input_ids.cpu(), attention_mask.cpu(), strict=True)
+    ]
 
 
 def common_prefix(prompts: Sequence[Sequence[int]]) -> tuple[int, ...]:

@@ -279,8 +279,6 @@ class StaticEngine:
             self._prefill(rows, input_ids, attention_mask)
             return
         self.prefix_cache.check_version(weights_version(*self._modules()))
-        if not self._policy.storage.allocated:  # after release(): states must be recomputed
-            self.prefix_cache.clear()
         plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
         if plain.size:
             self._prefill(rows[plain], input_ids[plain], attention_mask[plain])
