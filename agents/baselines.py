@@ -13,6 +13,7 @@ from rlhf_agents.base import Agent
 from rlhf_agents.checkpoint import STATE_FILE, read_state, resolve_checkpoint, write_checkpoint
 from rlhf_agents.forward import next_token_logits
 from rlhf_agents.rollout import check_rollout_env
+from rlhf_agents.sampling import sample_tokens
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 
@@ -47,9 +48,7 @@ class _FixedAgent(Agent):
     def _sample(self, logits: torch.Tensor, deterministic: bool) -> np.ndarray:
         if deterministic:
             return logits.argmax(dim=-1).cpu().numpy()
-        probs = torch.softmax(logits.float(), dim=-1)  # (B, V)
-        generator = self.generator if probs.device == self.generator.device else None
-        return torch.multinomial(probs, 1, generator=generator)[:, 0].cpu().numpy()
+        return sample_tokens(logits, self.generator).cpu().numpy()
 
 
 class RandomAgent(_FixedAgent):

@@ -34,6 +34,7 @@ from rlhf_agents.prefix_forward import (
     shared_prefix_length,
 )
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
+from rlhf_agents.sampling import sample_tokens
 from rlhf_env.config import build_config
 from rlhf_env.distributed import (
     GradientSync,
@@ -111,8 +112,13 @@ class PolicyGradientAgent(Agent):
             for module in (self.policy, *self.extra_modules().values()):
                 if hasattr(module, "config"):  # the policy, a separate critic
                     self.checkpointed_layers += enable_gradient_checkpointing(module)
-        # Under frozen:N the update runs the frozen blocks once per rollout.
+        # Under frozen:N the update starts from the frozen blocks' output: the env's, kept
+        # while it generated the rollout (a shared trunk of the same depth, the static
+        # engine), else computed once per rollout.
         self.frozen_trunk = FrozenTrunk.of(self.policy) if self.config.share_trunk else None
+        self.trunk_from_env = self.frozen_trunk is not None and env.keep_trunk_states(
+            self.frozen_trunk.depth
+        )
         self._trunk_states: torch.Tensor | None = None  # the rollout's, during an update
         self.gradient_sync = GradientSync(
             {"policy": self.policy, **self.extra_modules()},
@@ -169,8 +175,7 @@ class PolicyGradientAgent(Agent):
     def act(self, env: TextGenerationVectorEnv, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Sample one token per sub-env from ``env.policy_logits`` (no forward of its own)."""
         assert env.policy_logits is not None
-        probs = torch.softmax(env.policy_logits, dim=-1)  # (N, V)
-        return torch.multinomial(probs, 1, generator=self.generator)[:, 0].cpu().numpy()
+        return sample_tokens(env.policy_logits, self.generator).cpu().numpy()
 
     def predict(
         self, observation: dict[str, Any], deterministic: bool = False
@@ -181,8 +186,7 @@ class PolicyGradientAgent(Agent):
         if deterministic:
             actions = logits.argmax(dim=-1).cpu().numpy()
         else:
-            probs = torch.softmax(logits, dim=-1)
-            actions = torch.multinomial(probs, 1, generator=self.generator)[:, 0].cpu().numpy()
+            actions = sample_tokens(logits, self.generator).cpu().numpy()
         return (actions[0] if np.asarray(observation["input_ids"]).ndim == 1 else actions), None
 
     # -- training ------------------------------------------------------------------------------
@@ -296,7 +300,9 @@ class PolicyGradientAgent(Agent):
         # 1. the frozen trunk's output (frozen:N), advantages and the loss targets of every
         # token, without gradients
         with torch.no_grad(), self.autocast():
-            if self.frozen_trunk is not None:
+            if self.frozen_trunk is not None and rollout.trunk_states is not None:
+                self._trunk_states = rollout.trunk_states.to(self.device)
+            elif self.frozen_trunk is not None:
                 self._trunk_states = self.frozen_trunk.states(
                     rollout, micro_size, config.share_prefix
                 )

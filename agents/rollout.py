@@ -31,6 +31,12 @@ class Rollout:
     masked mean over it (losses, timesteps, minibatch weights) counts actions only;
     ``context_mask`` marks what the model sees. ``logprobs`` are the behaviour policy's, as
     the env computed them while sampling, so importance ratios are exact.
+
+    ``trunk_states``, when the env kept them (:meth:`TextGenerationVectorEnv.keep_trunk_states`,
+    ``frozen:N`` with a shared trunk), are the policy's hidden states after its frozen block
+    ``N - 1`` for every ``[prompt | continuation]`` column, in this layout (zeros at padding
+    and at each episode's last token, which the env never reads and no loss uses): the update
+    starts from them instead of running the frozen blocks again.
     """
 
     prompt_ids: torch.Tensor  # (E, P) left-padded
@@ -46,6 +52,7 @@ class Rollout:
     responses: list[str]  # the response (dialogue: the last assistant turn)
     turn_scores: list[list[float]]  # dialogue scoring every turn: each turn's score, else []
     conversations: list[list[dict[str, str]]]  # dialogue: the messages, else []
+    trunk_states: torch.Tensor | None = None  # (E, P + R, H) the frozen trunk's output, if kept
 
     @property
     def num_episodes(self) -> int:
@@ -95,7 +102,7 @@ class Rollout:
             value = getattr(self, field.name)
             if isinstance(value, list):
                 values[field.name] = [value[i] for i in index_list]
-            else:
+            elif value is not None:
                 values[field.name] = value[index_tensor.to(value.device)]
         subset = Rollout(**values)
         return subset._trimmed()
@@ -108,7 +115,9 @@ class Rollout:
         values = {}
         for field in fields(Rollout):
             parts = [getattr(r, field.name) for r in rollouts]
-            if isinstance(parts[0], list):
+            if field.name == "trunk_states":
+                values[field.name] = _concatenate_trunk_states(rollouts, prompt_width)
+            elif isinstance(parts[0], list):
                 values[field.name] = [item for part in parts for item in part]
             elif field.name.startswith("prompt"):
                 values[field.name] = torch.cat([_pad_left(p, prompt_width) for p in parts])
@@ -126,12 +135,30 @@ class Rollout:
         values = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name.startswith("prompt") and isinstance(value, torch.Tensor):
+            if field.name == "trunk_states" and value is not None:
+                value = value[:, prompt_start : self.prompt_ids.shape[1] + response_end]
+            elif field.name.startswith("prompt") and isinstance(value, torch.Tensor):
                 value = value[:, prompt_start:]
             elif isinstance(value, torch.Tensor) and value.dim() == 2:
                 value = value[:, :response_end]
             values[field.name] = value
         return Rollout(**values)
+
+
+def _concatenate_trunk_states(rollouts: list[Rollout], prompt_width: int) -> torch.Tensor | None:
+    """The rollouts' ``trunk_states`` in the layout of their concatenation (prompt columns
+    padded on the left, continuation columns on the right), or ``None`` if one lacks them."""
+    if any(r.trunk_states is None for r in rollouts):
+        return None
+    response_width = max(r.response_ids.shape[1] for r in rollouts)
+    parts = []
+    for r in rollouts:
+        states, width = r.trunk_states, r.prompt_ids.shape[1]
+        assert states is not None
+        parts.append(torch.nn.functional.pad(
+            states, (0, 0, prompt_width - width, response_width - r.response_ids.shape[1])
+        ))  # fmt: skip
+    return torch.cat(parts)
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -246,6 +273,8 @@ def _collect(
         return torch.as_tensor(array[:, :response_width] if array.ndim == 2 else array,
                                dtype=dtype, device=device)  # fmt: skip
 
+    trunk_states = _kept_trunk_states(env, prompt_rows, cursor, prompt_width, response_width)
+
     return Rollout(
         prompt_ids=torch.as_tensor(prompt_ids, dtype=torch.long, device=device),
         prompt_mask=torch.as_tensor(prompt_mask, dtype=torch.long, device=device),
@@ -260,4 +289,29 @@ def _collect(
         responses=responses,
         turn_scores=turn_scores,
         conversations=conversations,
+        trunk_states=trunk_states,
     )
+
+
+def _kept_trunk_states(
+    env: TextGenerationVectorEnv,
+    prompt_rows: list[np.ndarray],
+    context_lengths: np.ndarray,
+    prompt_width: int,
+    response_width: int,
+) -> torch.Tensor | None:
+    """The env's kept trunk output of each sub-env's episode, in the rollout's layout ``(E,
+    P + R, H)``; ``None`` when it kept none, or when a sub-env's does not cover its prompt and
+    every continuation token but the last (then the update computes it)."""
+    kept = env.trunk_states()
+    if kept is None:
+        return None
+    prompt_lengths = [len(row) for row in prompt_rows]
+    for states, prompt, context in zip(kept, prompt_lengths, context_lengths, strict=True):
+        if states.shape[0] not in (prompt + context - 1, prompt + context):
+            return None
+    states = kept[0].new_zeros((len(kept), prompt_width + response_width, kept[0].shape[1]))
+    for row, (seen, prompt) in enumerate(zip(kept, prompt_lengths, strict=True)):
+        read = min(seen.shape[0], prompt + response_width)
+        states[row, prompt_width - prompt : prompt_width - prompt + read] = seen[:read]
+    return states

@@ -27,6 +27,7 @@ import torch
 from rlhf_agents.base import Agent
 from rlhf_agents.checkpoint import STATE_FILE, read_state, resolve_checkpoint, write_checkpoint
 from rlhf_agents.rollout import check_rollout_env
+from rlhf_agents.sampling import sample_tokens
 from rlhf_env.extras import missing_extra
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
@@ -103,9 +104,7 @@ class SB3PPOAgent(Agent):
         """Sample one token per sub-env from ``env.policy_logits``: the logits of the module
         SB3 trains, i.e. its policy's action distribution."""
         assert env.policy_logits is not None
-        probs = torch.softmax(env.policy_logits.float(), dim=-1)  # (N, V)
-        generator = self.generator if probs.device == self.generator.device else None
-        return torch.multinomial(probs, 1, generator=generator)[:, 0].cpu().numpy()
+        return sample_tokens(env.policy_logits, self.generator).cpu().numpy()
 
     def learn(self, total_timesteps: int, callback: Any = None) -> SB3PPOAgent:
         """Run SB3's ``learn`` until ``num_timesteps >= total_timesteps`` (tokens in all, so a

@@ -69,7 +69,11 @@ def build(args: argparse.Namespace, share_trunk: bool, prefix_cache: bool):
 
 def _cache_counts(env: Any) -> dict[str, int] | None:
     cache = env.engine.prefix_cache
-    return None if cache is None else {"hits": cache.hits, "misses": cache.misses}
+    return (
+        None
+        if cache is None
+        else {"hits": cache.hits, "misses": cache.misses, "copies": cache.copies}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

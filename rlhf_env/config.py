@@ -140,9 +140,10 @@ class EnvConfig:
     )
     prefix_cache: bool = option(
         True,
-        "Rows that start together on prompts with a common prefix (16+ tokens) prefill it "
-        "once and keep its keys and values (LRU, up to 1,024 tokens; dropped when the weights "
-        "change) for rows that start on it later; only the rest of each prompt is prefilled.",
+        "Rows that start together on the same prompt prefill it once (the others copy the "
+        "first); on prompts with a common prefix (16+ tokens), they prefill it once and keep "
+        "its keys and values (LRU, up to 1,024 tokens; dropped when the weights change) for "
+        "rows that start on it later; only the rest of each prompt is prefilled.",
     )
     max_turns: int | None = option(
         None,

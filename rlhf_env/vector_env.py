@@ -157,6 +157,20 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         """The reference's next-token logits ``(num_envs, V)`` (see Fast Path)."""
         return self.engine.reference_logits if self._started else None
 
+    def keep_trunk_states(self, depth: int) -> bool:
+        """Ask the engine to keep the output of the trunk that policy and reference share
+        (``frozen:depth``) for every token, for :meth:`trunk_states`: an agent's update then
+        starts from it instead of running the frozen blocks again. ``False`` when the engine
+        cannot (no shared trunk of that depth, or the dynamic engine)."""
+        return self.engine.keep_trunk_states(depth)
+
+    def trunk_states(self) -> list[torch.Tensor] | None:
+        """Per sub-env, the shared trunk's output ``(n, H)`` for the ``n`` tokens the models
+        have read of its episode (the prompt's, then each token that was stepped or inserted:
+        not an episode's last token, which nothing reads), or ``None`` (nothing kept, or some
+        sub-env's lacking). Read it before the next ``step`` or ``reset``."""
+        return self.engine.trunk_states() if self._started else None
+
     # -- Gymnasium API -------------------------------------------------------------------------
 
     def reset(

@@ -221,6 +221,9 @@ def _make_agent(
         "checkpoint_every": config.checkpoint_every,
         "log_dir": str(run.file("tensorboard")),
         "progress_bar": config.progress_bar,
+        # The env's switches for computing shared work once drive the update's as well.
+        "share_trunk": config.share_trunk,
+        "share_prefix": config.prefix_cache,
     }
     if (run.file("rl") / LATEST).is_file():
         runtime = {k: options[k] for k in ("checkpoint_dir", "log_dir", "progress_bar")}

@@ -27,6 +27,7 @@ from rlhf_agents.checkpoint import LATEST, CheckpointError
 from rlhf_agents.forward import gather_logprobs, response_forward
 from rlhf_agents.logger import METRICS
 from rlhf_agents.rollout import Rollout, collect_episodes
+from rlhf_agents.sampling import sample_tokens
 from rlhf_env.models import build_tiny_gpt2, build_tiny_llama
 from rlhf_env.models.efficient import add_lora, freeze_lower_layers
 
@@ -199,6 +200,27 @@ def test_select_concatenate_and_trim_keep_inserted_tokens_aligned():
     single = dialogue_rollout([[5]], [[1, 2]], ["aa"])
     mixed = Rollout.concatenate([single, rollout])
     assert not mixed.inserted_mask[0].any() and rows(mixed)[1:] == rows(rollout)
+
+
+def test_sampler_draws_from_the_softmax_and_never_an_impossible_token():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    logits = probs.log().expand(20_000, -1)  # -inf where the probability is 0
+    tokens = sample_tokens(logits, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=6).double()
+    expected = probs.double() * 20_000
+    assert counts[probs == 0].sum() == 0
+    possible = probs > 0  # Pearson's statistic, 3 degrees of freedom: p = 1e-6 at 30.7
+    assert float(((counts - expected)[possible] ** 2 / expected[possible]).sum()) < 30.7
+    # Seeded: the same tokens again; one certain token per row whatever the uniform.
+    again = sample_tokens(logits, torch.Generator().manual_seed(0))
+    assert torch.equal(tokens, again)
+    certain = torch.full((3, 5), -torch.inf)
+    certain[torch.arange(3), torch.tensor([4, 0, 2])] = 0.0
+    assert sample_tokens(certain).tolist() == [4, 0, 2]
+    broken = torch.zeros(2, 5)
+    broken[1, 3] = torch.nan
+    with pytest.raises(ValueError, match=r"rows \[1\] hold NaN"):
+        sample_tokens(broken)
 
 
 def test_agents_refuse_a_single_env_and_disabled_autoreset(tokenizer, make_env):

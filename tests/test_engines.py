@@ -227,22 +227,25 @@ def test_static_engine_steps_lora_and_frozen_layer_references(tokenizer, setup):
 
 @pytest.mark.long
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("models", ["two models", "shared trunk"])
+@pytest.mark.parametrize("models", ["two models", "shared trunk", "shared trunk, kept"])
 def test_compiled_step_matches_eager_without_recompiling(tokenizer, device, models):
     """``torch.compile(fullgraph=True)`` of the whole step (CPU: the default mode; CUDA: one
     CUDA graph per step): the same numbers as the eager step, and no recompilation after the
     first step over 200 steps with staggered restarts. With a shared trunk (frozen:2) the
-    compiled step computes the shared blocks once and the eager one twice (sharing off)."""
+    compiled step computes the shared blocks once and the eager one twice (sharing off); with
+    its output kept, the compiled step writes it, equal to block 1's output over each
+    context."""
     dynamo = torch._dynamo
     tolerance = _tolerance(device)
-    if models == "shared trunk":
+    if models.startswith("shared trunk"):
         policy, reference = frozen_pair("llama", tokenizer, device=device)
     else:
         policy = build_tiny_causal_lm("llama", tokenizer, seed=0).to(device)
         reference = build_tiny_causal_lm("llama", tokenizer, seed=1).to(device)
     compiled = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=True)
     eager = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=False, share_trunk=False)
-    assert compiled.trunk.depth == (2 if models == "shared trunk" else 0)
+    assert compiled.trunk.depth == (2 if models.startswith("shared trunk") else 0)
+    assert compiled.keep_trunk_states(2) == models.endswith("kept")
     rng = np.random.default_rng(0)
     contexts = [_prompt(rng) for _ in range(3)]
     lengths = [len(c) for c in contexts]
@@ -261,14 +264,22 @@ def test_compiled_step_matches_eager_without_recompiling(tokenizer, device, mode
         torch.testing.assert_close(compiled.policy_logits, eager.policy_logits, **tolerance)
         torch.testing.assert_close(compiled.reference_logits, eager.reference_logits, **tolerance)
         lengths = [n + 1 if a else n for n, a in zip(lengths, advance, strict=True)]
+        for row in np.flatnonzero(advance):
+            contexts[row].append(int(tokens[row]))
         stopped = np.flatnonzero(~advance)
         if stopped.size:
             new = [_prompt(rng) for _ in stopped]
             for engine in (compiled, eager):
                 engine.start(stopped, *_left_pad(new))
             for row, context in zip(stopped, new, strict=True):
-                lengths[row] = len(context)
+                lengths[row], contexts[row] = len(context), list(context)
     strict.__exit__(None, None, None)
+    if models.endswith("kept"):
+        kept = compiled.trunk_states()
+        assert kept is not None
+        for row, context in enumerate(contexts):
+            expected = _trunk_outputs(policy, 2, context)
+            torch.testing.assert_close(kept[row].to(expected.device), expected, **tolerance)
     assert compiled.compiled and graphs_after_warm_up >= 1  # it did compile, one graph
     assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up
 
@@ -615,14 +626,20 @@ def test_shared_trunk_depth_is_detected_not_declared(tokenizer):
 
 def _prompts_with_prefixes(rng: np.random.Generator) -> Callable[[np.random.Generator], list[int]]:
     """A prompt maker: most prompts start with one of two prefixes (6 and 9 tokens) and end
-    with 1-4 tokens of their own; some share nothing."""
+    with 1-4 tokens of their own; some share nothing; a quarter repeat the one made before
+    (the copies of an RLOO group, often started together)."""
     prefixes = [rng.integers(5, 380, size=n).tolist() for n in (6, 9)]
+    made: list[list[int]] = []
 
     def prompt(rng: np.random.Generator) -> list[int]:
         own = rng.integers(5, 380, size=int(rng.integers(1, 5))).tolist()
-        if rng.random() < 0.15:
-            return own
-        return prefixes[int(rng.integers(2))] + own
+        if made and rng.random() < 0.25:
+            made.append(list(made[-1]))
+        elif rng.random() < 0.15:
+            made.append(own)
+        else:
+            made.append(prefixes[int(rng.integers(2))] + own)
+        return list(made[-1])
 
     return prompt
 
@@ -631,10 +648,12 @@ def _prompts_with_prefixes(rng: np.random.Generator) -> Callable[[np.random.Gene
 @pytest.mark.parametrize("kind", ["static", "dynamic"])
 @pytest.mark.parametrize("models", ["two models", "shared trunk"])
 def test_prefix_cache_changes_no_number(tokenizer, architecture, kind, models):
-    """Prompts that share prefixes, started together and one by one (staggered restarts),
-    steps, ragged appends: every logit and statistic equals full recomputation (1e-5; sliding
-    windows crossed), with cached prefixes reused, new ones computed, and the bound of 12
-    tokens (less than the two prefixes together) forcing evictions that stay exact."""
+    """Prompts that share prefixes or are the same, started together and one by one
+    (staggered restarts), steps, ragged appends: every logit and statistic equals full
+    recomputation (1e-5; sliding windows crossed), with cached prefixes reused, new ones
+    computed, rows with the same prompt as another in their start copied from it, and the
+    bound of 12 tokens (less than the two prefixes together) forcing evictions that stay
+    exact."""
     if models == "shared trunk":
         policy, reference = frozen_pair(architecture, tokenizer)
     else:
@@ -644,8 +663,85 @@ def test_prefix_cache_changes_no_number(tokenizer, architecture, kind, models):
     engine = _build(kind, policy, reference, rows=4, slots=DIALOGUE_SLOTS, prefix_cache=cache)
     prompt = _prompts_with_prefixes(np.random.default_rng(1))
     assert _drive_dialogue([engine], policy, reference, steps=25, prompt=prompt) >= 10
-    assert cache.hits >= 10 and cache.misses >= 2 and cache.evictions >= 1
-    assert cache.tokens <= 12
+    assert cache.hits >= 6 and cache.misses >= 2 and cache.evictions >= 1
+    assert cache.copies >= 2 and cache.tokens <= 12
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma3_text"])
+def test_rows_with_the_same_prompt_start_once(tokenizer, kind, architecture):
+    """An RLOO group's copies of one prompt, started together (every row, then some): the
+    first of each is started, the others copy it; every row equals full recomputation through
+    steps and appends, and the engine ran one forward row per distinct prompt."""
+    policy, reference = frozen_pair(architecture, tokenizer)
+    cache = PrefixCache(min_tokens=3)
+    engine = _build(kind, policy, reference, rows=5, slots=DIALOGUE_SLOTS, prefix_cache=cache)
+    group, other = [7, 8, 9, 10, 11], [7, 8, 9, 12]
+    contexts = [list(group), list(other), list(group), list(group), list(other)]
+    with forward_shapes(decoder_layers(policy)[0]) as shapes:
+        engine.start(np.arange(5), *_left_pad(contexts))
+    assert cache.copies == 3 and sum(shape[0] for shape in shapes) == 3  # prefix + 2 remainders
+    tokens = np.array([20, 21, 22, 23, 24])
+    engine.step(tokens, np.ones(5, dtype=bool))
+    contexts = [[*context, int(token)] for context, token in zip(contexts, tokens, strict=True)]
+    _check_logits([engine], policy, reference, contexts)
+    engine.start(np.array([1, 3, 4]), *_left_pad([other, other, group]))  # some rows
+    contexts[1], contexts[3], contexts[4] = list(other), list(other), list(group)
+    assert cache.copies == 4
+    engine.append(np.array([3, 0]), *_left_pad([[30, 31], [32]]))
+    contexts[3] += [30, 31]
+    contexts[0] += [32]
+    _check_logits([engine], policy, reference, contexts)
+
+
+@torch.no_grad()
+def _trunk_outputs(model, depth: int, context: list[int]) -> torch.Tensor:
+    """The output of block ``depth - 1`` ``(n, H)`` over ``context``, uncached."""
+    output = model(torch.tensor([context]), output_hidden_states=True)
+    return output.hidden_states[depth][0]
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gemma3_text"])
+def test_static_engine_keeps_the_trunk_output_of_every_token(tokenizer, architecture):
+    """keep_trunk_states: after starts (whole prefills, a prefix group, rows copied from the
+    same prompt), steps of some rows and ragged appends, each row's kept trunk output equals
+    block N-1's output over its context (1e-5; Gemma 3's sliding windows crossed). A row
+    started from a prefix cached before (its trunk output not kept) makes them absent, until
+    the rows start afresh. Only the shared trunk's depth is kept; the dynamic engine keeps
+    none."""
+    policy, reference = frozen_pair(architecture, tokenizer)
+    depth = policy.config.num_hidden_layers // 2
+    cache = PrefixCache(min_tokens=3)
+    engine = _build("static", policy, reference, rows=4, slots=DIALOGUE_SLOTS, prefix_cache=cache)
+    assert not engine.keep_trunk_states(depth + 1) and engine.trunk_states() is None
+    assert engine.keep_trunk_states(depth)
+    assert not _build("dynamic", policy, reference, rows=4).keep_trunk_states(depth)
+    shared = [7, 8, 9, 10]
+    contexts = [[*shared, 11, 12], [*shared, 13], [20, 21, 22], [*shared, 11, 12]]
+    engine.start(np.arange(4), *_left_pad(contexts))
+    assert cache.misses == 2 and cache.copies == 1
+    rng = np.random.default_rng(0)
+    for step in range(12):
+        advance = rng.random(4) > 0.2
+        tokens = rng.integers(5, 380, size=4)
+        engine.step(tokens, advance)
+        for row in np.flatnonzero(advance):
+            contexts[row].append(int(tokens[row]))
+        if step % 4 == 3:
+            turns = [[30, 31, 32], [33]]
+            engine.append(np.array([2, 0]), *_left_pad(turns))
+            contexts[2] += turns[0]
+            contexts[0] += turns[1]
+    kept = engine.trunk_states()
+    assert kept is not None
+    for row, context in enumerate(contexts):
+        expected = _trunk_outputs(policy, depth, context)
+        torch.testing.assert_close(kept[row], expected, **TOLERANCE)
+    engine.start(np.array([1]), *_left_pad([[*shared, 40]]))  # a cached prefix: not kept
+    assert cache.hits == 1 and engine.trunk_states() is None
+    cache.clear()
+    engine.start(np.arange(4), *_left_pad([[*shared, 41], [42, 43], [44], [*shared, 45, 46]]))
+    assert engine.trunk_states() is not None
 
 
 @pytest.mark.parametrize("kind", ["static", "dynamic"])

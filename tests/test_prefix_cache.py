@@ -104,5 +104,6 @@ def test_vector_env_with_every_sharing_on_equals_it_off(tokenizer, mode):
         )  # fmt: skip
         caches.append(venv.engine.prefix_cache)
         traces.append(roll(venv, steps=30, seed=0))
-    assert caches[1] is None and caches[0].misses >= 4 and caches[0].hits >= 8
+    first_start = caches[0].misses + caches[0].copies  # distinct prompts, and rows copied
+    assert caches[1] is None and first_start >= 4 and caches[0].hits >= 8
     assert_same_traces(*traces)

@@ -162,3 +162,75 @@ def test_shared_compute_in_the_update_changes_no_gradient(
         assert shared_calls == [(2, width) for width in widths]
     tokens = [sum(rows * width for rows, width in calls) for calls in (shared_calls, whole_calls)]
     assert tokens[0] < tokens[1], tokens
+
+
+def _read_columns(rollout) -> torch.Tensor:
+    """``(E, P + R)`` bool: the columns the env's models read, every prompt token and every
+    continuation token but each episode's last."""
+    continuation = rollout.context_mask.bool().clone()
+    last = rollout.context_lengths - 1
+    continuation[torch.arange(rollout.num_episodes), last] = False
+    return torch.cat([rollout.prompt_mask.bool(), continuation], dim=1)
+
+
+@pytest.mark.parametrize("case", ["ppo, prefixed prompts", "rloo, groups", "ppo, dialogue"])
+def test_the_update_starts_from_the_trunk_output_the_env_kept(tokenizer, case):
+    """frozen:N with a shared trunk, the static engine: the env keeps the trunk's output while
+    it generates (rows started from a shared prefix, rows copied from the same prompt of an
+    RLOO group, inserted dialogue turns), the rollout carries it, and it equals the trunk pass
+    over the rollout at every token the models read (1e-5). An update from it runs no frozen
+    block, and every parameter gets the gradient of the plain forward (share_trunk off)."""
+    from test_dialogue_agents import EndsTurns, dialogue_env
+    from test_prefix_cache import PREFIXED
+
+    from rlhf_agents.frozen_trunk import FrozenTrunk
+    from rlhf_agents.rollout import collect_episodes
+    from rlhf_env.dialogue import IncrementalChatTemplate
+    from rlhf_env.models import build_tiny_llama, build_tiny_tokenizer
+
+    name = case.split(",")[0]
+    if case.endswith("dialogue"):
+        chat_tokenizer = build_tiny_tokenizer(chat_template=True)
+        policy, reference = freeze_lower_layers(build_tiny_llama(chat_tokenizer, seed=0), 1)
+        env = dialogue_env((chat_tokenizer, policy), reference=reference, engine="static")
+    else:
+        policy, reference = frozen_pair("llama", tokenizer, depth=2)
+        env = vector_env(
+            tokenizer, policy=policy, reference=reference, prompts=PREFIXED, num_envs=4,
+            max_new_tokens=6, max_prompt_tokens=64, engine="static",
+        )  # fmt: skip
+    options = {} if name == "ppo" else {"group_size": 2}
+    agents = [
+        make_agent(name, env, minibatch_size=4, epochs=2, progress_bar=False, seed=0,
+                   share_trunk=share, **options)
+        for share in (True, False)
+    ]  # fmt: skip
+    assert agents[0].trunk_from_env and not agents[1].trunk_from_env
+    if case.endswith("dialogue"):
+        end = IncrementalChatTemplate(chat_tokenizer).end_of_turn_id
+        rollout = collect_episodes(env, EndsTurns(agents[0], end), seed=0)
+        assert rollout.inserted_mask.sum() > 0
+    else:
+        rollout = agents[0].collect()
+    assert rollout.trunk_states is not None
+    cache = env.engine.prefix_cache
+    if not case.endswith("dialogue"):  # rows started from a prefix, or copied
+        assert cache.copies >= 2 if name == "rloo" else cache.misses >= 2
+    computed = FrozenTrunk.of(policy).states(rollout, chunk=4, share_prefix=False)
+    read = _read_columns(rollout)
+    torch.testing.assert_close(rollout.trunk_states[read], computed[read], atol=1e-5, rtol=0)
+    results = []
+    for agent in agents:
+        if name == "ppo":
+            torch.nn.init.normal_(
+                agent.value_head.linear.weight, generator=torch.Generator().manual_seed(0)
+            )
+        agent.optimizer = torch.optim.SGD(list(agent.trainable_parameters().values()), lr=0.0)
+        with forward_shapes(decoder_layers(policy)[0]) as calls:
+            agent.update(rollout)
+        results.append(({n: p.grad for n, p in agent.trainable_parameters().items()}, calls))
+    (kept, kept_calls), (whole, whole_calls) = results
+    assert kept_calls == [] and len(whole_calls) >= 2
+    assert max(float(g.abs().max()) for g in whole.values()) > 1e-3
+    for key, gradient in whole.items():
+        torch.testing.assert_close(kept[key], gradient, atol=1e-5, rtol=1e-4, msg=key)

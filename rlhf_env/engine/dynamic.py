@@ -15,7 +15,13 @@ import torch
 
 from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.incremental import IncrementalLM
-from rlhf_env.engine.prefix import PrefixCache, PrefixStates, plan_starts, weights_version
+from rlhf_env.engine.prefix import (
+    PrefixCache,
+    PrefixStates,
+    plan_starts,
+    split_duplicates,
+    weights_version,
+)
 from rlhf_env.kl import KLEstimator, check_kl_estimator, kl_and_logprobs
 from rlhf_env.models.trunk import SharedTrunk
 
@@ -61,18 +67,24 @@ class DynamicEngine:
     ) -> None:
         """Start ``rows`` ``(k,)`` on new left-padded contexts ``(k, P)``; other rows go on.
         Starting every row builds fresh caches; starting some splices them in. With a prefix
-        cache, rows whose prompts begin with a shared prefix start from its keys and values
-        and prefill only their remainders."""
+        cache, rows with the same prompt start once (the others copy the first), and rows
+        whose prompts begin with a shared prefix start from its keys and values and prefill
+        only their remainders."""
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         rows = np.asarray(rows)
         every_row = len(rows) == self.num_rows
         if not every_row and (self.policy_logits is None or self.reference_logits is None):
             raise RuntimeError("the first start() must start every row")
-        plain, groups = np.arange(len(rows)), []
+        plain, groups, copies = np.arange(len(rows)), [], None
+        all_rows = rows
         if self.prefix_cache is not None:
             self.prefix_cache.check_version(weights_version(*(lm.model for lm in self._lms())))
+            first, sources, targets = split_duplicates(input_ids, attention_mask)
+            if targets.size:
+                copies = (all_rows[sources], all_rows[targets])
+            rows, input_ids, attention_mask = rows[first], input_ids[first], attention_mask[first]
             plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
-        if every_row and not groups:
+        if every_row and not groups and copies is None:
             order = torch.as_tensor(np.argsort(rows), device=self.device)
             self.policy_logits, self.reference_logits = self._both(
                 IncrementalLM.start, input_ids[order], attention_mask[order]
@@ -114,6 +126,21 @@ class DynamicEngine:
             self.policy_logits[row_index] = policy_logits
             if self.reference is not None:
                 self.reference_logits[row_index] = reference_logits
+        if copies is not None:
+            self._copy_rows(*copies)
+
+    def _copy_rows(self, sources: np.ndarray, targets: np.ndarray) -> None:
+        """Give rows ``targets`` ``(k,)`` the contexts and logits of rows ``sources``."""
+        source = torch.as_tensor(sources, dtype=torch.long, device=self.device)
+        target = torch.as_tensor(targets, dtype=torch.long, device=self.device)
+        for lm in self._lms():
+            lm.copy_rows(source.to(lm.device), target.to(lm.device))
+        assert self.policy_logits is not None and self.reference_logits is not None
+        self.policy_logits[target] = self.policy_logits[source]
+        if self.reference is not None:
+            self.reference_logits[target] = self.reference_logits[source]
+        assert self.prefix_cache is not None
+        self.prefix_cache.copies += len(targets)
 
     def _prefix_states(self, tokens: tuple[int, ...]) -> list[PrefixStates]:
         """Each model's keys and values of ``tokens`` alone (one row), per layer it caches."""
@@ -187,6 +214,15 @@ class DynamicEngine:
                 else torch.where(keep, self.reference_logits, reference_logits)
             )
         return stats.double().cpu().numpy()  # one device sync per step
+
+    def keep_trunk_states(self, depth: int) -> bool:
+        """``False``: this engine does not keep the shared trunk's output (the static engine
+        does; see :meth:`rlhf_env.engine.StaticEngine.keep_trunk_states`)."""
+        return False
+
+    def trunk_states(self) -> None:
+        """``None``: nothing kept (see :meth:`keep_trunk_states`)."""
+        return None
 
     def release(self) -> None:
         """Drop both KV caches (and the prefix cache's states)."""

@@ -178,6 +178,18 @@ class IncrementalLM:
             raise RuntimeError("IncrementalLM.own_states() called before start()")
         return [(layer.keys, layer.values) for layer in _full_attention_layers(self.cache)]
 
+    def copy_rows(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        """Give rows ``targets`` ``(k,)`` the contexts of rows ``sources`` ``(k,)`` of this
+        batch: their cache columns, masks and positions."""
+        if self.cache is None or self.attention_mask is None or self._next_position is None:
+            raise RuntimeError("IncrementalLM.copy_rows() called before start()")
+        for layer in _full_attention_layers(self.cache):
+            layer.keys[targets] = layer.keys[sources]
+            layer.values[targets] = layer.values[sources]
+        self.attention_mask[targets] = self.attention_mask[sources]
+        self._next_position[targets] = self._next_position[sources]
+        self._trim()  # the targets' old contexts may have been the only ones in some columns
+
     def begin(self, num_rows: int, device: torch.device) -> None:
         """An empty batch of ``num_rows`` contexts, for rows to be spliced in (every row must
         be before a step)."""

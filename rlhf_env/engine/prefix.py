@@ -2,12 +2,14 @@
 
 Prompts share long prefixes: a task's system message and worked examples before a short
 problem (Arithmetic: 121 of 132 tokens), a chat template's header, the ``group_size`` copies of
-one prompt an RLOO round starts together. An engine with a :class:`PrefixCache` starts rows in
-two parts: it writes a prefix's keys and values, computed once, into every row that begins with
-it, then appends each row's remainder as a block of tokens (its ``append``, the dialogue
-turns' path), which attends over the prefix and yields the row's next-token logits. Positions
-are those of a whole prefill (the prefix at 0, 1, ...), so the numbers are the same up to
-floating-point summation order.
+one prompt an RLOO round starts together. An engine with a :class:`PrefixCache` starts the rows
+of one ``start`` call whose whole prompts are the same once (:func:`split_duplicates`): the
+first of them is started, then its keys, values, position and logits are copied into the
+others. It starts those distinct rows in two parts: it writes a prefix's keys and values,
+computed once, into every row that begins with it, then appends each row's remainder as a
+block of tokens (its ``append``, the dialogue turns' path), which attends over the prefix and
+yields the row's next-token logits. Positions are those of a whole prefill (the prefix at 0,
+1, ...), so the numbers are the same up to floating-point summation order.
 
 :func:`plan_starts` decides, for the rows of one ``start`` call, which prefix each row takes:
 the longest cached prefix of its prompt, else the longest common prefix of the rows that found
@@ -73,6 +75,7 @@ class PrefixCache:
         self._version: int | None = None
         self.recent: deque[list[int]] = deque(maxlen=recent)  # prompts started lately
         self.hits = self.misses = 0  # rows started from a cached / a newly computed prefix
+        self.copies = 0  # rows started as copies of a row with the same prompt
         self.evictions = 0
 
     @property
@@ -181,6 +184,24 @@ def plan_starts(
             cache.hits += len(positions)
         groups.append(StartGroup(key, np.asarray(positions), ids, mask, states))
     return np.asarray(sorted(alone), dtype=np.int64), groups
+
+
+def split_duplicates(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(first, sources, targets)``: the positions of the first row of each distinct prompt
+    (sorted), and for every other row its position (``targets``) and that of the first row
+    with the same prompt (``sources``); an engine starts the first rows and copies their
+    states into the others."""
+    first_of: dict[tuple[int, ...], int] = {}
+    sources, targets = [], []
+    for position, prompt in enumerate(real_tokens(input_ids, attention_mask)):
+        source = first_of.setdefault(tuple(prompt), position)
+        if source != position:
+            sources.append(source)
+            targets.append(position)
+    first = np.asarray(sorted(first_of.values()), dtype=np.int64)
+    return first, np.asarray(sources, dtype=np.int64), np.asarray(targets, dtype=np.int64)
 
 
 def real_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:

@@ -71,7 +71,9 @@ captured graph reads them in place):
    cached prefix of ``p`` tokens writes its keys and values into their slots ``0 .. p - 1``
    (the states a prefill writes there: slot = position), puts their positions at ``p``, and
    appends their remainders (invariant 5); a new prefix is first prefilled alone in one of
-   the rows it serves and read back from its slots.
+   the rows it serves and read back from its slots. Rows started together on the same whole
+   prompt are started once: the first of them as above, the others get copies of its slots,
+   position and logits.
 
 Why per-row write slots: with one write pointer shared by every row (this engine's first
 design, a ring) a row's context lives in the slots just behind the pointer, so appending ``U``
@@ -100,7 +102,13 @@ import torch
 from rlhf_env.engine.attention import ONE_TOKEN_ATTENTION, attention_implementation
 from rlhf_env.engine.blocks import check_block
 from rlhf_env.engine.layout import FULL, AttentionLayout, attention_layout
-from rlhf_env.engine.prefix import PrefixCache, PrefixStates, plan_starts, weights_version
+from rlhf_env.engine.prefix import (
+    PrefixCache,
+    PrefixStates,
+    plan_starts,
+    split_duplicates,
+    weights_version,
+)
 from rlhf_env.engine.slots import (
     Index,
     SlotStorage,
@@ -234,6 +242,10 @@ class StaticEngine:
         self._reference_logits = self._policy_logits
         if self._reference is not None:
             self._reference_logits = torch.zeros_like(self._policy_logits)
+        # The shared trunk's output at every slot of every row, when kept (keep_trunk_states),
+        # and which rows hold it for every token of their contexts.
+        self._trunk_states: torch.Tensor | None = None  # (C, L, H)
+        self._trunk_complete = np.zeros(rows, dtype=bool)
         for tensor in self._state_tensors():
             torch._dynamo.mark_static_address(tensor)
         if compile_step is None:
@@ -262,6 +274,37 @@ class StaticEngine:
         failed)."""
         return self._compiled is not None
 
+    def keep_trunk_states(self, depth: int) -> bool:
+        """From now on keep the output of the shared trunk (the policy's block ``depth - 1``)
+        for every token each row holds, for :meth:`trunk_states`; an update under
+        ``frozen:depth`` then starts from it instead of running the frozen blocks again.
+        Returns ``False`` (and keeps nothing) when the engine shares no trunk of that depth.
+        Costs ``num_rows x num_slots x hidden_size`` numbers, and a write per token."""
+        if depth <= 0 or depth != self.trunk.depth:
+            return False
+        if self._trunk_states is None:
+            embeddings = self._policy.module.get_input_embeddings().weight
+            self._trunk_states = torch.zeros(
+                (self.capacity, self.num_slots, embeddings.shape[1]),
+                dtype=embeddings.dtype, device=self.device,
+            )  # fmt: skip
+            torch._dynamo.mark_static_address(self._trunk_states)
+            self._trunk_complete[:] = False
+            if self._compiled is not None:  # the step writes it: trace the step again
+                self._compiled, self._warmed_up = self._compile(), False
+        return True
+
+    def trunk_states(self) -> list[torch.Tensor] | None:
+        """Per row, the shared trunk's output ``(n, H)`` for the ``n`` tokens of its context,
+        in order (what :meth:`keep_trunk_states` kept); ``None`` when nothing is kept or some
+        row lacks them (it started from a prefix cached before, whose trunk output was not
+        kept). Views into the engine's buffer: the next start, step or append overwrites
+        them."""
+        if self._trunk_states is None or not self._trunk_complete[: self.num_rows].all():
+            return None
+        lengths = self._host_lengths[: self.num_rows]
+        return [self._trunk_states[row, : int(n)] for row, n in enumerate(lengths)]
+
     def start(
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> None:
@@ -279,16 +322,53 @@ class StaticEngine:
             self._prefill(rows, input_ids, attention_mask)
             return
         self.prefix_cache.check_version(weights_version(*self._modules()))
-        plain, groups = plan_starts(self.prefix_cache, rows, input_ids, attention_mask)
+        first, sources, targets = split_duplicates(input_ids, attention_mask)
+        distinct, input_ids, attention_mask = rows[first], input_ids[first], attention_mask[first]
+        plain, groups = plan_starts(self.prefix_cache, distinct, input_ids, attention_mask)
         if plain.size:
-            self._prefill(rows[plain], input_ids[plain], attention_mask[plain])
+            self._prefill(distinct[plain], input_ids[plain], attention_mask[plain])
         for group in groups:
-            group_rows = rows[group.rows]
-            if group.states is None:
+            group_rows = distinct[group.rows]
+            computed = group.states is None
+            if computed:
                 group.states = self._prefix_states(group_rows[0], group.tokens)
                 self.prefix_cache.put(group.tokens, group.states)
             self._write_prefix(group_rows, group.states, len(group.tokens))
+            if self._trunk_states is not None:  # the prefix's trunk output, if just computed
+                self._copy_trunk(group_rows[:1], group_rows[1:], len(group.tokens))
+                self._trunk_complete[group_rows] = computed
             self.append(group_rows, group.remainder_ids, group.remainder_mask)
+        if targets.size:
+            self._copy_rows(rows[sources], rows[targets])
+            self.prefix_cache.copies += len(targets)
+
+    def _copy_rows(self, sources: np.ndarray, targets: np.ndarray) -> None:
+        """Give ``targets`` ``(k,)`` the contexts of ``sources`` ``(k,)``: their keys and
+        values in every model's storage, positions and next-token logits (invariant 9)."""
+        span = int(self._host_lengths[sources].max())
+        source = torch.as_tensor(sources, dtype=torch.long, device=self.device)
+        target = torch.as_tensor(targets, dtype=torch.long, device=self.device)
+        for model in self._models():
+            storage = model.storage
+            for i in range(storage.first_layer, len(storage.keys)):
+                storage.keys[i][target, :, :span] = storage.keys[i][source, :, :span]
+                storage.values[i][target, :, :span] = storage.values[i][source, :, :span]
+        for _, logits in self._models_and_logits():
+            logits[target] = logits[source]
+        self._positions[target] = self._positions[source]
+        self._host_lengths[targets] = self._host_lengths[sources]
+        if self._trunk_states is not None:
+            self._copy_trunk(sources, targets, span)
+            self._trunk_complete[targets] = self._trunk_complete[sources]
+
+    def _copy_trunk(self, sources: np.ndarray, targets: np.ndarray, span: int) -> None:
+        """Copy the kept trunk output of slots ``0 .. span - 1`` from ``sources`` (one row, or
+        one per target) to ``targets``."""
+        assert self._trunk_states is not None
+        if targets.size:
+            source = torch.as_tensor(sources, dtype=torch.long, device=self.device)
+            target = torch.as_tensor(targets, dtype=torch.long, device=self.device)
+            self._trunk_states[target, :span] = self._trunk_states[source, :span]
 
     def _prefix_states(self, row: int, tokens: tuple[int, ...]) -> list[PrefixStates]:
         """Prefill ``tokens`` alone in ``row`` (a row about to start) and read their keys and
@@ -342,10 +422,24 @@ class StaticEngine:
                     logits[row_index] = model.forward(input_ids, attention_mask, positions, cache)
                 if model.step_cache is None:
                     model.step_cache = stepping_cache(model.storage, self._positions, self._window)
+            self._keep_trunk(rows, slots)
             self.trunk.done()
             self._positions[row_index] = attention_mask.sum(dim=1)
         self._host_lengths[rows] = lengths
+        self._trunk_complete[rows] = True
         self._started = True
+
+    def _keep_trunk(self, rows: np.ndarray, slots: Index) -> None:
+        """Write the trunk output of a prefill or append of ``rows`` ``(k,)`` (the handoff's
+        ``(k, U, H)``) into its slots, ``(k, U)`` or a range, when it is kept."""
+        if self._trunk_states is None:
+            return
+        hidden = self.trunk.handoff.take()
+        row_index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if isinstance(slots, slice):
+            self._trunk_states[row_index, slots] = hidden
+        else:
+            self._trunk_states[row_index[:, None], slots] = hidden
 
     def append(
         self, rows: np.ndarray, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -386,6 +480,7 @@ class StaticEngine:
                     logits[row_index] = model.forward(
                         input_ids, masks_by_layout[model.layout], slots, cache
                     )
+            self._keep_trunk(rows, slots)
             self.trunk.done()
             self._positions[row_index] += attention_mask.sum(dim=1)
         self._host_lengths[rows] = lengths
@@ -460,6 +555,9 @@ class StaticEngine:
                 logits.copy_(new_logits)
             else:
                 logits.copy_(torch.where(advancing, new_logits, logits))
+        if self._trunk_states is not None:  # every row at its write slot, as its keys
+            rows = torch.arange(self.capacity, device=self.device)
+            self._trunk_states[rows, self._positions] = self.trunk.handoff.take()[:, 0]
         self._positions.add_(self._advance.long())
 
     def _masks(self, layout: AttentionLayout, query_slots: torch.Tensor, length: int | None):
