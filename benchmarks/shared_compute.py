@@ -15,6 +15,7 @@ JSON) and their log-prob sums agree to 1e-3.
     python benchmarks/shared_compute.py                                    # Arithmetic, 32 rows
     python benchmarks/shared_compute.py --settings on trunk off            # attribution
     python benchmarks/shared_compute.py --task PositiveReview --iterations 2
+    python benchmarks/shared_compute.py --task Harmless --option max_pairs=160  # a quick RM
     python benchmarks/shared_compute.py --model tiny --iterations 2 --out /tmp/s.json  # smoke
 """
 
@@ -32,6 +33,7 @@ import gymnasium as gym
 import torch
 from checksums import agreement, checksum
 from ppo_training import build_models
+from suite import key_value
 from time_breakdown import add_model_arguments
 
 import rlhf_env  # noqa: F401  (registers the tasks)
@@ -52,6 +54,7 @@ def build(args: argparse.Namespace, share_trunk: bool, prefix_cache: bool):
         policy, tokenizer = options.pop("policy").to(args.device), options.pop("tokenizer")
     else:
         policy, tokenizer = build_models(args.model, args.random_init, torch.device(args.device))
+    options.update(dict(args.option))
     depth = min(args.frozen, policy.config.num_hidden_layers - 1)
     policy, reference = freeze_lower_layers(policy, depth)
     env = gym.make_vec(
@@ -87,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minibatch-size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3, help="per setting; the first warms up")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["on", "off"])
+    parser.add_argument(
+        "--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+        help="a task or env option (e.g. max_pairs=160: Harmless's reward model trained on fewer "
+        "pairs, the same compute per iteration); repeatable",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)  # fmt: skip
 

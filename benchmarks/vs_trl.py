@@ -60,6 +60,47 @@ PPO (trl/trainer/ppo_config.py, ppo_trainer.py of trl 0.24.0): per_device_train_
     reward *model* sharing the policy's tokenizer; ``TextReward`` decodes them and calls the
     same reward function as the other setups.
 
+Time to a result on the Arithmetic task (``--task arithmetic``): held-out exact match against
+training wall-clock minutes, TRL's GRPOTrainer (or RLOOTrainer) against our RLOO / GRPO, each
+with its own best setup, on the same policy, prompts, reward, threads and evaluation:
+    - prompts: ``--train-prompts`` problems (default 1024) drawn once, seeded, with the task's
+      own sampler (``rlhf_env.tasks.arithmetic``: 2 one-digit terms, chat prompts with 2 worked
+      examples, no held-out question among them); the same list for every setup;
+    - reward: the task's ``ArithmeticReward.exact_match`` (1 when the response's last
+      ``<answer>`` tag holds the right integer, else 0): TRL's reward function, our env's;
+    - a round: P = 4 problems x G = 8 answers (TRL: num_generations = 8), at most ``--new``
+      tokens (default: the task's own, 32 for SmolLM2), temperature 1; one epoch in minibatches
+      of 16 responses, two optimizer steps a round (the mapping above);
+    - ours (rloo, grpo): the recipe that raised exact match in benchmarks/RESULTS.md
+      ("Arithmetic: RL raises held-out exact match"): ``--training-setup frozen:24`` (the top 6
+      of SmolLM2's 30 blocks train; the reference shares the frozen ones), lr 1e-4, beta 0.01;
+    - TRL: full fine-tuning, or with ``--trl-lora R`` peft LoRA of rank R on every linear layer,
+      alpha 32, no dropout (TRL's "LoRA Without Regret" guide); ``--trl-learning-rate``
+      (default 1e-5 full, 1e-4 LoRA: 10x TRL's documented 1e-6 and 1e-5, GRPOConfig's default
+      and the guide's, which are for runs of hundreds of steps; 20 minutes here are a few
+      dozen optimizer steps, and 1e-5 is what this repo's own full fine-tuning probe used);
+      ``--trl-beta`` (default 0, GRPOConfig's own: no KL term, no reference model); loss "dapo"
+      with group-scaled rewards (GRPOConfig's defaults); float32 without gradient checkpointing
+      (TRL's bf16 and checkpointing defaults are for GPUs; on a CPU they cost time);
+    - the clock: a setup's training minutes run from the start of building the trainer (TRL) or
+      the env and agent (ours) and stop while the policy is evaluated. At every round end (TRL:
+      a ``TrainerCallback`` after the round's last optimizer step; ours: ``learn``'s callback)
+      each ``--eval-at`` mark passed is evaluated (marks passed together share one evaluation),
+      and training stops at the first round end past ``--minutes`` (TRL: ``--trl-minutes``),
+      evaluated as a last mark;
+    - the evaluation, one function for every setup (``evaluate_exact_match``): each of the
+      task's ``--eval-prompts`` held-out problems (default 64) answered ``--eval-samples`` times
+      (default 2) at temperature 1 by the current policy in a fresh vector env, with the same
+      seed at every mark: mean exact match, its standard error (over the responses) and the
+      split by the sign of the answer (negative answers against the others); with
+      ``--eval-kl`` also the KL to the initial model (the reference's forward beside the
+      policy's; without it the policy is its own reference: one forward a token, KL 0).
+    The table: exact match at each mark, the final one split by the sign of the answer, and
+    for ours the training minutes at which it first matched TRL's final exact match, with
+    TRL's minutes over those (the issue's target: 3x). The JSON's rows hold each setup's
+    ``curve`` (per evaluation: ``mark``, training ``minutes``, generated ``tokens`` so far,
+    ``exact_match``, ``stderr``, the split, ``kl``, ``eval_seconds``) and its ``iterations``.
+
 What is not the same:
     - the loss: TRL's importance ratio and clipping are per sequence (``exp(sum_t log-ratio)``)
       and the loss is a mean over sequences; ours are per token and the loss is a mean over
@@ -83,6 +124,21 @@ What is not the same:
       under transformers 5.
     - peak memory includes each library's import footprint (TRL imports accelerate, datasets,
       pandas); ``rss_before_training_mib`` shows it apart.
+    - arithmetic, by design (each its own best setup): TRL trains every weight (or LoRA
+      adapters) at its learning rate with no KL term (beta 0, TRL's default); ours trains the
+      top 6 blocks at 1e-4 and pays beta 0.01 x the k1 KL in the reward, stepping a reference
+      beside the policy (its frozen blocks shared). Our rloo's advantage is the leave-one-out
+      one, not scaled; TRL GRPO (and our grpo) divide by the group's std.
+    - arithmetic: marks are evaluated at round ends, so up to a round late, and a round of
+      TRL's takes longer than ours: the curve records the training minutes at which each
+      evaluation ran (``minutes``, besides its ``mark``), and "minutes to TRL's final" reads
+      those. TRL's last evaluation is past ``--trl-minutes`` by up to a round, ours past
+      ``--minutes`` by up to one of ours.
+    - arithmetic: TRL passes over the prompt list in shuffled epochs; ours draws from it with
+      replacement (the list has about 130 distinct problems many times over, so both see the
+      task's distribution).
+    - arithmetic: the standard error treats the ``--eval-samples`` answers to a problem as
+      independent (they share the problem), so it is somewhat optimistic.
 
 Figures per setup:
     s/iter, rollout s, update s: wall seconds of an iteration and its split, the median after
@@ -114,6 +170,11 @@ Figures per setup:
         --prompts-per-iteration 8 --group-size 4 --new 24 --iterations 20 --epochs 2 \\
         --minibatch 8 --learning-rate 1e-5 --kl-coef 0.05 --reward vader --eval-prompts 128
     python benchmarks/vs_trl.py --model tiny --setups rloo ppo  # without trl installed
+    python benchmarks/vs_trl.py --task arithmetic --model tiny --setups rloo --new 4 \\
+        --minutes 0.1 --eval-at 0 0.05 0.1 --eval-prompts 8 --training-setup frozen:1  # smoke
+    OMP_NUM_THREADS=2 python benchmarks/vs_trl.py --task arithmetic \\
+        --model smollm2-135m-instruct --setups trl-grpo rloo grpo --trl-minutes 20 \\
+        --minutes 8 --eval-at 0 1 2 3 4 5 6 8 10 15 20  # time to TRL's 20-minute result
 """
 
 from __future__ import annotations
@@ -132,12 +193,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
 SETUPS = ("initial", "trl-rloo", "trl-grpo", "trl-ppo", "rloo", "grpo", "ppo", "sb3-ppo")
 TRL_SETUPS = ("trl-rloo", "trl-grpo", "trl-ppo")
+#: The setups of ``--task arithmetic`` (time to a result).
+TIMED_SETUPS = ("trl-rloo", "trl-grpo", "rloo", "grpo")
 RESULT_PREFIX = "VS_TRL_RESULT "
+#: The defaults that depend on ``--task``: the IMDB comparison's (equal work), and the recipe
+#: that works on Arithmetic (``new`` None: the task's own ``max_new_tokens``).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "imdb": {
+        "setups": ["trl-rloo", "rloo", "ppo"], "prompts_per_iteration": 4, "group_size": 4,
+        "new": 16, "minibatch": 8, "learning_rate": 1e-5, "kl_coef": 0.05,
+        "train_prompts": 256, "eval_prompts": 32,
+    },
+    "arithmetic": {
+        "setups": ["trl-grpo", "rloo", "grpo"], "prompts_per_iteration": 4, "group_size": 8,
+        "new": None, "minibatch": 16, "learning_rate": 1e-4, "kl_coef": 0.01,
+        "train_prompts": 1024, "eval_prompts": 64, "training_setup": "frozen:24",
+    },
+}  # fmt: skip
+#: TRL's learning rate under ``--task arithmetic``: full fine-tuning, and LoRA at 10x (TRL's
+#: "LoRA Without Regret" guide); LoRA's alpha as the guide sets it.
+TRL_LEARNING_RATE = {"full": 1e-5, "lora": 1e-4}
+TRL_LORA_ALPHA = 32
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -245,12 +327,19 @@ def train_ours(
     prompts: list[str],
     args: argparse.Namespace,
     max_prompt_tokens: int,
+    *,
+    reference: torch.nn.Module | None = None,
+    clock: TrainingClock | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """``args.iterations`` iterations of ``RLOOAgent`` (``baseline`` "rloo" or "grpo") or
-    ``PPOAgent``; the trained policy and one record per iteration."""
+    ``PPOAgent``; the trained policy and one record per iteration. With ``clock``, iterations
+    until the clock says stop (it evaluates at its marks after each); ``reference``: the env's
+    (None: a frozen copy of the policy)."""
     from rlhf_agents import PPOAgent, PPOConfig, RLOOAgent, RLOOConfig
 
-    env = make_env(policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens)
+    env = make_env(
+        policy, tokenizer, reward_fn, prompts, args, max_prompt_tokens, reference=reference
+    )
     num_envs = env.num_envs
     shared = {
         "epochs": args.epochs,
@@ -280,10 +369,13 @@ def train_ours(
                 "kl": metrics["rollout/kl"],
             }
         )
+        if clock is not None:
+            return clock.tick(policy, agent.num_timesteps)
         return len(iterations) < args.iterations
 
     # At most num_envs x new tokens an iteration: the callback, not the budget, ends the run.
-    agent.learn(args.iterations * num_envs * args.new + 1, callback=record)
+    budget = sys.maxsize if clock is not None else args.iterations * num_envs * args.new + 1
+    agent.learn(budget, callback=record)
     env.close()
     return policy, iterations
 
@@ -429,10 +521,14 @@ def train_trl(
     reward_fn: RewardFn,
     prompts: list[str],
     args: argparse.Namespace,
+    *,
+    peft_config: Any = None,
+    clock: TrainingClock | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """``args.iterations`` generation rounds of ``trl.RLOOTrainer`` or ``trl.GRPOTrainer``; the
     trained policy and one record per round (timed by a ``TrainerCallback``, tokens counted in
-    the reward call)."""
+    the reward call). With ``clock``, rounds until the clock says stop (it evaluates at its
+    marks after each round, from a ``TrainerCallback``); ``peft_config``: TRL's LoRA."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOTrainer, RLOOTrainer
@@ -440,7 +536,7 @@ def train_trl(
     responses = args.prompts_per_iteration * args.group_size
     steps_per_iteration = args.epochs * responses // args.minibatch
     iterations: list[dict[str, float]] = []
-    round_state: dict[str, float] = {}
+    round_state: dict[str, float] = {"generated": 0.0}
 
     def reward(
         prompts: list[str], completions: list[str], completion_ids: list[list[int]], **_: Any
@@ -448,6 +544,7 @@ def train_trl(
         """Our reward function under TRL's signature; counts the round's tokens."""
         scores = [float(s) for s in reward_fn(prompts, completions)]
         round_state["tokens"] = float(sum(len(ids) for ids in completion_ids))
+        round_state["generated"] += round_state["tokens"]
         round_state["score"] = sum(scores) / len(scores)
         round_state["rollout_end"] = time.perf_counter()
         return scores
@@ -471,6 +568,15 @@ def train_trl(
                 tokens_per_response = iterations[-1]["tokens"] / responses
                 iterations[-1]["kl"] = float(logs["kl"]) * tokens_per_response
 
+    class Marks(TrainerCallback):
+        """At a round's end (after RoundTimer's record): the clock's marks and its stop."""
+
+        def on_step_end(self, _args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if clock is None or state.global_step % steps_per_iteration:
+                return
+            if not clock.tick(kwargs.get("model", policy), round_state["generated"]):
+                control.should_training_stop = True
+
     trainer_class = RLOOTrainer if setup == "trl-rloo" else GRPOTrainer
     with tempfile.TemporaryDirectory(prefix="vs_trl_") as output_dir:
         trainer = trainer_class(
@@ -479,10 +585,11 @@ def train_trl(
             args=trl_config(setup, args, output_dir),
             train_dataset=Dataset.from_dict({"prompt": prompts}),
             processing_class=tokenizer,
-            callbacks=[RoundTimer()],
+            callbacks=[RoundTimer(), Marks()],
+            peft_config=peft_config,
         )
         trainer.train()
-    if len(iterations) != args.iterations:
+    if clock is None and len(iterations) != args.iterations:
         raise RuntimeError(f"TRL ran {len(iterations)} rounds, expected {args.iterations}")
     return trainer.model, iterations
 
@@ -701,41 +808,443 @@ def summarise(iterations: list[dict[str, float]]) -> dict[str, float | None]:
     }
 
 
+# -- the Arithmetic task: held-out exact match against training minutes (--task arithmetic) -------
+
+
+def arithmetic_task(policy: torch.nn.Module, tokenizer: Any, args: argparse.Namespace) -> Any:
+    """The Arithmetic task for ``policy``'s tokenizer (its defaults: 2 one-digit terms, 2 worked
+    examples, none for ``tiny``, whose context is short), ``--eval-prompts`` held-out problems."""
+    from rlhf_env.tasks.arithmetic import SPEC, build
+    from rlhf_env.tasks.base import TaskContext
+
+    options: dict[str, Any] = {"eval_size": args.eval_prompts}
+    if args.model == "tiny":
+        options["demonstrations"] = SPEC.smoke_options["demonstrations"]
+    return build(TaskContext(policy, tokenizer, torch.device("cpu"), progress=False), **options)
+
+
+def draw_training_prompts(task: Any, count: int, seed: int) -> list[str]:
+    """``count`` training prompts from the task's own sampler (fresh problems, never a held-out
+    question), drawn with a generator seeded by ``seed``: the same list in every setup's
+    process. The task's reward remembers their answers."""
+    rng = np.random.default_rng(seed)
+    return [task.train_prompts(rng) for _ in range(count)]
+
+
+def evaluate_exact_match(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    task: Any,
+    args: argparse.Namespace,
+    max_prompt_tokens: int,
+    reference: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """The held-out evaluation of every setup, at every mark: each of the task's held-out
+    problems answered ``args.eval_samples`` times by ``policy`` (temperature 1, the same seed
+    each time) in a fresh vector env, scored by the task's exact match. ``reference``: the
+    initial model, for the KL to it (None: the policy is its own reference, one forward a
+    token, KL 0). The mean, its standard error, the split by the sign of the answer, the mean
+    KL and length, the evaluation's seconds and the first responses."""
+    from rlhf_pipeline.held_out import evaluate_policy
+
+    started = time.perf_counter()
+    exact_match = task.reward_fn.exact_match
+    was_training = policy.training
+    env = make_env(
+        policy.eval(), tokenizer, exact_match, task.eval_prompts, args, max_prompt_tokens,
+        reference=policy if reference is None else reference,
+    )  # fmt: skip
+    result = evaluate_policy(
+        env, task.eval_prompts * args.eval_samples, gold={"exact_match": exact_match},
+        seed=args.seed + 1, fluency=False,
+    )  # fmt: skip
+    env.close()
+    policy.train(was_training)
+    samples = result["samples"]
+    answers = task.reward_fn.problems.answers([sample["prompt"] for sample in samples])
+    by_sign: dict[str, list[float]] = {"negative": [], "non_negative": []}
+    for (answer, _), sample in zip(answers, samples, strict=True):
+        by_sign["negative" if answer < 0 else "non_negative"].append(sample["gold"])
+    summary = result["summary"]
+    return {
+        "exact_match": summary["gold_score"],
+        "stderr": summary["gold_score_sem"],
+        **{
+            f"exact_match_{sign}": statistics.fmean(values) if values else None
+            for sign, values in by_sign.items()
+        },
+        **{f"responses_{sign}": len(values) for sign, values in by_sign.items()},
+        "kl": summary["kl"],
+        "response_length": summary["response_length"],
+        "eval_seconds": round(time.perf_counter() - started, 2),
+        "samples": [
+            {"prompt": s["prompt"][-60:], "response": s["response"], "exact_match": s["gold"]}
+            for s in samples[:4]
+        ],
+    }
+
+
+class TrainingClock:
+    """A setup's training wall-clock, stopped while the policy is evaluated.
+
+    ``tick`` (at a round's end) evaluates the policy once when marks (minutes) have passed,
+    records one curve point per mark passed, and says whether to train on: False once
+    ``minutes`` have passed (``minutes`` is always a mark, so the last round is evaluated).
+
+    Args:
+        marks: minutes of training at which to evaluate (those past ``minutes`` are dropped).
+        minutes: the training budget.
+        evaluate: ``evaluate(policy) -> figures`` (``evaluate_exact_match``'s).
+    """
+
+    def __init__(
+        self,
+        marks: Sequence[float],
+        minutes: float,
+        evaluate: Callable[[torch.nn.Module], dict[str, Any]],
+    ) -> None:
+        self.minutes = minutes
+        self.pending = sorted({mark for mark in marks if mark <= minutes} | {minutes})
+        self.evaluate = evaluate
+        self.curve: list[dict[str, Any]] = []
+        self.last: dict[str, Any] = {}
+        self.paused = 0.0
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training seconds so far: wall seconds since the start, evaluations excluded."""
+        return time.perf_counter() - self.started - self.paused
+
+    def tick(self, policy: torch.nn.Module, tokens: float) -> bool:
+        """Evaluate ``policy`` if marks have passed (``tokens``: generated so far, for the
+        record); whether to train on."""
+        elapsed = self.seconds()
+        passed = [mark for mark in self.pending if mark * 60 <= elapsed]
+        if passed:
+            began = time.perf_counter()
+            self.last = self.evaluate(policy)
+            self.paused += time.perf_counter() - began
+            figures = {key: value for key, value in self.last.items() if key != "samples"}
+            for mark in passed:
+                point = {"mark": mark, "minutes": round(elapsed / 60, 3), "tokens": float(tokens)}
+                self.curve.append({**point, **figures})
+            self.pending = self.pending[len(passed) :]
+            print(
+                f"  {elapsed / 60:.2f} min, {tokens:.0f} tokens: exact match "
+                f"{figures['exact_match']:.3f} ± {figures['stderr']:.3f}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+        return elapsed < self.minutes * 60
+
+
+def trl_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` as ``trl_config`` reads them for TRL under ``--task arithmetic``: TRL's own
+    learning rate and beta, and no round limit (its clock stops it)."""
+    learning_rate = args.trl_learning_rate
+    if learning_rate is None:
+        learning_rate = TRL_LEARNING_RATE["lora" if args.trl_lora else "full"]
+    changed = {"learning_rate": learning_rate, "kl_coef": args.trl_beta, "iterations": 10**6}
+    return argparse.Namespace(**{**vars(args), **changed})
+
+
+def trl_peft_config(args: argparse.Namespace) -> Any:
+    """``--trl-lora R``: peft LoRA of rank R on every linear layer, alpha 32, no dropout (TRL's
+    "LoRA Without Regret" guide); None: full fine-tuning."""
+    if not args.trl_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.trl_lora, lora_alpha=TRL_LORA_ALPHA, lora_dropout=0.0,
+        target_modules="all-linear", task_type="CAUSAL_LM",
+    )  # fmt: skip
+
+
+def run_timed_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """One setup of ``--task arithmetic``: evaluate the initial policy (mark 0), train until its
+    minutes have passed, evaluating at the marks, and return its curve."""
+    from rlhf_env.models.efficient import apply_training_setup
+
+    setup = args.child
+    is_trl = setup in TRL_SETUPS
+    torch.manual_seed(args.seed)
+    policy, tokenizer = load_policy(args.policy_folder)
+    task = arithmetic_task(policy, tokenizer, args)
+    if args.new is None:
+        args.new = int(task.env_options["max_new_tokens"])
+    train_prompts = draw_training_prompts(task, args.train_prompts, args.seed)
+    # Whole prompts on both sides: TRL never cuts a prompt, so the env must not either.
+    prompts = train_prompts + task.eval_prompts
+    max_prompt_tokens = max(len(tokenizer(p)["input_ids"]) for p in prompts)
+    reference = None
+    if args.eval_kl:
+        reference, _ = load_policy(args.policy_folder)
+        reference.requires_grad_(False)
+    if is_trl:
+        import trl  # its trainer's modules now, outside the clock (see run_setup)
+
+        getattr(trl, "RLOOTrainer" if setup == "trl-rloo" else "GRPOTrainer")
+    rss_before = peak_rss_mib()
+
+    def evaluate(model: torch.nn.Module) -> dict[str, Any]:
+        return evaluate_exact_match(model, tokenizer, task, args, max_prompt_tokens, reference)
+
+    clock = TrainingClock(args.eval_at, args.trl_minutes if is_trl else args.minutes, evaluate)
+    clock.tick(policy, 0.0)  # mark 0: the initial policy
+    reward_fn = task.reward_fn.exact_match
+    if is_trl:
+        trl_args = trl_arguments(args)
+        policy, iterations = train_trl(
+            setup, policy, tokenizer, reward_fn, train_prompts, trl_args,
+            peft_config=trl_peft_config(args), clock=clock,
+        )  # fmt: skip
+        what_trains = f"lora:{args.trl_lora}" if args.trl_lora else "full"
+        learning_rate, beta = trl_args.learning_rate, trl_args.kl_coef
+    else:
+        policy, training_reference = apply_training_setup(policy, args.training_setup)
+        policy, iterations = train_ours(
+            setup, policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens,
+            reference=training_reference, clock=clock,
+        )  # fmt: skip
+        what_trains, learning_rate, beta = args.training_setup, args.learning_rate, args.kl_coef
+    if clock.pending:
+        raise RuntimeError(f"{setup} stopped before the marks {clock.pending} (minutes)")
+    return {
+        "setup": setup,
+        "task": "arithmetic",
+        "training_setup": what_trains,
+        "learning_rate": learning_rate,
+        "beta": beta,
+        "max_new_tokens": args.new,
+        "minutes_budget": clock.minutes,
+        "training_minutes": round(clock.seconds() / 60, 3),
+        "rss_before_training_mib": round(rss_before, 1),
+        "peak_memory_mib": round(peak_rss_mib(), 1),
+        "torch_threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        **summarise(iterations),
+        "final_exact_match": clock.curve[-1]["exact_match"],
+        "curve": clock.curve,
+        "iterations": iterations,
+        "eval_samples": clock.last.get("samples", []),
+    }
+
+
+def minutes_to_reach(curve: list[dict[str, Any]], target: float) -> float | None:
+    """The training minutes of the first evaluation at or above ``target`` (None: never)."""
+    return next((point["minutes"] for point in curve if point["exact_match"] >= target), None)
+
+
+def reference_trl_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The TRL row the others are measured against: trl-grpo's, else trl-rloo's."""
+    by_setup = {row["setup"]: row for row in rows}
+    return by_setup.get("trl-grpo") or by_setup.get("trl-rloo")
+
+
+def print_curve_table(rows: list[dict[str, Any]]) -> None:
+    """A markdown table: exact match (± s.e.) at each mark, and the minutes to TRL's final."""
+    marks = sorted({point["mark"] for row in rows for point in row["curve"]})
+    trl = reference_trl_row(rows)
+    print(
+        "| setup | trains | s/iter | tok/s | "
+        + " | ".join(f"{mark:g} min" for mark in marks)
+        + " | final (min) | final: negative / other answers | min to TRL's final "
+        "| TRL min / that |"
+    )
+    print("|---" * (len(marks) + 8) + "|")
+    for row in rows:
+        at = {point["mark"]: point for point in row["curve"]}
+        cells = [
+            f"{at[mark]['exact_match']:.3f} ± {at[mark]['stderr']:.3f}" if mark in at else "-"
+            for mark in marks
+        ]
+        last = row["curve"][-1]
+        reach, ratio = "-", "-"
+        if trl is not None and row is not trl:
+            minutes = minutes_to_reach(row["curve"], trl["final_exact_match"])
+            if minutes is None:
+                reach = "not reached"
+            elif minutes == 0:
+                reach = "0 (initial policy)"
+            else:
+                reach = f"{minutes:.2f}"
+                ratio = f"{trl['curve'][-1]['minutes'] / minutes:.1f}x"
+        seconds = row["seconds_per_iteration"]
+        speed = row["tokens_per_second"]
+        print(
+            f"| {row['setup']} | {row['training_setup']} | "
+            f"{'-' if seconds is None else f'{seconds:.1f}'} | "
+            f"{'-' if speed is None else f'{speed:.1f}'} | "
+            + " | ".join(cells)
+            + f" | {last['exact_match']:.3f} ({last['minutes']:.2f}) | {by_sign(last)} "
+            f"| {reach} | {ratio} |"
+        )
+    if trl is not None:
+        print(
+            f"\nTRL's final: {trl['final_exact_match']:.3f} after "
+            f"{trl['curve'][-1]['minutes']:.2f} training minutes ({trl['setup']}); the target is "
+            "to reach it in a third of TRL's minutes (TRL min / that >= 3x)."
+        )
+
+
+def by_sign(point: dict[str, Any]) -> str:
+    """An evaluation's exact match on problems with a negative answer / on the others."""
+    values = (point["exact_match_negative"], point["exact_match_non_negative"])
+    return " / ".join("-" if value is None else f"{value:.3f}" for value in values)
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Held-out exact match (± s.e.) against training minutes, one line per setup; TRL's final
+    value dashed, a third of its minutes dotted (the target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        points = {(p["minutes"], p["exact_match"], p["stderr"]) for p in row["curve"]}
+        minutes, values, errors = zip(*sorted(points), strict=True)
+        axes.errorbar(minutes, values, yerr=errors, marker="o", capsize=3, label=row["setup"],
+                      linestyle="--" if row["setup"].startswith("trl") else "-")  # fmt: skip
+    trl = reference_trl_row(rows)
+    if trl is not None:
+        axes.axhline(trl["final_exact_match"], color="gray", linestyle=":", linewidth=1)
+        axes.axvline(trl["curve"][-1]["minutes"] / 3, color="gray", linestyle=":", linewidth=1)
+    axes.set_xlabel("training minutes (evaluations excluded)")
+    axes.set_ylabel("held-out exact match (± s.e.)")
+    axes.set_title("Arithmetic: time to a result (dotted: TRL's final, a third of its time)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 # -- the parent: one subprocess per setup, then the table ------------------------------------------
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line; errors for sizes TRL or our agents cannot split evenly."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; options left unset take ``--task``'s defaults (``TASK_DEFAULTS``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
+
+    def task_default(key: str) -> str:
+        imdb, arithmetic = TASK_DEFAULTS["imdb"][key], TASK_DEFAULTS["arithmetic"][key]
+        arithmetic = "the task's own" if arithmetic is None else arithmetic
+        return f"(default {imdb}; arithmetic: {arithmetic})"
+
+    add(
+        "--task",
+        choices=tuple(TASK_DEFAULTS),
+        default="imdb",
+        help="imdb: equal work on IMDB openings (the default); arithmetic: held-out exact match "
+        "against training minutes",
+    )
     add("--model", default="tiny", help="'tiny', a packaged asset name or a model folder")
-    add("--setups", nargs="+", default=["trl-rloo", "rloo", "ppo"], choices=SETUPS)
-    add("--prompts-per-iteration", type=int, default=4, help="P: prompts per round")
-    add("--group-size", type=int, default=4, help="G: answers per prompt (P x G responses)")
-    add("--new", type=int, default=16, help="max new tokens per response")
+    add(
+        "--setups",
+        nargs="+",
+        choices=SETUPS,
+        help=f"{task_default('setups')} arithmetic takes {', '.join(TIMED_SETUPS)}",
+    )
+    add(
+        "--prompts-per-iteration",
+        type=int,
+        help=f"P: prompts per round {task_default('prompts_per_iteration')}",
+    )
+    add(
+        "--group-size",
+        type=int,
+        help=f"G: answers per prompt (P x G responses) {task_default('group_size')}",
+    )
+    add("--new", type=int, help=f"max new tokens per response {task_default('new')}")
     add("--iterations", type=int, default=3, help="rounds of P x G responses and their updates")
     add("--epochs", type=int, default=1, help="passes over each round (TRL num_iterations)")
-    add("--minibatch", type=int, default=8, help="responses per optimizer step")
+    add("--minibatch", type=int, help=f"responses per optimizer step {task_default('minibatch')}")
     add("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
-    add("--learning-rate", type=float, default=1e-5)
-    add("--kl-coef", type=float, default=0.05, help="beta: KL penalty in the reward")
+    add(
+        "--learning-rate",
+        type=float,
+        help=f"ours, and TRL's under imdb {task_default('learning_rate')}",
+    )
+    add("--kl-coef", type=float, help=f"beta: KL penalty in the reward {task_default('kl_coef')}")
     add("--reward", default="vader", help="'vader', 'textblob' or a reward-model folder")
     add("--gold", default="vader", help="the gold oracle of the evaluation")
-    add("--train-prompts", type=int, default=256, help="size of the training prompt set")
-    add("--eval-prompts", type=int, default=32, help="held-out prompts, one answer each")
+    add(
+        "--train-prompts",
+        type=int,
+        help=f"size of the training prompt set {task_default('train_prompts')}",
+    )
+    add(
+        "--eval-prompts",
+        type=int,
+        help=f"held-out prompts (arithmetic: problems) {task_default('eval_prompts')}",
+    )
     add("--seed", type=int, default=0)
-    add("--out", type=Path, help="JSON file (default: benchmarks/results/vs_trl_MODEL.json)")
+    add(
+        "--out",
+        type=Path,
+        help="JSON file (default: benchmarks/results/vs_trl_MODEL.json; arithmetic: "
+        "vs_trl_arithmetic_MODEL.json)",
+    )
     add(
         "--trl-ppo-python",
         default=sys.executable,
         help="the Python of a virtual environment with trl 0.24 (PPOTrainer) for setup trl-ppo",
     )
+    arithmetic = parser.add_argument_group("--task arithmetic (time to a result)")
+    add = arithmetic.add_argument
+    add("--minutes", type=float, default=10.0, help="our setups' training minutes")
+    add("--trl-minutes", type=float, help="TRL's training minutes (default: --minutes)")
+    add(
+        "--eval-at",
+        type=float,
+        nargs="+",
+        default=[0, 2.5, 5, 7.5, 10, 15, 20],
+        help="training minutes at which to evaluate (and at each setup's last)",
+    )
+    add("--eval-samples", type=int, default=2, help="answers per held-out problem")
+    add(
+        "--eval-kl",
+        action="store_true",
+        help="also measure the KL to the initial model (a reference forward per token)",
+    )
+    add(
+        "--training-setup",
+        help="what of ours trains: 'full', 'frozen:N' or 'lora:R' (default frozen:24)",
+    )
+    add(
+        "--trl-learning-rate",
+        type=float,
+        help=f"TRL's (default {TRL_LEARNING_RATE['full']:g}, with --trl-lora "
+        f"{TRL_LEARNING_RATE['lora']:g})",
+    )
+    add(
+        "--trl-lora",
+        type=int,
+        metavar="R",
+        help=f"TRL trains peft LoRA of rank R (alpha {TRL_LORA_ALPHA}), not every weight",
+    )
+    add("--trl-beta", type=float, default=0.0, help="TRL's beta (default 0, GRPOConfig's)")
+    add = parser.add_argument
     add("--replot", type=Path, help="print and plot the rows of an earlier JSON, run nothing")
     add("--child", help=argparse.SUPPRESS)
     add("--policy-folder", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line with ``--task``'s defaults filled in; errors for sizes TRL or our agents
+    cannot split evenly, and for options of the other task."""
+    parser = build_parser()
     args = parser.parse_args()
     if args.replot:
         return args
+    for key, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.trl_minutes is None:
+        args.trl_minutes = args.minutes
     responses = args.prompts_per_iteration * args.group_size
     if args.group_size < 2:
         parser.error("--group-size must be >= 2 (RLOO needs a leave-one-out baseline)")
@@ -753,7 +1262,28 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"setups {needs_trl} need trl (pip install trl==1.16.0), or leave them out")
     if "trl-ppo" in args.setups and args.accumulation != 1:
         parser.error("trl-ppo maps --minibatch to TRL PPO's minibatches: use --accumulation 1")
+    check_task_arguments(parser, args)
     return args
+
+
+def check_task_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Errors for ``--task arithmetic``'s options under imdb, and for its impossible values."""
+    if args.task != "arithmetic":
+        given = [name for name in ("training_setup", "trl_lora") if getattr(args, name)]
+        if given:
+            parser.error(f"{given} apply to --task arithmetic only")
+        return
+    from rlhf_env.models.efficient import TRAINING_SETUP, TRAINING_SETUP_HELP
+
+    others = sorted(set(args.setups) - set(TIMED_SETUPS))
+    if others:
+        parser.error(f"--task arithmetic runs {', '.join(TIMED_SETUPS)}, not {others}")
+    if not TRAINING_SETUP.match(args.training_setup):
+        parser.error(f"--training-setup must be {TRAINING_SETUP_HELP}")
+    if min(args.minutes, args.trl_minutes) <= 0 or min(args.eval_at) < 0:
+        parser.error("--minutes and --trl-minutes must be > 0, --eval-at marks >= 0")
+    if args.eval_samples < 1 or (args.trl_lora is not None and args.trl_lora < 1):
+        parser.error("--eval-samples and --trl-lora must be >= 1")
 
 
 def run_children(args: argparse.Namespace, folder: str) -> list[dict[str, Any]]:
@@ -843,32 +1373,43 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def report(rows: list[dict[str, Any]], path: Path) -> None:
+    """Print the table and write the plot of either comparison (rows with a ``curve`` are
+    ``--task arithmetic``'s)."""
+    if rows and "curve" in rows[0]:
+        print_curve_table(rows)
+        plot_curves(rows, path)
+    else:
+        print_table(rows)
+        plot(rows, path)
+
+
 def main() -> None:
     """Parent: materialise the policy, run each setup in a subprocess, print and write."""
     args = parse_args()
     if args.replot:
         rows = json.loads(args.replot.read_text())["rows"]
-        print_table(rows)
-        plot(rows, args.replot.with_suffix(".png"))
+        report(rows, args.replot.with_suffix(".png"))
         print(f"wrote {args.replot.with_suffix('.png')}")
         return
     if args.child:
-        print(RESULT_PREFIX + json.dumps(run_setup(args)), flush=True)
+        row = run_timed_setup(args) if args.task == "arithmetic" else run_setup(args)
+        print(RESULT_PREFIX + json.dumps(row), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="vs_trl_policy_") as scratch:
         folder = materialise_policy(args.model, Path(scratch))
         rows = run_children(args, folder)
-    print_table(rows)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, cpu",
         "versions": package_versions(),
         "arguments": {k: v for k, v in vars(args).items() if k not in ("child", "policy_folder")},
         "rows": rows,
     }
-    out = args.out or RESULTS / f"vs_trl_{Path(str(args.model)).name}.json"
+    task = "" if args.task == "imdb" else f"{args.task}_"
+    out = args.out or RESULTS / f"vs_trl_{task}{Path(str(args.model)).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot(rows, out.with_suffix(".png"))
+    report(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
