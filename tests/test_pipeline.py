@@ -190,14 +190,22 @@ def test_an_interrupted_rl_stage_resumes_from_its_last_checkpoint(tmp_path, monk
     assert {"task", "initial_eval"} <= set(record["stages"]) and "rl" not in record["stages"]
     assert (tmp_path / "run" / "rl" / "checkpoint-000002").is_dir()
 
-    monkeypatch.setattr(PolicyGradientAgent, "update", update)
     calls["n"] = 0
+
+    def count_updates(self, rollout):
+        calls["n"] += 1
+        return update(self, rollout)
+
+    monkeypatch.setattr(PolicyGradientAgent, "update", count_updates)
     report = run_demo(config)
     resumed = json.loads((report.parent / "run.json").read_text())["stages"]
     assert resumed["task"] == record["stages"]["task"]  # recorded once, the same parts read
     history = json.loads((report.parent / "rl_history.json").read_text())
-    assert [round(r["timesteps"]) for r in history] == [24, 48, 72]  # 2 restored + 1 new
-    assert json.loads((report.parent / "metrics.json").read_text())["rl"]["iterations"] == 3
+    timesteps = [round(r["timesteps"]) for r in history]
+    # 2 restored, then new ones (24 tokens each, fewer when a response ends early) up to 72.
+    assert timesteps[:2] == [24, 48] and timesteps[-1] >= 72 > timesteps[-2]
+    iterations = json.loads((report.parent / "metrics.json").read_text())["rl"]["iterations"]
+    assert iterations == len(history) >= 3 and calls["n"] == len(history) - 2  # 2 restored
 
 
 def test_time_budget_stops_rl_early(tmp_path):
