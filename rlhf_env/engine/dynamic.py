@@ -128,6 +128,7 @@ class DynamicEngine:
                 self.reference_logits[row_index] = reference_logits
         if copies is not None:
             self._copy_rows(*copies)
+            self.prefix_cache.copies += len(copies[1])
 
     def _copy_rows(self, sources: np.ndarray, targets: np.ndarray) -> None:
         """Give rows ``targets`` ``(k,)`` the contexts and logits of rows ``sources``."""
@@ -139,8 +140,6 @@ class DynamicEngine:
         self.policy_logits[target] = self.policy_logits[source]
         if self.reference is not None:
             self.reference_logits[target] = self.reference_logits[source]
-        assert self.prefix_cache is not None
-        self.prefix_cache.copies += len(targets)
 
     def _prefix_states(self, tokens: tuple[int, ...]) -> list[PrefixStates]:
         """Each model's keys and values of ``tokens`` alone (one row), per layer it caches."""

@@ -233,6 +233,7 @@ class StaticEngine:
         self._advance_host = np.zeros(0, dtype=bool)  # the step's advance mask, on host
         self._window = StepWindow()  # the slots the eager step attends over (invariant 7)
         self._slot_index = torch.arange(slots, device=device)  # (L,)
+        self._row_index = torch.arange(rows, device=device)  # (C,)
         # The next position of each row, and its write slot (invariant 2).
         self._positions = torch.zeros(rows, dtype=torch.long, device=device)
         self._tokens = torch.zeros(rows, dtype=torch.long, device=device)
@@ -556,8 +557,8 @@ class StaticEngine:
             else:
                 logits.copy_(torch.where(advancing, new_logits, logits))
         if self._trunk_states is not None:  # every row at its write slot, as its keys
-            rows = torch.arange(self.capacity, device=self.device)
-            self._trunk_states[rows, self._positions] = self.trunk.handoff.take()[:, 0]
+            hidden = self.trunk.handoff.take()[:, 0]  # (C, H)
+            self._trunk_states[self._row_index, self._positions] = hidden
         self._positions.add_(self._advance.long())
 
     def _masks(self, layout: AttentionLayout, query_slots: torch.Tensor, length: int | None):
@@ -671,8 +672,8 @@ class StaticEngine:
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [
-            self._slot_index, self._positions, self._tokens, self._advance, self._stats,
-            self._policy_logits, self._reference_logits,
+            self._slot_index, self._row_index, self._positions, self._tokens, self._advance,
+            self._stats, self._policy_logits, self._reference_logits,
         ]  # fmt: skip
 
 
