@@ -53,3 +53,53 @@ def agreement(checksums: dict[str, dict[str, Any]], paths: list[str]) -> str:
     tokens = "same tokens" if same else "DIFFERENT TOKENS"
     differences = ", ".join(spreads) or "-"
     return f"checksums of {', '.join(present)}: {tokens}; largest differences: {differences}"
+
+
+def divergence(first: Any, second: Any) -> dict[str, Any]:
+    """Where two rollouts of the same prompts first drew different tokens, episode by episode.
+
+    ``first`` and ``second`` hold ``prompt_ids``, ``response_ids``, ``response_mask`` and
+    ``logprobs`` (``rlhf_agents.Rollout``'s, tensors or arrays). Returns ``{"episodes",
+    "same_episodes", "max_logprob_gap_before", "diverged": [{"episode", "at", "logprobs"}]}``:
+    ``max_logprob_gap_before`` is the largest log-prob difference over every token the two
+    drew alike before their first difference (the two computations' agreement, which does not
+    depend on the draws), ``at`` the index of the first differing response token and
+    ``logprobs`` the two differing tokens' own (None past a response's end).
+
+    Raises:
+        ValueError: the rollouts start from other prompts (they are not runs of the same work).
+    """
+    arrays = [
+        {name: _numpy(getattr(rollout, name)) for name in _ROLLOUT_FIELDS}
+        for rollout in (first, second)
+    ]
+    if not np.array_equal(arrays[0]["prompt_ids"], arrays[1]["prompt_ids"]):
+        raise ValueError("the rollouts start from different prompts: nothing to compare")
+    diverged, gap = [], 0.0
+    episodes = len(arrays[0]["prompt_ids"])
+    for episode in range(episodes):
+        masks = [a["response_mask"][episode].astype(bool) for a in arrays]
+        ids = [a["response_ids"][episode][m] for a, m in zip(arrays, masks, strict=True)]
+        logprobs = [a["logprobs"][episode][m] for a, m in zip(arrays, masks, strict=True)]
+        common = min(len(ids[0]), len(ids[1]))
+        differ = np.flatnonzero(ids[0][:common] != ids[1][:common])
+        at = int(differ[0]) if len(differ) else common
+        if at:
+            gap = max(gap, float(np.abs(logprobs[0][:at] - logprobs[1][:at]).max()))
+        if at < max(len(ids[0]), len(ids[1])):
+            drawn = [round(float(lp[at]), 3) if at < len(lp) else None for lp in logprobs]
+            diverged.append({"episode": episode, "at": at, "logprobs": drawn})
+    return {
+        "episodes": episodes,
+        "same_episodes": episodes - len(diverged),
+        "max_logprob_gap_before": gap,
+        "diverged": diverged,
+    }
+
+
+_ROLLOUT_FIELDS = ("prompt_ids", "response_ids", "response_mask", "logprobs")
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A tensor (on any device) or array as a numpy array."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)

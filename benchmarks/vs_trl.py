@@ -127,8 +127,10 @@ What is not the same:
     - arithmetic, by design (each its own best setup): TRL trains every weight (or LoRA
       adapters) at its learning rate with no KL term (beta 0, TRL's default); ours trains the
       top 6 blocks at 1e-4 and pays beta 0.01 x the k1 KL in the reward, stepping a reference
-      beside the policy (its frozen blocks shared). Our rloo's advantage is the leave-one-out
-      one, not scaled; TRL GRPO (and our grpo) divide by the group's std.
+      beside the policy (its frozen blocks shared); with ``--kl-coef 0`` ours keeps no
+      reference model either (the env's reference is the policy itself: one forward a token).
+      Our rloo's advantage is the leave-one-out one, not scaled; TRL GRPO (and our grpo)
+      divide by the group's std.
     - arithmetic: marks are evaluated at round ends, so up to a round late, and a round of
       TRL's takes longer than ours: the curve records the training minutes at which each
       evaluation ran (``minutes``, besides its ``mark``), and "minutes to TRL's final" reads
@@ -1002,6 +1004,8 @@ def run_timed_setup(args: argparse.Namespace) -> dict[str, Any]:
         learning_rate, beta = trl_args.learning_rate, trl_args.kl_coef
     else:
         policy, training_reference = apply_training_setup(policy, args.training_setup)
+        if args.kl_coef == 0:  # no KL term: no reference model either (as TRL at beta 0)
+            training_reference = policy  # its own reference: one forward a token, KL 0
         policy, iterations = train_ours(
             setup, policy, tokenizer, reward_fn, train_prompts, args, max_prompt_tokens,
             reference=training_reference, clock=clock,
@@ -1072,7 +1076,7 @@ def print_curve_table(rows: list[dict[str, Any]]) -> None:
         seconds = row["seconds_per_iteration"]
         speed = row["tokens_per_second"]
         print(
-            f"| {row['setup']} | {row['training_setup']} | "
+            f"| {row['setup']} | {what_trains(row)} | "
             f"{'-' if seconds is None else f'{seconds:.1f}'} | "
             f"{'-' if speed is None else f'{speed:.1f}'} | "
             + " | ".join(cells)
@@ -1085,6 +1089,12 @@ def print_curve_table(rows: list[dict[str, Any]]) -> None:
             f"{trl['curve'][-1]['minutes']:.2f} training minutes ({trl['setup']}); the target is "
             "to reach it in a third of TRL's minutes (TRL min / that >= 3x)."
         )
+
+
+def what_trains(row: dict[str, Any]) -> str:
+    """A time-to-result row's training setup, learning rate and beta, e.g. ``full, lr 1e-05,
+    beta 0``."""
+    return f"{row['training_setup']}, lr {row['learning_rate']:g}, beta {row['beta']:g}"
 
 
 def by_sign(point: dict[str, Any]) -> str:
@@ -1105,7 +1115,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     for row in rows:
         points = {(p["minutes"], p["exact_match"], p["stderr"]) for p in row["curve"]}
         minutes, values, errors = zip(*sorted(points), strict=True)
-        axes.errorbar(minutes, values, yerr=errors, marker="o", capsize=3, label=row["setup"],
+        label = f"{row['setup']} ({what_trains(row)})"
+        axes.errorbar(minutes, values, yerr=errors, marker="o", capsize=3, label=label,
                       linestyle="--" if row["setup"].startswith("trl") else "-")  # fmt: skip
     trl = reference_trl_row(rows)
     if trl is not None:

@@ -82,6 +82,11 @@ class DemoConfig(VectorEnvConfig):
     kl_horizon: int = _option(
         64, "Adaptive KL horizon in responses: beta moves at most 20% x responses / horizon."
     )
+    rl_seed: int | None = _option(
+        None,
+        "Seed of the RL stage alone (None: --seed): another RL run on the same judge, reward "
+        "model and prompts, to see how much the result moves from run to run.",
+    )
     train_prompts: int = _option(4096, "Training prompts of the task, drawn by RL.")
     checkpoint_every: int = _option(10, "RL updates between checkpoints (resume point).")
     budget_minutes: float | None = _option(

@@ -216,7 +216,7 @@ def _make_agent(
         "kl_coef": config.kl_coef,
         "kl_target": config.kl_target,
         "kl_horizon": config.kl_horizon,
-        "seed": config.seed,
+        "seed": config.seed if config.rl_seed is None else config.rl_seed,
         "checkpoint_dir": str(run.file("rl")),
         "checkpoint_every": config.checkpoint_every,
         "log_dir": str(run.file("tensorboard")),

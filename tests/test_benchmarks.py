@@ -12,7 +12,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 # make test-all: every benchmark script run in a subprocess on tiny settings
@@ -165,6 +167,47 @@ def test_shared_compute_compares_like_with_like(tmp_path, monkeypatch):
     assert len(speedups) == 6 and all(value > 0 for value in speedups.values())
 
 
+def test_divergence_finds_each_episodes_first_different_draw(monkeypatch):
+    """Two rollouts of the same prompts: where each episode's tokens first differ, the gap of
+    the log-probs before it (not after), the two drawn tokens' log-probs; other prompts raise."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from checksums import divergence
+
+    prompts = np.array([[1, 2], [1, 2], [3, 4]])
+    first = SimpleNamespace(
+        prompt_ids=prompts,
+        response_ids=np.array([[5, 6, 7], [5, 6, 0], [8, 9, 9]]),
+        response_mask=np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1]]),
+        logprobs=np.array([[-1.0, -2.0, -3.0], [-1.0, -2.0, 0.0], [-0.5, -0.5, -9.0]]),
+    )
+    second = SimpleNamespace(
+        prompt_ids=prompts,
+        response_ids=np.array([[5, 6, 7], [5, 6, 4], [8, 7, 9]]),
+        response_mask=np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1]]),
+        logprobs=np.array([[-1.0, -2.0, -3.0], [-1.0, -2.00003, -7.0], [-0.50001, -12.0, 0.0]]),
+    )
+    found = divergence(first, second)
+    assert found["episodes"] == 3 and found["same_episodes"] == 1
+    assert found["diverged"] == [
+        {"episode": 1, "at": 2, "logprobs": [None, -7.0]},  # the first response ended there
+        {"episode": 2, "at": 1, "logprobs": [-0.5, -12.0]},
+    ]
+    assert found["max_logprob_gap_before"] == pytest.approx(3e-5)  # after: -9 vs 0, not counted
+    with pytest.raises(ValueError, match="different prompts"):
+        divergence(first, SimpleNamespace(**{**vars(second), "prompt_ids": prompts[::-1]}))
+
+
+def test_sampling_times_every_method_against_the_agents(tmp_path):
+    out = tmp_path / "sampling.json"
+    _run("sampling.py", "--rows", "2", "4", "--vocab", "1000", "--repeats", "2", "--out", str(out))
+    cases = json.loads(out.read_text())["cases"]
+    assert [(case["rows"], case["vocab"]) for case in cases] == [(2, 1000), (4, 1000)]
+    for case in cases:
+        assert set(case["ms"]) == {"inverse_cdf", "multinomial", "race"}
+        assert all(value > 0 for value in case["ms"].values())
+        assert case["vs_inverse_cdf"]["inverse_cdf"] == 1.0
+
+
 def test_ppo_training_smoke(tmp_path):
     out = tmp_path / "ppo.json"
     stdout = _run(
@@ -209,17 +252,24 @@ def test_vs_trl_smoke_of_our_setups(tmp_path):
     assert abs(rows["initial"]["eval_kl"]) < 1e-4
 
 
-def test_vs_trl_arithmetic_time_to_result_smoke_of_ours(tmp_path):
+@pytest.mark.parametrize(
+    ("setup", "kl_coef", "trains"),
+    [
+        ("frozen:1", "0.01", "frozen:1, lr 0.0001, beta 0.01"),
+        ("full", "0", "full, lr 0.0001, beta 0"),  # no reference model: KL 0 throughout
+    ],
+)
+def test_vs_trl_arithmetic_time_to_result_smoke_of_ours(tmp_path, setup, kl_coef, trains):
     """--task arithmetic: our RLOO on the tiny policy, evaluated at every mark asked (the
     clock's last one at --minutes), by exact match on the task's held-out problems."""
     out = tmp_path / "vs_trl_arithmetic.json"
     stdout = _run(
         "vs_trl.py", "--task", "arithmetic", "--model", "tiny", "--setups", "rloo",
         "--new", "4", "--minutes", "0.05", "--eval-at", "0", "0.02", "0.05", "1",
-        "--eval-prompts", "8", "--eval-samples", "2", "--training-setup", "frozen:1",
-        "--out", str(out),
+        "--eval-prompts", "8", "--eval-samples", "2", "--training-setup", setup,
+        "--kl-coef", kl_coef, "--out", str(out),
     )  # fmt: skip
-    assert "| rloo | frozen:1 |" in stdout and "| 0.02 min |" in stdout
+    assert f"| rloo | {trains} |" in stdout and "| 0.02 min |" in stdout
     (row,) = json.loads(out.read_text())["rows"]
     assert row["setup"] == "rloo" and row["task"] == "arithmetic"
     curve = row["curve"]
@@ -234,6 +284,9 @@ def test_vs_trl_arithmetic_time_to_result_smoke_of_ours(tmp_path):
     assert row["training_minutes"] >= 0.05 and len(row["iterations"]) >= 1
     assert row["final_exact_match"] == curve[-1]["exact_match"]
     assert out.with_suffix(".png").exists()
+    if kl_coef == "0":  # the policy is its own reference, through updates that move it
+        kls = [iteration["kl"] for iteration in row["iterations"]]
+        assert len(kls) >= 2 and kls == [0.0] * len(kls)
 
 
 def test_ddp_scaling_smoke(tmp_path):

@@ -156,6 +156,26 @@ def test_a_rerun_of_a_finished_demo_redoes_no_stage(finished_run):
     ]
 
 
+def test_another_rl_seed_reruns_only_the_rl_on_the_same_task(finished_run, tmp_path):
+    """``rl_seed``: the same judge and reward model (the task cache's folders), the same
+    initial evaluation, another RL run."""
+    config, report = finished_run
+    other = run_demo(config.with_values(out=str(tmp_path / "other"), rl_seed=config.seed + 1))
+    runs = [json.loads((r.parent / "run.json").read_text())["stages"] for r in (report, other)]
+    for part in ("judge", "reward_model"):
+        assert runs[0]["task"][part]["folder"] == runs[1]["task"][part]["folder"]
+    initial = [json.loads((r.parent / "eval_initial.json").read_text()) for r in (report, other)]
+    assert initial[0]["samples"] == initial[1]["samples"]
+    scores = [  # the rollouts' scores (not the timings, which differ between any two runs)
+        [
+            record["rollout/score"]
+            for record in json.loads((r.parent / "rl_history.json").read_text())
+        ]
+        for r in (report, other)
+    ]
+    assert len(scores[0]) == len(scores[1]) and scores[0] != scores[1]
+
+
 def test_other_settings_in_the_same_folder_are_refused(finished_run):
     config, _ = finished_run
     with pytest.raises(ValueError, match=r"learning_rate: 0.0002 -> 0.001.*--overwrite"):
