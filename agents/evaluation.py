@@ -71,7 +71,8 @@ class Evaluation:
     Attributes:
         per_response: the per-response values ``(E,)`` behind every figure that is a mean
             (``learned``, ``return``, ``kl``, ``response_length``, ``gold``, ``gold/<name>``,
-            ``repetition``; NaN where a response has no 3-gram) and each response's own
+            ``repetition``; NaN where a response has no 3-gram, or where a gold metric of a
+            subset does not apply, left out of the figure's mean) and each response's own
             ``perplexity`` (NaN for an empty one), in :attr:`rollout` order.
         sem: the standard error of each figure: of the mean for means (NaNs left out), the
             delete-one jackknife over responses for the pooled ``distinct_n`` and
@@ -191,7 +192,7 @@ def evaluate(
     }
     prompts_read, responses_read = scored_pairs(rollout)
     for name, metric in gold.items():
-        values = score_responses(metric, prompts_read, responses_read)
+        values = score_responses(metric, prompts_read, responses_read, not_applicable_ok=True)
         per_response.setdefault("gold", values)
         per_response[f"gold/{name}"] = values
     per_response["repetition"] = np.array([repetition(text) for text in rollout.responses])
@@ -199,7 +200,11 @@ def evaluate(
     result.gold_name = next(iter(gold), None)
     result.metrics["learned"] = result.score
     result.metrics.update(
-        {key: float(per_response[key].mean()) for key in per_response if key.startswith("gold")}
+        {
+            key: _mean_of_applicable(values)
+            for key, values in per_response.items()
+            if key.startswith("gold")
+        }
     )
     if any(rollout.conversations):
         per_response["turns"] = np.array(
@@ -209,7 +214,7 @@ def evaluate(
         result.metrics["turns"] = float(per_response["turns"].mean())
     for turn, values in enumerate(_turn_score_columns(rollout), start=1):
         per_response[f"turn_score/{turn}"] = values
-        result.metrics[f"turn_score/{turn}"] = float(np.nanmean(values))
+        result.metrics[f"turn_score/{turn}"] = _mean_of_applicable(values)
     result.sem = {key: standard_error(values) for key, values in per_response.items()}
     result.sem["score"] = result.sem["learned"]
     if fluency:
@@ -247,6 +252,13 @@ def _turn_score_columns(rollout: Rollout) -> list[np.ndarray]:
     for i, scores in enumerate(rollout.turn_scores):
         columns[: len(scores), i] = scores
     return list(columns)
+
+
+def _mean_of_applicable(values: np.ndarray) -> float:
+    """The mean of the values that apply (NaN: a gold metric of a subset, a turn the
+    conversation did not reach, left out); NaN when none does."""
+    applicable = values[~np.isnan(values)]
+    return float(applicable.mean()) if applicable.size else float("nan")
 
 
 def _collect(

@@ -2,8 +2,10 @@
 
 Each run trains a fresh policy for ``--timesteps`` generated tokens, evaluates the task's
 held-out prompts at ``--eval-points`` of the budget (the learning curve) and at the end on
-all of them; the leaderboard ranks the agents of each task by the gold score, with a 95%
-t-interval over seeds for every metric. The library is :mod:`rlhf_pipeline.suite` (what a
+all of them; the leaderboard ranks the agents of each task by the gold score, with 95%
+intervals pooling seeds and held-out prompts and each agent's gold compared with the
+reference's and the best's on the same prompts (Holm-corrected; :mod:`rlhf_pipeline.statistics`).
+The library is :mod:`rlhf_pipeline.suite` (what a
 seed sets, how the agents share their optimiser settings, the JSON's fields).
 
 Writes JSON (``--out``; finished runs of the same settings are kept and skipped, so an

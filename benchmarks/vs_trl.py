@@ -177,6 +177,9 @@ Figures per setup:
     OMP_NUM_THREADS=2 python benchmarks/vs_trl.py --task arithmetic \\
         --model smollm2-135m-instruct --setups trl-grpo rloo grpo --trl-minutes 20 \\
         --minutes 8 --eval-at 0 1 2 3 4 5 6 8 10 15 20  # time to TRL's 20-minute result
+    python benchmarks/vs_trl.py --summarise-seeds seed0.json seed1.json seed2.json  # (--seed N)
+        # per seed, TRL's final against ours within a third of its minutes; the mean
+        # difference over the seeds, paired by seed, with a t-interval and a verdict
 """
 
 from __future__ import annotations
@@ -814,12 +817,17 @@ def summarise(iterations: list[dict[str, float]]) -> dict[str, float | None]:
 
 
 def arithmetic_task(policy: torch.nn.Module, tokenizer: Any, args: argparse.Namespace) -> Any:
-    """The Arithmetic task for ``policy``'s tokenizer (its defaults: 2 one-digit terms, 2 worked
-    examples, none for ``tiny``, whose context is short), ``--eval-prompts`` held-out problems."""
+    """The Arithmetic task for ``policy``'s tokenizer (2 one-digit terms, 2 worked examples,
+    none for ``tiny``, whose context is short), ``--eval-prompts`` held-out problems, as
+    reasoning-gym draws them: the recorded comparison's problems, from before the task's
+    default balanced the signs and mixed in longer problems (``negative_share=None,
+    harder_share=0``), so that new runs compare with the recorded ones."""
     from rlhf_env.tasks.arithmetic import SPEC, build
     from rlhf_env.tasks.base import TaskContext
 
-    options: dict[str, Any] = {"eval_size": args.eval_prompts}
+    options: dict[str, Any] = {
+        "eval_size": args.eval_prompts, "negative_share": None, "harder_share": 0.0
+    }  # fmt: skip
     if args.model == "tiny":
         options["demonstrations"] = SPEC.smoke_options["demonstrations"]
     return build(TaskContext(policy, tokenizer, torch.device("cpu"), progress=False), **options)
@@ -1091,6 +1099,68 @@ def print_curve_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def summarise_seeds(paths: Sequence[Path], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Time to a result over several runs of ``--task arithmetic`` (one JSON per seed): per
+    seed, TRL's final exact match and each of our setups' at the last evaluation within a third
+    of TRL's training minutes; per setup, the difference (ours - TRL) paired by seed (the same
+    training problems and evaluation draws), its mean and t-interval over the seeds. Prints a
+    Markdown table and a verdict per setup; returns the table's rows."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    table = []
+    for run in runs:
+        trl = reference_trl_row(run["rows"])
+        if trl is None:
+            raise ValueError(f"{len(table)}: a file without a TRL row; run trl-grpo in each")
+        third = trl["curve"][-1]["minutes"] / 3
+        for row in (row for row in run["rows"] if row is not trl):
+            within = [point for point in row["curve"] if point["minutes"] <= third]
+            table.append({
+                "seed": run["arguments"]["seed"], "setup": f"{row['setup']}, {what_trains(row)}",
+                "trl": trl["final_exact_match"], "trl_minutes": trl["curve"][-1]["minutes"],
+                "ours": within[-1]["exact_match"], "ours_minutes": within[-1]["minutes"],
+                "reached": minutes_to_reach(row["curve"], trl["final_exact_match"]),
+            })  # fmt: skip
+    print(
+        "| seed | ours | TRL's final (min) | ours within a third of that (min) | ours - TRL "
+        "| ours: min to TRL's final |\n|---|---|---|---|---|---|"
+    )
+    for line in table:
+        reached = "not reached" if line["reached"] is None else f"{line['reached']:.1f}"
+        print(
+            f"| {line['seed']} | {line['setup']} | {line['trl']:.3f} ({line['trl_minutes']:.1f}) "
+            f"| {line['ours']:.3f} ({line['ours_minutes']:.1f}) "
+            f"| {line['ours'] - line['trl']:+.3f} | {reached} |"
+        )
+    for setup in dict.fromkeys(line["setup"] for line in table):
+        mine = [line for line in table if line["setup"] == setup]
+        print(f"\n{setup}: " + seed_verdict(mine, confidence))
+    return table
+
+
+def seed_verdict(lines: Sequence[dict[str, Any]], confidence: float) -> str:
+    """TRL's final and ours within a third of its minutes, averaged over the seeds, and their
+    difference with a t-interval over the seeds (none for one seed)."""
+    from rlhf_pipeline.statistics import t_quantile
+
+    differences = np.array([line["ours"] - line["trl"] for line in lines])
+    mean = float(differences.mean())
+    text = (
+        f"{len(lines)} seeds, TRL's final {np.mean([line['trl'] for line in lines]):.3f}, ours "
+        f"within a third of its minutes {np.mean([line['ours'] for line in lines]):.3f}, "
+        f"difference {mean:+.3f}"
+    )
+    if differences.size < 2:
+        return text + " (one seed: no interval)"
+    spread = differences.std(ddof=1) / np.sqrt(differences.size)
+    half = t_quantile(confidence, differences.size - 1) * spread
+    low, high = max(-1.0, mean - half), min(1.0, mean + half)
+    if low > 0 or high < 0:
+        verdict = "target met" if low > 0 else "target not met"
+    else:
+        verdict = f"within noise; the mean is {'at or above' if mean >= 0 else 'below'} TRL's"
+    return text + f" [{low:+.3f}, {high:+.3f}] ({confidence:.0%} t over seeds): {verdict}"
+
+
 def what_trains(row: dict[str, Any]) -> str:
     """A time-to-result row's training setup, learning rate and beta, e.g. ``full, lr 1e-05,
     beta 0``."""
@@ -1239,6 +1309,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trl-beta", type=float, default=0.0, help="TRL's beta (default 0, GRPOConfig's)")
     add = parser.add_argument
     add("--replot", type=Path, help="print and plot the rows of an earlier JSON, run nothing")
+    add(
+        "--summarise-seeds",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="--task arithmetic JSONs, one per --seed: TRL's final against ours within a third "
+        "of its minutes, seed by seed, and the mean difference with its interval; run nothing",
+    )
     add("--child", help=argparse.SUPPRESS)
     add("--policy-folder", help=argparse.SUPPRESS)
     return parser
@@ -1249,7 +1327,7 @@ def parse_args() -> argparse.Namespace:
     cannot split evenly, and for options of the other task."""
     parser = build_parser()
     args = parser.parse_args()
-    if args.replot:
+    if args.replot or args.summarise_seeds:
         return args
     for key, value in TASK_DEFAULTS[args.task].items():
         if getattr(args, key, None) is None:
@@ -1398,6 +1476,9 @@ def report(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     """Parent: materialise the policy, run each setup in a subprocess, print and write."""
     args = parse_args()
+    if args.summarise_seeds:
+        summarise_seeds(args.summarise_seeds)
+        return
     if args.replot:
         rows = json.loads(args.replot.read_text())["rows"]
         report(rows, args.replot.with_suffix(".png"))

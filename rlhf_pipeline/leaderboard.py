@@ -1,6 +1,7 @@
-"""The suite's leaderboard and learning curves: t-intervals over seeds, a ranked table per
-task (plain or Markdown), and the gold score against training tokens (see
-:mod:`rlhf_pipeline.suite`, which runs what these read).
+"""The suite's leaderboard and learning curves: a ranked table per task (plain or Markdown)
+whose intervals pool seeds and held-out prompts and whose comparisons are paired on the prompts
+and Holm-corrected (:mod:`rlhf_pipeline.statistics`), and the gold score against training
+tokens (see :mod:`rlhf_pipeline.suite`, which runs what these read).
 """
 
 from __future__ import annotations
@@ -14,122 +15,174 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.extras import require
-from rlhf_pipeline.suite import SuiteResult, as_float, rank_metric
+from rlhf_pipeline.statistics import Difference, Estimate, difference, estimate, holm, per_prompt
+from rlhf_pipeline.suite import RunResult, SuiteResult, as_float, rank_metric
 
 #: Figures the leaderboard leaves out: a spread within one run and a count.
 NOT_RANKED: tuple[str, ...] = ("score_std", "episodes")
-
-
-# -- statistics --------------------------------------------------------------------------------
-
-
-def _t_two_sided(t: float, dof: int) -> float:
-    """``P(|T| <= t)`` for Student's t with integer ``dof`` (Abramowitz & Stegun 26.7.3-4)."""
-    theta = math.atan(t / math.sqrt(dof))
-    cos2 = math.cos(theta) ** 2
-    if dof % 2 == 0:
-        term = total = 1.0
-        for k in range(0, dof // 2 - 1):
-            term *= cos2 * (2 * k + 1) / (2 * k + 2)
-            total += term
-        return math.sin(theta) * total
-    if dof == 1:
-        return 2 * theta / math.pi
-    term = total = math.cos(theta)
-    for k in range(1, (dof - 1) // 2):
-        term *= cos2 * (2 * k) / (2 * k + 1)
-        total += term
-    return 2 / math.pi * (theta + math.sin(theta) * total)
-
-
-def t_quantile(confidence: float, dof: int) -> float:
-    """The half-width multiplier of a two-sided ``confidence`` t-interval with ``dof`` degrees
-    of freedom: ``t_{(1 + confidence) / 2, dof}`` (4.303 for 95% and 2 dof)."""
-    if not 0 < confidence < 1 or dof < 1:
-        raise ValueError(f"need 0 < confidence < 1 and dof >= 1, got {confidence}, {dof}")
-    low, high = 0.0, 1.0
-    while _t_two_sided(high, dof) < confidence:
-        high *= 2
-    for _ in range(200):
-        middle = (low + high) / 2
-        low, high = (middle, high) if _t_two_sided(middle, dof) < confidence else (low, middle)
-    return (low + high) / 2
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean over ``n`` values and its two-sided t-interval (None with one value)."""
-
-    mean: float
-    n: int
-    low: float | None = None
-    high: float | None = None
-
-    @property
-    def half_width(self) -> float | None:
-        """``high - mean``, or None without an interval."""
-        return None if self.high is None else self.high - self.mean
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and t-interval over ``values`` (NaNs left out): ``mean +- t_{n-1} * s / sqrt(n)``
-    with the sample standard deviation ``s``; one value gives its mean and no interval.
-
-    Example:
-        >>> t_interval([1, 2, 3])  # mean 2, half-width 4.303 * 1 / sqrt(3)
-        Interval(mean=2.0, n=3, low=-0.484..., high=4.484...)
-    """
-    array = np.asarray([v for v in values if v is not None], dtype=float)
-    array = array[~np.isnan(array)]
-    if array.size == 0:
-        return Interval(math.nan, 0)
-    mean = float(array.mean())
-    if array.size == 1:
-        return Interval(mean, 1)
-    half = t_quantile(confidence, array.size - 1) * float(array.std(ddof=1)) / math.sqrt(array.size)
-    return Interval(mean, int(array.size), mean - half, mean + half)
+#: Figures whose per-response values an evaluation keeps under another name.
+PER_RESPONSE_NAMES: dict[str, str] = {"score": "learned"}
 
 
 # -- the leaderboard ---------------------------------------------------------------------------
 
 
 @dataclass
+class Comparison:
+    """A paired difference on the gold (``agent - other``) with its Holm-corrected p-value
+    (corrected over every comparison of the task's table)."""
+
+    other: str
+    difference: Difference
+    p_holm: float
+
+
+@dataclass
 class LeaderboardRow:
-    """One agent on one task: every metric over its seeds, the tokens and seconds of a run."""
+    """One agent on one task: every metric over its seeds and prompts, the ranking metric's
+    seed means, its comparisons to the reference and to the best agent, and the tokens and
+    seconds of a run."""
 
     agent: str
     seeds: int
-    metrics: dict[str, Interval]
+    metrics: dict[str, Estimate]
+    seed_means: list[float]
     tokens: float
     seconds: float
+    versus_reference: Comparison | None = None
+    versus_best: Comparison | None = None
 
 
-def leaderboard(result: SuiteResult, task: str, confidence: float = 0.95) -> list[LeaderboardRow]:
-    """One row per agent of ``task``, best first by the mean gold score over seeds."""
+def run_scores(result: SuiteResult, runs: Sequence[RunResult], name: str) -> np.ndarray | None:
+    """``(seeds, prompts)``: each run's per-prompt means of metric ``name`` (the suite's
+    ``eval_samples`` answers per prompt averaged), or None when a run kept no per-response
+    values of it (a pooled figure such as ``distinct_2``)."""
+    name = PER_RESPONSE_NAMES.get(name, name)
+    if not runs or any(name not in run.per_response for run in runs):
+        return None
+    answers = int(result.settings.get("eval_samples", 1))
+    lengths = {len(run.per_response[name]) for run in runs}
+    if len(lengths) != 1 or next(iter(lengths)) % answers:
+        raise ValueError(
+            f"the runs of {runs[0].task}/{runs[0].agent} hold {sorted(lengths)} values of "
+            f"{name}: not the same held-out prompts x {answers} answers in every run; run "
+            "them with the same settings (or into a fresh --out)"
+        )
+    prompts = next(iter(lengths)) // answers
+    return np.stack([per_prompt(run.per_response[name], prompts) for run in runs])
+
+
+def leaderboard(
+    result: SuiteResult, task: str, confidence: float = 0.95, reference: str = "reference"
+) -> list[LeaderboardRow]:
+    """One row per agent of ``task``, best first by the mean gold score; each agent compared
+    with ``reference`` (the untrained policy's agent, where the suite ran it) and with the
+    best agent, paired on the held-out prompts, p-values Holm-corrected over the table."""
     runs = result.runs_of(task)
     key = rank_metric(runs)
-    rows = []
-    for agent in dict.fromkeys(run.agent for run in runs):
+    agents = list(dict.fromkeys(run.agent for run in runs))
+    rows: dict[str, LeaderboardRow] = {}
+    gold: dict[str, np.ndarray] = {}
+    for agent in agents:
         mine = result.runs_of(task, agent)
         names = list(dict.fromkeys(name for run in mine for name in run.final))
-        rows.append(
-            LeaderboardRow(
-                agent=agent,
-                seeds=len(mine),
-                metrics={
-                    name: t_interval([as_float(run.final.get(name)) for run in mine], confidence)
-                    for name in names
-                },
-                tokens=float(np.mean([run.tokens for run in mine])),
-                seconds=float(np.mean([run.seconds for run in mine])),
-            )
+        metrics = {}
+        for name in names:
+            scores = run_scores(result, mine, name)
+            if scores is not None:
+                if not np.isfinite(scores).any():  # e.g. repetition of responses too short
+                    continue
+                metrics[name] = estimate(scores, confidence)
+                if name == key:
+                    gold[agent] = scores
+                continue
+            # a pooled figure (no per-response values): its mean and its seeds' range
+            finals = np.asarray([as_float(run.final.get(name)) for run in mine], dtype=float)
+            finals = finals[~np.isnan(finals)]
+            if finals.size:
+                spread = (finals.min(), finals.max()) if finals.size > 1 else (math.nan,) * 2
+                metrics[name] = Estimate(float(finals.mean()), *spread, int(finals.size), 0)
+        rows[agent] = LeaderboardRow(
+            agent=agent,
+            seeds=len(mine),
+            metrics=metrics,
+            seed_means=[as_float(run.final.get(key)) for run in mine],
+            tokens=float(np.mean([run.tokens for run in mine])),
+            seconds=float(np.mean([run.seconds for run in mine])),
         )
 
     def order(row: LeaderboardRow) -> float:
-        mean = row.metrics.get(key, Interval(math.nan, 0)).mean
+        mean = row.metrics[key].mean if key in row.metrics else math.nan
         return -mean if not math.isnan(mean) else math.inf
 
-    return sorted(rows, key=order)
+    ranked = sorted(rows.values(), key=order)
+    _compare(ranked, gold, reference, confidence)
+    return ranked
+
+
+def _compare(
+    rows: Sequence[LeaderboardRow],
+    gold: dict[str, np.ndarray],
+    reference: str,
+    confidence: float,
+) -> None:
+    """Fill each row's comparisons: the pairs (agent, reference) and (agent, best), each
+    unordered pair tested once, Holm-corrected together."""
+    compared = [row for row in rows if row.agent in gold]
+    if len(compared) < 2:
+        return
+    best = compared[0].agent
+    tested: dict[frozenset[str], tuple[str, Difference]] = {}
+    for row in compared:
+        for other in (reference, best):
+            pair = frozenset((row.agent, other))
+            if other != row.agent and other in gold and pair not in tested:
+                tested[pair] = row.agent, difference(gold[row.agent], gold[other], confidence)
+    p_holm = dict(zip(tested, holm([d.p_value for _, d in tested.values()]), strict=True))
+
+    def comparison(agent: str, other: str) -> Comparison | None:
+        pair = frozenset((agent, other))
+        if agent == other or pair not in tested:
+            return None
+        first, found = tested[pair]
+        if first != agent:  # tested as other - agent: turn it round
+            found = Difference(-found.mean, -found.high, -found.low, found.p_value)
+        return Comparison(other, found, p_holm[pair])
+
+    for row in compared:
+        row.versus_reference = comparison(row.agent, reference)
+        row.versus_best = comparison(row.agent, best)
+
+
+def verdict(rows: Sequence[LeaderboardRow], alpha: float = 0.05) -> str:
+    """What the comparisons say, in a sentence or two: which agents beat the reference and
+    whether the best is ahead of the others or tied with some (Holm-corrected, at ``alpha``)."""
+    compared = [row for row in rows if row.versus_best is not None or row.versus_reference]
+    if not compared:
+        return ""
+    best = next(row.versus_best.other for row in compared if row.versus_best is not None)
+    sentences = []
+    ahead = [
+        f"{row.agent} (p={_p(row.versus_reference.p_holm)})"
+        for row in rows
+        if row.versus_reference is not None
+        and row.versus_reference.difference.mean > 0
+        and row.versus_reference.p_holm < alpha
+    ]
+    if any(row.versus_reference is not None for row in rows):
+        sentences.append(
+            "Above the reference: " + (", ".join(ahead) if ahead else "no agent") + "."
+        )
+    tied = [
+        f"{row.agent} (p={_p(row.versus_best.p_holm)})"
+        for row in rows
+        if row.versus_best is not None and row.versus_best.p_holm >= alpha
+    ]
+    sentences.append(
+        f"Best: {best}, "
+        + (f"tied with {', '.join(tied)}." if tied else "ahead of every other agent.")
+    )
+    return " ".join(sentences)
 
 
 def _shown_metrics(rows: Sequence[LeaderboardRow], key: str, gold_name: str | None) -> list[str]:
@@ -154,49 +207,98 @@ def _fixed(value: float, decimals: int) -> str:
     return f"{round(value, decimals) or 0.0:.{decimals}f}"
 
 
-def _cell(interval: Interval, seeds: int) -> str:
-    """``mean ± half-width`` (both to the mean's decimals), the mean alone for one value, and
-    the count where it differs from the row's (a metric missing in some runs)."""
-    if interval.n == 0:
+def _cell(value: Estimate | None, seeds: int) -> str:
+    """``mean [low, high]`` (to the mean's decimals), the mean alone where the values do not
+    spread, ``mean (seeds low to high)`` for a pooled figure (no per-response values, as
+    ``distinct_2``), and the seed count where it differs from the row's (a metric some runs
+    lack)."""
+    if value is None or math.isnan(value.mean):
         return "-"
-    decimals = _decimals(interval.mean) if not math.isnan(interval.mean) else 3
-    text = _fixed(interval.mean, decimals)
-    if interval.half_width is not None:
-        text += f" ± {_fixed(interval.half_width, decimals)}"
-    return text + (f" (n={interval.n})" if interval.n != seeds else "")
+    decimals = _decimals(value.mean)
+    text = _fixed(value.mean, decimals)
+    if value.prompts == 0 and not math.isnan(value.low):  # a pooled figure: the seeds' range
+        text += f" (seeds {_fixed(value.low, decimals)} to {_fixed(value.high, decimals)})"
+    elif not math.isnan(value.low):
+        text += f" [{_fixed(value.low, decimals)}, {_fixed(value.high, decimals)}]"
+    return text + (f" (n={value.seeds})" if value.seeds != seeds else "")
+
+
+def _p(p_value: float) -> str:
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def _signed(value: float, decimals: int) -> str:
+    text = _fixed(value, decimals)
+    return text if text.startswith("-") else f"+{text}"
+
+
+def _comparison_cell(comparison: Comparison | None, decimals: int) -> str:
+    """``+difference [low, high] p=...`` (Holm-corrected), or "-"."""
+    if comparison is None:
+        return "-"
+    found = comparison.difference
+    text = _signed(found.mean, decimals)
+    if not math.isnan(found.low):
+        text += f" [{_signed(found.low, decimals)}, {_signed(found.high, decimals)}]"
+    return f"{text} p={_p(comparison.p_holm)}"
+
+
+def method_note(confidence: float = 0.95) -> str:
+    """How to read the table: the header every leaderboard carries."""
+    return (
+        f"[low, high]: {confidence:.0%} interval pooling seeds and held-out prompts (a t-interval "
+        "on the sum of the seeds' and the prompts' variance parts, Welch-Satterthwaite degrees of "
+        "freedom; errs wide; clipped to the values seen); the mean alone where values do not "
+        "spread; a figure pooled over a run's responses (distinct-n) shows its seeds' range. "
+        "vs reference / vs best: the gold difference paired on the same prompts, its "
+        "interval and a two-sided t-test p-value, Holm-corrected over the table's comparisons. "
+        "per seed: each seed's gold (the seeds' spread). Method: rlhf_pipeline/statistics.py."
+    )
 
 
 def leaderboard_table(
     result: SuiteResult, task: str, markdown: bool = False, confidence: float = 0.95
 ) -> str:
-    """The leaderboard of ``task`` as text (aligned columns) or a Markdown table."""
+    """The leaderboard of ``task`` as text (aligned columns) or a Markdown table, with the
+    method's note and the verdict (:func:`verdict`) under it."""
     runs = result.runs_of(task)
     rows = leaderboard(result, task, confidence)
     key = rank_metric(runs)
     gold_name = next((run.gold_name for run in runs if run.gold_name), None)
     columns = _shown_metrics(rows, key, gold_name)
-    header = ["rank", "agent", "seeds", "tokens", *columns, "s/run"]
-    body = [
-        [
-            str(rank), row.agent, f"n={row.seeds}", f"{row.tokens:.0f}",
-            *(_cell(row.metrics.get(name, Interval(math.nan, 0)), row.seeds) for name in columns),
-            f"{row.seconds:.1f}",
-        ]
-        for rank, row in enumerate(rows, 1)
+    compares = any(row.versus_best or row.versus_reference for row in rows)
+    versus = ["vs reference", "vs best"] if compares else []
+    header = [
+        "rank", "agent", "seeds", "tokens", columns[0], *versus, "per seed", *columns[1:], "s/run"
     ]  # fmt: skip
+    body = []
+    for rank, row in enumerate(rows, 1):
+        gold = row.metrics.get(key)
+        decimals = _decimals(gold.mean) if gold is not None and not math.isnan(gold.mean) else 3
+        versus_cells = [
+            _comparison_cell(comparison, decimals)
+            for comparison in (row.versus_reference, row.versus_best)
+            if compares
+        ]
+        per_seed = ", ".join(_fixed(v, decimals) for v in row.seed_means) if row.seeds > 1 else "-"
+        body.append([
+            str(rank), row.agent, f"n={row.seeds}", f"{row.tokens:.0f}",
+            _cell(gold, row.seeds), *versus_cells, per_seed,
+            *(_cell(row.metrics.get(name), row.seeds) for name in columns[1:]),
+            f"{row.seconds:.1f}",
+        ])  # fmt: skip
     ranked_by = f"{key} ({gold_name})" if key == "gold" and gold_name else key
-    title = (
-        f"{task}: ranked by {ranked_by}; mean ± {confidence:.0%} t-interval half-width over "
-        "seeds (n=1: the mean alone)"
-    )
+    title = f"{task}: ranked by {ranked_by}"
+    notes = [method_note(confidence), verdict(rows)]
     if markdown:
         lines = [f"**{title}**", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
-        return "\n".join(lines + [_markdown_row(line) for line in body])
+        lines += [_markdown_row(line) for line in body]
+        return "\n".join([*lines, "", *(note for note in notes if note)])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     table = [
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body]
     ]
-    return "\n".join([title, *(line.rstrip() for line in table)])
+    return "\n".join([title, *(line.rstrip() for line in table), *(note for note in notes if note)])
 
 
 def _markdown_row(cells: Sequence[str]) -> str:

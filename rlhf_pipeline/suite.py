@@ -1,6 +1,6 @@
-"""The benchmark suite: agents x tasks x seeds on equal token budgets (the leaderboard per task
-with 95% intervals over seeds, and the learning curves of the gold score, are drawn from its
-results by :mod:`rlhf_pipeline.leaderboard`).
+"""The benchmark suite: agents x tasks x seeds on equal token budgets (the leaderboard per task,
+with intervals pooling seeds and held-out prompts and paired comparisons, and the learning
+curves of the gold score, are drawn from its results by :mod:`rlhf_pipeline.leaderboard`).
 
 Every run builds a fresh env from its task (:func:`rlhf_env.tasks.make_task_vector_env`; the
 policy is loaded or built anew, so no run sees another's trained weights), trains the agent
@@ -170,6 +170,12 @@ class SuiteConfig:
         default_factory=dict,
         metadata={"help": "Per agent name, arguments that override its own.", "cli": False},
     )
+    recipes: bool = _option(
+        True,
+        "Give ppo/rloo/grpo each task's recipe (the agent settings that work on it, "
+        "`rlhf-env tasks` lists them) over learning_rate, epochs and minibatch_size; "
+        "agent_options still override it (not under smoke).",
+    )
     smoke: bool = _option(False, "Run each task's tiny variant (random tiny GPT-2): plumbing.")
 
     def __post_init__(self) -> None:
@@ -322,7 +328,29 @@ def agent_factory(spec: str, config: SuiteConfig) -> AgentFactory:
         "minibatch_size": config.minibatch_size,
         "progress_bar": False,
     }
-    return lambda env, seed: make_agent(target, env, **{**shared, "seed": seed, **options})
+
+    def built_in(env: TextGenerationVectorEnv, seed: int) -> Agent:
+        recipe = _recipe(env, target, config)
+        settings = {**shared, **recipe, "seed": seed, **options}
+        group_size = settings.get("group_size")
+        if "group_size" in recipe and "group_size" not in options and env.num_envs % group_size:
+            raise ValueError(
+                f"the {env.task.name} task's recipe for {target} answers each prompt "
+                f"{group_size} times, which num_envs={env.num_envs} does not divide: pass a "
+                f"multiple of {group_size}, --agent-option {name}.group_size=N, or --no-recipes"
+            )
+        return make_agent(target, env, **settings)
+
+    return built_in
+
+
+def _recipe(env: TextGenerationVectorEnv, agent: str, config: SuiteConfig) -> dict[str, Any]:
+    """The env's task's recipe for built-in ``agent`` (empty without one, with recipes off or
+    under smoke: the tiny variants are plumbing)."""
+    task = getattr(env, "task", None)
+    if not config.recipes or config.smoke or task is None or task.name not in TASKS:
+        return {}
+    return dict(TASKS[task.name].recipes.get(agent, {}))
 
 
 @dataclass(frozen=True)
@@ -379,6 +407,8 @@ class RunResult:
         device: where it ran.
         samples: the final evaluation's first :data:`SAMPLES` responses, each with the end of
             its prompt (its last :data:`SAMPLE_PROMPT_CHARS` characters).
+        agent_settings: the agent's config as it ran (its dataclass ``config``, as JSON
+            values: the shared settings under the task's recipe under ``agent_options``).
     """
 
     task: str
@@ -396,6 +426,7 @@ class RunResult:
     train_seconds: float = 0.0
     device: str = ""
     samples: list[dict[str, Any]] = field(default_factory=list)
+    agent_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -615,11 +646,20 @@ def run_one(
         train_seconds=train_seconds,
         device=str(env.device),
         samples=_samples(final),
+        agent_settings=_agent_settings(agent),
     )
     eval_env.close()
     env.close()
     run.seconds = time.perf_counter() - start
     return run
+
+
+def _agent_settings(agent: Agent) -> dict[str, Any]:
+    """The agent's ``config`` dataclass as JSON values (empty for an agent without one)."""
+    config = getattr(agent, "config", None)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return {}
+    return json.loads(json.dumps(dataclasses.asdict(config), default=repr))
 
 
 def _samples(evaluation: Evaluation) -> list[dict[str, Any]]:

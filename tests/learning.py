@@ -203,20 +203,23 @@ def copy_tokenizer():
 
 
 def arithmetic_exact_match(
-    seed: int, threads: int, timesteps: int = 3000, **overrides: Any
+    seed: int, threads: int, timesteps: int = 3000, agent: str = "rloo", **overrides: Any
 ) -> Figures:
     """One-term problems on a tiny GPT-2 warm-started to answer half the time in tags; RLOO
-    (seed ``seed``) for 3,000 tokens; held-out exact match and format (16 problems x 8
-    samples, sampling seed 1) before and after, with the prompt-unit standard errors of the
-    gains."""
-    from rlhf_agents import PolicyAgent, RLOOAgent, RLOOConfig, evaluate
+    (or ``agent``: any of ``rlhf_agents.make_agent``'s; seed ``seed``) for 3,000 tokens;
+    held-out exact match and format (16 problems x 8 samples, sampling seed 1) before and
+    after, with the prompt-unit standard errors of the gains, and each iteration's rollout KL
+    (and PPO's explained variance) in ``trace``."""
+    from rlhf_agents import PolicyAgent, evaluate, make_agent
 
     names = ("exact_match", "format")
     with torch_threads(threads):
         torch.manual_seed(seed)
         tokenizer = copy_tokenizer()
         policy = build_tiny_gpt2(tokenizer, seed=0)
-        options = dict(terms=1, digits=2, eval_size=16, demonstrations=0)
+        options = dict(
+            terms=1, digits=2, eval_size=16, demonstrations=0, negative_share=None, harder_share=0
+        )
         task, *_ = build_task("Arithmetic", policy, tokenizer, device="cpu", **options)
         warm_start(policy, tokenizer, task, steps=300)
         env = gym.make_vec(
@@ -231,14 +234,22 @@ def arithmetic_exact_match(
 
         before = gold()
         config = {"learning_rate": 2e-3, "lr_schedule": "linear", "minibatch_size": 32,
-                  "progress_bar": False} | overrides  # fmt: skip
-        RLOOAgent(env, RLOOConfig(seed=seed, **config)).learn(total_timesteps=timesteps)
+                  "progress_bar": False, "seed": seed} | overrides  # fmt: skip
+        trace: list[dict[str, float]] = []
+
+        def record(_agent: Any, _rollout: Any, metrics: dict[str, float]) -> bool:
+            kept = ("rollout/kl", "rollout/score", "train/explained_variance", "losses/value")
+            trace.append({key: float(metrics[key]) for key in kept if key in metrics})
+            return True
+
+        make_agent(agent, env, **config).learn(total_timesteps=timesteps, callback=record)
         after = gold()
     return {
         "before": {name: before.metrics[f"gold/{name}"] for name in names},
         "after": {name: after.metrics[f"gold/{name}"] for name in names},
         "noise": {name: paired_prompt_standard_error(before, after, f"gold/{name}")
                   for name in names},
+        "trace": trace,
     }  # fmt: skip
 
 
@@ -314,6 +325,7 @@ LEARNING_RUNS: dict[str, Callable[[int, int], Figures]] = {
     "agents[rloo]": lambda seed, threads: agent_beats_the_reference("rloo", seed, threads),
     "sb3_ppo": sb3_ppo_beats_the_reference,
     "arithmetic": arithmetic_exact_match,
+    "arithmetic[ppo]": lambda seed, threads: arithmetic_exact_match(seed, threads, agent="ppo"),
     "positive_review": positive_review_judge,
     "harmless": harmless_reward,
 }

@@ -221,6 +221,21 @@ def test_ppo_training_smoke(tmp_path):
     assert all(row["tokens_per_second"] > 0 for row in rows)
 
 
+def test_ppo_stability_traces_every_iteration_of_each_setting(tmp_path):
+    out = tmp_path / "stability.json"
+    stdout = _run(
+        "ppo_stability.py", "--seeds", "0", "--timesteps", "64", "--setting", "vf_coef=0.1",
+        "--setting", "critic=separate,clip_range_value=none", "--out", str(out),
+    )  # fmt: skip
+    table = json.loads(out.read_text())
+    assert table["settings"] == ["vf_coef=0.1", "critic=separate,clip_range_value=None"]
+    for run in table["runs"]:
+        assert len(run["trace"]) >= 1 and "rollout/kl" in run["trace"][0]
+        assert "train/explained_variance" in run["trace"][0]
+        assert isinstance(run["collapsed"], bool)
+    assert "of 1 collapsed" in stdout
+
+
 def test_sb3_rollout_smoke(tmp_path):
     out = tmp_path / "sb3.json"
     stdout = _run(
@@ -287,6 +302,27 @@ def test_vs_trl_arithmetic_time_to_result_smoke_of_ours(tmp_path, setup, kl_coef
     if kl_coef == "0":  # the policy is its own reference, through updates that move it
         kls = [iteration["kl"] for iteration in row["iterations"]]
         assert len(kls) >= 2 and kls == [0.0] * len(kls)
+
+
+def test_vs_trl_summarises_time_to_result_over_seeds(tmp_path):
+    """--summarise-seeds: per seed, ours within a third of TRL's minutes against TRL's final;
+    per setup, the paired mean difference and a verdict (on a recorded run and a copy of it
+    with TRL's final lowered by 0.1: the difference moves by exactly that)."""
+    recorded = ROOT / "benchmarks" / "results" / "vs_trl_arithmetic_smollm2-135m-instruct.json"
+    document = json.loads(recorded.read_text())
+    document["arguments"]["seed"] = 1
+    trl = next(row for row in document["rows"] if row["setup"] == "trl-grpo")
+    trl["final_exact_match"] -= 0.1
+    copy = tmp_path / "seed1.json"
+    copy.write_text(json.dumps(document))
+    stdout = _run("vs_trl.py", "--summarise-seeds", str(recorded), str(copy))
+    lines = [line for line in stdout.splitlines() if line.startswith("| 0 | rloo, full")]
+    assert lines and "| 0.828 (21.9) | 0.766 (6.0) | -0.062 | not reached |" in lines[0]
+    assert (
+        "| 1 | rloo, full, lr 1e-05, beta 0 | 0.728 (21.9) | 0.766 (6.0) | +0.037 | 4.1 |" in stdout
+    )
+    assert "rloo, full, lr 1e-05, beta 0: 2 seeds, TRL's final 0.778" in stdout
+    assert "difference -0.013 [" in stdout and "within noise" in stdout
 
 
 def test_ddp_scaling_smoke(tmp_path):

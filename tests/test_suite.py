@@ -1,8 +1,10 @@
 """The benchmark suite (rlhf_pipeline.suite, benchmarks/suite.py) on a tiny task registered here:
-runs with curves and final metrics, intervals over seeds, one's own agents, resuming, the CLI."""
+runs with curves and final metrics, the leaderboard's intervals and paired comparisons, one's
+own agents, resuming, the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,17 +18,16 @@ import torch
 from helpers import make_tiny_task, run_cli
 
 from rlhf_agents import Agent
+from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.tasks import TASKS, Task, TaskContext, TaskSpec, register_task
 from rlhf_pipeline.leaderboard import (
-    Interval,
     format_leaderboard,
     leaderboard,
     leaderboard_table,
     plot_curves,
     sample_table,
-    t_interval,
-    t_quantile,
 )
+from rlhf_pipeline.statistics import difference, estimate, holm
 from rlhf_pipeline.suite import RunResult, SuiteConfig, SuiteResult, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,19 @@ def build_toy_task(context: TaskContext, held_out: int = 4) -> Task:
 
 if TASK not in TASKS:  # registered on import: also in the subprocess that imports this module
     register_task(TaskSpec(name=TASK, description="a tiny test task", build=build_toy_task))
+
+#: The toy task with a recipe for rloo.
+RECIPE_TASK = "SuiteToyRecipe"
+RECIPE = {"group_size": 2, "learning_rate": 3e-3, "epochs": 1}
+
+
+def build_toy_task_with_recipe(context: TaskContext, held_out: int = 4) -> Task:
+    return make_tiny_task(RECIPE_TASK, context.tokenizer, held_out)
+
+
+if RECIPE_TASK not in TASKS:
+    spec = TaskSpec(RECIPE_TASK, "a tiny test task with a recipe", build_toy_task_with_recipe)
+    register_task(dataclasses.replace(spec, recipes={"rloo": RECIPE}))
 
 
 class GreedyAgent(Agent):
@@ -79,68 +93,85 @@ class GreedyAgent(Agent):
         raise NotImplementedError
 
 
-# -- the interval and the leaderboard, on known numbers ---------------------------------------
+# -- the leaderboard, on known numbers --------------------------------------------------------
 
 
-def test_t_quantile_matches_the_tables():
-    # scipy.stats.t.ppf(0.975, dof) and t.ppf(0.995, 4)
-    assert t_quantile(0.95, 1) == pytest.approx(12.706204736174705, rel=1e-9)
-    assert t_quantile(0.95, 2) == pytest.approx(4.302652729911275, rel=1e-9)
-    assert t_quantile(0.95, 9) == pytest.approx(2.2621571627409915, rel=1e-9)
-    assert t_quantile(0.95, 30) == pytest.approx(2.0422724563012373, rel=1e-9)
-    assert t_quantile(0.99, 4) == pytest.approx(4.604094871415897, rel=1e-9)
-    with pytest.raises(ValueError):
-        t_quantile(0.95, 0)
-
-
-def test_t_interval_of_known_numbers():
-    interval = t_interval([1.0, 2.0, 3.0])  # s = 1, n = 3
-    half = 4.302652729911275 / math.sqrt(3)
-    assert interval.mean == 2.0 and interval.n == 3
-    assert interval.low == pytest.approx(2 - half) and interval.high == pytest.approx(2 + half)
-    assert interval.half_width == pytest.approx(2.4841377118)
-    two = t_interval([0.5, 1.5])  # s = sqrt(0.5), t = 12.706
-    assert two.half_width == pytest.approx(12.706204736 * math.sqrt(0.5) / math.sqrt(2))
-    assert t_interval([4.0, 4.0, 4.0]).half_width == 0.0
-    # one value: its mean and no interval; NaN (a metric a run lacks) is left out
-    assert t_interval([7.0]) == Interval(7.0, 1)
-    assert t_interval([7.0, math.nan, None]) == Interval(7.0, 1)
-    assert t_interval([]).n == 0
-
-
-def _run(agent: str, seed: int, gold: float, tokens: int = 32, **final: float) -> RunResult:
-    metrics = {"gold": gold, "kl": 0.1 * seed, **final}
+def _run(agent: str, seed: int, golds: list[float], tokens: int = 32, **final: float) -> RunResult:
+    """A run whose gold is ``golds`` per held-out response (and their mean)."""
+    metrics = {"gold": float(np.mean(golds)), "kl": 0.1 * seed, **final}
     trained = agent != "reference"
     curve = [{"fraction": 0.0, "tokens": 0, "metrics": {"gold": 0.0}}] if trained else []
     curve.append({"fraction": float(trained), "tokens": tokens, "metrics": metrics})
     return RunResult(
         task="T", agent=agent, seed=seed, budget=32, tokens=tokens if trained else 0,
-        curve=curve, final=metrics, gold_name="g", trained=trained, seconds=1.0,
+        curve=curve, final=metrics, per_response={"gold": list(golds)}, gold_name="g",
+        trained=trained, seconds=1.0,
     )  # fmt: skip
 
 
-def test_leaderboard_ranks_by_gold_with_intervals_over_seeds(tmp_path):
-    runs = [_run("low", s, g) for s, g in enumerate([1.0, 2.0, 3.0])]
-    runs += [_run("high", s, g) for s, g in enumerate([4.0, 5.0, 6.0])]
-    runs += [_run("reference", 0, 2.5, perplexity=123.456)]
-    result = SuiteResult({"timesteps": 32}, {"processor": "x86_64"}, runs)
+#: 8 prompts answered twice each (eval_samples=2): a prompt's two answers are i and i + 8.
+PROMPT_RATE = [0.0, 0.2, 0.4, 0.2, 0.0, 0.4, 0.2, 0.0]
+
+
+def _answers(rng: np.random.Generator, gain: float) -> list[float]:
+    rates = np.clip(np.array(PROMPT_RATE) + gain, 0, 1)
+    return rng.binomial(1, np.tile(rates, 2)).astype(float).tolist()
+
+
+def test_leaderboard_pools_seeds_and_prompts_and_compares_paired(tmp_path):
+    rng = np.random.default_rng(0)
+    runs = [_run("low", s, _answers(rng, 0.0)) for s in range(3)]
+    runs += [_run("high", s, _answers(rng, 0.6)) for s in range(3)]
+    runs += [_run("reference", 0, _answers(rng, 0.0), perplexity=123.456)]
+    result = SuiteResult({"timesteps": 32, "eval_samples": 2}, {"processor": "x86_64"}, runs)
     rows = leaderboard(result, "T")
-    assert [row.agent for row in rows] == ["high", "reference", "low"]
-    low = rows[2].metrics["gold"]
-    assert low.mean == 2.0 and low.high == pytest.approx(2 + 4.302652729911275 / math.sqrt(3))
-    assert rows[1].seeds == 1 and rows[1].metrics["gold"] == Interval(2.5, 1)
+    assert rows[0].agent == "high"
+
+    def scores(agent: str) -> np.ndarray:  # (seeds, 8 prompts): the mean of the two answers
+        golds = [np.reshape(run.per_response["gold"], (2, 8)).mean(0) for run in runs
+                 if run.agent == agent]  # fmt: skip
+        return np.stack(golds)
+
+    by_agent = {row.agent: row for row in rows}
+    assert by_agent["high"].metrics["gold"] == estimate(scores("high"))
+    assert by_agent["high"].seed_means == [run.final["gold"] for run in runs[3:6]]
+    # the comparisons: (high, reference), (low, reference), (low, high): one Holm family
+    tested = {
+        ("high", "reference"): difference(scores("high"), scores("reference")),
+        ("low", "reference"): difference(scores("low"), scores("reference")),
+        ("low", "high"): difference(scores("low"), scores("high")),
+    }
+    corrected = dict(zip(tested, holm([d.p_value for d in tested.values()]), strict=True))
+    high, low, reference = by_agent["high"], by_agent["low"], by_agent["reference"]
+    assert high.versus_reference.difference == tested["high", "reference"]
+    assert high.versus_reference.p_holm == corrected["high", "reference"]
+    assert high.versus_best is None and reference.versus_reference is None
+    assert low.versus_best.difference == tested["low", "high"]
+    assert low.versus_best.p_holm == corrected["low", "high"]
+    # the reference row's "vs best" is the same test as the best row's "vs reference", turned
+    flipped = reference.versus_best.difference
+    assert flipped.mean == pytest.approx(-tested["high", "reference"].mean)
+    assert reference.versus_best.p_holm == corrected["high", "reference"]
+    assert corrected["high", "reference"] < 0.05  # +0.6 on every prompt: found
+    # one seed: no seed part, but the prompts still give an interval
+    assert reference.seeds == 1 and not math.isnan(reference.metrics["gold"].low)
+
     text = leaderboard_table(result, "T")
     lines = text.splitlines()
-    assert "ranked by gold (g)" in lines[0]
-    assert lines[1].split()[:5] == ["rank", "agent", "seeds", "tokens", "gold"]
-    assert "5.000 ± 2.484" in lines[2] and "n=3" in lines[2]
-    # one seed: the mean and n=1, no interval; perplexity only in that run: "-" elsewhere
-    assert "2.500" in lines[3] and "n=1" in lines[3] and "123.5" in lines[3]
-    assert "±" not in lines[3] and " - " in lines[2]
+    assert lines[0] == "T: ranked by gold (g)"
+    assert lines[1].split()[:8] == [
+        "rank", "agent", "seeds", "tokens", "gold", "vs", "reference", "vs"
+    ]  # fmt: skip
+    gold = high.metrics["gold"]
+    assert f"{gold.mean:.3f} [{gold.low:.3f}, {gold.high:.3f}]" in lines[2]
+    assert f"p={corrected['high', 'reference']:.3f}" in lines[2] or "p=<0.001" in lines[2]
+    assert "Holm-corrected" in text and "Above the reference: high (p=" in text
+    # perplexity only in the reference's run: one value, the mean alone; "-" elsewhere
+    assert "123.5" in next(line for line in lines if line.startswith("3 "))
     markdown = format_leaderboard(result, markdown=True)
-    assert markdown.startswith("Settings: timesteps=32.")
-    assert "| rank | agent | seeds | tokens | gold |" in markdown
-    assert "| 1 | high | n=3 | 32 | 5.000 ± 2.484 |" in markdown
+    assert markdown.startswith("Settings: timesteps=32, eval_samples=2.")
+    header = "| rank | agent | seeds | tokens | gold | vs reference | vs best | per seed |"
+    assert header in markdown
     assert "Samples" not in markdown  # these runs kept none
     runs[0].samples = [{"prompt": "Q: 1 + 1 =", "response": "2 | `two`\nok"}]
     runs[3].samples = [{"prompt": "Q: 1 + 1 =", "response": "3"}]
@@ -154,7 +185,51 @@ def test_leaderboard_ranks_by_gold_with_intervals_over_seeds(tmp_path):
     assert [p.name for p in plot_curves(result, tmp_path / "folder")] == ["T.png"]
 
 
+def test_leaderboard_says_when_the_best_is_tied_and_refuses_unpaired_runs():
+    rng = np.random.default_rng(1)
+    runs = [_run(agent, s, _answers(rng, 0.0)) for agent in ("a", "b") for s in range(2)]
+    result = SuiteResult({"eval_samples": 2}, {}, runs)
+    text = leaderboard_table(result, "T")
+    assert "Best: " in text and "tied with" in text  # the same distribution: no winner
+    assert "Above the reference" not in text  # no reference agent ran
+    # a pooled figure (no per-response values): its mean and the seeds' range
+    for seed, run in enumerate(runs[:2]):
+        run.final["distinct_2"] = 0.5 + 0.1 * seed
+    assert "0.550 (seeds 0.500 to 0.600)" in leaderboard_table(result, "T")
+    runs[1].per_response["gold"] = runs[1].per_response["gold"][:8]
+    with pytest.raises(ValueError, match="not the same held-out prompts"):
+        leaderboard(result, "T")
+
+
 # -- whole suites on the tiny task --------------------------------------------------------------
+
+
+def test_a_tasks_recipe_sets_its_agents_unless_overridden_or_off():
+    """The recipe over the suite's shared settings, ``agent_options`` over the recipe,
+    ``recipes=False`` the suite's settings and the agent's own defaults; each run records the
+    config its agent ran with."""
+    tokenizer = build_tiny_tokenizer()
+    options = {**TINY["options"], "policy": build_tiny_gpt2(tokenizer), "tokenizer": tokenizer}
+    settings = {**TINY, "smoke": False, "options": options, "num_envs": 4, "eval_points": (1.0,)}
+
+    def rloo_config(**extra):
+        config = {**settings, **extra}
+        (run,) = run_suite(tasks=[RECIPE_TASK], agents=["rloo"], seeds=[0], **config).runs
+        return run.agent_settings
+
+    found = rloo_config()
+    assert {key: found[key] for key in RECIPE} == RECIPE
+    assert found["minibatch_size"] == TINY["minibatch_size"]  # not in the recipe: the suite's
+    overridden = rloo_config(agent_options={"rloo": {"learning_rate": 1e-3}})
+    assert overridden["learning_rate"] == 1e-3 and overridden["group_size"] == 2
+    off = rloo_config(recipes=False)
+    assert off["learning_rate"] == SuiteConfig().learning_rate and off["epochs"] == 4
+    assert off["group_size"] == 4  # the agent's own default
+    with pytest.raises(ValueError, match="recipe for rloo answers each prompt 2 times"):
+        rloo_config(num_envs=3)
+
+
+# -- whole suites on the tiny task (smoke) --------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -194,18 +269,17 @@ def test_runs_have_curves_and_final_metrics(suite):
             assert abs(run.final["kl"]) < 1e-4
 
 
-def test_leaderboard_of_the_suite_has_t_intervals_over_the_seeds(suite):
+def test_leaderboard_of_the_suite_pools_seeds_and_prompts(suite):
     result, _, _ = suite
     rows = {row.agent: row for row in leaderboard(result, TASK)}
     for agent, row in rows.items():
-        golds = [run.final["gold"] for run in result.runs_of(TASK, agent)]
-        assert row.seeds == 2
-        expected = t_interval(golds)
+        mine = result.runs_of(TASK, agent)
+        golds = [run.final["gold"] for run in mine]
+        assert row.seeds == 2 and row.seed_means == golds
+        expected = estimate(np.stack([run.per_response["gold"] for run in mine]))  # 1 answer each
+        assert row.metrics["gold"] == expected
         assert row.metrics["gold"].mean == pytest.approx(np.mean(golds))
-        assert row.metrics["gold"].half_width == pytest.approx(expected.half_width)
-        assert expected.half_width == pytest.approx(
-            12.706204736 * np.std(golds, ddof=1) / math.sqrt(2)
-        )
+    assert rows["ppo"].versus_reference is not None or rows["reference"].versus_best is not None
     assert f"{TASK}: ranked by gold (word_starts)" in format_leaderboard(result)
 
 

@@ -41,6 +41,7 @@ def score_responses(
     prompts: list[str],
     responses: list[str],
     labels: Sequence[str] | None = None,
+    not_applicable_ok: bool = False,
 ) -> np.ndarray:
     """Call ``reward_fn`` and check it returned one finite number per response.
 
@@ -49,6 +50,9 @@ def score_responses(
         prompts: prompts, one per response.
         responses: decoded responses.
         labels: optional names of the rows for error messages (e.g. ``"sub-env 3"``).
+        not_applicable_ok: let NaN through as "does not apply to this response" (a gold
+            metric of a subset, as Arithmetic's exact match on negative answers, whose means
+            leave it out); never for a training reward. Infinity is refused either way.
 
     Returns:
         ``(len(responses),)`` float64 array.
@@ -73,7 +77,7 @@ def score_responses(
             f"reward_fn returned an array of shape {scores.shape} for {len(responses)} "
             f"responses; it must return one number per response"
         )
-    bad = np.flatnonzero(~np.isfinite(scores))
+    bad = np.flatnonzero(np.isinf(scores) if not_applicable_ok else ~np.isfinite(scores))
     if bad.size:
         row = int(bad[0])
         raise RewardError(

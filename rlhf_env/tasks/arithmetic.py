@@ -19,12 +19,22 @@ on some tasks).
 
 Prompts: training draws fresh problems with the env's generator; the held-out set is a fixed
 list of ``eval_size`` distinct problems from another seed, and no training draw repeats one of
-its questions. With ``curriculum=True`` the training problems get one operand longer per level
-(see :class:`Curriculum`); held-out problems stay at the base difficulty.
+its questions. Both follow one mix (:func:`strata`): half the answers negative
+(``negative_share``) and a quarter of the problems one operand longer (``harder_share``), the
+held-out set in exactly those shares (:func:`allocate`), shuffled. Unbalanced, about one
+answer in six is negative, and a policy that drops every minus sign gains: the untrained
+SmolLM2 writes spurious minus signs, and RL on the unbalanced set learned to drop them, leaving
+every negative answer wrong (benchmarks/RESULTS.md); ``exact_match_negative`` and
+``exact_match_non_negative`` report each sign apart. With ``curriculum=True`` the training
+problems get one operand longer per level (see :class:`Curriculum`); held-out problems stay at
+the base mix.
 
 Defaults (measured on SmolLM2-135M-Instruct, 64 held-out problems, sampling at temperature 1
-as the env does, 2 samples each / greedy): 2 one-digit terms, 35.9% (s.e. 4.3) / 59.4% exact
-match, 96% / 100% well-formed, with a 132-token prompt. Measured with an earlier prompt (the
+as the env does, 2 samples each): 2 one-digit terms, half the answers negative, a quarter of
+the problems with 3 terms: 24.2% exact match (negative answers 12.5%, the others 35.9%), 89%
+well-formed, prompts up to 135 tokens (benchmarks/RESULTS.md, issue 28). As reasoning-gym
+draws them (``negative_share=None, harder_share=0``: 10 of the 64 answers negative): 35.9%
+(s.e. 4.3), greedy 59.4%, 96% / 100% well-formed, 132 tokens. Measured with an earlier prompt (the
 instruction after every question, SmolLM2's default system message; 181 tokens): 2 two-digit
 terms 3% / 17%, 3 one-digit terms 9% / 9%, and without the demonstrations no tags at all (0 of
 32 under four wordings of the instruction), hence ``demonstrations=2``. The env's
@@ -183,6 +193,57 @@ class Curriculum:
         return raised
 
 
+@dataclass(frozen=True)
+class Stratum:
+    """A kind of problem and its share of both the held-out set and the training draws:
+    ``extra_terms`` operands beyond the base ``terms``, and the sign of the answer (negative
+    or not; None: either, as reasoning-gym draws them)."""
+
+    extra_terms: int
+    negative: bool | None
+    share: float
+
+    def admits(self, answer: int) -> bool:
+        """Whether a problem with ``answer`` belongs here (by its sign)."""
+        return self.negative is None or (answer < 0) == self.negative
+
+
+def strata(negative_share: float | None, harder_share: float) -> list[Stratum]:
+    """The problem mix: base and one-operand-longer problems (``harder_share`` of them), each
+    split by the sign of the answer (``negative_share`` negative; None: unbalanced)."""
+    kinds = [(0, 1 - harder_share), (1, harder_share)]
+    signs = (
+        [(None, 1.0)]
+        if negative_share is None
+        else [(True, negative_share), (False, 1 - negative_share)]
+    )
+    return [
+        Stratum(extra, negative, kind_share * sign_share)
+        for extra, kind_share in kinds
+        for negative, sign_share in signs
+        if kind_share * sign_share > 0
+    ]
+
+
+def allocate(total: int, shares: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``shares`` (largest remainders; sums to ``total``).
+
+    Examples:
+        >>> allocate(64, [0.375, 0.375, 0.125, 0.125])
+        [24, 24, 8, 8]
+        >>> allocate(8, [0.375, 0.375, 0.125, 0.125])
+        [3, 3, 1, 1]
+        >>> allocate(5, [0.5, 0.5])  # a tie goes to the first
+        [3, 2]
+    """
+    exact = [total * share / sum(shares) for share in shares]
+    counts = [math.floor(value) for value in exact]
+    by_remainder = sorted(range(len(shares)), key=lambda i: counts[i] - exact[i])
+    for index in by_remainder[: total - sum(counts)]:
+        counts[index] += 1
+    return counts
+
+
 class ArithmeticProblems:
     """The task's problems and their answers by prompt text.
 
@@ -193,6 +254,8 @@ class ArithmeticProblems:
         eval_seed: reasoning-gym seed of the held-out problems.
         demonstrations: worked examples in each prompt (0 to ``len(DEMONSTRATIONS)``).
         curriculum: raises the training difficulty (None: fixed).
+        mix: the kinds of problem and their shares (:func:`strata`; default: base problems,
+            either sign, as reasoning-gym draws them).
     """
 
     def __init__(
@@ -204,11 +267,13 @@ class ArithmeticProblems:
         eval_seed: int,
         demonstrations: int,
         curriculum: Curriculum | None = None,
+        mix: Sequence[Stratum] = (Stratum(0, None, 1.0),),
     ) -> None:
         self._reasoning_gym = require("reasoning_gym", "tasks", "the Arithmetic task")
         self.context = context
         self.terms, self.digits = terms, digits
         self.curriculum = curriculum
+        self.mix = list(mix)
         self.demonstrations = DEMONSTRATIONS[:demonstrations]
         excluded = {QUESTION_PREFIX + f"{expression} =" for expression, _ in self.demonstrations}
         self.eval_problems = self._held_out(eval_size, eval_seed, excluded)
@@ -227,6 +292,11 @@ class ArithmeticProblems:
             "digits": digits,
             "level": self.level,
             "eval_size": eval_size,
+            "eval_negative": sum(answer < 0 for _, answer in self.eval_problems),
+            "eval_harder": sum(
+                question.count(" + ") + question.count(" - ") >= terms
+                for question, _ in self.eval_problems
+            ),
             "demonstrations": demonstrations,
             "longest_eval_prompt_tokens": self.longest_prompt_tokens(),
         }
@@ -257,12 +327,17 @@ class ArithmeticProblems:
         return self.context.chat_prompt(messages)
 
     def sample(self, rng: np.random.Generator) -> str:
-        """A fresh training prompt at the current level, drawn with ``rng`` (the env's), whose
-        question is not a held-out one; its answer is remembered for the reward."""
-        dataset = self._dataset(self.terms + self.level)
+        """A fresh training prompt at the current level, drawn with ``rng`` (the env's): a
+        kind of problem by the mix's shares, then a problem of that kind whose question is not
+        a held-out one; its answer is remembered for the reward."""
+        stratum = self.mix[0]
+        if len(self.mix) > 1:  # one kind draws nothing here: the same stream as without a mix
+            shares = np.array([kind.share for kind in self.mix])
+            stratum = self.mix[int(rng.choice(len(self.mix), p=shares / shares.sum()))]
+        dataset = self._dataset(self.terms + stratum.extra_terms + self.level)
         for _ in range(_MAX_TRIES):
             entry = dataset[int(rng.integers(dataset.size))]
-            if entry["question"] not in self._excluded:
+            if entry["question"] not in self._excluded and stratum.admits(int(entry["answer"])):
                 prompt = self.prompt(entry["question"])
                 self._train_answers[prompt] = int(entry["answer"])
                 self._train_answers.move_to_end(prompt)
@@ -271,8 +346,9 @@ class ArithmeticProblems:
                 return prompt
         raise ValueError(
             f"found no training problem outside the {len(self.eval_problems)} held-out ones in "
-            f"{_MAX_TRIES} draws (terms={self.terms + self.level}, digits={self.digits}): the "
-            "held-out set takes nearly every problem; lower eval_size or raise terms or digits"
+            f"{_MAX_TRIES} draws (terms={self.terms + stratum.extra_terms + self.level}, "
+            f"digits={self.digits}, {_sign_words(stratum)}): the held-out set takes nearly "
+            "every such problem; lower eval_size or negative_share, or raise terms or digits"
         )
 
     def answers(self, prompts: Sequence[str]) -> list[tuple[int, bool]]:
@@ -312,20 +388,41 @@ class ArithmeticProblems:
         )  # fmt: skip
 
     def _held_out(self, size: int, seed: int, excluded: set[str]) -> list[tuple[str, int]]:
-        """``size`` distinct problems from seed ``seed``, none of them ``excluded``."""
-        dataset = self._chain_sum(self.terms, size=2**31 - 1 - seed, seed=seed)
-        problems: dict[str, int] = {}
-        for index in range(50 * size):
-            entry = dataset[index]
-            if entry["question"] not in excluded:
-                problems.setdefault(entry["question"], int(entry["answer"]))
-                if len(problems) == size:
-                    return list(problems.items())
-        raise ValueError(
-            f"terms={self.terms}, digits={self.digits} make only {len(problems)} distinct "
-            f"problems, fewer than eval_size={size} (and training needs some left over); lower "
-            "eval_size or raise terms or digits"
-        )
+        """``size`` distinct problems from seed ``seed``, none of them ``excluded``, each kind
+        of the mix taking its share (:func:`allocate`), shuffled with ``seed`` so that the
+        first ones (a curve's subset, a sample table) mix the kinds too; one kind keeps
+        reasoning-gym's order."""
+        counts = allocate(size, [stratum.share for stratum in self.mix])
+        held_out: list[tuple[str, int]] = []
+        for stratum, count in zip(self.mix, counts, strict=True):
+            terms = self.terms + stratum.extra_terms
+            dataset = self._chain_sum(terms, size=2**31 - 1 - seed, seed=seed)
+            problems: dict[str, int] = {}
+            for index in range(200 * count):
+                if len(problems) == count:
+                    break
+                entry = dataset[index]
+                answer = int(entry["answer"])
+                if entry["question"] not in excluded and stratum.admits(answer):
+                    problems.setdefault(entry["question"], answer)
+            else:
+                raise ValueError(
+                    f"terms={terms}, digits={self.digits} make only {len(problems)} distinct "
+                    f"problems with {_sign_words(stratum)}, fewer than the {count} of "
+                    f"eval_size={size} they should take (and training needs some left over); "
+                    "lower eval_size (or negative_share), or raise terms or digits"
+                )
+            held_out.extend(problems.items())
+        if len(self.mix) == 1:
+            return held_out
+        order = np.random.default_rng(seed).permutation(len(held_out))
+        return [held_out[i] for i in order]
+
+
+def _sign_words(stratum: Stratum) -> str:
+    return {None: "any answer", True: "a negative answer", False: "a non-negative answer"}[
+        stratum.negative
+    ]
 
 
 # -- reward -------------------------------------------------------------------------------------
@@ -367,6 +464,23 @@ class ArithmeticReward:
         answers = self.problems.answers(prompts)
         return [float(is_correct(r, a)) for r, (a, _) in zip(responses, answers, strict=True)]
 
+    def exact_match_negative(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Exact match of the responses to problems with a negative answer; NaN for the others
+        (left out of the mean): the figure a policy that drops minus signs loses."""
+        return self._by_sign(prompts, responses, negative=True)
+
+    def exact_match_non_negative(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Exact match of the responses to problems whose answer is 0 or more; NaN for the
+        others."""
+        return self._by_sign(prompts, responses, negative=False)
+
+    def _by_sign(self, prompts: list[str], responses: list[str], negative: bool) -> list[float]:
+        answers = self.problems.answers(prompts)
+        return [
+            float(is_correct(r, a)) if (a < 0) == negative else math.nan
+            for r, (a, _) in zip(responses, answers, strict=True)
+        ]
+
     def format(self, prompts: list[str], responses: list[str]) -> list[float]:
         """1.0 where the response's last ``<answer>...</answer>`` holds an integer, right or
         wrong (:func:`extract_answer`)."""
@@ -388,12 +502,19 @@ def build(
     curriculum_threshold: float = 0.6,
     curriculum_window: int = 256,
     curriculum_max_level: int = 4,
+    negative_share: float | None = 0.5,
+    harder_share: float = 0.25,
 ) -> Task:
     """The Arithmetic task for ``context``'s policy.
 
     Args:
-        terms: operands per problem (>= 1); the curriculum's level 0.
+        terms: operands per problem (>= 1) of the base problems; the curriculum's level 0.
         digits: digits per operand (>= 1; 1-digit operands are 0-9).
+        negative_share: the share of problems, held-out and training alike, whose answer is
+            negative (None: as reasoning-gym draws them, about 1 in 6 for two terms); a policy
+            cannot gain by dropping minus signs when half the answers need one.
+        harder_share: the share of problems with one more operand than ``terms`` (a mix of
+            difficulties in both sets).
         eval_size: held-out problems (distinct, never asked in training; two one-digit terms
             make only 198 problems besides the demonstrations', so keep it well below that).
         eval_seed: which held-out set (reasoning-gym's seed for it).
@@ -407,13 +528,24 @@ def build(
 
     Returns:
         The task: ``reward_fn`` is an :class:`ArithmeticReward`, the gold metrics are
-        ``exact_match`` and ``format``, ``details["level"]`` (also ``reward_fn.level``) is the
-        curriculum's current level, and ``env_options`` fit the largest problem (see
-        :func:`_env_options`).
+        ``exact_match`` (first), ``format``, and exact match by the sign of the answer
+        (``exact_match_negative``, ``exact_match_non_negative``: NaN for the other sign's
+        responses, left out of their means), ``details["level"]`` (also ``reward_fn.level``) is
+        the curriculum's current level, ``details["eval_negative"]`` and ``["eval_harder"]``
+        count the held-out problems of each kind, and ``env_options`` fit the largest problem
+        (see :func:`_env_options`).
     """
     if terms < 1 or digits < 1 or eval_size < 1:
         raise ValueError(
             f"terms ({terms}), digits ({digits}) and eval_size ({eval_size}) must all be >= 1"
+        )
+    for name, share in (("negative_share", negative_share), ("harder_share", harder_share)):
+        if share is not None and not 0 <= share <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {share}")
+    if terms == 1 and negative_share and harder_share < 1:
+        raise ValueError(
+            "one-operand problems have no negative answers: pass negative_share=None (or 0) "
+            "with terms=1, or raise terms"
         )
     if not math.isfinite(format_weight):
         raise ValueError(f"format_weight must be a finite number, got {format_weight}")
@@ -426,17 +558,26 @@ def build(
         if curriculum
         else None
     )
+    mix = strata(negative_share, harder_share)
     problems = ArithmeticProblems(
-        context, terms, digits, eval_size, eval_seed, demonstrations, schedule
+        context, terms, digits, eval_size, eval_seed, demonstrations, schedule, mix
     )
     reward = ArithmeticReward(problems, format_weight)
+    top_terms = (
+        terms + max(s.extra_terms for s in mix) + (curriculum_max_level if curriculum else 0)
+    )
     return Task(
         name="Arithmetic",
         train_prompts=problems.sample,
         eval_prompts=problems.eval_prompts,
         reward_fn=reward,
-        gold={"exact_match": reward.exact_match, "format": reward.format},
-        env_options=_env_options(problems, terms + (curriculum_max_level if curriculum else 0)),
+        gold={
+            "exact_match": reward.exact_match,
+            "format": reward.format,
+            "exact_match_negative": reward.exact_match_negative,
+            "exact_match_non_negative": reward.exact_match_non_negative,
+        },
+        env_options=_env_options(problems, top_terms),
         details=problems.details,
     )
 
@@ -460,6 +601,16 @@ def _env_options(problems: ArithmeticProblems, top_terms: int) -> dict[str, int]
     }
 
 
+#: RLOO with groups of 8 at lr 1e-4, one epoch, minibatches of 16, beta 0.01: the recipe that
+#: raised SmolLM2's held-out exact match by 24 points in 10,240 tokens on ``frozen:24`` on the
+#: problems as reasoning-gym draws them, and by 10 on the balanced default, where it drops the
+#: minus signs all the same (benchmarks/RESULTS.md, issues 18 and 28): the best measured, not
+#: a solved task. GRPO gets the same settings (its group baseline needs the groups; not
+#: measured on its own).
+GROUP_RECIPE: dict[str, Any] = {
+    "group_size": 8, "learning_rate": 1e-4, "epochs": 1, "minibatch_size": 16, "kl_coef": 0.01,
+}  # fmt: skip
+
 SPEC = TaskSpec(
     name="Arithmetic",
     description="chain sums from reasoning-gym, answered in <answer> tags; reward and "
@@ -471,6 +622,7 @@ SPEC = TaskSpec(
         "max_new_tokens": 8,
         "max_prompt_tokens": 128,
     },
+    recipes={"rloo": GROUP_RECIPE, "grpo": GROUP_RECIPE},
 )
 
 __all__ = [
@@ -478,8 +630,11 @@ __all__ = [
     "ArithmeticProblems",
     "ArithmeticReward",
     "Curriculum",
+    "Stratum",
     "UnknownPromptError",
+    "allocate",
     "build",
     "extract_answer",
     "is_correct",
+    "strata",
 ]

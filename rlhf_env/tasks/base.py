@@ -115,6 +115,10 @@ class TaskSpec:
             results).
         chat_template: the task needs a tokenizer with a chat template (a dialogue task); the
             smoke variant's tiny tokenizer then gets a ChatML one.
+        recipes: per agent name (``"ppo"``, ``"rloo"``, ``"grpo"``), the agent settings that
+            work on this task (measured: the task's docstring says where), as keyword
+            arguments of ``rlhf_agents.make_agent``; the benchmark suite uses them over its
+            shared optimiser settings unless told not to.
     """
 
     name: str
@@ -123,6 +127,7 @@ class TaskSpec:
     policy: str = "smollm2-135m-instruct"
     smoke_options: Mapping[str, Any] = field(default_factory=dict)
     chat_template: bool = False
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def env_id(self) -> str:

@@ -19,6 +19,9 @@ def list_command(args: argparse.Namespace) -> int:
         print(f"{env_id:<{width}}  {description}")
         options = ", ".join(f"{name}={value!r}" for name, value in task_options(env_id).items())
         print(f"{'':<{width}}  policy {spec.policy}; options: {options or 'none'}")
+        for agent, recipe in spec.recipes.items():
+            settings = ", ".join(f"{name}={value!r}" for name, value in recipe.items())
+            print(f"{'':<{width}}  recipe for {agent}: {settings}")
     print(
         "\ngym.make(ID, **options) builds one; rlhf-env eval --task ID evaluates a policy on it "
         "(--smoke: its tiny variant)."
@@ -33,6 +36,7 @@ def register(commands: Any) -> None:
         help="list the ready-made tasks (rlhf_env/<Task>-v0) and their options",
         description="One line per registered task: its Gymnasium id and description, then its "
         "default policy and its own options with their defaults (gym.make accepts them beside "
-        "the env's settings).",
+        "the env's settings), and its recipes: the agent settings that work on it, which the "
+        "benchmark suite uses.",
     )
     parser.set_defaults(handler=list_command, command_parser=parser)
