@@ -319,7 +319,13 @@ def format_leaderboard(result: SuiteResult, markdown: bool = False) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in result.settings.items() if v not in ({}, None))
     machine = result.machine
     where = f"{machine.get('cuda') or machine.get('processor')}, torch {machine.get('torch')}"
-    return "\n\n".join([f"Settings: {settings}. Machine: {where}.", *tables]) + "\n"
+    header = f"Settings: {settings}. Machine: {where}."
+    if result.settings.get("recipes"):
+        header += (
+            " A task's recipe (`rlhf-env tasks`) sets the agents it names over learning_rate, "
+            "epochs and minibatch_size; each run's `agent_settings` holds what ran."
+        )
+    return "\n\n".join([header, *tables]) + "\n"
 
 
 def sample_table(result: SuiteResult, task: str, count: int = 2, width: int = 100) -> str:

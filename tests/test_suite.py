@@ -170,6 +170,9 @@ def test_leaderboard_pools_seeds_and_prompts_and_compares_paired(tmp_path):
     assert "123.5" in next(line for line in lines if line.startswith("3 "))
     markdown = format_leaderboard(result, markdown=True)
     assert markdown.startswith("Settings: timesteps=32, eval_samples=2.")
+    assert "A task's recipe" not in markdown  # these settings predate recipes
+    with_recipes = SuiteResult({**result.settings, "recipes": True}, result.machine, runs)
+    assert "A task's recipe (`rlhf-env tasks`) sets" in format_leaderboard(with_recipes, True)
     header = "| rank | agent | seeds | tokens | gold | vs reference | vs best | per seed |"
     assert header in markdown
     assert "Samples" not in markdown  # these runs kept none
