@@ -55,6 +55,8 @@ EVALUATION_METRICS: dict[str, str] = {
     "episodes": "responses evaluated",
     "turn_score/<k>": "dialogue scoring every turn: mean reward_fn score of assistant turn k "
     "(1-based) over the conversations that reached it",
+    "gold_turn/<k>": "dialogue: the gold score (the first gold metric) of assistant turn k "
+    "given the conversation before it, over the conversations that reached it",
     "turns": "dialogue: mean assistant turns per conversation (a turn cut at max_new_tokens "
     "ends the conversation)",
 }
@@ -215,6 +217,10 @@ def evaluate(
     for turn, values in enumerate(_turn_score_columns(rollout), start=1):
         per_response[f"turn_score/{turn}"] = values
         result.metrics[f"turn_score/{turn}"] = _mean_of_applicable(values)
+    if gold and any(rollout.conversations):
+        for turn, values in enumerate(_gold_turn_columns(rollout, next(iter(gold.values()))), 1):
+            per_response[f"gold_turn/{turn}"] = values
+            result.metrics[f"gold_turn/{turn}"] = _mean_of_applicable(values)
     result.sem = {key: standard_error(values) for key, values in per_response.items()}
     result.sem["score"] = result.sem["learned"]
     if fluency:
@@ -251,6 +257,24 @@ def _turn_score_columns(rollout: Rollout) -> list[np.ndarray]:
     columns = np.full((turns, rollout.num_episodes), np.nan)
     for i, scores in enumerate(rollout.turn_scores):
         columns[: len(scores), i] = scores
+    return list(columns)
+
+
+def _gold_turn_columns(rollout: Rollout, metric: RewardFunction) -> list[np.ndarray]:
+    """The gold score of each assistant turn ``(E,)`` per turn, read as the env reads a turn
+    (the transcript before it, then the turn), NaN where a conversation ended before."""
+    index, prompts, responses = [], [], []
+    for episode, messages in enumerate(rollout.conversations):
+        turns = [k for k, message in enumerate(messages) if message["role"] == "assistant"]
+        for turn, k in enumerate(turns):
+            index.append((turn, episode))
+            prompts.append(transcript(messages[:k]))
+            responses.append(messages[k]["content"])
+    columns = np.full((max((t for t, _ in index), default=-1) + 1, rollout.num_episodes), np.nan)
+    if index:
+        values = score_responses(metric, prompts, responses, not_applicable_ok=True)
+        for (turn, episode), value in zip(index, values, strict=True):
+            columns[turn, episode] = value
     return list(columns)
 
 

@@ -367,8 +367,20 @@ class PolicyGradientAgent(Agent):
         ``share_trunk``), and with the prompts' common prefix run once when they share one
         (``share_prefix``; :mod:`rlhf_agents.prefix_forward`). ``options``: ``with_logits``,
         ``with_hidden``."""
+        return self.model_forward(self.policy, self.frozen_trunk, batch, targets, **options)
+
+    def model_forward(
+        self,
+        model: torch.nn.Module,
+        frozen_trunk: FrozenTrunk | None,
+        batch: Rollout,
+        targets: dict[str, torch.Tensor] | None = None,
+        **options: Any,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`policy_forward` of ``model`` (the policy, or a model with the same frozen
+        bottom, such as PPO's separate critic) whose view from the trunk is ``frozen_trunk``."""
         states = None if targets is None else targets.get(TRUNK_STATES)
-        trunk = self.frozen_trunk if states is not None else None
+        trunk = frozen_trunk if states is not None else None
         # gradient checkpointing drops the cache the shared prefix needs
         if self.config.share_prefix and not self.checkpointed_layers:
             length = shared_prefix_length(batch, MIN_SHARED_PREFIX)
@@ -376,11 +388,11 @@ class PolicyGradientAgent(Agent):
                 handoff = (trunk.handoff, trunk.depth, states)
                 return prefix_shared_forward(trunk.upper, batch, length, trunk=handoff, **options)
             if length:
-                return prefix_shared_forward(self.policy, batch, length, **options)
+                return prefix_shared_forward(model, batch, length, **options)
         if trunk is not None:
             return trunk.forward(batch, states, **options)
         return response_forward(
-            self.policy, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+            model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
             batch.context_mask, **options,
         )  # fmt: skip
 

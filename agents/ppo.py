@@ -7,7 +7,8 @@ import copy
 import torch
 
 from rlhf_agents.config import PPOConfig
-from rlhf_agents.forward import gather_logprobs, response_forward
+from rlhf_agents.forward import gather_logprobs
+from rlhf_agents.frozen_trunk import FrozenTrunk
 from rlhf_agents.losses import (
     clipped_value_loss,
     compute_gae,
@@ -19,13 +20,18 @@ from rlhf_agents.losses import (
 )
 from rlhf_agents.policy_gradient import PolicyGradientAgent
 from rlhf_agents.rollout import Rollout
+from rlhf_env.models.efficient import copy_sharing_bottom
+from rlhf_env.models.trunk import frozen_trunk_depth
 from rlhf_env.models.value_head import ValueHead, hidden_size_of
 
 
 class PPOAgent(PolicyGradientAgent):
     """Proximal policy optimisation of ``env.policy`` (Schulman et al. 2017), as in
-    InstructGPT: the env pays ``score - beta * KL`` per token; a value head on the policy's
-    trunk (or on its own copy, ``critic="separate"``) gives token-level GAE advantages.
+    InstructGPT: the env pays ``score - beta * KL`` per token; a value head on the critic's own
+    copy of the model (``critic="separate"``, the default) or on the policy's trunk
+    (``critic="shared"``) gives token-level GAE advantages. Under ``frozen:N`` the separate
+    critic starts from the frozen blocks' output the policy's forwards use (its bottom ``N``
+    blocks are the same frozen weights): only its trainable blocks run again.
 
     Each update scores every response in one teacher-forced forward per micro-batch, never one
     forward per state.
@@ -40,9 +46,20 @@ class PPOAgent(PolicyGradientAgent):
     config: PPOConfig
 
     def build_modules(self) -> None:
-        """The value head, and for ``critic="separate"`` the critic's own copy of the model."""
-        self.critic = copy.deepcopy(self.policy) if self.config.critic == "separate" else None
+        """The value head, and for ``critic="separate"`` the critic's own copy of the model
+        (sharing the policy's frozen embeddings and bottom blocks under ``frozen:N``)."""
+        self.critic: torch.nn.Module | None = None
+        if self.config.critic == "separate":
+            depth = frozen_trunk_depth(self.policy)  # a frozen bottom is shared, not copied
+            self.critic = (
+                copy_sharing_bottom(self.policy, depth) if depth else copy.deepcopy(self.policy)
+            )
+            # its output head, unless tied to its input, is never read
+            head, inputs = self.critic.get_output_embeddings(), self.critic.get_input_embeddings()
+            if head is not None and head.weight is not getattr(inputs, "weight", None):
+                head.requires_grad_(False)
         self.value_head = ValueHead(hidden_size_of(self.policy)).to(self.device)
+        self._critic_trunk: FrozenTrunk | None = None  # built at the first forward that needs it
 
     def extra_modules(self) -> dict[str, torch.nn.Module]:
         """The value head (and the separate critic's trunk)."""
@@ -52,7 +69,8 @@ class PPOAgent(PolicyGradientAgent):
         return modules
 
     def has_unused_parameters(self) -> bool:
-        """A separate critic's LM head gets no gradient."""
+        """A separate critic reads its model's hidden states only: DDP looks for parameters
+        without a gradient there (its untied output head is frozen; a model may have others)."""
         return self.critic is not None
 
     def values(
@@ -66,9 +84,21 @@ class PPOAgent(PolicyGradientAgent):
         if self.critic is None:
             logits, hidden = self.policy_forward(batch, targets, with_hidden=True)
             return logits, self.value_head(hidden)
-        tensors = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.context_mask)
-        _, hidden = response_forward(self.critic, *tensors, with_logits=False, with_hidden=True)
+        # as the policy's forward: from the frozen blocks' output (the same frozen weights),
+        # the prompts' common prefix once
+        _, hidden = self.model_forward(
+            self.critic, self.critic_trunk(), batch, targets, with_logits=False, with_hidden=True
+        )
         return None, self.value_head(hidden)
+
+    def critic_trunk(self) -> FrozenTrunk | None:
+        """The separate critic's view from the frozen trunk's output, when the policy has one
+        (its bottom blocks are the policy's own, so their output is the same)."""
+        if self.critic is None or self.frozen_trunk is None:
+            return None
+        if self._critic_trunk is None:
+            self._critic_trunk = FrozenTrunk(self.critic, self.frozen_trunk.depth)
+        return self._critic_trunk
 
     def compute_advantages(self, rollout: Rollout) -> dict[str, torch.Tensor]:
         """Values of the rollout's states (no grad), then GAE advantages and returns over each

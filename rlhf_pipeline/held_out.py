@@ -40,8 +40,8 @@ def evaluate_policy(
     every gold metric), of the per-response KL to the env's reference (``kl``) and of the
     length (``response_length``); ``perplexity``, ``distinct_1``, ``distinct_2`` and
     ``repetition`` (see :data:`rlhf_agents.evaluation.EVALUATION_METRICS`); for dialogues each
-    turn's mean score (``turn_score/<k>``); and the count of ``responses``. ``sem``: the
-    standard error of each figure of the summary that has one.
+    turn's mean score (``turn_score/<k>``; ``gold_turn/<k>`` by the gold); and the count of
+    ``responses``. ``sem``: the standard error of each figure of the summary that has one.
     ``samples``: every (prompt, response) with its own figures (a dialogue's with its
     ``conversation`` and ``turn_scores``).
     """
@@ -72,8 +72,8 @@ def evaluate_policy(
     for name in EXTRA_FIGURES:
         if name in figures:
             summary[name], sem[name] = figures[name], result.sem[name]
-    for name in figures:  # dialogue: each turn's mean score
-        if name.startswith("turn_score/") or name == "turns":
+    for name in figures:  # dialogue: each turn's mean score, learned and gold
+        if name.startswith(("turn_score/", "gold_turn/")) or name == "turns":
             summary[name], sem[name] = figures[name], result.sem[name]
 
     # Each sample's own figures, under the summary's names.

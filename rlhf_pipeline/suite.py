@@ -409,6 +409,8 @@ class RunResult:
             its prompt (its last :data:`SAMPLE_PROMPT_CHARS` characters).
         agent_settings: the agent's config as it ran (its dataclass ``config``, as JSON
             values: the shared settings under the task's recipe under ``agent_options``).
+        history: a policy-gradient agent's logged means per iteration (``agent.history``:
+            ``rollout/kl``, ``train/explained_variance``, ...; empty for other agents).
     """
 
     task: str
@@ -427,6 +429,7 @@ class RunResult:
     device: str = ""
     samples: list[dict[str, Any]] = field(default_factory=list)
     agent_settings: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -647,6 +650,7 @@ def run_one(
         device=str(env.device),
         samples=_samples(final),
         agent_settings=_agent_settings(agent),
+        history=[_scalars(record) for record in getattr(agent, "history", [])],
     )
     eval_env.close()
     env.close()

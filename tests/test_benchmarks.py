@@ -225,15 +225,31 @@ def test_ppo_stability_traces_every_iteration_of_each_setting(tmp_path):
     out = tmp_path / "stability.json"
     stdout = _run(
         "ppo_stability.py", "--seeds", "0", "--timesteps", "64", "--setting", "vf_coef=0.1",
-        "--setting", "critic=separate,clip_range_value=none", "--out", str(out),
+        "--setting", "critic=shared,clip_range_value=none", "--out", str(out),
     )  # fmt: skip
     table = json.loads(out.read_text())
-    assert table["settings"] == ["vf_coef=0.1", "critic=separate,clip_range_value=None"]
+    assert table["settings"] == ["vf_coef=0.1", "critic=shared,clip_range_value=None"]
     for run in table["runs"]:
         assert len(run["trace"]) >= 1 and "rollout/kl" in run["trace"][0]
         assert "train/explained_variance" in run["trace"][0]
-        assert isinstance(run["collapsed"], bool)
-    assert "of 1 collapsed" in stdout
+        assert isinstance(run["collapsed"], bool) and isinstance(run["value_learns"], bool)
+    assert stdout.count("of 1 collapsed") == 2
+    again = _run("ppo_stability.py", "--summarise", str(out), "--plot", str(tmp_path / "p.png"))
+    assert again.count("of 1 collapsed") == 2 and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_ppo_critic_cost_times_both_critics_on_one_rollout(tmp_path):
+    out = tmp_path / "critic.json"
+    stdout = _run(
+        "ppo_critic_cost.py", "--model", "tiny", "--training-setup", "frozen:1", "--repeats",
+        "2", "--out", str(out),
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert all(len(result["update_seconds"][critic]) == 2 for critic in ("shared", "separate"))
+    assert result["separate_over_shared"] > 0 and "separate" in stdout
+    # the value head alone, against the critic's own blocks (the frozen bottom shared)
+    memory = result["added_parameter_mib"]
+    assert 0 < memory["shared"] < memory["separate"]
 
 
 def test_sb3_rollout_smoke(tmp_path):

@@ -57,10 +57,14 @@ def test_tasks_lists_each_task_with_its_options(tiny_task):
     line = next(line for line in out.splitlines() if line.startswith(tiny_task.env_id))
     assert "a tiny test task" in line
     assert "options: eval_prompts=4, difficulty=1" in out and f"policy {tiny_task.policy}" in out
-    # the recipes: Arithmetic's for rloo and grpo, each setting named
+    # the recipes: Arithmetic's for ppo, rloo and grpo, each setting named
     recipes = [line.strip() for line in out.splitlines() if "recipe for" in line]
-    assert "recipe for rloo: group_size=8, learning_rate=0.0001, epochs=1" in recipes[0]
-    assert any(line.startswith("recipe for grpo: group_size=8") for line in recipes)
+    for start in (
+        "recipe for ppo: learning_rate=0.0001, epochs=1",
+        "recipe for rloo: group_size=8, learning_rate=0.0001, epochs=1",
+        "recipe for grpo: group_size=8",
+    ):
+        assert any(line.startswith(start) for line in recipes), start
 
 
 def test_eval_task_smoke_prints_every_figure_and_writes_json(tiny_task, tmp_path):

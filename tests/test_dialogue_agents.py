@@ -126,6 +126,16 @@ def test_evaluation_reports_each_turns_score(chat):
         for x, t in zip(last, transcripts, strict=True)
     ]
     np.testing.assert_allclose(result.per_response["gold"], expected)
+    # The gold of every turn: turn k read after the k - 1 before it (k user turns).
+    for turn in (1, 2):
+        expected = [
+            len(turns[turn - 1]["content"]) / 10 + turn / 100 if len(turns) >= turn else np.nan
+            for turns in (
+                [m for m in c if m["role"] == "assistant"] for c in result.rollout.conversations
+            )
+        ]
+        np.testing.assert_allclose(result.per_response[f"gold_turn/{turn}"], expected)
+        assert metrics[f"gold_turn/{turn}"] == pytest.approx(np.nanmean(expected))
 
 
 def test_sb3_ppo_trains_the_lm_on_the_dialogue_env_as_it_is():

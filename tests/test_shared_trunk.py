@@ -141,17 +141,27 @@ def test_shared_compute_in_the_update_changes_no_gradient(
         # Learning rate 0: every step sees the same weights, the last step's .grad is compared.
         agent.optimizer = torch.optim.SGD(list(agent.trainable_parameters().values()), lr=0.0)
         rollout = rollout if rollout is not None else _ragged_rollout(tokenizer, policy, common)
-        with forward_shapes(decoder_layers(policy)[0]) as calls:
+        critic = decoder_layers(agent.critic)[-1] if name == "ppo" else torch.nn.Identity()
+        if name == "ppo":  # PPO's separate critic shares the frozen block, copies the others
+            shares = decoder_layers(agent.critic)[0] is decoder_layers(policy)[0]
+            assert shares == (setup == "frozen:1")
+        with forward_shapes(decoder_layers(policy)[0]) as calls, forward_shapes(critic) as critics:
             agent.update(rollout)
         gradients = {n: p.grad for n, p in agent.trainable_parameters().items()}
-        results.append((gradients, calls))
-    (shared, shared_calls), (whole, whole_calls) = results
+        results.append((gradients, calls, critics))
+    (shared, shared_calls, shared_critic), (whole, whole_calls, whole_critic) = results
     assert shared.keys() == whole.keys() and all(g is not None for g in whole.values())
     assert max(float(g.abs().max()) for g in whole.values()) > 1e-3
     for key, gradient in whole.items():
         torch.testing.assert_close(shared[key], gradient, atol=1e-6, rtol=0, msg=key)
-    forwards = 6 if name == "ppo" else 4  # (values: 2) + 2 epochs x 2 micro-batches
-    assert len(whole_calls) == forwards
+    forwards = 4  # 2 epochs x 2 micro-batches
+    # PPO's critic: the values (2 chunks), then every loss forward, each as the policy's (the
+    # shared prefix, one row, then the tails); through the frozen block, which it shares under
+    # frozen:1, only when the trunk's output is not shared
+    critic_forwards = 2 + forwards if name == "ppo" else 0
+    assert len(whole_critic) == critic_forwards
+    assert len(shared_critic) == critic_forwards * (2 if common else 1)
+    assert len(whole_calls) == forwards + (critic_forwards if setup == "frozen:1" else 0)
     if setup != "frozen:1":  # every forward: the prefix (one row), then the tails
         assert shared_calls[::2] == [(1, common)] * forwards and len(shared_calls) == 2 * forwards
     elif common:  # the trunk pass alone: the prefix, then 2 chunks of tails
@@ -226,11 +236,13 @@ def test_the_update_starts_from_the_trunk_output_the_env_kept(tokenizer, case):
                 agent.value_head.linear.weight, generator=torch.Generator().manual_seed(0)
             )
         agent.optimizer = torch.optim.SGD(list(agent.trainable_parameters().values()), lr=0.0)
-        with forward_shapes(decoder_layers(policy)[0]) as calls:
+        critic = decoder_layers(agent.critic)[0] if name == "ppo" else torch.nn.Identity()
+        with forward_shapes(decoder_layers(policy)[0]) as calls, forward_shapes(critic) as critics:
             agent.update(rollout)
-        results.append(({n: p.grad for n, p in agent.trainable_parameters().items()}, calls))
+        grads = {n: p.grad for n, p in agent.trainable_parameters().items()}
+        results.append((grads, calls + critics))
     (kept, kept_calls), (whole, whole_calls) = results
-    assert kept_calls == [] and len(whole_calls) >= 2
+    assert kept_calls == [] and len(whole_calls) >= 2  # the critic runs no frozen block either
     assert max(float(g.abs().max()) for g in whole.values()) > 1e-3
     for key, gradient in whole.items():
         torch.testing.assert_close(kept[key], gradient, atol=1e-5, rtol=1e-4, msg=key)

@@ -266,8 +266,12 @@ def test_runs_have_curves_and_final_metrics(suite):
             assert run.curve[0]["metrics"]["episodes"] == 2  # curve_prompts
             assert abs(run.curve[0]["metrics"]["kl"]) < 1e-4  # untrained: the reference
             assert run.curve[-1]["metrics"]["episodes"] == 2  # the curve's prompts to the end
+            # every iteration's logged means, up to the last one's tokens
+            assert run.history and run.history[-1]["timesteps"] == run.tokens
+            assert {"rollout/kl", "train/explained_variance"} <= set(run.history[-1])
         else:
             assert not run.trained and run.tokens == 0 and len(run.curve) == 1
+            assert run.history == []
             assert run.curve[0]["fraction"] == 0.0 and run.curve[0]["metrics"]["episodes"] == 2
             assert abs(run.final["kl"]) < 1e-4
 

@@ -67,25 +67,37 @@ def freeze_lower_layers(
             f"num_layers must be in [0, {len(layers)}] for this {len(layers)}-layer model, "
             f"got {num_layers}"
         )
-    frozen: list[torch.nn.Module] = [
-        module
-        for module in model.modules()
-        if isinstance(module, torch.nn.Embedding) and not _inside(module, layers)
-    ]
-    frozen += list(layers[:num_layers])
-    for module in frozen:
+    for module in _bottom_modules(model, num_layers):
         module.requires_grad_(False)
+    reference = copy_sharing_bottom(model, num_layers).eval()
+    reference.requires_grad_(False)  # the shared modules are frozen in the policy as well
+    return model, reference
+
+
+def copy_sharing_bottom(model: torch.nn.Module, num_layers: int) -> torch.nn.Module:
+    """A deep copy of ``model`` that shares its embeddings and bottom ``num_layers`` blocks
+    (the same modules and tensors, no copy) and copies the rest: for models that read the
+    same frozen bottom (the reference and a separate critic under ``frozen:N``)."""
     shared: dict[int, Any] = {}
-    for module in frozen:
+    for module in _bottom_modules(model, num_layers):
         for sub in module.modules():
             shared[id(sub)] = sub
         for parameter in module.parameters():
             shared[id(parameter)] = parameter
         for buffer in module.buffers():
             shared[id(buffer)] = buffer
-    reference = copy.deepcopy(model, memo=shared).eval()
-    reference.requires_grad_(False)  # the shared modules are frozen in the policy as well
-    return model, reference
+    return copy.deepcopy(model, memo=shared)
+
+
+def _bottom_modules(model: torch.nn.Module, num_layers: int) -> list[torch.nn.Module]:
+    """The embeddings (those outside the blocks) and the bottom ``num_layers`` blocks."""
+    layers = decoder_layers(model)
+    bottom: list[torch.nn.Module] = [
+        module
+        for module in model.modules()
+        if isinstance(module, torch.nn.Embedding) and not _inside(module, layers)
+    ]
+    return bottom + list(layers[:num_layers])
 
 
 def _inside(module: torch.nn.Module, container: torch.nn.Module) -> bool:

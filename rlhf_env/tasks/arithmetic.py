@@ -611,6 +611,12 @@ GROUP_RECIPE: dict[str, Any] = {
     "group_size": 8, "learning_rate": 1e-4, "epochs": 1, "minibatch_size": 16, "kl_coef": 0.01,
 }  # fmt: skip
 
+#: PPO's settings here: the group recipe's optimiser and beta (the agents then differ in their
+#: advantage estimates alone).
+PPO_RECIPE: dict[str, Any] = {
+    key: value for key, value in GROUP_RECIPE.items() if key != "group_size"
+}
+
 SPEC = TaskSpec(
     name="Arithmetic",
     description="chain sums from reasoning-gym, answered in <answer> tags; reward and "
@@ -622,7 +628,7 @@ SPEC = TaskSpec(
         "max_new_tokens": 8,
         "max_prompt_tokens": 128,
     },
-    recipes={"rloo": GROUP_RECIPE, "grpo": GROUP_RECIPE},
+    recipes={"ppo": PPO_RECIPE, "rloo": GROUP_RECIPE, "grpo": GROUP_RECIPE},
 )
 
 __all__ = [

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "shared_compute": "an RL iteration with the shared trunk and the prefix cache on and off",
     "sampling": "drawing a token: inverse CDF against multinomial and an exponential race",
     "ppo_stability": "PPO over seeds on tiny Arithmetic: does it collapse (KL, explained variance)",
+    "ppo_critic_cost": "PPO's separate critic against the shared one: update seconds, memory",
 }
 
 
