@@ -140,14 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    table: dict[str, Any] = {"settings": [], "runs": []}
     if args.summarise:
         table = json.loads(args.summarise.read_text())
-        print("\n".join(summarise(table, args.kl_limit, args.warm_up)))
-        if args.plot:
-            print(f"plot: {plot(table, args.plot)}")
-        return 0
-    table: dict[str, Any] = {"settings": [], "runs": []}
-    for setting in args.setting or [{}]:
+    for setting in [] if args.summarise else (args.setting or [{}]):
         name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
         table["settings"].append(name)
         for seed in args.seeds:

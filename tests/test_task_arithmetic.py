@@ -208,6 +208,8 @@ def test_problems_are_balanced_by_sign_and_mix_difficulties(tiny):
         make_task(tiny, harder_share=1.5)
     with pytest.raises(ValueError, match=r"a negative answer.*lower eval_size"):
         make_task(tiny, eval_size=120, harder_share=0.0)  # 60 negative of the 45 there are
+    small = make_task(tiny, eval_size=4)  # the harder kinds' share rounds to no problem
+    assert len(small.eval_prompts) == 4 and small.details["eval_harder"] == 0
 
 
 def test_prompts_follow_the_chat_format_and_env_options_fit(tiny):

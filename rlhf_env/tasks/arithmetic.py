@@ -405,7 +405,7 @@ class ArithmeticProblems:
                 answer = int(entry["answer"])
                 if entry["question"] not in excluded and stratum.admits(answer):
                     problems.setdefault(entry["question"], answer)
-            else:
+            if len(problems) < count:
                 raise ValueError(
                     f"terms={terms}, digits={self.digits} make only {len(problems)} distinct "
                     f"problems with {_sign_words(stratum)}, fewer than the {count} of "
