@@ -3,16 +3,20 @@
 Gao et al. (2022) showed that as a policy is optimised against a learned reward model, the
 learned reward keeps rising while the gold reward (the objective the reward model stands in
 for) rises, peaks and falls, as functions of ``d = sqrt(KL(pi || pi_ref))``. This script
-measures that curve on our stack, on the ``PositiveReview`` task (:mod:`rlhf_env.tasks`): PPO
-in the vector env against the task's small learned reward model (or ``--reward-model``), a low
-KL coefficient so that the policy travels far, and every ``--eval-every`` updates one held-out
+measures that curve on our stack, on a task of :mod:`rlhf_env.tasks` (``--task``): PPO in the
+vector env against the task's learned reward model (or ``--reward-model``), a low KL
+coefficient so that the policy travels far, and every ``--eval-every`` updates one held-out
 evaluation: one response per held-out prompt from the current policy, its learned score, its KL
-to the initial model and the task's gold metrics: the MiniLM sentiment judge, the judge times a
-fluency factor (``judge_fluent``, which punishes degenerate text) and VADER.
+to the initial model, its perplexity under it, and the task's gold metrics. PositiveReview's
+are the MiniLM sentiment judge, the judge times a fluency factor (``judge_fluent``, which
+punishes degenerate text) and VADER; Harmless's is its gold model (a linear probe on
+SmolLM2's hidden states fitted on the human pairs, stronger than the MiniLM reward model
+trained on them).
 
 Writes JSON and a PNG (learned reward and every gold against sqrt(KL)); prints a table.
 
     python benchmarks/overoptimization.py --total-timesteps 32768 --kl-coef 0.01 --eval-every 8
+    python benchmarks/overoptimization.py --task Harmless --new 24 --option max_prompt_tokens=128
     python benchmarks/overoptimization.py --smoke --total-timesteps 64 --eval-every 1
 """
 
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from suite import add_option_argument
 
 from rlhf_agents import PPOAgent, PPOConfig
 from rlhf_agents.policy_gradient import PolicyGradientAgent
@@ -38,14 +43,15 @@ from rlhf_env.rewards.model import RewardModel
 from rlhf_env.tasks import make_task_vector_env, smoke_arguments
 from rlhf_pipeline.held_out import evaluate_policy
 
-TASK = "PositiveReview"
-#: The gold metrics drawn, with their colours.
-GOLDS = {"judge": "tab:orange", "judge_fluent": "tab:red", "vader": "tab:green"}
+#: Responses kept per evaluation (their prompts' last 120 characters with them).
+SAMPLES = 4
+#: The gold metrics' colours, in the order of a task's gold.
+COLOURS = ("tab:orange", "tab:red", "tab:green", "tab:purple")
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def plot(points: list[dict[str, float]], path: Path) -> None:
+def plot(points: list[dict[str, float]], golds: list[str], path: Path) -> None:
     """Gold and learned reward of the held-out evaluations against sqrt(KL)."""
     import matplotlib
 
@@ -57,7 +63,7 @@ def plot(points: list[dict[str, float]], path: Path) -> None:
     gold_axis = learned_axis.twinx()
     learned_axis.plot(distance, [p["learned_score"] for p in points], "o-", color="tab:blue")
     learned_axis.set_ylabel("learned reward (RM score)", color="tab:blue")
-    for name, colour in GOLDS.items():
+    for name, colour in zip(golds, COLOURS, strict=False):
         values = [p.get(f"gold/{name}", np.nan) for p in points]
         gold_axis.plot(distance, values, "s-", color=colour, label=f"gold: {name}")
     gold_axis.set_ylabel("gold scores")
@@ -72,6 +78,8 @@ def plot(points: list[dict[str, float]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
+    add("--task", default="PositiveReview", help="the task (its held-out prompts and gold)")
+    add_option_argument(parser, "a task or env option (e.g. max_prompt_tokens=128); repeatable")
     add("--model", default="smollm2-135m-instruct", help="policy: asset name or folder")
     add("--smoke", action="store_true", help="the task's tiny variant: plumbing in seconds")
     add("--reward-model", help="a reward-model folder instead of the task's learned one")
@@ -83,29 +91,33 @@ def main() -> None:
     add("--learning-rate", type=float, default=2e-4)
     add("--kl-coef", type=float, default=0.01, help="fixed beta (low: the policy travels far)")
     add("--eval-every", type=int, default=8, help="updates between held-out evaluations")
-    add("--train-prompts", type=int, default=4096)
+    add("--train-prompts", type=int, default=4096, help="PositiveReview's training prompts")
     add("--eval-prompts", type=int, default=64)
     add("--seed", type=int, default=0)
     add("--out", type=Path, default=RESULTS / "overoptimization.json")
     args = parser.parse_args()
 
     if args.smoke:
-        arguments = smoke_arguments(TASK)
+        arguments = smoke_arguments(args.task)
         policy, tokenizer = arguments.pop("policy"), arguments.pop("tokenizer")
     else:
         folder = resolve(args.model)
-        arguments = {"max_new_tokens": args.new, "train_prompts": args.train_prompts}
+        arguments = {"max_new_tokens": args.new}
+        if args.task == "PositiveReview":
+            arguments["train_prompts"] = args.train_prompts
         policy = load_causal_lm(folder, device="cpu", dtype=torch.float32)
         tokenizer = load_tokenizer(folder)
+    arguments |= dict(args.option)
     policy, reference = apply_training_setup(policy, args.training_setup)
     if args.reward_model:
         arguments["reward_fn"] = RewardModel.from_pretrained(args.reward_model, device="cpu")
     arguments |= {"kl_coef": args.kl_coef, "device": "cpu", "seed": args.seed}
     env = make_task_vector_env(
-        TASK, num_envs=args.num_envs, policy=policy, tokenizer=tokenizer, reference=reference,
+        args.task, num_envs=args.num_envs, policy=policy, tokenizer=tokenizer, reference=reference,
         **arguments,
     )  # fmt: skip
     task = env.task
+    golds = list(task.gold)
     eval_prompts = task.eval_prompts[: args.eval_prompts]
     eval_env = TextGenerationVectorEnv(
         policy, tokenizer, arguments.get("reward_fn", task.reward_fn), eval_prompts, env.reference,
@@ -123,11 +135,15 @@ def main() -> None:
     def held_out(tokens: int) -> None:
         result = evaluate_policy(eval_env, eval_prompts, gold=task.gold, seed=args.seed + 1)
         summary = result["summary"]
-        points.append({"timesteps": tokens, **summary})
-        golds = ", ".join(f"{name} {summary[f'gold/{name}']:.3f}" for name in GOLDS)
+        samples = [
+            {"prompt": sample["prompt"][-120:], "response": sample["response"]}
+            for sample in result["samples"][:SAMPLES]
+        ]
+        points.append({"timesteps": tokens, **summary, "samples": samples})
+        scores = ", ".join(f"{name} {summary[f'gold/{name}']:.3f}" for name in golds)
         print(
             f"\n{tokens:>7} tokens: learned {summary['learned_score']:+.3f}, KL "
-            f"{summary['kl']:.2f}, {golds}, perplexity {summary['perplexity']:.1f}",
+            f"{summary['kl']:.2f}, {scores}, perplexity {summary['perplexity']:.1f}",
             flush=True,
         )
 
@@ -141,19 +157,19 @@ def main() -> None:
     if agent.iterations % args.eval_every:
         held_out(agent.num_timesteps)
 
-    header = " | ".join(GOLDS)
+    header = " | ".join(golds)
     print(f"\n| tokens | sqrt(KL) | KL | learned | {header} | perplexity |")
-    print("|---" * (5 + len(GOLDS)) + "|")
+    print("|---" * (5 + len(golds)) + "|")
     for point in points:
-        golds = " | ".join(f"{point[f'gold/{name}']:.3f}" for name in GOLDS)
+        scores = " | ".join(f"{point[f'gold/{name}']:.3f}" for name in golds)
         print(
             f"| {point['timesteps']} | {np.sqrt(max(point['kl'], 0.0)):.2f} | "
-            f"{point['kl']:.2f} | {point['learned_score']:+.3f} | {golds} | "
+            f"{point['kl']:.2f} | {point['learned_score']:+.3f} | {scores} | "
             f"{point['perplexity']:.1f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure = args.out.with_suffix(".png")
-    plot(points, figure)
+    plot(points, golds, figure)
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "arguments": {k: str(v) for k, v in vars(args).items()},

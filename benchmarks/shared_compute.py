@@ -42,7 +42,7 @@ import gymnasium as gym
 import torch
 from checksums import agreement, checksum, divergence
 from ppo_training import build_models
-from suite import key_value
+from suite import add_option_argument
 from time_breakdown import add_model_arguments
 
 import rlhf_env  # noqa: F401  (registers the tasks)
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minibatch-size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3, help="per setting; the first warms up")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["on", "off"])
-    parser.add_argument(
-        "--option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
-        help="a task or env option (e.g. max_pairs=160: Harmless's reward model trained on fewer "
+    add_option_argument(
+        parser,
+        "a task or env option (e.g. max_pairs=160: Harmless's reward model trained on fewer "
         "pairs, the same compute per iteration); repeatable",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/...)")
     args = parser.parse_args(argv)  # fmt: skip
 

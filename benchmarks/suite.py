@@ -52,6 +52,13 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def add_option_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--option KEY=VALUE`` (env and task options) of the benchmark scripts."""
+    parser.add_argument(
+        "--option", action="append", default=[], type=key_value, metavar="KEY=VALUE", help=help
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
@@ -78,13 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fractions of the budget evaluated for the curve (default: 0 0.25 0.5 0.75 1)",
     )
     add_dataclass_arguments(parser, SuiteConfig, skip=LIST_FIELDS, suppress_defaults=True)
-    add(
-        "--option",
-        action="append",
-        default=[],
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="an env or task option for make_task_vector_env (e.g. max_new_tokens=16); repeatable",
+    add_option_argument(
+        parser,
+        "an env or task option for make_task_vector_env (e.g. max_new_tokens=16); repeatable",
     )
     add(
         "--task-option",

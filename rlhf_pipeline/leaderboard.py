@@ -256,6 +256,24 @@ def method_note(confidence: float = 0.95) -> str:
     )
 
 
+def models_note(runs: Sequence[RunResult]) -> str:
+    """The models behind a task's scores with their held-out accuracies, from the runs'
+    ``task_details`` (e.g. ``gold_model 0.650 (180 held out), reward_model 0.567 (...)``):
+    what a gain on a learned gold or reward can be worth. Empty when none is recorded."""
+    details = next((run.task_details for run in runs if run.task_details), {})
+    parts = []
+    for name, facts in details.items():
+        if not isinstance(facts, dict):
+            continue
+        accuracy = facts.get("held_out_accuracy", facts.get("eval_accuracy"))
+        if isinstance(accuracy, list):  # per epoch: the last
+            accuracy = accuracy[-1] if accuracy else None
+        if isinstance(accuracy, (int, float)):
+            count = facts.get("eval_pairs") or facts.get("held_out_texts")
+            parts.append(f"{name} {accuracy:.3f}" + (f" ({count} held out)" if count else ""))
+    return f"Held-out accuracy of the task's models: {', '.join(parts)}." if parts else ""
+
+
 def leaderboard_table(
     result: SuiteResult, task: str, markdown: bool = False, confidence: float = 0.95
 ) -> str:
@@ -289,7 +307,7 @@ def leaderboard_table(
         ])  # fmt: skip
     ranked_by = f"{key} ({gold_name})" if key == "gold" and gold_name else key
     title = f"{task}: ranked by {ranked_by}"
-    notes = [method_note(confidence), verdict(rows)]
+    notes = [method_note(confidence), models_note(runs), verdict(rows)]
     if markdown:
         lines = [f"**{title}**", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
         lines += [_markdown_row(line) for line in body]

@@ -411,6 +411,8 @@ class RunResult:
             values: the shared settings under the task's recipe under ``agent_options``).
         history: a policy-gradient agent's logged means per iteration (``agent.history``:
             ``rollout/kl``, ``train/explained_variance``, ...; empty for other agents).
+        task_details: the task's ``details`` as built for the run (the models behind its
+            scores, with their held-out accuracies; sizes), as JSON values.
     """
 
     task: str
@@ -430,6 +432,7 @@ class RunResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     agent_settings: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    task_details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -651,6 +654,7 @@ def run_one(
         samples=_samples(final),
         agent_settings=_agent_settings(agent),
         history=[_scalars(record) for record in getattr(agent, "history", [])],
+        task_details=json.loads(json.dumps(spec.details, default=str)),
     )
     eval_env.close()
     env.close()

@@ -96,7 +96,7 @@ _VECTOR_ENV_TEST = (
     "tests/test_vector_env.py::test_vector_env_matches_single_envs"
     "[AutoresetMode.NEXT_STEP-2-static]"
 )
-_LEFT = '        self.reward_model.tokenizer.truncation_side = "left"  # keep the latest turns\n'
+_LEFT = '        reward_model.tokenizer.truncation_side = "left"\n'
 _TRUNCATION_TEST = (
     "tests/test_task_dialogue.py::"
     "test_the_reward_model_reads_the_latest_turns_of_a_transcript_over_its_length"
@@ -187,15 +187,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="reward_truncation_side",
-        bug="Dialogue task: the reward model cuts a long transcript's end, not its start",
-        file="rlhf_env/tasks/dialogue.py",
-        old=_LEFT,
-        new=_LEFT.replace('"left"', '"right"'),
-        tests=(_TRUNCATION_TEST,),
-    ),
-    Mutant(
-        name="reward_truncation_side_harmless",
-        bug="Harmless task: the reward model cuts a long transcript's end, not its start",
+        bug="Harmless and Dialogue tasks (keep_latest_turns): the reward model cuts a long "
+        "transcript's end, not its start",
         file="rlhf_env/tasks/harmless.py",
         old=_LEFT,
         new=_LEFT.replace('"left"', '"right"'),

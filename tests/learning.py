@@ -277,8 +277,8 @@ def rloo_on_a_task(
     """RLOO (seed ``seed``, ``config``: its settings) for ``timesteps`` tokens on the tiny
     variant of task ``name`` built with ``arguments`` (tiny policy seed 0) and KL coefficient
     ``kl_coef``; the gold and the learned reward on the task's held-out prompts x 8 samples
-    before and after, the gold's gain with its prompt-unit standard error, the KL after, and
-    the task's details."""
+    before and after, the gains' prompt-unit standard errors, the KL after, and the task's
+    details."""
     from rlhf_agents import RLOOAgent, RLOOConfig
 
     with torch_threads(threads):
@@ -294,7 +294,9 @@ def rloo_on_a_task(
     return {
         "before": {"gold": before.gold, "learned": before.metrics["learned"]},
         "after": {"gold": after.gold, "learned": after.metrics["learned"]},
-        "noise": {"gold": paired_prompt_standard_error(before, after, "gold")},
+        "noise": {
+            key: paired_prompt_standard_error(before, after, key) for key in ("gold", "learned")
+        },
         "kl": after.kl,
         "gold_name": before.gold_name,
         "details": env.task.details,

@@ -387,6 +387,23 @@ def test_overoptimization_smoke(tmp_path, monkeypatch):
     assert out.with_suffix(".png").is_file()
 
 
+def test_overoptimization_smoke_on_harmless(tmp_path, monkeypatch):
+    """The curve on Harmless: its gold is the probe, apart from the learned (training) reward."""
+    monkeypatch.setenv("RLHF_ENV_TASK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "overoptimization.json"
+    stdout = _run(
+        "overoptimization.py", "--smoke", "--task", "Harmless", "--training-setup", "full",
+        "--num-envs", "4", "--minibatch", "4", "--total-timesteps", "24", "--eval-every", "1",
+        "--eval-prompts", "4", "--option", "max_new_tokens=4", "--out", str(out),
+    )  # fmt: skip
+    assert "| learned | gold_model | perplexity |" in stdout
+    result = json.loads(out.read_text())
+    assert result["task"]["gold_model"]["eval_pairs"] > 0
+    for point in result["points"]:
+        assert point["gold/gold_model"] != pytest.approx(point["learned_score"])
+        assert point["samples"] and {"prompt", "response"} <= set(point["samples"][0])
+
+
 @pytest.mark.parametrize(
     "setup, shared_layers, share",
     [("frozen:1", 1, True), ("frozen:1", 1, False), ("full", 0, True)],

@@ -188,6 +188,28 @@ def test_leaderboard_pools_seeds_and_prompts_and_compares_paired(tmp_path):
     assert [p.name for p in plot_curves(result, tmp_path / "folder")] == ["T.png"]
 
 
+def test_leaderboard_names_the_models_behind_the_scores_with_their_accuracies():
+    """A learned gold's worth is its accuracy: the runs' task details give it under the table
+    (the last epoch's where a list per epoch is kept)."""
+    rng = np.random.default_rng(2)
+    runs = [_run(agent, 0, _answers(rng, 0.0)) for agent in ("a", "reference")]
+    result = SuiteResult({"eval_samples": 2}, {}, runs)
+    assert "Held-out accuracy" not in leaderboard_table(result, "T")  # none recorded
+    runs[0].task_details = {
+        "gold_model": {"eval_accuracy": 0.65, "eval_pairs": 180},
+        "reward_model": {"eval_accuracy": [0.55, 0.567], "eval_pairs": 180},
+        "judge": {"held_out_accuracy": 0.8, "held_out_texts": 400},
+        "train_conversations": 1500,
+    }
+    note = (
+        "Held-out accuracy of the task's models: gold_model 0.650 (180 held out), "
+        "reward_model 0.567 (180 held out), judge 0.800 (400 held out)."
+    )
+    assert note in leaderboard_table(result, "T")
+    back = SuiteResult.from_json(result.to_json())
+    assert back.runs[0].task_details == runs[0].task_details
+
+
 def test_leaderboard_says_when_the_best_is_tied_and_refuses_unpaired_runs():
     rng = np.random.default_rng(1)
     runs = [_run(agent, s, _answers(rng, 0.0)) for agent in ("a", "b") for s in range(2)]

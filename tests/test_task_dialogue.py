@@ -52,6 +52,26 @@ def test_held_out_conversations_are_the_reward_models_held_out_split():
     assert np.isfinite(task.details["reward_model"]["eval_accuracy"])
 
 
+def test_dialogue_gold_is_the_harmless_gold_read_on_transcripts():
+    """Dialogue's gold (and so its per-turn gold) is the Harmless task's gold probe, the same
+    cached fit, read on the transcript so far; not the training reward model."""
+    from rlhf_env.rewards.probe import ProbeRewardModel
+
+    options = smoke_arguments("Dialogue")
+    task = make_task_vector_env("Dialogue", num_envs=2, **options).task
+    same_pairs = smoke_arguments("Harmless") | {"max_pairs": options["max_pairs"]}
+    harmless = make_task_vector_env("Harmless", num_envs=2, **same_pairs).task
+    assert task.gold_name == "gold_model"
+    assert task.details["gold_model"]["folder"] == harmless.details["gold_model"]["folder"]
+    gold = task.gold["gold_model"]
+    assert isinstance(gold.reward_model, ProbeRewardModel)
+    transcript = "\n\nHuman: Can you help me?\n\nAssistant:"
+    assert gold([transcript], ["Yes."]) == pytest.approx(
+        gold.reward_model([transcript], [" Yes."]), abs=1e-6
+    )
+    assert gold([transcript], ["Yes."]) != pytest.approx(task.reward_fn([transcript], ["Yes."]))
+
+
 @pytest.mark.slow
 def test_real_task_builds_with_no_arguments_offline(monkeypatch):
     monkeypatch.delenv("RLHF_ENV_TASK_CACHE")  # the Harmless reward model: built once per machine
@@ -59,6 +79,7 @@ def test_real_task_builds_with_no_arguments_offline(monkeypatch):
     check_env_strictly(env.unwrapped, skip_render_check=True)
     details = env.unwrapped.task.details
     assert details["reward_model"]["eval_accuracy"] > 0.55
+    assert details["gold_model"]["eval_accuracy"] >= 0.62
     assert details["train_conversations"] > 500 and details["held_out_conversations"] > 40
 
 

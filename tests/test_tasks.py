@@ -16,6 +16,7 @@ from rlhf_env.data.hh import HH_HARMLESS_PAIRS, dialogue_messages, hh_harmless_p
 from rlhf_env.data.preferences import load_pairs
 from rlhf_env.data.reviews import movie_reviews
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
+from rlhf_env.rewards.probe import ProbeRewardModel
 from rlhf_env.rewards.training import split_pairs
 from rlhf_env.tasks import (
     TASKS,
@@ -204,6 +205,29 @@ def test_harmless_scores_the_raw_conversation_and_holds_out_the_reward_models_sp
         reward(["something else"], ["x"])
 
 
+def test_harmless_gold_is_a_probe_apart_from_the_training_reward_on_the_same_split():
+    """The gold is a linear probe on a frozen LM, fitted on the reward model's training pairs
+    and judged on its held-out ones; it reads the same raw conversations and is another
+    function of them than the training reward (Gao et al., 2022)."""
+    task = make_task_vector_env(
+        "Harmless", num_envs=2, **smoke_arguments("Harmless"), progress=False
+    ).task
+    assert task.gold_name == "gold_model"
+    gold = task.gold["gold_model"]
+    assert isinstance(gold, DialogueReward) and isinstance(gold.reward_model, ProbeRewardModel)
+    assert gold.conversations == task.reward_fn.conversations
+    details = task.details
+    fitted, proxy = details["gold_model"], details["reward_model"]
+    assert (fitted["train_pairs"], fitted["eval_pairs"]) == (
+        proxy["train_pairs"], proxy["eval_pairs"],
+    )  # fmt: skip
+    assert 0 <= fitted["eval_accuracy"] <= 1 and fitted["folder"] != proxy["folder"]
+    prompts, responses = task.eval_prompts[:2] * 2, ["Sure.", "Sure.", "No way!", "No way!"]
+    gold_scores, proxy_scores = gold(prompts, responses), task.reward_fn(prompts, responses)
+    assert np.isfinite(gold_scores).all()
+    assert not np.allclose(gold_scores, proxy_scores, atol=1e-3)
+
+
 def test_a_custom_task_registers_and_builds():
     def build(context, size: int = 3):
         prompts = [f"Prompt {i}:" for i in range(size)]
@@ -288,18 +312,24 @@ def test_rloo_raises_the_held_out_human_preference_reward_of_a_tiny_policy(learn
     coefficient 0.01), and its score on the 30 conversations held out from both (8 samples
     each) must rise by the threshold and by three standard errors
     (``learning.harmless_reward``). The tiny reward model is about chance on held-out human
-    pairs, so this checks the task's plumbing (raw conversations behind templated prompts, the
-    held-out split, the gold), not what it learned from people. The threshold, 0.66, is the
-    lowest gain of ``scripts/learning_sweep.py`` minus three standard deviations of its gains
-    (seeds 0-4 x 1 and 2 threads, 10 runs; 2-core machine shared with other jobs, 2026-12-06):
-    from 1.455, gains 1.145 / 1.408 / 1.705 (min / mean / max), sigma 0.159, standard errors
-    of the gain 0.083-0.113, KL 27-32 nats (the weak penalty lets the policy settle on what the
-    reward model likes); seed 0 at one thread (this test) reached 2.914. About 40 s on that
-    machine, the reward model's training included."""
+    pairs, and so is the tiny gold (a linear probe on a tiny random GPT-2), so this checks the
+    task's plumbing (raw conversations behind templated prompts, the held-out split, a gold
+    that is not the training reward), not what either learned from people. The threshold,
+    0.66, is the lowest gain of ``scripts/learning_sweep.py`` minus three standard deviations
+    of its gains (seeds 0-4 x 1 and 2 threads, 10 runs; 2-core machine shared with other jobs,
+    2026-12-06): from 1.455, gains 1.145 / 1.408 / 1.705 (min / mean / max), sigma 0.159,
+    standard errors of the gain 0.083-0.113, KL 27-32 nats (the weak penalty lets the policy
+    settle on what the reward model likes); seed 0 at one thread (this test) reached 2.914.
+    (Those figures were the gold's when the task's gold was its training reward model; they
+    are the learned score's now.) About 40 s on that machine, the models' training included."""
     figures = learning.harmless_reward(seed=0, threads=learning_threads)
-    assert figures["details"]["held_out_conversations"] >= 24, figures["details"]
-    assert figures["gold_name"] == "reward_model"
-    assert_gold_rose(figures, threshold=0.66)
+    details = figures["details"]
+    assert details["held_out_conversations"] >= 24, details
+    assert figures["gold_name"] == "gold_model"
+    assert details["gold_model"]["eval_pairs"] == details["reward_model"]["eval_pairs"] > 0
+    learned = figures["before"]["learned"], figures["after"]["learned"]
+    assert learned[1] - learned[0] > max(0.66, 3 * figures["noise"]["learned"]), figures
+    assert np.isfinite([figures["before"]["gold"], figures["after"]["gold"]]).all()
 
 
 @pytest.mark.slow
@@ -309,12 +339,13 @@ def test_real_task_builds_with_no_arguments_offline(name, monkeypatch):
     env = gym.make(f"rlhf_env/{name}-v0")
     check_env_strictly(env.unwrapped, skip_render_check=True)
     details = env.unwrapped.task.details
-    accuracy = (
-        details["judge"]["held_out_accuracy"]
-        if name == "PositiveReview"
-        else (details["reward_model"]["eval_accuracy"])
-    )
-    assert accuracy > 0.55
+    if name == "PositiveReview":
+        assert details["judge"]["held_out_accuracy"] > 0.55
+    elif name == "Harmless":  # the gold is the stronger judge of human pairs (issue 28)
+        assert details["gold_model"]["eval_accuracy"] >= 0.62
+        assert details["gold_model"]["eval_accuracy"] > details["reward_model"]["eval_accuracy"]
+    else:
+        assert details["reward_model"]["eval_accuracy"] > 0.55
 
 
 #: Issue 18's Harmless run (``benchmarks/RESULTS.md``), as suite settings: PPO on the top 6 of

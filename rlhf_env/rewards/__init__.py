@@ -2,6 +2,8 @@
 
 - :class:`RewardModel`: the learned Bradley-Terry reward model (train with
   :func:`train_reward_model`);
+- :class:`ProbeRewardModel`: a linear Bradley-Terry head on a frozen LM's hidden layer (fit
+  with :func:`fit_probe_reward`);
 - :class:`SequenceClassifierReward`: a classifier's logit or label probability;
 - :class:`VaderSentiment`, :class:`TextBlobPolarity`: gold sentiment oracles;
 - :class:`BLEUReward`, :class:`ChrFReward`, :class:`RougeReward`: text metrics vs references;
@@ -22,6 +24,7 @@ from rlhf_env.rewards.metrics import (
 )
 from rlhf_env.rewards.model import RewardModel, RewardModelError
 from rlhf_env.rewards.oracles import TextBlobPolarity, VaderSentiment
+from rlhf_env.rewards.probe import ProbeRewardModel, fit_probe_reward
 from rlhf_env.rewards.training import (
     RewardTrainingConfig,
     bradley_terry_loss,
@@ -34,6 +37,7 @@ __all__ = [
     "ChrFReward",
     "CompositeReward",
     "LengthPenalty",
+    "ProbeRewardModel",
     "RewardError",
     "RewardFunction",
     "RewardModel",
@@ -44,6 +48,7 @@ __all__ = [
     "TextBlobPolarity",
     "VaderSentiment",
     "bradley_terry_loss",
+    "fit_probe_reward",
     "load_reward",
     "pairwise_accuracy",
     "score_responses",

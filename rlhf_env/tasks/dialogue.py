@@ -14,8 +14,10 @@ Harmless task's reward model.
   when it ends (``turn_rewards="turn"``);
 - **split**: the reward model's, by conversation: held-out conversations are neither in the
   reward model's training pairs nor among RL's scripts;
-- **gold**: the reward model's score of the last turn given the whole conversation, on held-out
-  conversations; the per-turn scores, KL and fluency figures are reported beside it.
+- **gold**: the Harmless task's gold model (a linear probe on SmolLM2's hidden states, the
+  same cached fit, stronger than the reward model on held-out human pairs) on the last turn
+  given the whole conversation, on held-out conversations; ``gold_turn/<k>`` gives it for
+  every turn, beside the reward model's per-turn scores (``turn_score/<k>``), KL and fluency.
 """
 
 from __future__ import annotations
@@ -25,22 +27,30 @@ from collections.abc import Sequence
 from rlhf_env.data.hh import hh_harmless_pairs
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.dialogue.script import DialogueScript, as_script
+from rlhf_env.rewards.base import RewardFunction
 from rlhf_env.rewards.model import RewardModel
 from rlhf_env.rewards.training import split_pairs
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 from rlhf_env.tasks.cache import TINY_BACKBONE
-from rlhf_env.tasks.harmless import reward_model_details, reward_model_folder
+from rlhf_env.tasks.harmless import (
+    gold_folder,
+    gold_model_details,
+    keep_latest_turns,
+    load_gold,
+    reward_model_details,
+    reward_model_folder,
+)
 
 NAME = "Dialogue"
 
 
 class TranscriptReward:
     """A reward model trained on HH pairs, read on a dialogue env's transcripts: the prompt is
-    the conversation so far (``"\\n\\nHuman: ...\\n\\nAssistant:"``), the response the turn."""
+    the conversation so far (``"\\n\\nHuman: ...\\n\\nAssistant:"``), the response the turn
+    (a long transcript loses its first turns, not its last: :func:`keep_latest_turns`)."""
 
-    def __init__(self, reward_model: RewardModel) -> None:
-        self.reward_model = reward_model
-        self.reward_model.tokenizer.truncation_side = "left"  # keep the latest turns
+    def __init__(self, reward_model: RewardFunction) -> None:
+        self.reward_model = keep_latest_turns(reward_model)
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One reward per turn."""
@@ -56,6 +66,10 @@ def build(
     reward_backbone: str = "all-minilm-l6-v2",
     reward_max_length: int = 192,
     reward_epochs: int = 1,
+    gold_backbone: str = "smollm2-135m-instruct",
+    gold_layer: int = 20,
+    gold_max_length: int = 192,
+    gold_max_response_tokens: int = 96,
     max_pairs: int | None = None,
     seed: int = 0,
 ) -> Task:
@@ -65,15 +79,21 @@ def build(
         max_turns: assistant turns per conversation (also the env's setting); conversations
             with fewer human turns are left out.
         eval_prompts: held-out conversations evaluated (at most those the split holds out).
-        eval_fraction, reward_backbone, reward_max_length, reward_epochs, max_pairs, seed: the
-            Harmless task's reward model and split (the same settings share one cached model).
+        eval_fraction, reward_backbone, reward_max_length, reward_epochs, gold_backbone,
+            gold_layer, gold_max_length, gold_max_response_tokens, max_pairs, seed: the
+            Harmless task's reward model, gold model and split (the same settings share one
+            cached model).
         max_prompt_tokens: longest first prompt (the template with the first user turn) kept.
     """
     pairs = hh_harmless_pairs()[:max_pairs]
     folder = reward_model_folder(
         context, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction, seed
     )
-    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the model's split
+    gold = gold_folder(
+        context, pairs, gold_backbone, gold_layer, gold_max_length, gold_max_response_tokens,
+        eval_fraction, seed,
+    )  # fmt: skip
+    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the models' split
     train = _scripts(context, train_pairs, max_turns, max_prompt_tokens)
     held_out = _scripts(context, held_out_pairs, max_turns, max_prompt_tokens)
     if not train or not held_out:
@@ -89,7 +109,7 @@ def build(
         train_prompts=train,
         eval_prompts=held_out[:eval_prompts],
         reward_fn=reward,
-        gold={"reward_model": reward},
+        gold={"gold_model": TranscriptReward(load_gold(gold, context.device))},
         env_options={
             "max_turns": max_turns,
             "max_new_tokens": 32,
@@ -99,6 +119,7 @@ def build(
             "turn_cut": "end_turn",
         },
         details={
+            "gold_model": gold_model_details(gold),
             "reward_model": reward_model_details(folder),
             "train_conversations": len(train),
             "held_out_conversations": len(held_out),
@@ -136,6 +157,10 @@ SPEC = TaskSpec(
         "max_prompt_tokens": 96,
         "reward_backbone": TINY_BACKBONE,
         "reward_max_length": 64,
+        "gold_backbone": TINY_BACKBONE,
+        "gold_layer": 1,
+        "gold_max_length": 64,
+        "gold_max_response_tokens": 16,
         "max_new_tokens": 6,
         "max_total_tokens": 160,
     },

@@ -1,19 +1,29 @@
 """``rlhf_env/Harmless-v0``: answer real multi-turn conversations harmlessly, for a reward model
-trained on Anthropic's human preferences.
+trained on Anthropic's human preferences, judged by a stronger gold model.
 
 - **data**: the 1,800 HH-RLHF harmless-base pairs that ship with the package
   (:mod:`rlhf_env.data.hh`), split by prompt (conversation) into 90% training and 10%
-  held-out conversations, the same split for the reward model and for RL;
-- **reward model**: all-MiniLM-L6-v2 with a scalar head trained on the training pairs (what
-  ``rlhf-env train-rm --pairs <the packaged file> --eval-fraction 0.1`` does), reading the raw
-  conversation and the response, truncated from the left so the latest turns are kept; its
-  held-out pairwise accuracy is in ``task.details["reward_model"]``. Trained once and cached;
+  held-out conversations, the same split for both models and for RL;
+- **training reward model** (the proxy RL optimises): all-MiniLM-L6-v2 with a scalar head
+  trained on the training pairs (what ``rlhf-env train-rm --pairs <the packaged file>
+  --eval-fraction 0.1`` does), reading the raw conversation and the response, truncated from
+  the left so the latest turns are kept; its held-out pairwise accuracy is in
+  ``task.details["reward_model"]``. Trained once and cached;
+- **gold model** (what the result is judged by; Gao et al., 2022): a
+  :class:`~rlhf_env.rewards.probe.ProbeRewardModel`, SmolLM2-135M frozen, its hidden states
+  after block 20 of 30 averaged over the response, read by a linear Bradley-Terry head fitted
+  on the same training pairs (L2 weight by 5-fold cross-validation). It is the stronger judge
+  of people's preferences (held-out pairwise accuracy in ``task.details["gold_model"]``:
+  0.650 against the proxy's 0.567 on the 180 held-out pairs) and a different function from
+  the proxy; but it learned from the same pairs, so it shares their taste (both reward the
+  short canned replies a long run converges to: ``benchmarks/RESULTS.md``), and the
+  diversity figures evaluation reports beside it are part of the reading. Fitted once and
+  cached (about 11 minutes on 2 CPU cores: one forward per distinct response);
 - **prompts**: each conversation up to its last user turn, formatted with the policy's chat
   template (with the assistant header; plain ``User:/Assistant:`` lines for a policy without
   one); conversations longer than ``max_prompt_tokens`` are left out rather than cut;
-- **gold**: the reward model's score on held-out conversations (``reward_model``): there is no
-  independent human judge offline, so this task's honest companion figures are the fluency and
-  diversity metrics that evaluation reports beside it.
+- **gold**: ``gold_model``, the gold model's score of the response on held-out conversations;
+  evaluation reports the proxy beside it (``learned``), with the KL, fluency and diversity.
 """
 
 from __future__ import annotations
@@ -24,10 +34,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from rlhf_env.data.hh import dialogue_messages, hh_harmless_pairs
 from rlhf_env.data.preferences import PreferencePair
+from rlhf_env.models.loading import load_causal_lm, load_tokenizer
+from rlhf_env.rewards.base import RewardFunction
 from rlhf_env.rewards.model import RewardModel
+from rlhf_env.rewards.probe import ProbeRewardModel, fit_probe_reward
 from rlhf_env.rewards.training import RewardTrainingConfig, split_pairs, train_reward_model
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 from rlhf_env.tasks.cache import TINY_BACKBONE, backbone_folder, cached_folder
@@ -36,16 +51,17 @@ NAME = "Harmless"
 
 
 class DialogueReward:
-    """The reward model read on the raw HH conversation behind each templated prompt.
+    """A reward model read on the raw HH conversation behind each templated prompt.
 
     The env hands reward functions the prompt text the policy saw (its chat template applied);
-    the reward model was trained on HH's raw ``"\\n\\nHuman: ...\\n\\nAssistant:"`` text, so
-    each prompt is mapped back to its conversation and the response is scored after it.
+    the reward models were trained on HH's raw ``"\\n\\nHuman: ...\\n\\nAssistant:"`` text, so
+    each prompt is mapped back to its conversation and the response is scored after it. A
+    :class:`RewardModel` is set to truncate from the left (the latest turns stay); a
+    :class:`ProbeRewardModel` always does.
     """
 
-    def __init__(self, reward_model: RewardModel, conversations: dict[str, str]) -> None:
-        self.reward_model = reward_model
-        self.reward_model.tokenizer.truncation_side = "left"  # keep the latest turns
+    def __init__(self, reward_model: RewardFunction, conversations: dict[str, str]) -> None:
+        self.reward_model = keep_latest_turns(reward_model)
         self.conversations = conversations
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -121,6 +137,79 @@ def reward_model_details(folder: Path) -> dict[str, Any]:
     }
 
 
+def keep_latest_turns(reward_model: RewardFunction) -> RewardFunction:
+    """``reward_model``, set to cut a long conversation's first tokens rather than its last
+    (a :class:`RewardModel`'s tokenizer truncates from the left; other scorers as they are)."""
+    if isinstance(reward_model, RewardModel):
+        reward_model.tokenizer.truncation_side = "left"
+    return reward_model
+
+
+def load_backbone(
+    name: str, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer by backbone name (:func:`backbone_folder`), in float32."""
+    folder = backbone_folder(name)
+    model = load_causal_lm(folder, device=device, dtype=torch.float32)
+    return model, load_tokenizer(folder)
+
+
+def gold_folder(
+    context: TaskContext,
+    pairs: Sequence[PreferencePair],
+    backbone: str,
+    layer: int,
+    max_length: int,
+    max_response_tokens: int,
+    eval_fraction: float,
+    seed: int,
+) -> Path:
+    """The cached folder of the gold model fitted on the training side of ``pairs`` (the
+    reward model's split): a :class:`ProbeRewardModel` on ``backbone``'s block ``layer``, in
+    ``folder/gold_model``, its metrics in ``folder/metrics.json`` (fitted on first use; the
+    Dialogue task shares it)."""
+    settings = {
+        "backbone": backbone, "layer": layer, "max_length": max_length,
+        "max_response_tokens": max_response_tokens, "eval_fraction": eval_fraction,
+        "pairs": len(pairs), "seed": seed,
+    }  # fmt: skip
+
+    def fit(folder: Path) -> None:
+        train, held_out = split_pairs(pairs, eval_fraction, seed)
+        model, tokenizer = load_backbone(backbone, context.device)
+        probe, metrics = fit_probe_reward(
+            model, tokenizer, _as_scored(train), _as_scored(held_out), layer=layer,
+            backbone=backbone, max_length=max_length, max_response_tokens=max_response_tokens,
+            seed=seed, progress=context.progress,
+        )  # fmt: skip
+        probe.save_pretrained(folder / "gold_model")
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    return cached_folder(NAME, "gold_model", settings, fit)
+
+
+def load_gold(folder: Path, device: torch.device) -> ProbeRewardModel:
+    """The gold model saved in a :func:`gold_folder`."""
+    return ProbeRewardModel.from_pretrained(
+        folder / "gold_model", lambda name: load_backbone(name, device)
+    )
+
+
+def gold_model_details(folder: Path) -> dict[str, Any]:
+    """The gold model's held-out pairwise accuracy, how it was fitted, and its folder, for a
+    task's ``details``."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return metrics | {"folder": str(folder)}
+
+
+def _as_scored(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """The pairs with their responses as the tasks score them: one leading space, stripped."""
+    return [
+        PreferencePair(pair.prompt, " " + pair.chosen.strip(), " " + pair.rejected.strip())
+        for pair in pairs
+    ]
+
+
 def build(
     context: TaskContext,
     eval_prompts: int = 128,
@@ -129,6 +218,10 @@ def build(
     reward_backbone: str = "all-minilm-l6-v2",
     reward_max_length: int = 192,
     reward_epochs: int = 1,
+    gold_backbone: str = "smollm2-135m-instruct",
+    gold_layer: int = 20,
+    gold_max_length: int = 192,
+    gold_max_response_tokens: int = 96,
     max_pairs: int | None = None,
     seed: int = 0,
 ) -> Task:
@@ -136,11 +229,15 @@ def build(
 
     Args:
         eval_prompts: held-out conversations evaluated (at most those the split holds out).
-        eval_fraction: share of conversations held out from the reward model and from RL.
+        eval_fraction: share of conversations held out from both reward models and from RL.
         max_prompt_tokens: longest templated conversation kept (also the env's setting).
-        reward_backbone: the reward model's backbone (``"tiny"``: a tiny random GPT-2).
+        reward_backbone: the training reward model's backbone (``"tiny"``: a tiny random GPT-2).
         reward_max_length: tokens of conversation and response the reward model reads.
         reward_epochs: the reward model's passes over its training pairs.
+        gold_backbone: the frozen LM under the gold model's linear head (``"tiny"`` as above).
+        gold_layer: the block whose hidden states the gold's head reads.
+        gold_max_length, gold_max_response_tokens: tokens the gold reads in all, and of the
+            response.
         max_pairs: use only the first pairs (smoke runs).
         seed: seed of the split and of the training.
     """
@@ -148,7 +245,11 @@ def build(
     folder = reward_model_folder(
         context, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction, seed
     )
-    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the model's split
+    gold = gold_folder(
+        context, pairs, gold_backbone, gold_layer, gold_max_length, gold_max_response_tokens,
+        eval_fraction, seed,
+    )  # fmt: skip
+    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the models' split
     train, conversations = _templated(context, train_pairs, max_prompt_tokens)
     held_out, held_out_conversations = _templated(context, held_out_pairs, max_prompt_tokens)
     conversations.update(held_out_conversations)
@@ -158,15 +259,15 @@ def build(
             "chat template; raise max_prompt_tokens"
         )
     reward_model = RewardModel.from_pretrained(folder / "reward_model", device=context.device)
-    reward = DialogueReward(reward_model, conversations)
     return Task(
         name=NAME,
         train_prompts=train,
         eval_prompts=held_out[:eval_prompts],
-        reward_fn=reward,
-        gold={"reward_model": reward},
+        reward_fn=DialogueReward(reward_model, conversations),
+        gold={"gold_model": DialogueReward(load_gold(gold, context.device), conversations)},
         env_options={"max_new_tokens": 32, "max_prompt_tokens": max_prompt_tokens},
         details={
+            "gold_model": gold_model_details(gold),
             "reward_model": reward_model_details(folder),
             "train_conversations": len(train),
             "held_out_conversations": len(held_out),
@@ -200,8 +301,23 @@ SPEC = TaskSpec(
         "max_prompt_tokens": 96,
         "reward_backbone": TINY_BACKBONE,
         "reward_max_length": 64,
+        "gold_backbone": TINY_BACKBONE,
+        "gold_layer": 1,
+        "gold_max_length": 64,
+        "gold_max_response_tokens": 16,
         "max_new_tokens": 6,
     },
 )
 
-__all__ = ["SPEC", "DialogueReward", "build", "reward_model_details", "reward_model_folder"]
+__all__ = [
+    "SPEC",
+    "DialogueReward",
+    "build",
+    "gold_folder",
+    "gold_model_details",
+    "keep_latest_turns",
+    "load_backbone",
+    "load_gold",
+    "reward_model_details",
+    "reward_model_folder",
+]
