@@ -142,9 +142,10 @@ class ProbeRewardModel:
             use_cache=False,
             logits_to_keep=1,
         )
-        hidden = self._handoff.take().float().cpu()
+        hidden = self._handoff.take().float()
         self._handoff.clear()
-        return torch.einsum("bt,bth->bh", pool, hidden)
+        # pooled where the states are: (B, H) crosses to the CPU, not (B, T, H)
+        return torch.einsum("bt,bth->bh", pool.to(hidden.device), hidden).cpu()
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
