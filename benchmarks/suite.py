@@ -19,6 +19,14 @@ writes them as Markdown (for RESULTS.md) and the gold-score learning curves.
     python benchmarks/suite.py --timesteps 2048 --task-timesteps Arithmetic=1024 \\
         --task-option Harmless.max_new_tokens=24  # a budget and options of one task
     rlhf-env bench suite --smoke --tasks Arithmetic --agents ppo sb3-ppo reference
+
+One suite can run as several processes, each on some of its tasks or seeds and otherwise the
+same settings (on 2 cores: two of one thread each, as the 90-minute suite of
+benchmarks/RESULTS.md ran); then merge the parts:
+
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --tasks Harmless --out a.json &
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --tasks Arithmetic --out b.json &
+    wait; python benchmarks/suite.py --results a.json b.json --out suite.json --markdown suite.md
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any
 
 from rlhf_pipeline.cli.options import add_dataclass_arguments, dataclass_values
 from rlhf_pipeline.leaderboard import format_leaderboard, plot_curves
-from rlhf_pipeline.suite import BUILTIN_AGENTS, SuiteConfig, run_suite
+from rlhf_pipeline.suite import BUILTIN_AGENTS, SuiteConfig, SuiteResult, run_suite
 
 RESULTS = Path(__file__).parent / "results"
 #: The fields that take several values, or KEY=VALUE pairs, on the command line.
@@ -125,9 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--out",
         type=Path,
-        help="results JSON (default: results/suite.json, results/suite_smoke.json with --smoke)",
+        help="results JSON (default: results/suite.json, results/suite_smoke.json with --smoke; "
+        "with --results: where the merged results go)",
     )
     add("--fresh", action="store_true", help="overwrite --out instead of resuming it")
+    add(
+        "--results",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: print (and --markdown, --plot) the leaderboards of these results "
+        "files, merged (the parts of one suite run in several processes, same settings)",
+    )
     add("--markdown", type=Path, metavar="FILE", help="also write the leaderboards as Markdown")
     add("--plot", type=Path, metavar="FILE.png|DIR", help="draw the gold-score learning curves")
     return parser
@@ -161,19 +178,29 @@ def main() -> None:
     args = build_parser().parse_args()
     for module in args.imports:
         importlib.import_module(module)
-    config = config_from(args)
-    out = args.out or RESULTS / ("suite_smoke.json" if config.smoke else "suite.json")
-    result = run_suite(config, out=out, fresh=args.fresh, log=lambda line: print(line, flush=True))
-    print()
+    if args.results:
+        result = SuiteResult.merge([SuiteResult.read(path) for path in args.results])
+        written = [result.write(args.out)] if args.out else []
+    else:
+        config = config_from(args)
+        out = args.out or RESULTS / ("suite_smoke.json" if config.smoke else "suite.json")
+        result = run_suite(config, out=out, fresh=args.fresh, log=print_now)
+        print()
+        written = [out]
     print(format_leaderboard(result))
-    written = [out]
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(format_leaderboard(result, markdown=True))
         written.append(args.markdown)
     if args.plot:
         written += plot_curves(result, args.plot)
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    if written:
+        print("\nwrote " + ", ".join(str(path) for path in written))
+
+
+def print_now(line: str) -> None:
+    """Print a progress line at once (the suite runs for minutes between lines)."""
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

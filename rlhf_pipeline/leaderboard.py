@@ -343,6 +343,12 @@ def format_leaderboard(result: SuiteResult, markdown: bool = False) -> str:
             " A task's recipe (`rlhf-env tasks`) sets the agents it names over learning_rate, "
             "epochs and minibatch_size; each run's `agent_settings` holds what ran."
         )
+    if result.settings.get("budgets"):
+        header += (
+            " A task's suite budget (`rlhf-env tasks`) sets its runs' tokens, training setup and "
+            "env options where the settings above do not; each run's `budget`, "
+            "`training_setup` and `options` hold what ran."
+        )
     return "\n\n".join([header, *tables]) + "\n"
 
 
@@ -389,24 +395,31 @@ def _one_line(text: str, width: int, table_cell: bool = True) -> str:
 
 def plot_curves(result: SuiteResult, path: str | Path) -> list[Path]:
     """Gold score against training tokens per task, one line per agent (the mean over seeds,
-    a band from the seeds' min to max; baselines dashed, flat). ``path`` ending in ``.png``
-    (``.pdf``, ``.svg``) gets one figure with a panel per task; any other path is a folder
-    that gets ``<task>.png`` each. Needs matplotlib (the ``demo`` extra)."""
+    a band from the seeds' min to max; baselines dashed, flat) and, where the runs logged
+    their iterations (``RunResult.history``), a panel under it of the training reward per
+    iteration (one line per seed). ``path`` ending in ``.png`` (``.pdf``, ``.svg``) gets one
+    figure with a column per task (three at most, then more rows); any other path is a
+    folder that gets ``<task>.png`` each. Needs matplotlib (the ``demo`` extra)."""
     matplotlib = require("matplotlib", "demo", "the suite's learning-curve plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
     tasks = result.tasks()
+    panels = 2 if any(run.history for run in result.runs) else 1
     if path.suffix.lower() in (".png", ".pdf", ".svg"):
         path.parent.mkdir(parents=True, exist_ok=True)
         columns = min(3, len(tasks))
-        rows = -(-len(tasks) // columns)
+        rows = -(-len(tasks) // columns) * panels
         figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
-        for axis, task in zip(axes.flat, tasks, strict=False):
-            _draw_task(axis, result, task)
-        for axis in list(axes.flat)[len(tasks) :]:
-            axis.set_visible(False)
+        for index, task in enumerate(tasks):
+            row, column = index // columns * panels, index % columns
+            _draw_task(axes[row, column], result, task)
+            if panels == 2:
+                _draw_training(axes[row + 1, column], result, task)
+        for index in range(len(tasks), rows // panels * columns):
+            for panel in range(panels):
+                axes[index // columns * panels + panel, index % columns].set_visible(False)
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)
@@ -414,8 +427,10 @@ def plot_curves(result: SuiteResult, path: str | Path) -> list[Path]:
     path.mkdir(parents=True, exist_ok=True)
     written = []
     for task in tasks:
-        figure, axis = plt.subplots(figsize=(7, 4.5))
-        _draw_task(axis, result, task)
+        figure, axes = plt.subplots(panels, 1, figsize=(7, 4.5 * panels), squeeze=False)
+        _draw_task(axes[0, 0], result, task)
+        if panels == 2:
+            _draw_training(axes[1, 0], result, task)
         figure.tight_layout()
         written.append(path / f"{task}.png")
         figure.savefig(written[-1], dpi=120)
@@ -451,6 +466,29 @@ def _draw_task(axis: Any, result: SuiteResult, task: str) -> None:
     axis.set_xlabel("training tokens (generated)")
     axis.set_ylabel(f"{key} ({gold_name})" if key == "gold" and gold_name else key)
     axis.legend(fontsize=8)
+
+
+def _draw_training(axis: Any, result: SuiteResult, task: str) -> None:
+    """The training reward (``rollout/score``, each iteration's mean) against training tokens,
+    one line per trained run, coloured by agent as in the gold panel."""
+    colours = _colours()
+    for index, agent in enumerate(dict.fromkeys(run.agent for run in result.runs_of(task))):
+        labelled = False
+        for run in result.runs_of(task, agent):
+            points = [
+                (r["timesteps"], r["rollout/score"]) for r in run.history if "rollout/score" in r
+            ]
+            if not points:
+                continue
+            tokens, scores = zip(*points, strict=True)
+            label = None if labelled else agent
+            axis.plot(tokens, scores, color=colours[index % len(colours)], alpha=0.6, label=label)
+            labelled = True
+    axis.set_title(f"{task}: training reward per iteration (each seed)")
+    axis.set_xlabel("training tokens (generated)")
+    axis.set_ylabel("rollout/score")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
 
 
 def _colours() -> list[str]:

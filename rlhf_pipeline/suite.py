@@ -5,7 +5,7 @@ curves of the gold score, are drawn from its results by :mod:`rlhf_pipeline.lead
 Every run builds a fresh env from its task (:func:`rlhf_env.tasks.make_task_vector_env`; the
 policy is loaded or built anew, so no run sees another's trained weights), trains the agent
 for ``timesteps`` generated tokens, evaluates the held-out prompts at the ``eval_points``
-(fractions of the budget) for the learning curve and finally on all held-out prompts. The
+(fractions of the budget) for the learning curve and finally on the held-out prompts. The
 evaluations run in a second env over the same policy and reference modules, with the task's
 initial beta, so evaluating never disturbs a training env (SB3 keeps its last observation
 between ``learn`` calls) and every agent's ``return`` is measured under the same beta.
@@ -31,10 +31,13 @@ The learning agents share the optimiser settings of :class:`SuiteConfig`
 ``minibatch_size x max_new_tokens`` transitions per step, ``n_steps = max_new_tokens``, gamma
 1, GAE 0.95, clip 0.2, value coefficient 0.1 as ``PPOAgent``); ``agent_options`` override
 any agent's own arguments. Tasks differ in cost (a long templated conversation costs more per
-token than an 8-word review opening): ``task_options`` and ``task_timesteps`` give one task
-its own env options and budget, every agent of that task still on the same one. Every agent
-stops at the first update boundary at or past the budget: each run records the tokens it
-trained on.
+token than an 8-word review opening): each task declares a suite budget
+(:class:`rlhf_env.tasks.SuiteBudget`: tokens, training setup, env options), the one that makes
+the three-task suite fit in 90 minutes on 2 CPU cores, which ``timesteps``,
+``training_setup`` and ``options`` override for every task and ``task_options`` and
+``task_timesteps`` for one (``budgets=False``: the suite's own defaults); every agent of a task
+still gets the same one. Every agent stops at the first update boundary at or past the
+budget: each run records the tokens it trained on.
 
 Example:
     >>> result = run_suite(tasks=["Arithmetic"], agents=["ppo", "reference"], seeds=[0, 1],
@@ -82,7 +85,14 @@ from rlhf_env.config import option as _option
 from rlhf_env.extras import require
 from rlhf_env.models import load_causal_lm, load_tokenizer
 from rlhf_env.models.efficient import TRAINING_SETUP, TRAINING_SETUP_HELP, apply_training_setup
-from rlhf_env.tasks import TASKS, Task, make_task_vector_env, smoke_arguments, task_spec
+from rlhf_env.tasks import (
+    TASKS,
+    SuiteBudget,
+    Task,
+    make_task_vector_env,
+    smoke_arguments,
+    task_spec,
+)
 from rlhf_env.vector_env import TextGenerationVectorEnv
 
 #: ``factory(env, seed) -> Agent``: builds the agent of one run in that run's fresh env. A
@@ -90,6 +100,8 @@ from rlhf_env.vector_env import TextGenerationVectorEnv
 #: with those options (the ``sb3-ppo`` factory's: ``{"autoreset_mode": "SameStep"}``).
 AgentFactory = Callable[[TextGenerationVectorEnv, int], Agent]
 
+#: The training budget of a run of a task without a suite budget, in generated tokens.
+DEFAULT_TIMESTEPS = 65_536
 #: The agents the suite knows by name.
 BUILTIN_AGENTS: tuple[str, ...] = ("ppo", "rloo", "grpo", "sb3-ppo", "reference", "random")
 #: The built-in agents that are not trained (evaluated once, at zero tokens).
@@ -123,14 +135,20 @@ class SuiteConfig:
         BUILTIN_AGENTS, "Agent names, or [NAME=]package.module:Class of one's own."
     )
     seeds: tuple[int, ...] = _option((0, 1, 2), "One run per seed of every agent and task.")
-    timesteps: int = _option(65_536, "Training budget of every run, in generated tokens.")
+    timesteps: int | None = _option(
+        None,
+        "Training budget of every run, in generated tokens (None: each task's suite budget, "
+        f"`rlhf-env tasks` lists them; {DEFAULT_TIMESTEPS:,} for a task without one).",
+    )
     eval_points: tuple[float, ...] = _option(
         (0.0, 0.25, 0.5, 0.75, 1.0),
         "Fractions of the budget at which the held-out prompts are evaluated (the curve).",
     )
     num_envs: int = _option(16, "Sub-envs of every env (responses per rollout round).")
     curve_prompts: int | None = _option(
-        64, "Held-out prompts (the first ones) per curve evaluation (None: all of them)."
+        None,
+        "Held-out prompts (the first ones) per curve evaluation (None: the final evaluation's, "
+        "whose figures are then the curve's last point).",
     )
     eval_prompts: int | None = _option(
         None, "Held-out prompts of the final evaluation (None: all of the task's)."
@@ -143,8 +161,10 @@ class SuiteConfig:
     learning_rate: float = _option(1e-5, "Learning rate of every learning agent.")
     epochs: int = _option(4, "Passes over each rollout, for every learning agent.")
     minibatch_size: int = _option(8, "Responses per optimiser step, for every learning agent.")
-    training_setup: str = _option(
-        "full", f"What trains, in every run: {TRAINING_SETUP_HELP} (the reference shares the rest)."
+    training_setup: str | None = _option(
+        None,
+        f"What trains, in every run: {TRAINING_SETUP_HELP} (the reference shares the rest; "
+        "None: each task's suite budget's, full for a task without one).",
     )
     options: dict[str, Any] = field(
         default_factory=dict,
@@ -176,6 +196,12 @@ class SuiteConfig:
         "`rlhf-env tasks` lists them) over learning_rate, epochs and minibatch_size; "
         "agent_options still override it (not under smoke).",
     )
+    budgets: bool = _option(
+        True,
+        "Give each task's runs its suite budget (`rlhf-env tasks` lists them: tokens, training "
+        "setup, env options) where timesteps, training_setup, options and task_options do not "
+        "say otherwise (not under smoke).",
+    )
     smoke: bool = _option(False, "Run each task's tiny variant (random tiny GPT-2): plumbing.")
 
     def __post_init__(self) -> None:
@@ -198,11 +224,14 @@ class SuiteConfig:
                 ),
                 (bool(self.seeds), "seeds is empty; give at least one, e.g. (0,)"),
                 (
-                    bool(TRAINING_SETUP.match(self.training_setup)),
+                    self.training_setup is None or bool(TRAINING_SETUP.match(self.training_setup)),
                     f"training_setup must be {TRAINING_SETUP_HELP}, got {self.training_setup!r}",
                 ),
                 (len(set(self.seeds)) == len(self.seeds), f"seeds {self.seeds} repeat one"),
-                (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
+                (
+                    self.timesteps is None or self.timesteps >= 1,
+                    f"timesteps must be >= 1 or None (each task's budget), got {self.timesteps}",
+                ),
                 (
                     all(value >= 1 for value in self.task_timesteps.values()),
                     f"task_timesteps must all be >= 1, got {self.task_timesteps}",
@@ -236,14 +265,39 @@ class SuiteConfig:
         settings not given."""
         return cls(**({**SMOKE_SETTINGS, **settings} if smoke else settings), smoke=smoke)
 
+    def task_budget(self, task: str) -> SuiteBudget | None:
+        """``task``'s declared suite budget, where the suite uses it (``budgets`` on, not
+        under smoke, a registered task that declares one)."""
+        if not self.budgets or self.smoke or task not in TASKS:
+            return None
+        return TASKS[task].budget
+
     def budget(self, task: str) -> int:
-        """The training budget of every run of ``task``, in generated tokens."""
-        return self.task_timesteps.get(task, self.timesteps)
+        """The training budget of every run of ``task``, in generated tokens: its
+        ``task_timesteps``, else ``timesteps``, else the task's suite budget."""
+        if task in self.task_timesteps:
+            return self.task_timesteps[task]
+        if self.timesteps is not None:
+            return self.timesteps
+        declared = self.task_budget(task)
+        return declared.timesteps if declared else DEFAULT_TIMESTEPS
+
+    def setup(self, task: str) -> str:
+        """What trains in ``task``'s runs: ``training_setup``, else the task's suite budget's."""
+        if self.training_setup is not None:
+            return self.training_setup
+        declared = self.task_budget(task)
+        return declared.training_setup if declared else "full"
 
     def env_options(self, task: str) -> dict[str, Any]:
-        """The env and task options of ``task``'s runs: ``options`` under its
-        ``task_options``."""
-        return {**self.options, **self.task_options.get(task, {})}
+        """The env and task options of ``task``'s runs: its suite budget's, under ``options``,
+        under its ``task_options``."""
+        declared = self.task_budget(task)
+        return {
+            **(declared.options if declared else {}),
+            **self.options,
+            **self.task_options.get(task, {}),
+        }
 
     def run_settings(self) -> dict[str, Any]:
         """The settings that make runs comparable (all but which tasks, agents and seeds run),
@@ -413,6 +467,8 @@ class RunResult:
             ``rollout/kl``, ``train/explained_variance``, ...; empty for other agents).
         task_details: the task's ``details`` as built for the run (the models behind its
             scores, with their held-out accuracies; sizes), as JSON values.
+        training_setup: what trained (``"frozen:24"``, ...); ``options``: the env and task
+            options the run's env was built with (its suite budget's and the config's).
     """
 
     task: str
@@ -433,6 +489,8 @@ class RunResult:
     agent_settings: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     task_details: dict[str, Any] = field(default_factory=dict)
+    training_setup: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -475,6 +533,30 @@ class SuiteResult:
             raise ValueError(
                 f"{path} is not a suite results file ({error}); pass another --out, or --fresh"
             ) from error
+
+    @classmethod
+    def merge(cls, results: Sequence[SuiteResult]) -> SuiteResult:
+        """One result from several of the same settings, e.g. the parts of one suite run in
+        several processes (each on its tasks or seeds); a run found twice is an error."""
+        if not results:
+            raise ValueError("nothing to merge: give at least one suite result")
+        first = results[0]
+        for other in results[1:]:
+            if other.settings != first.settings:
+                differ = sorted(
+                    key for key in {*first.settings, *other.settings}
+                    if first.settings.get(key) != other.settings.get(key)
+                )  # fmt: skip
+                raise ValueError(
+                    f"the results were run with other settings (differing: {', '.join(differ)})"
+                    "; only parts of one suite, run with the same settings, merge"
+                )
+        runs = [run for result in results for run in result.runs]
+        keys = [run.key for run in runs]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ValueError(f"runs {twice} are in more than one result; merge each run once")
+        return cls(dict(first.settings), dict(first.machine), runs)
 
     def write(self, path: str | Path) -> Path:
         """Write the JSON to ``path`` atomically (an interrupted write leaves the old file)."""
@@ -618,8 +700,10 @@ def run_one(
             f"agent {name!r} ({type(agent).__name__}) has no num_timesteps: an agent counts the "
             "generated tokens it trained on there (rlhf_agents.Agent sets it to 0)"
         )
-    curve_prompts = spec.eval_prompts[: config.curve_prompts] * config.eval_samples
     final_prompts = spec.eval_prompts[: config.eval_prompts] * config.eval_samples
+    curve_prompts = final_prompts
+    if config.curve_prompts is not None:
+        curve_prompts = spec.eval_prompts[: config.curve_prompts] * config.eval_samples
 
     def measure(prompts: list[str]) -> Any:
         return evaluate(agent, eval_env, prompts=prompts, seed=seed)
@@ -655,6 +739,8 @@ def run_one(
         agent_settings=_agent_settings(agent),
         history=[_scalars(record) for record in getattr(agent, "history", [])],
         task_details=json.loads(json.dumps(spec.details, default=str)),
+        training_setup=config.setup(task),
+        options=json.loads(json.dumps(config.env_options(task), default=repr)),
     )
     eval_env.close()
     env.close()
@@ -741,14 +827,13 @@ def _task_env(
     arguments.update(options)
     if isinstance(arguments.get("policy"), torch.nn.Module) and "policy" in options:
         arguments["policy"] = copy.deepcopy(arguments["policy"])
-    if config.training_setup != "full":
+    setup = config.setup(task)
+    if setup != "full":
         if not isinstance(arguments.get("policy"), torch.nn.Module):
             folder = assets.resolve(arguments.get("policy") or task_spec(task).policy)
             arguments["policy"] = load_causal_lm(folder, dtype=torch.float32)
             arguments.setdefault("tokenizer", load_tokenizer(folder))
-        arguments["policy"], reference = apply_training_setup(
-            arguments["policy"], config.training_setup
-        )
+        arguments["policy"], reference = apply_training_setup(arguments["policy"], setup)
         arguments.setdefault("reference", reference)
     arguments.update(agent_env_options)
     return make_task_vector_env(task, num_envs=config.num_envs, **arguments)

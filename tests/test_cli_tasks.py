@@ -65,6 +65,12 @@ def test_tasks_lists_each_task_with_its_options(tiny_task):
         "recipe for grpo: group_size=8",
     ):
         assert any(line.startswith(start) for line in recipes), start
+    # the suite budgets, one per task that declares one
+    budgets = [line.strip() for line in out.splitlines() if "suite budget:" in line]
+    assert "suite budget: 4,096 tokens on frozen:24, max_prompt_tokens=128, max_new_tokens=24" in (
+        budgets
+    )
+    assert len(budgets) == sum(spec.budget is not None for spec in TASKS.values())
 
 
 def test_eval_task_smoke_prints_every_figure_and_writes_json(tiny_task, tmp_path):

@@ -19,7 +19,8 @@ from helpers import make_tiny_task, run_cli
 
 from rlhf_agents import Agent
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
-from rlhf_env.tasks import TASKS, Task, TaskContext, TaskSpec, register_task
+from rlhf_env.tasks import TASKS, SuiteBudget, Task, TaskContext, TaskSpec, register_task
+from rlhf_pipeline import suite as suite_runner
 from rlhf_pipeline.leaderboard import (
     format_leaderboard,
     leaderboard,
@@ -28,7 +29,7 @@ from rlhf_pipeline.leaderboard import (
     sample_table,
 )
 from rlhf_pipeline.statistics import difference, estimate, holm
-from rlhf_pipeline.suite import RunResult, SuiteConfig, SuiteResult, run_suite
+from rlhf_pipeline.suite import DEFAULT_TIMESTEPS, RunResult, SuiteConfig, SuiteResult, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "SuiteToy"
@@ -60,6 +61,20 @@ def build_toy_task_with_recipe(context: TaskContext, held_out: int = 4) -> Task:
 if RECIPE_TASK not in TASKS:
     spec = TaskSpec(RECIPE_TASK, "a tiny test task with a recipe", build_toy_task_with_recipe)
     register_task(dataclasses.replace(spec, recipes={"rloo": RECIPE}))
+
+
+#: The toy task with a suite budget: its own tokens, training setup and response length.
+BUDGET_TASK = "SuiteToyBudget"
+BUDGET = SuiteBudget(timesteps=6, training_setup="frozen:1", options={"max_new_tokens": 3})
+
+
+def build_toy_task_with_budget(context: TaskContext, held_out: int = 4) -> Task:
+    return make_tiny_task(BUDGET_TASK, context.tokenizer, held_out)
+
+
+if BUDGET_TASK not in TASKS:
+    spec = TaskSpec(BUDGET_TASK, "a tiny test task with a budget", build_toy_task_with_budget)
+    register_task(dataclasses.replace(spec, budget=BUDGET))
 
 
 class GreedyAgent(Agent):
@@ -186,6 +201,15 @@ def test_leaderboard_pools_seeds_and_prompts_and_compares_paired(tmp_path):
     (figure,) = plot_curves(result, tmp_path / "curves.png")
     assert figure.stat().st_size > 0
     assert [p.name for p in plot_curves(result, tmp_path / "folder")] == ["T.png"]
+    # Runs that logged their iterations get a training-reward panel under the gold's.
+    image = pytest.importorskip("matplotlib.image")
+    height = image.imread(tmp_path / "folder" / "T.png").shape[0]
+    for number, run in enumerate(runs):
+        run.history = [
+            {"timesteps": 8 * (i + 1), "rollout/score": 0.1 * i * number} for i in range(3)
+        ]
+    (panel,) = plot_curves(SuiteResult({}, {}, runs), tmp_path / "with_history")
+    assert image.imread(panel).shape[0] == 2 * height
 
 
 def test_leaderboard_names_the_models_behind_the_scores_with_their_accuracies():
@@ -252,6 +276,71 @@ def test_a_tasks_recipe_sets_its_agents_unless_overridden_or_off():
     assert off["group_size"] == 4  # the agent's own default
     with pytest.raises(ValueError, match="recipe for rloo answers each prompt 2 times"):
         rloo_config(num_envs=3)
+
+
+def test_a_tasks_suite_budget_sets_its_runs_unless_overridden_or_off():
+    """The budget gives a run its tokens, training setup and env options; ``timesteps``,
+    ``task_timesteps``, ``training_setup`` and ``options`` override each part, ``budgets=False``
+    drops it; each run records what it ran with."""
+    tokenizer = build_tiny_tokenizer()
+    models = {"policy": build_tiny_gpt2(tokenizer), "tokenizer": tokenizer}
+    base = {**TINY, "smoke": False, "timesteps": None, "options": models, "eval_points": (1.0,)}
+
+    def config(**extra) -> SuiteConfig:
+        return SuiteConfig.create(**{**base, "tasks": (BUDGET_TASK,), **extra})
+
+    def env_of(settings: SuiteConfig):
+        env = suite_runner._task_env(BUDGET_TASK, settings, {})
+        blocks = env.policy.transformer.h
+        trains = [any(p.requires_grad for p in block.parameters()) for block in blocks]
+        return env.max_new_tokens, trains
+
+    declared = config()
+    assert declared.budget(BUDGET_TASK) == 6 and declared.setup(BUDGET_TASK) == "frozen:1"
+    assert env_of(declared) == (3, [False, True])
+    (run,) = run_suite(declared, agents=["ppo"], seeds=[0]).runs
+    assert run.budget == 6 and run.tokens >= 6 and run.training_setup == "frozen:1"
+    assert run.options["max_new_tokens"] == 3
+
+    assert config(timesteps=4).budget(BUDGET_TASK) == 4
+    assert config(timesteps=4, task_timesteps={BUDGET_TASK: 5}).budget(BUDGET_TASK) == 5
+    overridden = config(training_setup="full", options={**models, "max_new_tokens": 2})
+    assert env_of(overridden) == (2, [True, True])
+    assert env_of(config(task_options={BUDGET_TASK: {"max_new_tokens": 1}}))[0] == 1
+
+    off = config(budgets=False)
+    assert off.budget(BUDGET_TASK) == DEFAULT_TIMESTEPS and off.setup(BUDGET_TASK) == "full"
+    assert env_of(off)[1] == [True, True] and "max_new_tokens" not in off.env_options(BUDGET_TASK)
+    assert config(smoke=True).task_budget(BUDGET_TASK) is None  # smoke runs are plumbing
+    with pytest.raises(ValueError, match="timesteps must be >= 1"):
+        SuiteBudget(timesteps=0)
+    with pytest.raises(ValueError, match="training setup must be"):
+        SuiteBudget(timesteps=8, training_setup="frozen")
+    # A task without a budget gets the suite's defaults.
+    assert config().budget(TASK) == DEFAULT_TIMESTEPS and config().setup(TASK) == "full"
+
+
+def test_the_curves_last_point_is_the_final_evaluation_unless_curve_prompts_differ(monkeypatch):
+    """``curve_prompts=None`` evaluates the curve on the final evaluation's prompts, so the
+    final evaluation is the curve's last point (no second one); fewer curve prompts cost one
+    more evaluation at the end."""
+    calls: list[int] = []
+    real = suite_runner.evaluate
+
+    def counting(agent, env, prompts, seed):
+        calls.append(len(prompts))
+        return real(agent, env, prompts=prompts, seed=seed)
+
+    monkeypatch.setattr(suite_runner, "evaluate", counting)
+    settings = {**TINY, "eval_points": (0.0, 1.0), "eval_prompts": 4}
+    (run,) = run_suite(
+        tasks=[TASK], agents=["ppo"], seeds=[0], **{**settings, "curve_prompts": None}
+    ).runs
+    assert calls == [4, 4]  # the point at 0, then the final one
+    assert run.curve[-1]["metrics"] == run.final
+    calls.clear()
+    run_suite(tasks=[TASK], agents=["ppo"], seeds=[0], **{**settings, "curve_prompts": 2})
+    assert calls == [2, 4, 2]
 
 
 # -- whole suites on the tiny task (smoke) --------------------------------------------------------
@@ -454,6 +543,36 @@ def test_cli_bench_suite_smoke(tmp_path):
         assert 1 <= len(run["samples"]) <= 4
         assert set(run["samples"][0]) == {"prompt", "response"}
     assert "Samples (" in markdown.read_text()
+
+
+def test_the_parts_of_one_suite_merge_into_one_leaderboard(tmp_path):
+    """One suite split by seed between two invocations (as two processes run it), merged by
+    ``--results``: one leaderboard over both parts, and the merged JSON; parts of other
+    settings, or holding one run twice, are refused."""
+    common = [
+        "bench", "suite", "--smoke", "--tasks", TASK, "--agents", "reference",
+        "--agent", "test_suite:GreedyAgent", "--timesteps", "8", "--eval-points", "1",
+    ]  # fmt: skip
+    parts = [tmp_path / "a.json", tmp_path / "b.json"]
+    for seed, part in zip(("0", "1"), parts, strict=True):
+        status, _, stderr = run_cli(*common, "--seeds", seed, "--out", str(part))
+        assert status == 0, stderr
+    merged = tmp_path / "merged.json"
+    status, stdout, stderr = run_cli(
+        "bench", "suite", "--results", *map(str, parts), "--out", str(merged)
+    )
+    assert status == 0, stderr
+    assert "n=2" in stdout  # both seeds in one table
+    result = SuiteResult.read(merged)
+    assert sorted(run.key for run in result.runs) == sorted(
+        (TASK, agent, seed) for agent in ("GreedyAgent", "reference") for seed in (0, 1)
+    )
+    first, second = (SuiteResult.read(part) for part in parts)
+    with pytest.raises(ValueError, match="more than one result"):
+        SuiteResult.merge([first, first])
+    second.settings = {**second.settings, "timesteps": 16}
+    with pytest.raises(ValueError, match="differing: timesteps"):
+        SuiteResult.merge([first, second])
 
 
 @pytest.mark.long

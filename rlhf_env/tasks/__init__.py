@@ -18,7 +18,7 @@ gold metrics).
 """
 
 from rlhf_env.tasks import arithmetic, dialogue, harmless, positive_review
-from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
+from rlhf_env.tasks.base import SuiteBudget, Task, TaskContext, TaskSpec
 from rlhf_env.tasks.registry import (
     TASKS,
     build_task,
@@ -36,6 +36,7 @@ for _spec in (positive_review.SPEC, harmless.SPEC, arithmetic.SPEC, dialogue.SPE
 
 __all__ = [
     "TASKS",
+    "SuiteBudget",
     "Task",
     "TaskContext",
     "TaskSpec",

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.extras import require
-from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
+from rlhf_env.tasks.base import SuiteBudget, Task, TaskContext, TaskSpec
 
 #: The system message of every prompt (it replaces a chat template's default one).
 INSTRUCTION = "Reply with only the final answer in <answer></answer> tags."
@@ -617,6 +617,10 @@ PPO_RECIPE: dict[str, Any] = {
     key: value for key, value in GROUP_RECIPE.items() if key != "group_size"
 }
 
+#: A suite run's budget: 10,240 tokens of the top 6 blocks, the balanced problems' RLOO run's
+#: (issue 28's 90-minute suite).
+BUDGET = SuiteBudget(timesteps=10_240, training_setup="frozen:24")
+
 SPEC = TaskSpec(
     name="Arithmetic",
     description="chain sums from reasoning-gym, answered in <answer> tags; reward and "
@@ -629,9 +633,11 @@ SPEC = TaskSpec(
         "max_prompt_tokens": 128,
     },
     recipes={"ppo": PPO_RECIPE, "rloo": GROUP_RECIPE, "grpo": GROUP_RECIPE},
+    budget=BUDGET,
 )
 
 __all__ = [
+    "BUDGET",
     "SPEC",
     "ArithmeticProblems",
     "ArithmeticReward",

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_env.data.prompts import PromptsLike
+from rlhf_env.models.efficient import check_training_setup
 from rlhf_env.rewards.base import RewardFunction
 
 
@@ -101,6 +102,29 @@ Builder = Callable[..., Task]
 
 
 @dataclass(frozen=True)
+class SuiteBudget:
+    """What one benchmark-suite run of a task gets by default: the budget that makes the
+    three-task suite (three learning agents and the reference, three seeds) fit in 90 minutes
+    on 2 CPU cores (benchmarks/RESULTS.md, issue 28), and the settings it was measured with.
+
+    Attributes:
+        timesteps: generated tokens of training per run.
+        training_setup: what trains (``"full"``, ``"frozen:N"``, ``"lora:R"``): frozen blocks
+            are shared with the reference and cost no backward pass.
+        options: env and task options of the suite's runs (shorter prompts or responses).
+    """
+
+    timesteps: int
+    training_setup: str = "full"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 1:
+            raise ValueError(f"a suite budget's timesteps must be >= 1, got {self.timesteps}")
+        check_training_setup(self.training_setup)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A registry entry.
 
@@ -119,6 +143,8 @@ class TaskSpec:
             work on this task (measured: the task's docstring says where), as keyword
             arguments of ``rlhf_agents.make_agent``; the benchmark suite uses them over its
             shared optimiser settings unless told not to.
+        budget: the suite's default budget for a run of this task (:class:`SuiteBudget`;
+            ``None``: the suite's own defaults, 65,536 tokens of full fine-tuning).
     """
 
     name: str
@@ -128,6 +154,7 @@ class TaskSpec:
     smoke_options: Mapping[str, Any] = field(default_factory=dict)
     chat_template: bool = False
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    budget: SuiteBudget | None = None
 
     @property
     def env_id(self) -> str:

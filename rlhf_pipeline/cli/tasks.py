@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlhf_env.tasks import SuiteBudget
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -22,11 +25,19 @@ def list_command(args: argparse.Namespace) -> int:
         for agent, recipe in spec.recipes.items():
             settings = ", ".join(f"{name}={value!r}" for name, value in recipe.items())
             print(f"{'':<{width}}  recipe for {agent}: {settings}")
+        if spec.budget is not None:
+            print(f"{'':<{width}}  suite budget: {budget_line(spec.budget)}")
     print(
         "\ngym.make(ID, **options) builds one; rlhf-env eval --task ID evaluates a policy on it "
         "(--smoke: its tiny variant)."
     )
     return 0
+
+
+def budget_line(budget: SuiteBudget) -> str:
+    """A task's :class:`~rlhf_env.tasks.SuiteBudget` on one line."""
+    options = "".join(f", {name}={value!r}" for name, value in budget.options.items())
+    return f"{budget.timesteps:,} tokens on {budget.training_setup}{options}"
 
 
 def register(commands: Any) -> None:
@@ -36,7 +47,7 @@ def register(commands: Any) -> None:
         help="list the ready-made tasks (rlhf_env/<Task>-v0) and their options",
         description="One line per registered task: its Gymnasium id and description, then its "
         "default policy and its own options with their defaults (gym.make accepts them beside "
-        "the env's settings), and its recipes: the agent settings that work on it, which the "
-        "benchmark suite uses.",
+        "the env's settings), its recipes (the agent settings that work on it) and its suite "
+        "budget (tokens, training setup and options per run), which the benchmark suite uses.",
     )
     parser.set_defaults(handler=list_command, command_parser=parser)
