@@ -40,6 +40,14 @@ AGENTS: dict[str, type[Agent]] = {
 }
 
 
+#: What a name sets in its agent's config beyond the class's defaults: ``"grpo"`` is the
+#: RLOO agent with GRPO's baseline (the group mean, advantages scaled by the group's std).
+NAMED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rloo": {"baseline": "rloo"},
+    "grpo": {"baseline": "grpo"},
+}
+
+
 def make_agent(name: str, env: TextGenerationVectorEnv, **config: Any) -> Agent:
     """An agent by name, its config built from keyword arguments.
 
@@ -48,14 +56,13 @@ def make_agent(name: str, env: TextGenerationVectorEnv, **config: Any) -> Agent:
     """
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
-    if name in ("rloo", "grpo"):
-        config.setdefault("baseline", name)
-    return AGENTS[name](env, **config)
+    return AGENTS[name](env, **{**NAMED_DEFAULTS.get(name, {}), **config})
 
 
 __all__ = [
     "AGENTS",
     "LEARNING_AGENTS",
+    "NAMED_DEFAULTS",
     "Agent",
     "Evaluation",
     "PPOAgent",

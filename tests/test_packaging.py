@@ -17,15 +17,33 @@ pytestmark = pytest.mark.long  # builds a wheel and a virtual environment: tens 
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel, and what its build printed."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(out), str(ROOT)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     (path,) = out.glob("rlhf_env-*.whl")
-    return path
+    return path, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built) -> Path:
+    return built[0]
+
+
+def test_the_wheel_holds_every_package_and_builds_quietly(built):
+    """Every package folder of the source tree is in the wheel (a new subpackage not listed in
+    setup.cfg would be left out), and setuptools has nothing to warn about."""
+    wheel_path, output = built
+    names = set(zipfile.ZipFile(wheel_path).namelist())
+    for folder, installed in (("rlhf_env", "rlhf_env"), ("agents", "rlhf_agents"),
+                              ("rlhf_pipeline", "rlhf_pipeline")):  # fmt: skip
+        for init in (ROOT / folder).rglob("__init__.py"):
+            assert f"{installed}/{init.relative_to(ROOT / folder).as_posix()}" in names
+    assert "Warning" not in output, output[-3000:]
 
 
 def test_the_wheel_installs_the_agents_under_their_own_name(wheel):

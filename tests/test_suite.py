@@ -20,7 +20,6 @@ from helpers import make_tiny_task, run_cli
 from rlhf_agents import Agent
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.tasks import TASKS, SuiteBudget, Task, TaskContext, TaskSpec, register_task
-from rlhf_pipeline import suite as suite_runner
 from rlhf_pipeline.leaderboard import (
     format_leaderboard,
     leaderboard,
@@ -30,6 +29,7 @@ from rlhf_pipeline.leaderboard import (
 )
 from rlhf_pipeline.statistics import difference, estimate, holm
 from rlhf_pipeline.suite import DEFAULT_TIMESTEPS, RunResult, SuiteConfig, SuiteResult, run_suite
+from rlhf_pipeline.suite import runner as suite_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "SuiteToy"

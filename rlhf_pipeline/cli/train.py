@@ -80,7 +80,7 @@ def _make_env(
 
 
 def _agent_config(args: argparse.Namespace) -> Any:
-    from rlhf_agents import PPOConfig, RLOOConfig
+    from rlhf_agents import NAMED_DEFAULTS, PPOConfig, RLOOConfig
 
     config_class = PPOConfig if args.agent == "ppo" else RLOOConfig
     values = dataclass_values(PPOConfig, args) | dataclass_values(RLOOConfig, args)
@@ -89,8 +89,7 @@ def _agent_config(args: argparse.Namespace) -> Any:
     if foreign:
         flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise ValueError(f"{flags} do(es) not apply to --agent {args.agent}")
-    if args.agent == "grpo":
-        values.setdefault("baseline", "grpo")
+    values = {**NAMED_DEFAULTS.get(args.agent, {}), **values}
     values.setdefault("checkpoint_dir", str(args.out / "rl"))
     values.setdefault("log_dir", str(args.out / "tensorboard"))
     return config_class, values
