@@ -22,6 +22,10 @@ from rlhf_pipeline.suite import RunResult, SuiteResult, as_float, rank_metric
 NOT_RANKED: tuple[str, ...] = ("score_std", "episodes")
 #: Figures whose per-response values an evaluation keeps under another name.
 PER_RESPONSE_NAMES: dict[str, str] = {"score": "learned"}
+#: Figures a run pools over its responses though it keeps per-response values too: a run's
+#: perplexity is exp(NLL over all its response tokens), not the mean of the responses'
+#: perplexities (a heavy-tailed figure); the table shows the runs' own values.
+POOLED: frozenset[str] = frozenset({"perplexity"})
 
 
 # -- the leaderboard ---------------------------------------------------------------------------
@@ -56,9 +60,10 @@ class LeaderboardRow:
 def run_scores(result: SuiteResult, runs: Sequence[RunResult], name: str) -> np.ndarray | None:
     """``(seeds, prompts)``: each run's per-prompt means of metric ``name`` (the suite's
     ``eval_samples`` answers per prompt averaged), or None when a run kept no per-response
-    values of it (a pooled figure such as ``distinct_2``)."""
+    values of it, or the figure is pooled over a run's responses (``distinct_2``,
+    ``perplexity``: :data:`POOLED`)."""
     name = PER_RESPONSE_NAMES.get(name, name)
-    if not runs or any(name not in run.per_response for run in runs):
+    if not runs or name in POOLED or any(name not in run.per_response for run in runs):
         return None
     answers = int(result.settings.get("eval_samples", 1))
     lengths = {len(run.per_response[name]) for run in runs}
@@ -249,7 +254,8 @@ def method_note(confidence: float = 0.95) -> str:
         f"[low, high]: {confidence:.0%} interval pooling seeds and held-out prompts (a t-interval "
         "on the sum of the seeds' and the prompts' variance parts, Welch-Satterthwaite degrees of "
         "freedom; errs wide; clipped to the values seen); the mean alone where values do not "
-        "spread; a figure pooled over a run's responses (distinct-n) shows its seeds' range. "
+        "spread; a figure pooled over a run's responses (distinct-n, perplexity) shows its seeds' "
+        "range. "
         "vs reference / vs best: the gold difference paired on the same prompts, its "
         "interval and a two-sided t-test p-value, Holm-corrected over the table's comparisons. "
         "per seed: each seed's gold (the seeds' spread). Method: rlhf_pipeline/statistics.py."

@@ -245,6 +245,12 @@ def test_leaderboard_says_when_the_best_is_tied_and_refuses_unpaired_runs():
     for seed, run in enumerate(runs[:2]):
         run.final["distinct_2"] = 0.5 + 0.1 * seed
     assert "0.550 (seeds 0.500 to 0.600)" in leaderboard_table(result, "T")
+    # perplexity: the runs' corpus figures, not the mean of heavy-tailed per-response values
+    for seed, run in enumerate(runs[:2]):
+        run.final["perplexity"] = 10.0 + 2 * seed
+        run.per_response["perplexity"] = [5.0] * 15 + [500.0]
+    (row,) = [row for row in leaderboard(result, "T") if row.agent == "a"]
+    assert row.metrics["perplexity"].mean == pytest.approx(11.0)
     runs[1].per_response["gold"] = runs[1].per_response["gold"][:8]
     with pytest.raises(ValueError, match="not the same held-out prompts"):
         leaderboard(result, "T")
