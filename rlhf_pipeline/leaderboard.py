@@ -420,9 +420,7 @@ def plot_curves(result: SuiteResult, path: str | Path) -> list[Path]:
         figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
         for index, task in enumerate(tasks):
             row, column = index // columns * panels, index % columns
-            _draw_task(axes[row, column], result, task)
-            if panels == 2:
-                _draw_training(axes[row + 1, column], result, task)
+            _draw_panels(axes[row : row + panels, column], result, task)
         for index in range(len(tasks), rows // panels * columns):
             for panel in range(panels):
                 axes[index // columns * panels + panel, index % columns].set_visible(False)
@@ -434,9 +432,7 @@ def plot_curves(result: SuiteResult, path: str | Path) -> list[Path]:
     written = []
     for task in tasks:
         figure, axes = plt.subplots(panels, 1, figsize=(7, 4.5 * panels), squeeze=False)
-        _draw_task(axes[0, 0], result, task)
-        if panels == 2:
-            _draw_training(axes[1, 0], result, task)
+        _draw_panels(axes[:, 0], result, task)
         figure.tight_layout()
         written.append(path / f"{task}.png")
         figure.savefig(written[-1], dpi=120)
@@ -472,6 +468,13 @@ def _draw_task(axis: Any, result: SuiteResult, task: str) -> None:
     axis.set_xlabel("training tokens (generated)")
     axis.set_ylabel(f"{key} ({gold_name})" if key == "gold" and gold_name else key)
     axis.legend(fontsize=8)
+
+
+def _draw_panels(axes: Sequence[Any], result: SuiteResult, task: str) -> None:
+    """``task``'s gold panel, and under it its training-reward panel where ``axes`` has two."""
+    _draw_task(axes[0], result, task)
+    if len(axes) > 1:
+        _draw_training(axes[1], result, task)
 
 
 def _draw_training(axis: Any, result: SuiteResult, task: str) -> None:

@@ -120,11 +120,8 @@ class SuiteResult:
             raise ValueError("nothing to merge: give at least one suite result")
         first = results[0]
         for other in results[1:]:
-            if other.settings != first.settings:
-                differ = sorted(
-                    key for key in {*first.settings, *other.settings}
-                    if first.settings.get(key) != other.settings.get(key)
-                )  # fmt: skip
+            differ = differing_settings(first.settings, other.settings)
+            if differ:
                 raise ValueError(
                     f"the results were run with other settings (differing: {', '.join(differ)})"
                     "; only parts of one suite, run with the same settings, merge"
@@ -152,6 +149,11 @@ class SuiteResult:
     def runs_of(self, task: str, agent: str | None = None) -> list[RunResult]:
         """The runs of ``task`` (of one ``agent``), in order."""
         return [r for r in self.runs if r.task == task and (agent is None or r.agent == agent)]
+
+
+def differing_settings(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
+    """The names of the settings two results were run with that differ, sorted."""
+    return sorted(key for key in {*first, *second} if first.get(key) != second.get(key))
 
 
 def machine_info() -> dict[str, Any]:

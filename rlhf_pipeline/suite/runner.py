@@ -25,7 +25,14 @@ from rlhf_env.tasks import TASKS, Task, make_task_vector_env, smoke_arguments, t
 from rlhf_env.vector_env import TextGenerationVectorEnv
 from rlhf_pipeline.suite.agents import FIXED_AGENTS, AgentFactory, agent_factory, agent_name
 from rlhf_pipeline.suite.config import SuiteConfig
-from rlhf_pipeline.suite.results import RunResult, SuiteResult, as_float, machine_info, rank_metric
+from rlhf_pipeline.suite.results import (
+    RunResult,
+    SuiteResult,
+    as_float,
+    differing_settings,
+    machine_info,
+    rank_metric,
+)
 
 #: Responses of the final evaluation kept in each run's results (``RunResult.samples``).
 SAMPLES = 4
@@ -110,11 +117,8 @@ def _start(config: SuiteConfig, out: str | Path | None, fresh: bool) -> SuiteRes
     if out is None or fresh or not Path(out).exists():
         return SuiteResult(settings, machine_info())
     previous = SuiteResult.read(out)
-    if previous.settings != settings:
-        differ = sorted(
-            key for key in {*settings, *previous.settings}
-            if settings.get(key) != previous.settings.get(key)
-        )  # fmt: skip
+    differ = differing_settings(settings, previous.settings)
+    if differ:
         raise ValueError(
             f"{out} holds runs of other settings (differing: {', '.join(differ)}); pass another "
             "--out, or --fresh to overwrite it"
