@@ -122,7 +122,7 @@ def load_agent(
             f"config makes a {type(agent.kl_controller).__name__}: keep kl_target as saved"
         )
     agent.kl_controller.load_state_dict(controller)
-    env.kl_coef = agent.kl_controller.value
+    env.set_kl_coef(agent.kl_controller.value)
     agent.num_timesteps = int(state["num_timesteps"])
     agent.iterations = int(state["iterations"])
     agent.history = list(state.get("history", []))

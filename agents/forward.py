@@ -56,7 +56,7 @@ def response_forward(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
-    response_ids: torch.Tensor,
+    continuation_ids: torch.Tensor,
     context_mask: torch.Tensor,
     with_logits: bool = True,
     with_hidden: bool = False,
@@ -69,14 +69,14 @@ def response_forward(
     marks both), all attended to, with position ids from ``prompt_mask`` and ``context_mask``:
     each row reads as the unpadded conversation would. Position ``P - 1 + t`` predicts
     continuation token ``t``, so the outputs are read at positions ``P - 1 ... P + R - 2``;
-    the caller keeps those of the actions (``Rollout.response_mask``).
+    the caller keeps those of the actions (``Rollout.action_mask``).
 
     Args:
         model: a causal LM (a Hugging Face model, or one under a peft wrapper).
         prompt_ids, prompt_mask: ``(E, P)`` left-padded prompts and their mask.
-        response_ids: ``(E, R)`` right-padded continuations (``Rollout.response_ids``).
+        continuation_ids: ``(E, R)`` right-padded continuations (``Rollout.continuation_ids``).
         context_mask: ``(E, R)`` 1 on every continuation token, actions and inserted ones
-            (``Rollout.context_mask``; a single-turn rollout's ``response_mask``).
+            (``Rollout.context_mask``; a single-turn rollout's ``action_mask``).
         with_logits, with_hidden: which outputs to compute.
 
     Returns:
@@ -84,8 +84,8 @@ def response_forward(
         position (``None`` unless ``with_logits``) and ``(E, R, H)`` last hidden states there
         (``None`` unless ``with_hidden``).
     """
-    prompt_width, response_width = prompt_ids.shape[1], response_ids.shape[1]
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (E, P + R)
+    prompt_width, response_width = prompt_ids.shape[1], continuation_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, continuation_ids], dim=1)  # (E, P + R)
     mask = torch.cat([prompt_mask.long(), context_mask.long()], dim=1)  # (E, P + R)
     kwargs: dict[str, Any] = {"output_hidden_states": with_hidden}
     if accepts_argument(model, "logits_to_keep"):

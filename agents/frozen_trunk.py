@@ -79,14 +79,14 @@ class FrozenTrunk:
             rows = torch.arange(first, min(first + chunk, rollout.num_episodes))
             batch = rollout.select(rows)  # trimmed to its own widths
             response_forward(
-                self.trunk, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                self.trunk, batch.prompt_ids, batch.prompt_mask, batch.continuation_ids,
                 batch.context_mask, with_logits=False,
             )  # fmt: skip
             hidden = self.handoff.take()  # (k, P' + R', H)
             self.handoff.clear()
             if states is None:
                 states = hidden.new_zeros(
-                    (rollout.num_episodes, prompt_width + rollout.response_ids.shape[1],
+                    (rollout.num_episodes, prompt_width + rollout.continuation_ids.shape[1],
                      hidden.shape[-1])
                 )  # fmt: skip
             start = prompt_width - batch.prompt_ids.shape[1]
@@ -104,14 +104,14 @@ class FrozenTrunk:
         prefix_hidden, prefix_states = self._run(prompts[0][None, :length], None)  # (1, p, H)
         prompt_width = rollout.prompt_ids.shape[1]
         states = prefix_hidden.new_zeros(
-            (rollout.num_episodes, prompt_width + rollout.response_ids.shape[1],
+            (rollout.num_episodes, prompt_width + rollout.continuation_ids.shape[1],
              prefix_hidden.shape[-1])
         )  # fmt: skip
         contexts = rollout.context_lengths.tolist()
         for first in range(0, rollout.num_episodes, chunk):
             rows = range(first, min(first + chunk, rollout.num_episodes))
             tails = [
-                torch.cat([prompts[r][length:], rollout.response_ids[r, : contexts[r]]])
+                torch.cat([prompts[r][length:], rollout.continuation_ids[r, : contexts[r]]])
                 for r in rows
             ]
             width = max(len(tail) for tail in tails)
@@ -167,7 +167,7 @@ class FrozenTrunk:
         columns the first)."""
         prompt_width = rollout.prompt_ids.shape[1]
         start = prompt_width - batch.prompt_ids.shape[1]
-        return states[index, start : prompt_width + batch.response_ids.shape[1]]
+        return states[index, start : prompt_width + batch.continuation_ids.shape[1]]
 
     def forward(
         self, batch: Rollout, states: torch.Tensor, **options: Any
@@ -177,7 +177,7 @@ class FrozenTrunk:
         self.handoff.hidden = states
         try:
             return response_forward(
-                self.upper, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                self.upper, batch.prompt_ids, batch.prompt_mask, batch.continuation_ids,
                 batch.context_mask, **options,
             )  # fmt: skip
         finally:

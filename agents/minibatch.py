@@ -33,11 +33,11 @@ def minibatch_gradients(
     gradient checkpointing); the processes communicate once, after the last micro-batch.
     """
     processes = current_context().world_size
-    local_tokens = sum(float(batch.response_mask.sum()) for batch, _ in micro_batches)
+    local_tokens = sum(float(batch.action_mask.sum()) for batch, _ in micro_batches)
     global_tokens = float(all_reduce_sum(torch.tensor([local_tokens]))[0])
     stats: dict[str, float] = {}
     for batch, targets, synchronise in _with_last_flag(micro_batches):
-        weight = float(batch.response_mask.sum()) / global_tokens
+        weight = float(batch.action_mask.sum()) / global_tokens
         with contextlib.nullcontext() if synchronise else loss.no_sync():
             with forward_context():
                 value, micro_stats = loss(batch, targets)

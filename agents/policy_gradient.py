@@ -94,7 +94,7 @@ class PolicyGradientAgent(Agent):
             )
         else:
             self.kl_controller = FixedKLController(beta)
-        env.kl_coef = self.kl_controller.value
+        env.set_kl_coef(self.kl_controller.value)
         self.build_modules()
         parameters = list(self.trainable_parameters().values())
         if not parameters:
@@ -231,7 +231,7 @@ class PolicyGradientAgent(Agent):
                 episodes = totals["episodes"]
                 sequence_kl = totals["kl"] / episodes
                 beta = self.kl_controller.update(sequence_kl, int(episodes))
-                self.env.kl_coef = beta
+                self.env.set_kl_coef(beta)
                 # 5. log and checkpoint
                 self.num_timesteps += int(totals["tokens"])
                 self.iterations += 1
@@ -350,7 +350,7 @@ class PolicyGradientAgent(Agent):
         """The episodes ``index`` of the rollout (trimmed to their own widths) and their
         targets, with their rows of the frozen trunk's output during an update."""
         batch = rollout.select(index)
-        width = batch.response_ids.shape[1]
+        width = batch.continuation_ids.shape[1]
         selected = {name: value[index, :width] for name, value in targets.items()}
         if self._trunk_states is not None:
             rows = torch.as_tensor(np.asarray(index), dtype=torch.long)
@@ -392,7 +392,7 @@ class PolicyGradientAgent(Agent):
         if trunk is not None:
             return trunk.forward(batch, states, **options)
         return response_forward(
-            model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+            model, batch.prompt_ids, batch.prompt_mask, batch.continuation_ids,
             batch.context_mask, **options,
         )  # fmt: skip
 

@@ -111,7 +111,7 @@ class PPOAgent(PolicyGradientAgent):
             batch, trunk = self._micro_batch(rollout, {}, index)
             _, values = self.values(batch, trunk)
             old_values[index, : values.shape[1]] = values
-        mask = rollout.response_mask
+        mask = rollout.action_mask
         advantages, returns = compute_gae(
             rollout.rewards, old_values, mask, config.gamma, config.gae_lambda
         )
@@ -124,7 +124,7 @@ class PPOAgent(PolicyGradientAgent):
     ) -> dict[str, float]:
         """How much of the returns' variance the value head explained before the update."""
         value = explained_variance(
-            targets["old_values"], targets["returns"], rollout.response_mask,
+            targets["old_values"], targets["returns"], rollout.action_mask,
             all_reduce=self.whitening_reduce(),
         )  # fmt: skip
         return {"train/explained_variance": value}
@@ -134,11 +134,11 @@ class PPOAgent(PolicyGradientAgent):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``policy_loss + vf_coef * value_loss - ent_coef * entropy`` (token means)."""
         config = self.config
-        mask = batch.response_mask
+        mask = batch.action_mask
         logits, values = self.values(batch, targets)
         if logits is None:  # separate critic: the policy's own forward
             logits, _ = self.policy_forward(batch, targets)
-        logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
+        logprobs = gather_logprobs(logits, batch.continuation_ids)  # (E, R)
         policy_loss, policy_stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, config.clip_range
         )

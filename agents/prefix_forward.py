@@ -71,10 +71,10 @@ def prefix_shared_forward(
     # Each tail is one contiguous slice of [prompt | continuation]: from the prompt's token
     # ``length`` to the continuation's end.
     starts = prompt_width - prompt_lengths + length  # (E,)
-    full_width = prompt_width + batch.response_ids.shape[1]
+    full_width = prompt_width + batch.continuation_ids.shape[1]
     index = (starts[:, None] + columns).clamp(max=full_width - 1)  # (E, W)
     real = columns < tail_lengths[:, None]  # (E, W)
-    ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1).gather(1, index)
+    ids = torch.cat([batch.prompt_ids, batch.continuation_ids], dim=1).gather(1, index)
     ids = ids.masked_fill(~real, 0)
     first = int((prompt_width - prompt_lengths[0]).item())
     prefix_ids = batch.prompt_ids[:1, first : first + length]  # (1, p)
@@ -126,7 +126,7 @@ def prefix_shared_forward(
     finally:
         if trunk is not None:
             trunk[0].clear()
-    response_width = batch.response_ids.shape[1]
+    response_width = batch.continuation_ids.shape[1]
     steps = torch.arange(response_width, device=device)
     read = (remainders[:, None] - 1 + steps).clamp(max=width - 1)  # (E, R) tail columns
     logits = None

@@ -48,12 +48,12 @@ class RLOOAgent(PolicyGradientAgent):
 
     def compute_advantages(self, rollout: Rollout) -> dict[str, torch.Tensor]:
         """Group-baseline advantages of the episode returns, broadcast over the actions
-        (``response_mask``: 0 on inserted tokens and padding)."""
+        (``action_mask``: 0 on inserted tokens and padding)."""
         # Rounds are concatenated whole, so groups stay consecutive.
         advantages = group_advantages(
             rollout.returns, self.config.group_size, self.config.baseline
         )  # (E,)
-        mask = rollout.response_mask
+        mask = rollout.action_mask
         per_token = advantages[:, None] * mask  # (E, R)
         if self.config.whiten_advantages:
             per_token = masked_whiten(per_token, mask, all_reduce=self.whitening_reduce())
@@ -63,9 +63,9 @@ class RLOOAgent(PolicyGradientAgent):
         self, batch: Rollout, targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clipped surrogate ``- ent_coef * entropy`` (token means)."""
-        mask = batch.response_mask
+        mask = batch.action_mask
         logits, _ = self.policy_forward(batch, targets)
-        logprobs = gather_logprobs(logits, batch.response_ids)  # (E, R)
+        logprobs = gather_logprobs(logits, batch.continuation_ids)  # (E, R)
         policy_loss, stats = ppo_policy_loss(
             logprobs, batch.logprobs, targets["advantages"], mask, self.config.clip_range
         )

@@ -27,7 +27,7 @@ class Rollout:
 
     Token tensors are ``(E, R)``, aligned with the continuation: position ``t`` holds its
     ``t``-th token, and for an action what the env reported for it; inserted tokens have no
-    reward, log-prob or KL (0 there). ``response_mask`` marks the actions, so every count and
+    reward, log-prob or KL (0 there). ``action_mask`` marks the actions, so every count and
     masked mean over it (losses, timesteps, minibatch weights) counts actions only;
     ``context_mask`` marks what the model sees. ``logprobs`` are the behaviour policy's, as
     the env computed them while sampling, so importance ratios are exact.
@@ -41,8 +41,8 @@ class Rollout:
 
     prompt_ids: torch.Tensor  # (E, P) left-padded
     prompt_mask: torch.Tensor  # (E, P) 1 on prompt tokens
-    response_ids: torch.Tensor  # (E, R) right-padded continuation: actions and inserted tokens
-    response_mask: torch.Tensor  # (E, R) float, 1 on generated tokens (actions)
+    continuation_ids: torch.Tensor  # (E, R) right-padded continuation: actions and inserted tokens
+    action_mask: torch.Tensor  # (E, R) float, 1 on generated tokens (actions)
     inserted_mask: torch.Tensor  # (E, R) float, 1 on tokens the env inserted (not actions)
     rewards: torch.Tensor  # (E, R) the env's per-token rewards
     logprobs: torch.Tensor  # (E, R) log pi_behaviour(a_t)
@@ -57,19 +57,19 @@ class Rollout:
     @property
     def num_episodes(self) -> int:
         """Number of responses ``E``."""
-        return int(self.response_ids.shape[0])
+        return int(self.continuation_ids.shape[0])
 
     @property
     def context_mask(self) -> torch.Tensor:
         """``(E, R)`` float, 1 on every continuation token (actions and inserted tokens): the
         attention mask of the continuation."""
-        return self.response_mask + self.inserted_mask
+        return self.action_mask + self.inserted_mask
 
     @property
     def lengths(self) -> torch.Tensor:
         """Generated tokens (actions) per episode ``(E,)``, inserted tokens not counted; the
         response length of a single-turn episode."""
-        return self.response_mask.sum(dim=1).long()
+        return self.action_mask.sum(dim=1).long()
 
     @property
     def context_lengths(self) -> torch.Tensor:
@@ -80,17 +80,17 @@ class Rollout:
     @property
     def num_tokens(self) -> int:
         """Generated tokens (actions) in all episodes, inserted tokens not counted."""
-        return int(self.response_mask.sum())
+        return int(self.action_mask.sum())
 
     @property
     def returns(self) -> torch.Tensor:
         """Undiscounted episode returns ``(E,)``: ``score - beta * sum_t KL_t`` (+ penalties)."""
-        return (self.rewards * self.response_mask).sum(dim=1)
+        return (self.rewards * self.action_mask).sum(dim=1)
 
     @property
     def sequence_kl(self) -> torch.Tensor:
         """Per-response KL ``(E,)``: the sum of the per-token estimates, in nats."""
-        return (self.kl * self.response_mask).sum(dim=1)
+        return (self.kl * self.action_mask).sum(dim=1)
 
     def select(self, index: torch.Tensor | np.ndarray) -> Rollout:
         """The episodes at ``index``, trimmed to their own padding widths (the extent of their
@@ -111,7 +111,7 @@ class Rollout:
     def concatenate(rollouts: list[Rollout]) -> Rollout:
         """One rollout holding the episodes of all ``rollouts`` (re-padded to common widths)."""
         prompt_width = max(r.prompt_ids.shape[1] for r in rollouts)
-        response_width = max(r.response_ids.shape[1] for r in rollouts)
+        response_width = max(r.continuation_ids.shape[1] for r in rollouts)
         values = {}
         for field in fields(Rollout):
             parts = [getattr(r, field.name) for r in rollouts]
@@ -125,7 +125,7 @@ class Rollout:
                 values[field.name] = torch.cat([_pad_right(p, response_width) for p in parts])
             else:
                 values[field.name] = torch.cat(parts)
-        # Padding of prompt_ids / response_ids is 0 here (and of every mask: not a token).
+        # Padding of prompt_ids / continuation_ids is 0 here (and of every mask: not a token).
         return Rollout(**values)
 
     def _trimmed(self) -> Rollout:
@@ -150,13 +150,13 @@ def _concatenate_trunk_states(rollouts: list[Rollout], prompt_width: int) -> tor
     padded on the left, continuation columns on the right), or ``None`` if one lacks them."""
     if any(r.trunk_states is None for r in rollouts):
         return None
-    response_width = max(r.response_ids.shape[1] for r in rollouts)
+    response_width = max(r.continuation_ids.shape[1] for r in rollouts)
     parts = []
     for r in rollouts:
         states, width = r.trunk_states, r.prompt_ids.shape[1]
         assert states is not None
         parts.append(torch.nn.functional.pad(
-            states, (0, 0, prompt_width - width, response_width - r.response_ids.shape[1])
+            states, (0, 0, prompt_width - width, response_width - r.continuation_ids.shape[1])
         ))  # fmt: skip
     return torch.cat(parts)
 
@@ -278,8 +278,8 @@ def _collect(
     return Rollout(
         prompt_ids=torch.as_tensor(prompt_ids, dtype=torch.long, device=device),
         prompt_mask=torch.as_tensor(prompt_mask, dtype=torch.long, device=device),
-        response_ids=tensor(tokens, torch.long),
-        response_mask=tensor(actions_mask, torch.float32),
+        continuation_ids=tensor(tokens, torch.long),
+        action_mask=tensor(actions_mask, torch.float32),
         inserted_mask=tensor(inserted_mask, torch.float32),
         rewards=tensor(per_token["rewards"], torch.float32),
         logprobs=tensor(per_token["logprobs"], torch.float32),

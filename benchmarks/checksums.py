@@ -58,7 +58,7 @@ def agreement(checksums: dict[str, dict[str, Any]], paths: list[str]) -> str:
 def divergence(first: Any, second: Any) -> dict[str, Any]:
     """Where two rollouts of the same prompts first drew different tokens, episode by episode.
 
-    ``first`` and ``second`` hold ``prompt_ids``, ``response_ids``, ``response_mask`` and
+    ``first`` and ``second`` hold ``prompt_ids``, ``continuation_ids``, ``action_mask`` and
     ``logprobs`` (``rlhf_agents.Rollout``'s, tensors or arrays). Returns ``{"episodes",
     "same_episodes", "max_logprob_gap_before", "diverged": [{"episode", "at", "logprobs"}]}``:
     ``max_logprob_gap_before`` is the largest log-prob difference over every token the two
@@ -78,8 +78,8 @@ def divergence(first: Any, second: Any) -> dict[str, Any]:
     diverged, gap = [], 0.0
     episodes = len(arrays[0]["prompt_ids"])
     for episode in range(episodes):
-        masks = [a["response_mask"][episode].astype(bool) for a in arrays]
-        ids = [a["response_ids"][episode][m] for a, m in zip(arrays, masks, strict=True)]
+        masks = [a["action_mask"][episode].astype(bool) for a in arrays]
+        ids = [a["continuation_ids"][episode][m] for a, m in zip(arrays, masks, strict=True)]
         logprobs = [a["logprobs"][episode][m] for a, m in zip(arrays, masks, strict=True)]
         common = min(len(ids[0]), len(ids[1]))
         differ = np.flatnonzero(ids[0][:common] != ids[1][:common])
@@ -97,7 +97,7 @@ def divergence(first: Any, second: Any) -> dict[str, Any]:
     }
 
 
-_ROLLOUT_FIELDS = ("prompt_ids", "response_ids", "response_mask", "logprobs")
+_ROLLOUT_FIELDS = ("prompt_ids", "continuation_ids", "action_mask", "logprobs")
 
 
 def _numpy(value: Any) -> np.ndarray:

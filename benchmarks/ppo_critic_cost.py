@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "rollout_shape": list(rollout.response_ids.shape),
+        "rollout_shape": list(rollout.continuation_ids.shape),
         "update_seconds": seconds,
         "median_update_seconds": median,
         "separate_over_shared": median["separate"] / median["shared"],

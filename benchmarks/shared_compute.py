@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             if iteration == 0:  # the same weights and seeds: the same work
                 first_rollouts[name] = rollout
-                mask = rollout.response_mask.bool()
+                mask = rollout.action_mask.bool()
                 first[name] = checksum(
-                    rollout.response_ids[mask].numpy(), logprob=rollout.logprobs[mask].numpy(),
+                    rollout.continuation_ids[mask].numpy(), logprob=rollout.logprobs[mask].numpy(),
                     kl=rollout.kl[mask].numpy(),
                 )  # fmt: skip
         for name in settings:

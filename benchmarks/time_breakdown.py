@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         updated = time.perf_counter()
         timer.phase = "idle"
         figures = breakdown(timer, {"rollout": collected - start, "update": updated - collected})
-        figures["shape"] = {"rows": list(rollout.response_ids.shape),
+        figures["shape"] = {"rows": list(rollout.continuation_ids.shape),
                             "prompt_width": rollout.prompt_ids.shape[1]}  # fmt: skip
         iterations.append(figures)
         print(json.dumps(figures), flush=True)

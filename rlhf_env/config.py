@@ -3,9 +3,9 @@
 :class:`EnvConfig` holds every setting of :class:`rlhf_env.TextGenerationEnv` but the models,
 tokenizer, reward function and prompts (the envs' positional arguments);
 :class:`VectorEnvConfig` adds the vector env's. The envs take the fields as keyword arguments
-(``gym.make(..., max_new_tokens=16)`` works as before), or a whole config as ``config=``; the
+(``gym.make(..., max_new_tokens=16)``), or a whole config as ``config=``; the
 command line (``rlhf-env train``), the demo's settings and the arguments tables of the
-docstrings and the README are generated from these classes.
+docstrings and of docs/environment.md are generated from these classes.
 
 Example:
     >>> config = VectorEnvConfig(num_envs=16, max_new_tokens=24, kl_coef=0.1)

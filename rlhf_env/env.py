@@ -11,9 +11,8 @@ import torch
 
 from rlhf_env.config import EnvConfig, options_table
 from rlhf_env.dialogue.conversation import Conversation
-from rlhf_env.dialogue.info import dialogue_info
 from rlhf_env.env_core import GenerationEnvBase
-from rlhf_env.rewards.base import score_responses
+from rlhf_env.episodes import EpisodeBatch
 
 ObsType = dict[str, np.ndarray]
 
@@ -145,11 +144,7 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     def _setup(self) -> None:
         self.action_space = self._core.action_space()
         self.observation_space = self._core.observation_space()
-        self._prompt_text = ""
-        self._prompt_ids: list[int] = []
-        self._response_ids: list[int] = []  # every id after the prompt (dialogue: inserted too)
-        self._conversation: Conversation | None = None
-        self._episode_over = True
+        self._episodes = EpisodeBatch(self._core, self.engine, num_rows=1)
         self._started = False
 
     @property
@@ -157,6 +152,12 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
         """The policy's next-token logits ``(V,)`` float32 for the current observation (see
         Fast Path), ``None`` before ``reset``."""
         return self.engine.policy_logits[0] if self._started else None
+
+    @property
+    def conversation(self) -> Conversation | None:
+        """Dialogue mode: the current episode's conversation (its messages, turn and turn
+        scores so far); ``None`` otherwise or before ``reset``."""
+        return self._episodes.conversations[0]
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
@@ -169,94 +170,36 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
         prompt = options.get("prompt")
         if prompt is None:
             prompt = self._core.prompt_source.sample(self.np_random)
-        prompt_ids, prompt_text, self._conversation = self._core.start_episode(prompt)
-
-        input_ids = torch.tensor([prompt_ids])  # (1, P)
-        self.engine.start(np.zeros(1, dtype=np.int64), input_ids, torch.ones_like(input_ids))
-
-        self._prompt_ids, self._prompt_text = prompt_ids, prompt_text
-        self._response_ids = []
-        self._episode_over = False
+        started = self._core.start_episode(prompt)
+        self._episodes.start(_ROW, [started])
         self._started = True
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), {"prompt": prompt_text}
+        return self._episodes.observation(0), {"prompt": started[1]}
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
         """Append token ``action``; returns ``(obs, reward, terminated, truncated, info)``."""
-        token = int(self._core.check_actions(action, count=1)[0])
+        actions = self._core.check_actions(action, count=1)
         if not self._started:
             raise RuntimeError("step() called before reset(); call env.reset() first")
-        if self._episode_over:
+        if self._episodes.ended[0]:
             raise RuntimeError(
                 "step() called after the episode ended (terminated or truncated); "
                 "call env.reset() to start a new episode"
             )
-        if self._conversation is not None:
-            return self._dialogue_step(token, self._conversation)
-        response_ids = [*self._response_ids, token]
-        terminated = token in self.eos_token_ids
-        truncated = not terminated and len(response_ids) >= self.max_new_tokens
-        info: dict[str, Any] = {}
-        reward = 0.0
-        if terminated or truncated:
-            # Score before changing any state: a failing reward_fn leaves the env as it was.
-            response = self._core.decode_response(response_ids)
-            scores = score_responses(
-                self._core.reward_fn, [self._prompt_text], [response], labels=["the episode"]
-            )
-            score = float(scores[0])
-            reward = score - (self._core.missing_eos_penalty if truncated else 0.0)
-            info.update(score=score, response=response)
-        # KL and log-probs of the token, then (unless the episode ends) one forward of each
-        # model with it appended.
-        stats = self.engine.step(np.array([token]), np.array([not (terminated or truncated)]))
-        kl, policy_logprob, ref_logprob = (float(value) for value in stats[:, 0])
-        info = {"kl": kl, "policy_logprob": policy_logprob, "ref_logprob": ref_logprob, **info}
-        reward -= self.kl_coef * kl
-        self._episode_over = terminated or truncated
-        self._response_ids = response_ids
+        plan = self._episodes.plan(actions, _ACTING, labels=["the episode"])
+        result = self._episodes.advance(plan, self.kl_coef)
+        terminated, truncated = bool(plan.terminations[0]), bool(plan.truncations[0])
+        info = result.row_info(0, finished=terminated or truncated)
         if self.render_mode == "human":
             self.render()
-        return self._get_obs(), float(reward), terminated, truncated, info
-
-    def _dialogue_step(
-        self, token: int, conversation: Conversation
-    ) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
-        """``step`` in dialogue mode: the token, then (when it ends a turn and the
-        conversation goes on) the next user turn, appended as observation tokens."""
-        rules = self._core.dialogue
-        assert rules is not None
-        # Decide and score before changing any state.
-        outcome = rules.outcome(conversation, token)
-        score = None
-        reward = 0.0
-        if outcome.score_prompt is not None:
-            score = float(
-                score_responses(
-                    self._core.reward_fn, [outcome.score_prompt], [outcome.turn_text],
-                    labels=["the episode"],
-                )[0]
-            )  # fmt: skip
-            reward += score
-        if outcome.cut:
-            reward -= self._core.missing_eos_penalty
-        stats = self.engine.step(np.array([token]), np.array([not outcome.episode_over]))
-        inserted = outcome.inserted_ids
-        if inserted:
-            ids = torch.tensor([inserted])
-            self.engine.append(np.zeros(1, dtype=np.int64), ids, torch.ones_like(ids))
-        kl, policy_logprob, ref_logprob = (float(value) for value in stats[:, 0])
-        reward -= self.kl_coef * kl
-        rules.commit(conversation, outcome, score)
-        self._response_ids = [*self._response_ids, token, *inserted]
-        self._episode_over = outcome.episode_over
-        info: dict[str, Any] = {"kl": kl, "policy_logprob": policy_logprob}
-        info.update(ref_logprob=ref_logprob)
-        info.update(dialogue_info(conversation, outcome, score, rules.turn_rewards == "turn"))
-        if self.render_mode == "human":
-            self.render()
-        return self._get_obs(), float(reward), outcome.terminated, outcome.truncated, info
+        return (
+            self._episodes.observation(0),
+            float(result.rewards[0]),
+            terminated,
+            truncated,
+            info,
+        )
 
     def render(self) -> str | None:
         """``"ansi"``: return the prompt and the response so far; ``"human"``: print them."""
@@ -266,22 +209,23 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
                 "to the constructor"
             )
             return None
-        status = "done" if self._episode_over and self._started else "generating"
-        if self._conversation is not None:
-            turns = [f"{m['role']}: {m['content']!r}" for m in self._conversation.messages]
+        episodes = self._episodes
+        status = "done" if episodes.ended[0] and self._started else "generating"
+        conversation = episodes.conversations[0]
+        if conversation is not None:
+            turns = [f"{m['role']}: {m['content']!r}" for m in conversation.messages]
             text = "\n".join(
                 [
                     *turns,
-                    f"[turn {self._conversation.turn + 1}, {len(self._response_ids)}/"
-                    f"{self._core.config.continuation_tokens} tokens, {status}]",
+                    f"[turn {conversation.turn + 1}, {conversation.tokens}/"
+                    f"{self.config.continuation_tokens} tokens, {status}]",
                 ]
             )
         else:
-            response = self._core.decode_response(self._response_ids)
             text = (
-                f"prompt:   {self._prompt_text!r}\n"
-                f"response: {response!r}\n"
-                f"[{len(self._response_ids)}/{self.max_new_tokens} tokens, {status}]"
+                f"prompt:   {episodes.prompts[0]!r}\n"
+                f"response: {episodes.response_text(0)!r}\n"
+                f"[{episodes.response_lengths[0]}/{self.max_new_tokens} tokens, {status}]"
             )
         if self.render_mode == "human":
             print(text)
@@ -292,18 +236,12 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
         """Release the KV caches."""
         self.engine.release()
         self._started = False
-        self._episode_over = True
+        self._episodes.ended[0] = True
 
-    # -- helpers -------------------------------------------------------------------------------
 
-    def _get_obs(self) -> ObsType:
-        context = self._prompt_ids + self._response_ids
-        length = self._core.context_length
-        input_ids = np.full(length, self._core.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros(length, dtype=np.int64)
-        input_ids[length - len(context) :] = context
-        attention_mask[length - len(context) :] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+#: The single env's one row, as the batch's row index and acting mask.
+_ROW = np.zeros(1, dtype=np.int64)
+_ACTING = np.ones(1, dtype=bool)
 
 
 TextGenerationEnv.__doc__ = (TextGenerationEnv.__doc__ or "").replace(

@@ -8,10 +8,11 @@ constructor and public attributes.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,15 +28,13 @@ from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer,
 from rlhf_env.models.modules import device_of
 from rlhf_env.rewards.base import RewardFunction
 
-if TYPE_CHECKING:
-    from rlhf_env.tasks.base import Task
-
 
 class EnvCore:
     """The resolved, validated objects and rules of a text-generation environment.
 
     Arguments are the environments' positional ones (see :class:`rlhf_env.TextGenerationEnv`)
-    and their :class:`~rlhf_env.config.EnvConfig`.
+    and their :class:`~rlhf_env.config.EnvConfig`, whose settings it reads from ``config`` (the
+    env's own object: a KL controller's new beta is seen here too).
     """
 
     def __init__(
@@ -60,10 +59,6 @@ class EnvCore:
         self.reference = _resolve_reference(reference, self.policy, config.trust_remote_code)
         self.reward_fn = reward_fn
         self.prompt_source = PromptSource(prompts, as_script if config.dialogue else None)
-        self.max_new_tokens = config.max_new_tokens
-        self.max_prompt_tokens = config.max_prompt_tokens
-        self.missing_eos_penalty = config.missing_eos_penalty
-        self.kl_estimator = config.kl_estimator
 
         self.vocab_size = vocab_size_of(self.policy)
         if vocab_size_of(self.reference) != self.vocab_size:
@@ -73,7 +68,6 @@ class EnvCore:
             )
         self.pad_token_id = _pad_id(self.tokenizer)
         self.eos_token_ids = _eos_ids(self.tokenizer, self.policy, config.eos_token_ids)
-        self.context_length = config.context_length
         _check_position_limit(self.policy, config)
         self._warned_truncation = False
         #: The rules of dialogue episodes (``None`` unless ``max_turns`` is set).
@@ -91,7 +85,7 @@ class EnvCore:
 
     def observation_space(self) -> spaces.Dict:
         """``Dict(input_ids: Box(0, V-1, (L,), int64), attention_mask: Box(0, 1, (L,), int64))``."""
-        length = self.context_length
+        length = self.config.context_length
         return spaces.Dict(
             {
                 "input_ids": spaces.Box(0, self.vocab_size - 1, (length,), dtype=np.int64),
@@ -117,17 +111,18 @@ class EnvCore:
             raise ValueError(
                 f"prompt {prompt!r} encodes to no tokens; prompts must contain some text"
             )
-        if len(ids) <= self.max_prompt_tokens:
+        limit = self.config.max_prompt_tokens
+        if len(ids) <= limit:
             return ids, text, conversation
         if not self._warned_truncation:
             warnings.warn(
-                f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens="
-                f"{self.max_prompt_tokens}; prompts are cut from the left (this warning is shown "
-                "once per env; raise max_prompt_tokens to keep whole prompts)",
+                f"a prompt of {len(ids)} tokens exceeds max_prompt_tokens={limit}; prompts are "
+                "cut from the left (this warning is shown once per env; raise max_prompt_tokens "
+                "to keep whole prompts)",
                 stacklevel=4,
             )
             self._warned_truncation = True
-        ids = ids[-self.max_prompt_tokens :]
+        ids = ids[-limit:]
         return ids, self.tokenizer.decode(ids, skip_special_tokens=True), conversation
 
     def check_actions(self, actions: Any, count: int) -> np.ndarray:
@@ -160,14 +155,16 @@ class GenerationEnvBase:
     """The constructor both environments share: the objects positionally, the settings by
     keyword (the fields of :attr:`config_class`) or as a whole ``config``; and the public
     attributes it sets: ``config``, ``policy``, ``reference``, ``tokenizer``, ``vocab_size``,
-    ``eos_token_ids``, ``max_new_tokens``, ``kl_coef`` (which a KL controller may change),
-    ``render_mode``, ``engine``, ``device`` and ``task``. Subclasses build their own state in
-    :meth:`_setup` and say in :meth:`_engine_rows` how many rows the engine steps."""
+    ``eos_token_ids``, ``render_mode``, ``engine``, ``device`` and ``task``; ``max_new_tokens``
+    and ``kl_coef`` read ``config``, where each setting has its one home (a KL controller changes
+    beta with :meth:`set_kl_coef`). Subclasses build their own state in :meth:`_setup` and say
+    in :meth:`_engine_rows` how many rows the engine steps."""
 
     config_class: type[EnvConfig] = EnvConfig
-    #: The ready-made task the env was built for (:mod:`rlhf_env.tasks`; None otherwise): its
-    #: held-out prompts and gold metrics, which evaluation reads.
-    task: Task | None = None
+    #: The ready-made task the env was built for (a :class:`rlhf_env.tasks.Task`; None
+    #: otherwise): its held-out prompts and gold metrics, which evaluation reads. Typed loosely:
+    #: the tasks sit above the env layer, which never imports them.
+    task: Any = None
 
     def __init__(
         self,
@@ -185,8 +182,6 @@ class GenerationEnvBase:
         self.policy, self.reference, self.tokenizer = core.policy, core.reference, core.tokenizer
         self.vocab_size = core.vocab_size
         self.eos_token_ids = core.eos_token_ids
-        self.max_new_tokens = self.config.max_new_tokens
-        self.kl_coef = float(self.config.kl_coef)
         self.render_mode = self.config.render_mode
         self.engine: TokenEngine = make_engine(
             core.policy, core.reference, num_rows=self._engine_rows(),
@@ -201,6 +196,27 @@ class GenerationEnvBase:
     def device(self) -> torch.device:
         """The policy's device, where the env computes (observations stay numpy arrays)."""
         return self._core.device
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Tokens per response (per assistant turn in dialogue mode): ``config.max_new_tokens``."""
+        return self.config.max_new_tokens
+
+    @property
+    def kl_coef(self) -> float:
+        """beta, the KL penalty's coefficient in every step's reward: ``config.kl_coef``.
+        Assigning it is :meth:`set_kl_coef`."""
+        return self.config.kl_coef
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        self.set_kl_coef(value)
+
+    def set_kl_coef(self, value: float) -> None:
+        """Use ``value`` as beta from the next step on (a KL controller's one way to change
+        it); ``env.config.kl_coef`` holds it. Raises ``ValueError`` unless finite and >= 0."""
+        checked = dataclasses.replace(self.config, kl_coef=float(value))  # validates it
+        self.config.kl_coef = checked.kl_coef
 
     def _engine_rows(self) -> int:
         """Rows the engine steps together."""

@@ -15,32 +15,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlhf_env.config import EnvConfig, VectorEnvConfig, options_table
-from rlhf_env.dialogue.conversation import Conversation, TurnOutcome
-from rlhf_env.dialogue.info import dialogue_info
 from rlhf_env.env_core import GenerationEnvBase
-from rlhf_env.rewards.base import score_responses
+from rlhf_env.episodes import EpisodeBatch, Started
 
 ObsType = dict[str, np.ndarray]
-#: A sub-env's first observation: its token ids, its text and (dialogue mode) its conversation.
-Started = tuple[list[int], str, Conversation | None]
-
-
-@dataclasses.dataclass
-class _StepPlan:
-    """What a step will do, worked out before any state changes: episode ends, the rows whose
-    response or turn is scored (with the prompts and texts the reward function gets), and
-    either the single-response buffers or the dialogue outcomes and inserted ids by row."""
-
-    terminations: np.ndarray  # (N,) bool
-    truncations: np.ndarray  # (N,) bool
-    cut: np.ndarray  # (N,) bool: responses or turns cut without EOS (missing_eos_penalty)
-    scored_rows: np.ndarray  # (k,) int
-    score_prompts: list[str]
-    score_texts: list[str]
-    responses: np.ndarray | None = None  # (N, max_new_tokens), single-response mode
-    response_lengths: np.ndarray | None = None  # (N,)
-    inserted: dict[int, list[int]] = dataclasses.field(default_factory=dict)
-    outcomes: dict[int, TurnOutcome] = dataclasses.field(default_factory=dict)
 
 
 class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
@@ -133,16 +111,9 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         self.single_action_space = self._core.action_space()
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
-        length = self.config.context_length
-        self._eos_ids = np.array(sorted(self._core.eos_token_ids), dtype=np.int64)
+        self._episodes = EpisodeBatch(self._core, self.engine, num_rows=n)
+        self._labels = [f"sub-env {row}" for row in range(n)]  # rows in a failing reward's error
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
-        self._input_ids = np.full((n, length), self._core.pad_token_id, dtype=np.int64)
-        self._attention_mask = np.zeros((n, length), dtype=np.int64)
-        self._responses = np.zeros((n, self.max_new_tokens), dtype=np.int64)
-        self._response_lengths = np.zeros(n, dtype=np.int64)
-        self._prompts: list[str] = [""] * n
-        self._conversations: list[Conversation | None] = [None] * n  # dialogue mode
-        self._ended = np.zeros(n, dtype=bool)  # episode over (awaiting reset)
         self._holding_ended = False  # ended sub-envs wait for reset() (see holding_ended)
         self._started = False
 
@@ -214,24 +185,20 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
             raise RuntimeError("step() called before reset(); call env.reset() first")
         n = self.num_envs
         holding = self._holding_ended
-        if self.autoreset_mode == AutoresetMode.DISABLED and self._ended.any() and not holding:
+        episodes = self._episodes
+        if self.autoreset_mode == AutoresetMode.DISABLED and episodes.ended.any() and not holding:
             raise RuntimeError(
-                f"sub-envs {np.flatnonzero(self._ended).tolist()} have ended and autoreset is "
+                f"sub-envs {np.flatnonzero(episodes.ended).tolist()} have ended and autoreset is "
                 "disabled; call reset(options={'reset_mask': mask}) for them first"
             )
         # Rows that ended earlier: reset by this step (next-step autoreset) or held; not acting.
-        waiting = self._ended.copy()
+        waiting = episodes.ended.copy()
         acting = ~waiting  # (N,)
 
         # 1. Episode ends, and the scores of finished responses or turns (before any state
         # changes: a failing reward_fn or user_fn leaves the env as it was).
-        if self._core.dialogue is None:
-            plan = self._plan_responses(actions, acting)
-        else:
-            plan = self._plan_turns(actions, acting)
-        terminations, truncations = plan.terminations, plan.truncations
-        finished = terminations | truncations
-        scores = self._score(plan.scored_rows, plan.score_prompts, plan.score_texts)
+        plan = episodes.plan(actions, acting, labels=self._labels)
+        finished = plan.finished
         # The rows to reset, and their new prompts (drawing or encoding may fail: still before
         # any state changes).
         if holding or self.autoreset_mode == AutoresetMode.DISABLED:
@@ -243,96 +210,24 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         reset_rows = np.flatnonzero(to_reset)
         new_prompts = self._encode_prompts(reset_rows, None) if reset_rows.size else []
 
-        # 2. KL and log-probs of the taken tokens under the current distributions, then one
-        # forward of each model over the rows that go on (one engine step, one device sync),
-        # and one over the rows whose next user turn is inserted (dialogue).
-        going_on = acting & ~finished
-        kl_np, logp_np, ref_logp_np = self.engine.step(np.where(acting, actions, 0), going_on)
-        if plan.inserted:
-            self._append_to_engine(plan.inserted)
-        rewards = np.where(acting, -self.kl_coef * kl_np, 0.0)
-        rewards[plan.scored_rows] += scores
-        rewards[plan.cut] -= self._core.missing_eos_penalty
-
-        # 3. Commit: responses or conversations, observations, infos.
-        self._append_to_obs(acting, actions)
+        # 2. One engine step over the rows that act, the rewards, the new observations.
+        result = episodes.advance(plan, self.kl_coef)
         infos: dict[str, Any] = {}
-        _add_rows(infos, "kl", kl_np, acting)
-        _add_rows(infos, "policy_logprob", logp_np, acting)
-        _add_rows(infos, "ref_logprob", ref_logp_np, acting)
+        _add_rows(infos, "kl", result.kl, acting)
+        _add_rows(infos, "policy_logprob", result.policy_logprob, acting)
+        _add_rows(infos, "ref_logprob", result.ref_logprob, acting)
         if self._core.dialogue is None:
-            self._responses, self._response_lengths = plan.responses, plan.response_lengths
-            finished_rows = np.flatnonzero(finished)
-            _add_rows(infos, "score", _scatter(scores, finished_rows, n, 0.0), finished)
-            texts = _scatter(plan.score_texts, finished_rows, n, None, object)
-            _add_rows(infos, "response", texts, finished)
+            _add_rows(infos, "score", result.scores, finished)
+            _add_rows(infos, "response", result.responses, finished)
         else:
-            self._commit_turns(plan, scores, infos)
-        self._ended |= finished
+            _add_row_dicts(infos, result.dialogue_infos, n)
 
-        # 4. Reset the rows due for it.
+        # 3. Reset the rows due for it.
         if self.autoreset_mode == AutoresetMode.SAME_STEP and not holding and finished.any():
             self._add_final_infos(infos, finished)
         if reset_rows.size:
             infos.update(self._reset_rows(reset_rows, new_prompts))
-        return self._get_obs(), rewards, terminations, truncations, infos
-
-    def _plan_responses(self, actions: np.ndarray, acting: np.ndarray) -> _StepPlan:
-        """Single-response episodes: which end with ``actions``, and their texts to score."""
-        lengths = self._response_lengths + acting
-        terminations = acting & np.isin(actions, self._eos_ids)
-        truncations = acting & ~terminations & (lengths >= self._core.max_new_tokens)
-        finished_rows = np.flatnonzero(terminations | truncations)
-        responses = self._responses.copy()
-        responses[acting, lengths[acting] - 1] = actions[acting]
-        texts = [self._core.decode_response(responses[r, : lengths[r]]) for r in finished_rows]
-        prompts = [self._prompts[row] for row in finished_rows]
-        return _StepPlan(
-            terminations, truncations, truncations, finished_rows, prompts, texts,
-            responses=responses, response_lengths=lengths,
-        )  # fmt: skip
-
-    def _plan_turns(self, actions: np.ndarray, acting: np.ndarray) -> _StepPlan:
-        """Dialogue episodes: what each acting row's token does to its conversation."""
-        rules = self._core.dialogue
-        assert rules is not None
-        n = self.num_envs
-        outcomes: dict[int, TurnOutcome] = {}
-        for row in np.flatnonzero(acting):
-            conversation = self._conversations[row]
-            assert conversation is not None
-            outcomes[int(row)] = rules.outcome(conversation, int(actions[row]))
-        terminations = np.zeros(n, dtype=bool)
-        truncations = np.zeros(n, dtype=bool)
-        cut = np.zeros(n, dtype=bool)
-        for row, outcome in outcomes.items():
-            terminations[row], truncations[row] = outcome.terminated, outcome.truncated
-            cut[row] = outcome.cut
-        scored = [row for row, outcome in outcomes.items() if outcome.score_prompt is not None]
-        return _StepPlan(
-            terminations, truncations, cut, np.asarray(scored, dtype=np.int64),
-            [outcomes[row].score_prompt or "" for row in scored],
-            [outcomes[row].turn_text for row in scored],
-            inserted={row: o.inserted_ids for row, o in outcomes.items() if o.inserted_ids},
-            outcomes=outcomes,
-        )  # fmt: skip
-
-    def _commit_turns(self, plan: _StepPlan, scores: np.ndarray, infos: dict[str, Any]) -> None:
-        """Apply a dialogue step's outcomes to the conversations and observations; add their
-        infos (see :func:`rlhf_env.dialogue.info.dialogue_info`)."""
-        rules = self._core.dialogue
-        assert rules is not None
-        score_of = dict(zip(plan.scored_rows.tolist(), scores.tolist(), strict=True))
-        per_row: dict[int, dict[str, Any]] = {}
-        for row, outcome in plan.outcomes.items():
-            conversation = self._conversations[row]
-            assert conversation is not None
-            score = score_of.get(row)
-            rules.commit(conversation, outcome, score)
-            if outcome.inserted_ids:
-                self._append_ids_to_obs(row, outcome.inserted_ids)
-            per_row[row] = dialogue_info(conversation, outcome, score, rules.turn_rewards == "turn")
-        _add_row_dicts(infos, per_row, self.num_envs)
+        return self._get_obs(), result.rewards, plan.terminations, plan.truncations, infos
 
     @contextlib.contextmanager
     def holding_ended(self) -> Iterator[None]:
@@ -368,14 +263,15 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
             return None
         blocks = []
         for row in range(self.num_envs):
-            conversation = self._conversations[row]
+            conversation = self._episodes.conversations[row]
             if conversation is not None:
                 turns = " | ".join(f"{m['role']}: {m['content']!r}" for m in conversation.messages)
                 blocks.append(f"[{row}] {turns} (turn {conversation.turn + 1})")
                 continue
-            length = self._response_lengths[row]
-            response = self._core.decode_response(self._responses[row, :length])
-            blocks.append(f"[{row}] {self._prompts[row]!r} -> {response!r} ({length} tokens)")
+            length = self._episodes.response_lengths[row]
+            response = self._episodes.response_text(row)
+            prompt = self._episodes.prompts[row]
+            blocks.append(f"[{row}] {prompt!r} -> {response!r} ({length} tokens)")
         return "\n".join(blocks)
 
     def close_extras(self, **kwargs: Any) -> None:
@@ -389,10 +285,7 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         """Same-step autoreset: the ended episodes' last observations and infos."""
         infos["final_obs"] = np.full(self.num_envs, None, dtype=object)
         for row in np.flatnonzero(finished):
-            infos["final_obs"][row] = {
-                "input_ids": self._input_ids[row].copy(),
-                "attention_mask": self._attention_mask[row].copy(),
-            }
+            infos["final_obs"][row] = self._episodes.observation(int(row))
         infos["_final_obs"] = finished.copy()
         infos["final_info"] = {
             key: (value & finished if key.startswith("_") else value)
@@ -418,68 +311,18 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
             prompts = [self._core.prompt_source.sample(self._rngs[row]) for row in rows]
         return [self._core.start_episode(prompt) for prompt in prompts]
 
-    def _reset_rows(self, rows: np.ndarray, encoded: list[Started]) -> dict[str, Any]:
-        """Start ``rows`` on their encoded prompts (their caches too); returns the reset infos."""
-        width = max(len(ids) for ids, _, _ in encoded)
-        input_ids = np.full((rows.size, width), self._core.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((rows.size, width), dtype=np.int64)
-        for i, (ids, _, _) in enumerate(encoded):
-            input_ids[i, width - len(ids) :] = ids
-            attention_mask[i, width - len(ids) :] = 1
-        self.engine.start(rows, torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
-
-        length = self._core.context_length
-        self._input_ids[rows] = self._core.pad_token_id
-        self._attention_mask[rows] = 0
-        self._input_ids[rows, length - width :] = input_ids
-        self._attention_mask[rows, length - width :] = attention_mask
-        self._response_lengths[rows] = 0
-        self._ended[rows] = False
-        texts = [text for _, text, _ in encoded]
-        for row, (_, text, conversation) in zip(rows, encoded, strict=True):
-            self._prompts[row] = text
-            self._conversations[row] = conversation
+    def _reset_rows(self, rows: np.ndarray, started: list[Started]) -> dict[str, Any]:
+        """Start ``rows`` on their first observations; returns the reset infos."""
+        self._episodes.start(rows, started)
+        texts = [text for _, text, _ in started]
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[rows] = True
         infos: dict[str, Any] = {}
         _add_rows(infos, "prompt", _scatter(texts, rows, self.num_envs, None, object), mask)
         return infos
 
-    def _score(self, rows: np.ndarray, prompts: list[str], texts: list[str]) -> np.ndarray:
-        if rows.size == 0:
-            return np.zeros(0)
-        labels = [f"sub-env {row}" for row in rows]
-        return score_responses(self._core.reward_fn, prompts, texts, labels=labels)
-
-    def _append_to_obs(self, rows: np.ndarray, actions: np.ndarray) -> None:
-        """Shift the contexts of ``rows`` (bool mask) left by one and append their actions."""
-        self._input_ids[rows, :-1] = self._input_ids[rows, 1:]
-        self._input_ids[rows, -1] = actions[rows]
-        self._attention_mask[rows, :-1] = self._attention_mask[rows, 1:]
-        self._attention_mask[rows, -1] = 1
-
-    def _append_ids_to_obs(self, row: int, ids: list[int]) -> None:
-        """Shift the context of ``row`` left by ``len(ids)`` and append ``ids``."""
-        k = len(ids)
-        self._input_ids[row, :-k] = self._input_ids[row, k:]
-        self._input_ids[row, -k:] = ids
-        self._attention_mask[row, :-k] = self._attention_mask[row, k:]
-        self._attention_mask[row, -k:] = 1
-
-    def _append_to_engine(self, inserted: dict[int, list[int]]) -> None:
-        """One batched, ragged, left-padded append of the inserted ids of their rows."""
-        rows = np.asarray(sorted(inserted), dtype=np.int64)
-        width = max(len(ids) for ids in inserted.values())
-        input_ids = torch.full((rows.size, width), self._core.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((rows.size, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids = inserted[int(row)]
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[i, width - len(ids) :] = 1
-        self.engine.append(rows, input_ids, attention_mask)
-
     def _get_obs(self) -> ObsType:
-        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+        return self._episodes.observation()
 
 
 def _scatter(

@@ -11,6 +11,7 @@ from rlhf_env.config import option as _option
 from rlhf_env.models.efficient import TRAINING_SETUP, TRAINING_SETUP_HELP
 from rlhf_env.tasks import task_options, task_spec
 from rlhf_env.tasks.cache import TINY_BACKBONE
+from rlhf_env.tasks.positive_review import ENV_OPTIONS, RECIPE
 
 #: The ready-made task the demo runs (:mod:`rlhf_env.tasks.positive_review`).
 TASK = "PositiveReview"
@@ -28,7 +29,10 @@ class DemoConfig(VectorEnvConfig):
     reuses the judge and reward model the task cache already holds for the policy.
     :meth:`smoke` shrinks it to seconds on the task's tiny variant, for tests. The RL stage's
     environment takes every field of :class:`rlhf_env.config.VectorEnvConfig` (this class
-    extends it; ``kl_coef`` is also the agent's initial beta).
+    extends it; ``kl_coef`` is also the agent's initial beta). The fields it re-declares take
+    their defaults from the task (``max_new_tokens``, ``max_prompt_tokens``: its env options;
+    ``learning_rate``, ``epochs``, ``minibatch_size``: its recipe), except the demo's own two
+    choices: 16 sub-envs and beta 0.2 (its runs in benchmarks/RESULTS.md used them).
     """
 
     out: str = _option("rlhf-demo", "Run folder: every stage's output, the report, the weights.")
@@ -42,11 +46,13 @@ class DemoConfig(VectorEnvConfig):
         "Seed of every stage: the task's splits, samples and trainings (another seed trains "
         "another judge and reward model), and RL.",
     )
-    device: str | None = _option(None, "'cpu', 'cuda', ... (None: CUDA when there is one).")
     max_new_tokens: int = _option(
-        16, "Tokens per response, in every stage (the reward model's sampled pairs too)."
+        ENV_OPTIONS["max_new_tokens"],
+        "Tokens per response, in every stage (the reward model's sampled pairs too).",
     )
-    max_prompt_tokens: int = _option(48, "Longest prompt in tokens (cut from the left).")
+    max_prompt_tokens: int = _option(
+        ENV_OPTIONS["max_prompt_tokens"], "Longest prompt in tokens (cut from the left)."
+    )
     prompt_words: int = _option(8, "Words of a review that make a prompt.")
 
     # 1-3. the PositiveReview task: gold judge, preferences, reward model (cached)
@@ -72,9 +78,9 @@ class DemoConfig(VectorEnvConfig):
     training_setup: str = _option("frozen:24", f"What trains: {TRAINING_SETUP_HELP}.")
     num_envs: int = _option(16, "Sub-environments: responses per rollout round.")
     total_timesteps: int = _option(12_288, "Generated tokens of RL training.")
-    learning_rate: float = _option(2e-4, "RL learning rate.")
-    epochs: int = _option(2, "Passes over each rollout.")
-    minibatch_size: int = _option(8, "Responses per optimiser step.")
+    learning_rate: float = _option(RECIPE["learning_rate"], "RL learning rate.")
+    epochs: int = _option(RECIPE["epochs"], "Passes over each rollout.")
+    minibatch_size: int = _option(RECIPE["minibatch_size"], "Responses per optimiser step.")
     kl_coef: float = _option(0.2, "KL coefficient beta (the initial one with kl_target).")
     kl_target: float | None = _option(
         None, "Adaptive KL control toward this many nats per response (None: fixed beta)."

@@ -79,13 +79,8 @@ class Mutant:
     tests: tuple[str, ...]
 
 
-#: Where a dialogue step of each env hands the engine the user turn it inserts.
-_SINGLE_APPEND = (
-    "        if inserted:\n"
-    "            ids = torch.tensor([inserted])\n"
-    "            self.engine.append(np.zeros(1, dtype=np.int64), ids, torch.ones_like(ids))\n"
-)
-_VECTOR_APPEND = "        if plan.inserted:\n            self._append_to_engine(plan.inserted)\n"
+#: Where a dialogue step hands the engine the user turns it inserts (both envs' step).
+_APPEND = "        if plan.inserted:\n            self._append_to_engine(plan.inserted)\n"
 _DIALOGUE_KL_TEST = (
     "tests/test_dialogue_env.py::test_each_steps_kl_is_its_actions_alone_from_uncached_forwards"
 )
@@ -107,38 +102,26 @@ MUTANTS: tuple[Mutant, ...] = (
         name="minibatch_per_sequence",
         bug="micro-batches weighted by their share of the sequences, not of the tokens",
         file="agents/minibatch.py",
-        old="        weight = float(batch.response_mask.sum()) / global_tokens\n",
+        old="        weight = float(batch.action_mask.sum()) / global_tokens\n",
         new=(
-            "        sequences = sum(len(b.response_mask) for b, _ in micro_batches) * processes\n"
-            "        weight = len(batch.response_mask) / sequences\n"
+            "        sequences = sum(len(b.action_mask) for b, _ in micro_batches) * processes\n"
+            "        weight = len(batch.action_mask) / sequences\n"
         ),
         tests=("tests/test_minibatch.py",),
     ),
     Mutant(
         name="kl_on_inserted_token",
-        bug="single env, dialogue: the inserted user turn stepped like actions, its KL charged",
-        file="rlhf_env/env.py",
-        old=_SINGLE_APPEND,
-        new=(
-            "        for inserted_id in inserted:\n"
-            "            charged = self.engine.step(np.array([inserted_id]), np.array([True]))\n"
-            "            stats[0] += charged[0]\n"
-        ),
-        tests=(f"{_DIALOGUE_KL_TEST}[chatml-False]",),
-    ),
-    Mutant(
-        name="kl_on_inserted_token_vector",
-        bug="vector env, dialogue: the inserted user turns stepped like actions, their KL charged",
-        file="rlhf_env/vector_env.py",
-        old=_VECTOR_APPEND,
+        bug="dialogue: the inserted user turns stepped like actions, their KL charged",
+        file="rlhf_env/episodes.py",
+        old=_APPEND,
         new=(
             "        turns = plan.inserted\n"
             "        for j in range(max(map(len, turns.values()), default=0)):\n"
             "            live = np.array([j < len(turns.get(r, ())) for r in range(n)])\n"
             "            ids = np.array([turns[r][j] if live[r] else 0 for r in range(n)])\n"
-            "            kl_np = kl_np + np.where(live, self.engine.step(ids, live)[0], 0.0)\n"
+            "            kl = kl + np.where(live, self.engine.step(ids, live)[0], 0.0)\n"
         ),
-        tests=(f"{_DIALOGUE_KL_TEST}[chatml-True]",),
+        tests=(f"{_DIALOGUE_KL_TEST}[chatml-False]", f"{_DIALOGUE_KL_TEST}[chatml-True]"),
     ),
     Mutant(
         name="static_prefill_position",
@@ -166,11 +149,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="obs_pad_id",
-        bug="vector env: observations left-padded with id 0, not the pad id",
-        file="rlhf_env/vector_env.py",
-        old="        self._input_ids[rows] = self._core.pad_token_id\n",
-        new="        self._input_ids[rows] = 0\n",
-        tests=(_VECTOR_ENV_TEST,),
+        bug="observations left-padded with id 0, not the pad id",
+        file="rlhf_env/episodes.py",
+        old="        self.input_ids[rows] = self.core.pad_token_id\n",
+        new="        self.input_ids[rows] = 0\n",
+        tests=("tests/test_env.py::test_spaces_follow_the_spec", _VECTOR_ENV_TEST),
     ),
     Mutant(
         name="reference_other_row",

@@ -109,7 +109,7 @@ def direct_gradient(agent: PPOAgent | RLOOAgent, rollout: Rollout, by_tokens: bo
     agent.optimizer.zero_grad(set_to_none=True)
     for row in range(rollout.num_episodes):
         batch = rollout.select([row])
-        width = batch.response_ids.shape[1]
+        width = batch.continuation_ids.shape[1]
         loss, _ = agent.loss(batch, {name: value[[row], :width] for name, value in targets.items()})
         share = batch.num_tokens / rollout.num_tokens if by_tokens else 1 / rollout.num_episodes
         (loss * share).backward()

@@ -189,25 +189,25 @@ def dialogue_rollout(prompts, continuations, kinds, seed=0):
     width = max(map(len, kinds))
     prompt_ids = torch.zeros(episodes, prompt_width, dtype=torch.long)
     prompt_mask = torch.zeros_like(prompt_ids)
-    response_ids = torch.zeros(episodes, width, dtype=torch.long)
-    response_mask = torch.zeros(episodes, width)
+    continuation_ids = torch.zeros(episodes, width, dtype=torch.long)
+    action_mask = torch.zeros(episodes, width)
     inserted_mask = torch.zeros(episodes, width)
     for i, (prompt, ids, kind) in enumerate(zip(prompts, continuations, kinds, strict=True)):
         prompt_ids[i, prompt_width - len(prompt) :] = torch.tensor(prompt)
         prompt_mask[i, prompt_width - len(prompt) :] = 1
-        response_ids[i, : len(ids)] = torch.tensor(ids)
-        response_mask[i, : len(kind)] = torch.tensor([float(k == "a") for k in kind])
+        continuation_ids[i, : len(ids)] = torch.tensor(ids)
+        action_mask[i, : len(kind)] = torch.tensor([float(k == "a") for k in kind])
         inserted_mask[i, : len(kind)] = torch.tensor([float(k == "i") for k in kind])
     generator = torch.Generator().manual_seed(seed)
     return Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
-        response_ids=response_ids,
-        response_mask=response_mask,
+        continuation_ids=continuation_ids,
+        action_mask=action_mask,
         inserted_mask=inserted_mask,
-        rewards=torch.randn(episodes, width, generator=generator) * response_mask,
+        rewards=torch.randn(episodes, width, generator=generator) * action_mask,
         logprobs=torch.zeros(episodes, width),
-        kl=torch.rand(episodes, width, generator=generator) * response_mask,
+        kl=torch.rand(episodes, width, generator=generator) * action_mask,
         scores=torch.randn(episodes, generator=generator),
         prompts=[f"prompt {i}" for i in range(episodes)],
         responses=[f"response {i}" for i in range(episodes)],
@@ -224,8 +224,8 @@ def random_ids(generator, count, vocab_size):
 def behaviour_is(policy, rollout):
     """``rollout`` with the log-probs of ``policy`` as its behaviour log-probs (ratios of 1)."""
     logits, _ = response_forward(policy, rollout.prompt_ids, rollout.prompt_mask,
-                                 rollout.response_ids, rollout.context_mask)  # fmt: skip
-    logprobs = gather_logprobs(logits, rollout.response_ids) * rollout.response_mask
+                                 rollout.continuation_ids, rollout.context_mask)  # fmt: skip
+    logprobs = gather_logprobs(logits, rollout.continuation_ids) * rollout.action_mask
     return dataclasses.replace(rollout, logprobs=logprobs)
 
 

@@ -41,13 +41,13 @@ def test_teacher_forced_logprobs_equal_the_envs(tokenizer, word_start_reward, bu
     rollout = collect_episodes(env, agent.act, seed=0)
     assert not rollout.inserted_mask.any()  # single-turn: the continuation is the response
     logits, hidden = response_forward(
-        env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
+        env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.continuation_ids,
         rollout.context_mask, with_hidden=True,
     )  # fmt: skip
-    logprobs = gather_logprobs(logits, rollout.response_ids)
-    mask = rollout.response_mask
+    logprobs = gather_logprobs(logits, rollout.continuation_ids)
+    mask = rollout.action_mask
     torch.testing.assert_close(logprobs * mask, rollout.logprobs * mask, atol=1e-5, rtol=0)
-    assert hidden.shape == (6, rollout.response_ids.shape[1], 64)
+    assert hidden.shape == (6, rollout.continuation_ids.shape[1], 64)
 
 
 def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
@@ -68,8 +68,8 @@ def test_rollout_holds_whole_episodes_with_the_envs_rewards(tokenizer):
     rollout = collect_episodes(env, EndsEarly().act, seed=0)
     assert rollout.lengths.tolist() == [3, 8, 3, 8]
     assert torch.equal(rollout.context_lengths, rollout.lengths)  # nothing inserted
-    assert rollout.response_ids[::2, 2].tolist() == [eos, eos]  # the EOS ended them
-    assert rollout.response_mask.sum().item() == 22
+    assert rollout.continuation_ids[::2, 2].tolist() == [eos, eos]  # the EOS ended them
+    assert rollout.action_mask.sum().item() == 22
     # The return is the score minus beta times the summed KL (the env's formula).
     expected = rollout.scores - 0.05 * rollout.sequence_kl
     torch.testing.assert_close(rollout.returns, expected, atol=1e-5, rtol=0)
@@ -91,20 +91,20 @@ def test_teacher_forcing_attends_to_the_inserted_tokens(tokenizer, build):
     rollout = dialogue_rollout(prompts, continuations, kinds)
     with torch.no_grad():
         logits, _ = response_forward(model, rollout.prompt_ids, rollout.prompt_mask,
-                                     rollout.response_ids, rollout.context_mask)  # fmt: skip
-        logprobs = gather_logprobs(logits, rollout.response_ids)  # (E, R)
+                                     rollout.continuation_ids, rollout.context_mask)  # fmt: skip
+        logprobs = gather_logprobs(logits, rollout.continuation_ids)  # (E, R)
         for i, (prompt, ids) in enumerate(zip(prompts, continuations, strict=True)):
             sequence = torch.tensor([prompt + ids])  # (1, L)
             full = torch.log_softmax(model(input_ids=sequence).logits[0].float(), dim=-1)
             expected = full[len(prompt) - 1 : -1].gather(-1, sequence[0, len(prompt) :, None])
-            actions = rollout.response_mask[i, : len(ids)].bool()
+            actions = rollout.action_mask[i, : len(ids)].bool()
             torch.testing.assert_close(logprobs[i, : len(ids)][actions], expected[actions, 0],
                                        atol=1e-5, rtol=0)  # fmt: skip
         # Control: with the inserted tokens masked out, the later actions read otherwise.
         blind, _ = response_forward(model, rollout.prompt_ids, rollout.prompt_mask,
-                                    rollout.response_ids, rollout.response_mask)  # fmt: skip
-    blind_logprobs = gather_logprobs(blind, rollout.response_ids)  # (E, R)
-    assert ((blind_logprobs - logprobs).abs() * rollout.response_mask).max() > 1e-3
+                                    rollout.continuation_ids, rollout.action_mask)  # fmt: skip
+    blind_logprobs = gather_logprobs(blind, rollout.continuation_ids)  # (E, R)
+    assert ((blind_logprobs - logprobs).abs() * rollout.action_mask).max() > 1e-3
 
 
 def _with_trailing_turn(rollout, ids, as_actions=False):
@@ -119,8 +119,8 @@ def _with_trailing_turn(rollout, ids, as_actions=False):
             value = torch.nn.functional.pad(value, (0, width - value.shape[1]))
         values[field.name] = value.clone() if isinstance(value, torch.Tensor) else value
     for i, end in enumerate(rollout.context_lengths.tolist()):
-        values["response_ids"][i, end : end + extra] = torch.tensor(ids)
-        values["response_mask" if as_actions else "inserted_mask"][i, end : end + extra] = 1.0
+        values["continuation_ids"][i, end : end + extra] = torch.tensor(ids)
+        values["action_mask" if as_actions else "inserted_mask"][i, end : end + extra] = 1.0
     return Rollout(**values)
 
 
@@ -176,24 +176,24 @@ def test_select_concatenate_and_trim_keep_inserted_tokens_aligned():
     rollout = dialogue_rollout([[5], [6, 7], [8]], continuations, kinds)
     assert rollout.lengths.tolist() == [2, 3, 3]  # actions
     assert rollout.context_lengths.tolist() == [4, 3, 5]  # actions and inserted tokens
-    assert torch.equal(rollout.context_mask, (rollout.response_ids > 0).float())
+    assert torch.equal(rollout.context_mask, (rollout.continuation_ids > 0).float())
     assert rollout.num_tokens == 8
 
     def rows(r):  # every per-token tensor of each episode, up to the end of its continuation
         return [
             {name: getattr(r, name)[i, :end].tolist() for name in (
-                "response_ids", "response_mask", "inserted_mask", "rewards", "kl", "logprobs")}
+                "continuation_ids", "action_mask", "inserted_mask", "rewards", "kl", "logprobs")}
             for i, end in enumerate(r.context_lengths.tolist())
         ]  # fmt: skip
 
     first = rollout.select([0])
-    assert first.response_ids.shape[1] == 4  # trimmed to its continuation, not to 2 actions
+    assert first.continuation_ids.shape[1] == 4  # trimmed to its continuation, not to 2 actions
     assert rows(first) == rows(rollout)[:1]
-    assert rollout.select([1]).response_ids.shape[1] == 3
+    assert rollout.select([1]).continuation_ids.shape[1] == 3
     joined = Rollout.concatenate([rollout.select([1]), first, rollout.select([2])])
-    assert joined.response_ids.shape == (3, 5) and joined.prompt_ids.shape == (3, 2)
+    assert joined.continuation_ids.shape == (3, 5) and joined.prompt_ids.shape == (3, 2)
     assert rows(joined) == [rows(rollout)[i] for i in (1, 0, 2)]
-    assert not joined.response_ids[joined.context_mask == 0].any()  # padding is 0
+    assert not joined.continuation_ids[joined.context_mask == 0].any()  # padding is 0
     assert joined.prompts == ["prompt 1", "prompt 0", "prompt 2"]
     assert rows(joined.select([1, 0])) == [rows(rollout)[i] for i in (0, 1)]
     # A single-turn rollout joins a dialogue one: its inserted_mask stays all zeros.
@@ -355,7 +355,7 @@ def test_separate_critic_trains_its_own_copy(tokenizer, word_start_reward):
     critic_before = {n: p.detach().clone() for n, p in agent.critic.named_parameters()}
     rollout = agent.collect()
     with torch.no_grad():  # as the update computes its targets
-        returns, mask = agent.compute_advantages(rollout)["returns"], rollout.response_mask
+        returns, mask = agent.compute_advantages(rollout)["returns"], rollout.action_mask
 
     def value_error() -> float:
         with torch.no_grad():
@@ -495,6 +495,25 @@ def test_resume_gives_the_same_next_update_bitwise(tokenizer, word_start_reward,
     resumed.learn(total_timesteps=resumed.num_timesteps + 1)
     for name, parameter in resumed.trainable_parameters().items():
         assert torch.equal(parameter, expected[name]), name
+
+
+def test_beta_has_one_owner_the_env_config(tokenizer, word_start_reward):
+    """An adaptive controller changes beta through env.set_kl_coef: env.kl_coef, env.config and
+    the next step's rewards all hold the controller's value; a bad value changes nothing."""
+    env, config = _learning_setup(tokenizer, word_start_reward)
+    agent = PPOAgent(env, config)
+    agent.learn(total_timesteps=1)  # one update: the controller moves beta off the env's 0.05
+    beta = agent.kl_controller.value
+    assert env.kl_coef == env.config.kl_coef == beta != 0.05
+    env.reset(seed=0)
+    _, rewards, terminations, truncations, infos = env.step(np.full(env.num_envs, 40))
+    assert not (terminations | truncations).any()
+    np.testing.assert_allclose(rewards, -beta * infos["kl"], rtol=1e-12)
+    with pytest.raises(ValueError, match="kl_coef must be a finite number >= 0"):
+        env.set_kl_coef(float("nan"))
+    assert env.config.kl_coef == beta
+    env.kl_coef = 0.3  # what stable-baselines3's set_attr does
+    assert env.config.kl_coef == 0.3
 
 
 def test_checkpoint_write_is_atomic_and_errors_name_the_file(

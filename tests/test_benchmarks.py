@@ -176,14 +176,14 @@ def test_divergence_finds_each_episodes_first_different_draw(monkeypatch):
     prompts = np.array([[1, 2], [1, 2], [3, 4]])
     first = SimpleNamespace(
         prompt_ids=prompts,
-        response_ids=np.array([[5, 6, 7], [5, 6, 0], [8, 9, 9]]),
-        response_mask=np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1]]),
+        continuation_ids=np.array([[5, 6, 7], [5, 6, 0], [8, 9, 9]]),
+        action_mask=np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1]]),
         logprobs=np.array([[-1.0, -2.0, -3.0], [-1.0, -2.0, 0.0], [-0.5, -0.5, -9.0]]),
     )
     second = SimpleNamespace(
         prompt_ids=prompts,
-        response_ids=np.array([[5, 6, 7], [5, 6, 4], [8, 7, 9]]),
-        response_mask=np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1]]),
+        continuation_ids=np.array([[5, 6, 7], [5, 6, 4], [8, 7, 9]]),
+        action_mask=np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1]]),
         logprobs=np.array([[-1.0, -2.0, -3.0], [-1.0, -2.00003, -7.0], [-0.50001, -12.0, 0.0]]),
     )
     found = divergence(first, second)

@@ -56,18 +56,18 @@ def test_a_dialogue_rollout_holds_the_ids_the_policy_saw_and_its_log_probs(chat)
     end = IncrementalChatTemplate(chat[0]).end_of_turn_id
     rollout = collect_episodes(env, EndsTurns(agent, end), seed=0)
     assert rollout.inserted_mask.sum() > 0
-    assert not (rollout.inserted_mask * rollout.response_mask).any()
+    assert not (rollout.inserted_mask * rollout.action_mask).any()
     # Inserted tokens carry no reward, KL or log-prob; every action has a log-prob.
     inserted = rollout.inserted_mask.bool()
     assert not rollout.rewards[inserted].any() and not rollout.kl[inserted].any()
     # One teacher-forced forward over prompt + continuation gives the env's log-probs at
     # every action: the ids trained on are the ids the policy saw.
     logits, _ = response_forward(
-        env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
+        env.policy, rollout.prompt_ids, rollout.prompt_mask, rollout.continuation_ids,
         rollout.context_mask,
     )  # fmt: skip
-    logprobs = gather_logprobs(logits, rollout.response_ids)
-    mask = rollout.response_mask
+    logprobs = gather_logprobs(logits, rollout.continuation_ids)
+    mask = rollout.action_mask
     torch.testing.assert_close(logprobs * mask, rollout.logprobs * mask, atol=1e-5, rtol=0)
     # Per-turn scores sum to the score; the return is the score minus beta x the summed KL.
     for scores, total in zip(rollout.turn_scores, rollout.scores.tolist(), strict=True):

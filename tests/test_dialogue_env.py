@@ -63,7 +63,7 @@ def test_an_episode_holds_the_ids_of_the_template_applied_to_the_whole_conversat
     tokenizer = chat[0]
     env = make_env(chat)
     template = IncrementalChatTemplate(tokenizer)
-    obs, info = env.reset(options={"prompt": SCRIPTS[0]})
+    obs, reset_info = env.reset(options={"prompt": SCRIPTS[0]})
     steps = inserted = 0
     for turn, reply in enumerate(REPLIES):
         actions = canonical_actions(tokenizer, template.end_of_turn_id, reply)
@@ -84,12 +84,8 @@ def test_an_episode_holds_the_ids_of_the_template_applied_to_the_whole_conversat
     whole = tokenizer.apply_chat_template(messages, tokenize=False)
     expected = tokenizer(whole, add_special_tokens=False)["input_ids"]
     assert context_ids(obs) + template.encode(template.closing) == expected
-    assert len(context_ids(obs)) == len(tokenizer(info_prompt(env), add_special_tokens=False)[
+    assert len(context_ids(obs)) == len(tokenizer(reset_info["prompt"], add_special_tokens=False)[
         "input_ids"]) + steps + inserted  # fmt: skip
-
-
-def info_prompt(env) -> str:
-    return env._prompt_text
 
 
 def test_policy_logits_after_an_inserted_turn_are_those_of_the_whole_context(chat):
@@ -210,7 +206,7 @@ def test_a_failing_user_fn_or_reward_leaves_the_episode_as_it_was(chat):
     env.reset(options={"prompt": SCRIPTS[0]})
     with pytest.raises(RewardError, match="nan"):
         env.step(template.end_of_turn_id)
-    assert env._conversation.turn == 0 and env._conversation.turn_ids == []
+    assert env.conversation.turn == 0 and env.conversation.turn_ids == []
 
 
 def scripted_actions(tokenizer, end: int, row: int, turn: int, position: int) -> int:
@@ -312,7 +308,7 @@ def test_a_language_model_user_and_chitchat_scripts_drive_conversations(chat):
     word = tokenizer("Hi", add_special_tokens=False)["input_ids"][0]
     for action in [word, template.end_of_turn_id]:
         *_, info = env.step(action)
-    messages = env._conversation.messages
+    messages = env.conversation.messages
     # The simulator's turn, asked with the conversation so far, is the inserted user turn.
     assert info["user_turn"] == user(messages[:-1]) == messages[-1]["content"]
     assert messages[0]["content"] in [turns[0] for turns in openings]

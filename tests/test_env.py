@@ -313,10 +313,11 @@ def test_policy_and_tokenizer_from_a_local_folder(tmp_path, gpt2, tokenizer):
     env = TextGenerationEnv(
         policy=str(tmp_path), reward_fn=length_reward, prompts=PROMPTS, max_new_tokens=3
     )
-    env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     info = env.step(12)[-1]
+    prompt_ids = obs["input_ids"][obs["attention_mask"] == 1]
     with torch.no_grad():
-        expected = torch.log_softmax(gpt2(torch.tensor([env._prompt_ids])).logits[0, -1], -1)
+        expected = torch.log_softmax(gpt2(torch.from_numpy(prompt_ids[None])).logits[0, -1], -1)
     assert info["policy_logprob"] == pytest.approx(expected[12].item(), abs=1e-5)
 
 

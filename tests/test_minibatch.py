@@ -30,8 +30,8 @@ def episodes(lengths: list[int]) -> tuple[Rollout, dict[str, torch.Tensor]]:
     rollout = Rollout(
         prompt_ids=torch.ones(count, 1, dtype=torch.long),
         prompt_mask=torch.ones(count, 1, dtype=torch.long),
-        response_ids=torch.zeros(count, WIDTH, dtype=torch.long),
-        response_mask=mask,
+        continuation_ids=torch.zeros(count, WIDTH, dtype=torch.long),
+        action_mask=mask,
         inserted_mask=zeros,
         rewards=zeros,
         logprobs=zeros,
@@ -61,21 +61,21 @@ def micro_batches(
     for start in range(0, len(index), size):
         rows = np.array(index[start : start + size])
         batch = rollout.select(rows)
-        width = batch.response_ids.shape[1]
+        width = batch.continuation_ids.shape[1]
         batches.append((batch, {name: value[rows, :width] for name, value in targets.items()}))
     return batches
 
 
 class LinearRegression:
     """A token-mean squared error of a linear model: the loss of a micro-batch, as the agents'
-    losses are token means over ``response_mask``."""
+    losses are token means over ``action_mask``."""
 
     def __init__(self) -> None:
         self.weights = torch.nn.Parameter(torch.linspace(-1.0, 1.0, FEATURES, dtype=torch.float64))
 
     def __call__(self, batch, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         errors = (targets["x"] @ self.weights - targets["y"]) ** 2  # (E, R)
-        value = masked_mean(errors, batch.response_mask)
+        value = masked_mean(errors, batch.action_mask)
         return value, {"loss": value.detach()}
 
     def gradient(self, value: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,7 @@ def test_micro_batches_give_the_token_mean_gradient_of_the_whole_batch():
     expected, loss = whole_batch_gradient(model)
     torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-12)
     assert stats["loss"] == pytest.approx(loss, rel=1e-12)
-    assert [int(batch.response_mask.sum()) for batch, _ in batches] == [12, 2, 9, 3]
+    assert [int(batch.action_mask.sum()) for batch, _ in batches] == [12, 2, 9, 3]
     # Teeth: weighting these micro-batches alike is far off (measured: 66% of the norm).
     sequence_weighted = per_micro_batch_gradient(model, batches)
     assert float((sequence_weighted - expected).norm()) > 0.3 * float(expected.norm())
@@ -132,12 +132,12 @@ def test_two_processes_average_to_the_token_mean_gradient_of_the_global_batch(mo
     model = LinearRegression()
     rollout, targets = episodes(LENGTHS)
     shares = [[2, 3, 5, 0], [1, 4, 6, 7]]
-    global_tokens = float(rollout.response_mask.sum())
+    global_tokens = float(rollout.action_mask.sum())
     gradients, statistics, counts = [], [], []
     for rank, index in enumerate(shares):
         batches = micro_batches(rollout, targets, index)
-        counts.append([int(batch.response_mask.sum()) for batch, _ in batches])
-        local_tokens = sum(float(batch.response_mask.sum()) for batch, _ in batches)
+        counts.append([int(batch.action_mask.sum()) for batch, _ in batches])
+        local_tokens = sum(float(batch.action_mask.sum()) for batch, _ in batches)
 
         def all_reduce_sum(values: torch.Tensor, local: float = local_tokens) -> torch.Tensor:
             assert values.tolist() == [local]  # this process's count goes in, the sum comes out

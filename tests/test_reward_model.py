@@ -136,14 +136,11 @@ def test_reward_model_plugs_into_the_env(backbone_dir):
         policy=build_tiny_gpt2(reward_model.tokenizer), tokenizer=reward_model.tokenizer,
         reward_fn=reward_model, prompts=SUBJECTS, max_new_tokens=3,
     )  # fmt: skip
-    env.reset(seed=0)
+    _, reset_info = env.reset(seed=0)
     for _ in range(3):
         *_, info = env.step(40)
-    assert info["score"] == pytest.approx(reward_model([info_prompt(env)], [info["response"]])[0])
-
-
-def info_prompt(env) -> str:
-    return env._prompt_text
+    expected = reward_model([reset_info["prompt"]], [info["response"]])[0]
+    assert info["score"] == pytest.approx(expected)
 
 
 def test_corrupt_and_incomplete_checkpoints_name_the_file(backbone_dir, tmp_path):

@@ -168,7 +168,7 @@ def test_shared_compute_in_the_update_changes_no_gradient(
         assert len(shared_calls) == 3 and shared_calls[0] == (1, common)
     else:  # the trunk pass alone: 2 chunks of whole episodes, each trimmed to its widths
         chunks = [rollout.select(torch.arange(first, first + 2)) for first in (0, 2)]
-        widths = [chunk.prompt_ids.shape[1] + chunk.response_ids.shape[1] for chunk in chunks]
+        widths = [chunk.prompt_ids.shape[1] + chunk.continuation_ids.shape[1] for chunk in chunks]
         assert shared_calls == [(2, width) for width in widths]
     tokens = [sum(rows * width for rows, width in calls) for calls in (shared_calls, whole_calls)]
     assert tokens[0] < tokens[1], tokens

@@ -121,7 +121,7 @@ def test_the_reward_model_reads_the_latest_turns_of_a_transcript_over_its_length
     turn differs does not. The raw scores of the tiny random head differ by about 1e-3."""
     from rlhf_env.rewards.model import RewardModel
     from rlhf_env.tasks.dialogue import TranscriptReward
-    from rlhf_env.tasks.harmless import DialogueReward
+    from rlhf_env.tasks.harmless import RawConversationReward
 
     # 56 tokens of latest turns and a 5-token reply: whatever is kept of 24 lies in the latest.
     latest = (
@@ -138,7 +138,7 @@ def test_the_reward_model_reads_the_latest_turns_of_a_transcript_over_its_length
         reward = TranscriptReward(reward_model)
         scores = reward(transcripts, ["The ending was great."] * 3)
     else:  # the Harmless task maps its prompts to the raw HH transcripts
-        reward = DialogueReward(reward_model, {str(i): t for i, t in enumerate(transcripts)})
+        reward = RawConversationReward(reward_model, {str(i): t for i, t in enumerate(transcripts)})
         scores = reward(["0", "1", "2"], ["The ending was great."] * 3)
     assert scores[0] == pytest.approx(scores[1], abs=1e-6)
     assert abs(scores[0] - scores[2]) > 1e-4

@@ -30,7 +30,7 @@ from rlhf_env.tasks import (
     task_spec,
 )
 from rlhf_env.tasks.cache import cache_root, policy_fingerprint
-from rlhf_env.tasks.harmless import DialogueReward
+from rlhf_env.tasks.harmless import RawConversationReward
 from rlhf_env.tasks.positive_review import VERDICT_WORDS, FluencyWeighted, judge_texts
 from rlhf_env.text_metrics import response_perplexity
 
@@ -182,7 +182,7 @@ def test_harmless_scores_the_raw_conversation_and_holds_out_the_reward_models_sp
     pairs = hh_harmless_pairs()[: options["max_pairs"]]
     _, held_out = split_pairs(pairs, options["eval_fraction"], options["seed"])
     reward = task.reward_fn
-    assert isinstance(reward, DialogueReward)
+    assert isinstance(reward, RawConversationReward)
     raw_held_out = {reward.conversations[p] for p in task.eval_prompts}
     assert raw_held_out <= {pair.prompt for pair in held_out}  # RL evaluates unseen prompts
     assert not set(task.train_prompts) & set(task.eval_prompts)
@@ -196,7 +196,7 @@ def test_harmless_scores_the_raw_conversation_and_holds_out_the_reward_models_sp
             seen.update(prompts=prompts, responses=responses)
             return [0.0] * len(responses)
 
-    DialogueReward(Recorder(), reward.conversations)(task.eval_prompts[:1], ["  Sure. "])
+    RawConversationReward(Recorder(), reward.conversations)(task.eval_prompts[:1], ["  Sure. "])
     assert seen == {
         "prompts": [reward.conversations[task.eval_prompts[0]]],
         "responses": [" Sure."],
@@ -214,7 +214,9 @@ def test_harmless_gold_is_a_probe_apart_from_the_training_reward_on_the_same_spl
     ).task
     assert task.gold_name == "gold_model"
     gold = task.gold["gold_model"]
-    assert isinstance(gold, DialogueReward) and isinstance(gold.reward_model, ProbeRewardModel)
+    assert isinstance(gold, RawConversationReward) and isinstance(
+        gold.reward_model, ProbeRewardModel
+    )
     assert gold.conversations == task.reward_fn.conversations
     details = task.details
     fitted, proxy = details["gold_model"], details["reward_model"]

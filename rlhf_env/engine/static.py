@@ -75,13 +75,12 @@ captured graph reads them in place):
    prompt are started once: the first of them as above, the others get copies of its slots,
    position and logits.
 
-Why per-row write slots: with one write pointer shared by every row (this engine's first
-design, a ring) a row's context lives in the slots just behind the pointer, so appending ``U``
-tokens to some rows would have to move the pointer, and every other row's context, by ``U``
-slots; rows appending at different steps would overflow the ring. With each row writing at
-its own position, an append moves that row alone, no context ever wraps around, and the step
-does less (an indexed copy and a comparison replace the ring's validity and slot-position
-updates).
+Why per-row write slots: each row writes at its own position, so appending ``U`` tokens to
+some rows (a dialogue's inserted user turn) moves those rows alone, no context ever wraps
+around, and the step is an indexed copy and a comparison. With one write pointer shared by
+every row (a ring buffer), a row's context sits just behind the pointer, so an append to some
+rows would move every other row's context by ``U`` slots, and rows appending at different
+steps would overflow the ring.
 
 Parameters are read in place by the graph: optimiser steps are seen at once. Anything that
 reallocates them is picked up too: a new module structure or dtype makes dynamo trace again,

@@ -34,10 +34,9 @@ as the env does, 2 samples each): 2 one-digit terms, half the answers negative, 
 the problems with 3 terms: 24.2% exact match (negative answers 12.5%, the others 35.9%), 89%
 well-formed, prompts up to 135 tokens (benchmarks/RESULTS.md, issue 28). As reasoning-gym
 draws them (``negative_share=None, harder_share=0``: 10 of the 64 answers negative): 35.9%
-(s.e. 4.3), greedy 59.4%, 96% / 100% well-formed, 132 tokens. Measured with an earlier prompt (the
-instruction after every question, SmolLM2's default system message; 181 tokens): 2 two-digit
-terms 3% / 17%, 3 one-digit terms 9% / 9%, and without the demonstrations no tags at all (0 of
-32 under four wordings of the instruction), hence ``demonstrations=2``. The env's
+(s.e. 4.3), greedy 59.4%, 96% / 100% well-formed, 132 tokens. Without the demonstrations the
+untrained policy wrote no tags at all (0 of 32 answers under four wordings of the instruction;
+benchmarks/RESULTS.md, "Ready-made tasks"), hence ``demonstrations=2``. The env's
 ``max_new_tokens`` and ``max_prompt_tokens`` default to what the largest problem the task asks
 needs (:attr:`Task.env_options`: 32 and 152 for the defaults).
 

@@ -133,6 +133,8 @@ class TaskSpec:
         description: one line, for ``rlhf-env tasks``.
         build: ``build(context, **options) -> Task``; its keyword arguments (with defaults) are
             the task's own options, which ``gym.make`` accepts beside the env's.
+        shared_options: a dataclass whose fields are options of this task too, declared once
+            for the tasks that share them (the builder takes them as ``**options``).
         policy: the default policy (a packaged asset name, a folder or a hub name).
         smoke_options: task and env options that, with a tiny random policy, make a variant
             that builds and runs in seconds (for tests and ``--smoke`` runs; plumbing, not
@@ -150,6 +152,7 @@ class TaskSpec:
     name: str
     description: str
     build: Builder
+    shared_options: type | None = None
     policy: str = "smollm2-135m-instruct"
     smoke_options: Mapping[str, Any] = field(default_factory=dict)
     chat_template: bool = False

@@ -23,23 +23,18 @@ Harmless task's reward model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from rlhf_env.data.hh import hh_harmless_pairs
 from rlhf_env.data.preferences import PreferencePair
 from rlhf_env.dialogue.script import DialogueScript, as_script
 from rlhf_env.rewards.base import RewardFunction
-from rlhf_env.rewards.model import RewardModel
-from rlhf_env.rewards.training import split_pairs
 from rlhf_env.tasks.base import SuiteBudget, Task, TaskContext, TaskSpec
-from rlhf_env.tasks.cache import TINY_BACKBONE
 from rlhf_env.tasks.harmless import (
     RECIPE,
-    gold_folder,
-    gold_model_details,
+    SMOKE_MODEL_OPTIONS,
+    HHModelOptions,
+    hh_models,
     keep_latest_turns,
-    load_gold,
-    reward_model_details,
-    reward_model_folder,
 )
 
 NAME = "Dialogue"
@@ -62,17 +57,8 @@ def build(
     context: TaskContext,
     max_turns: int = 3,
     eval_prompts: int = 64,
-    eval_fraction: float = 0.1,
     max_prompt_tokens: int = 128,
-    reward_backbone: str = "all-minilm-l6-v2",
-    reward_max_length: int = 192,
-    reward_epochs: int = 1,
-    gold_backbone: str = "smollm2-135m-instruct",
-    gold_layer: int = 20,
-    gold_max_length: int = 192,
-    gold_max_response_tokens: int = 96,
-    max_pairs: int | None = None,
-    seed: int = 0,
+    **model_options: Any,
 ) -> Task:
     """The Dialogue task for ``context.policy`` (see the module docstring).
 
@@ -80,37 +66,25 @@ def build(
         max_turns: assistant turns per conversation (also the env's setting); conversations
             with fewer human turns are left out.
         eval_prompts: held-out conversations evaluated (at most those the split holds out).
-        eval_fraction, reward_backbone, reward_max_length, reward_epochs, gold_backbone,
-            gold_layer, gold_max_length, gold_max_response_tokens, max_pairs, seed: the
-            Harmless task's reward model, gold model and split (the same settings share one
-            cached model).
         max_prompt_tokens: longest first prompt (the template with the first user turn) kept.
+        model_options: the fields of :class:`~rlhf_env.tasks.harmless.HHModelOptions`: the
+            Harmless task's split, reward model and gold model (the same settings share one
+            cached model).
     """
-    pairs = hh_harmless_pairs()[:max_pairs]
-    folder = reward_model_folder(
-        context, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction, seed
-    )
-    gold = gold_folder(
-        context, pairs, gold_backbone, gold_layer, gold_max_length, gold_max_response_tokens,
-        eval_fraction, seed,
-    )  # fmt: skip
-    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the models' split
-    train = _scripts(context, train_pairs, max_turns, max_prompt_tokens)
-    held_out = _scripts(context, held_out_pairs, max_turns, max_prompt_tokens)
+    models = hh_models(context, HHModelOptions(**model_options))
+    train = _scripts(context, models.train_pairs, max_turns, max_prompt_tokens)
+    held_out = _scripts(context, models.held_out_pairs, max_turns, max_prompt_tokens)
     if not train or not held_out:
         raise ValueError(
             f"no conversation has {max_turns} human turns and a first prompt within "
             f"max_prompt_tokens={max_prompt_tokens}; lower max_turns or raise max_prompt_tokens"
         )
-    reward = TranscriptReward(
-        RewardModel.from_pretrained(folder / "reward_model", device=context.device)
-    )
     return Task(
         name=NAME,
         train_prompts=train,
         eval_prompts=held_out[:eval_prompts],
-        reward_fn=reward,
-        gold={"gold_model": TranscriptReward(load_gold(gold, context.device))},
+        reward_fn=TranscriptReward(models.reward_model(context.device)),
+        gold={"gold_model": TranscriptReward(models.gold_model(context.device))},
         env_options={
             "max_turns": max_turns,
             "max_new_tokens": 32,
@@ -120,8 +94,7 @@ def build(
             "turn_cut": "end_turn",
         },
         details={
-            "gold_model": gold_model_details(gold),
-            "reward_model": reward_model_details(folder),
+            **models.details(),
             "train_conversations": len(train),
             "held_out_conversations": len(held_out),
         },
@@ -155,18 +128,13 @@ SPEC = TaskSpec(
     description="hold 3-turn HH-RLHF conversations turn by turn (the env inserts the human "
     "turns); every turn scored by the Harmless reward model",
     build=build,
+    shared_options=HHModelOptions,
     smoke_options={
+        **SMOKE_MODEL_OPTIONS,
         "max_pairs": 120,
         "eval_prompts": 4,
-        "eval_fraction": 0.2,
         "max_turns": 2,
         "max_prompt_tokens": 96,
-        "reward_backbone": TINY_BACKBONE,
-        "reward_max_length": 64,
-        "gold_backbone": TINY_BACKBONE,
-        "gold_layer": 1,
-        "gold_max_length": 64,
-        "gold_max_response_tokens": 16,
         "max_new_tokens": 6,
         "max_total_tokens": 160,
     },

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from rlhf_env.tasks.cache import TINY_BACKBONE, backbone_folder, cached_folder
 NAME = "Harmless"
 
 
-class DialogueReward:
+class RawConversationReward:
     """A reward model read on the raw HH conversation behind each templated prompt.
 
     The env hands reward functions the prompt text the policy saw (its chat template applied);
@@ -79,62 +80,24 @@ class DialogueReward:
 def train_dialogue_reward(
     folder: Path,
     pairs: Sequence[PreferencePair],
-    backbone: str,
-    max_length: int,
-    epochs: int,
-    eval_fraction: float,
-    device: torch.device,
-    progress: bool,
-    seed: int,
+    options: HHModelOptions,
+    context: TaskContext,
 ) -> None:
-    """Train the reward model on ``pairs`` (split by prompt as :func:`split_pairs` does) into
-    ``folder/reward_model`` and its metrics into ``folder/metrics.json``."""
+    """Train the reward model of ``options`` on ``pairs`` (split by prompt as
+    :func:`split_pairs` does) into ``folder/reward_model`` and its metrics into
+    ``folder/metrics.json``."""
     reward_model = RewardModel.from_backbone(
-        backbone_folder(backbone), device=device, max_length=max_length, seed=seed
-    )
+        backbone_folder(options.reward_backbone), device=context.device,
+        max_length=options.reward_max_length, seed=options.seed,
+    )  # fmt: skip
     reward_model.tokenizer.truncation_side = "left"
     config = RewardTrainingConfig(
-        epochs=epochs, batch_size=16, learning_rate=5e-5, eval_fraction=eval_fraction, seed=seed
-    )
-    metrics = train_reward_model(reward_model, pairs, config, progress)
+        epochs=options.reward_epochs, batch_size=16, learning_rate=5e-5,
+        eval_fraction=options.eval_fraction, seed=options.seed,
+    )  # fmt: skip
+    metrics = train_reward_model(reward_model, pairs, config, context.progress)
     reward_model.save_pretrained(folder / "reward_model")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-
-
-def reward_model_folder(
-    context: TaskContext,
-    pairs: Sequence[PreferencePair],
-    backbone: str,
-    max_length: int,
-    epochs: int,
-    eval_fraction: float,
-    seed: int,
-) -> Path:
-    """The cached folder of the reward model trained on ``pairs`` with these settings (trained
-    on first use; the Dialogue task shares it)."""
-    settings = {
-        "backbone": backbone, "max_length": max_length, "epochs": epochs,
-        "eval_fraction": eval_fraction, "pairs": len(pairs), "seed": seed,
-    }  # fmt: skip
-    return cached_folder(
-        NAME, "reward_model", settings,
-        lambda target: train_dialogue_reward(
-            target, pairs, backbone, max_length, epochs, eval_fraction, context.device,
-            context.progress, seed,
-        ),
-    )  # fmt: skip
-
-
-def reward_model_details(folder: Path) -> dict[str, Any]:
-    """The reward model's held-out accuracy and sizes, for a task's ``details``."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return {
-        "eval_accuracy": metrics["eval_accuracy"][-1] if metrics["eval_accuracy"] else None,
-        "initial_eval_accuracy": metrics.get("initial_eval_accuracy"),
-        "train_pairs": metrics["train_pairs"],
-        "eval_pairs": metrics["eval_pairs"],
-        "folder": str(folder),
-    }
 
 
 def keep_latest_turns(reward_model: RewardFunction) -> RewardFunction:
@@ -154,52 +117,107 @@ def load_backbone(
     return model, load_tokenizer(folder)
 
 
-def gold_folder(
-    context: TaskContext,
-    pairs: Sequence[PreferencePair],
-    backbone: str,
-    layer: int,
-    max_length: int,
-    max_response_tokens: int,
-    eval_fraction: float,
-    seed: int,
-) -> Path:
-    """The cached folder of the gold model fitted on the training side of ``pairs`` (the
-    reward model's split): a :class:`ProbeRewardModel` on ``backbone``'s block ``layer``, in
-    ``folder/gold_model``, its metrics in ``folder/metrics.json`` (fitted on first use; the
-    Dialogue task shares it)."""
-    settings = {
-        "backbone": backbone, "layer": layer, "max_length": max_length,
-        "max_response_tokens": max_response_tokens, "eval_fraction": eval_fraction,
-        "pairs": len(pairs), "seed": seed,
+@dataclass(frozen=True)
+class HHModelOptions:
+    """The options of the two models the Harmless and Dialogue tasks share, and of the split
+    both were trained on: task options of both tasks (the same values share one cached model).
+
+    Attributes:
+        eval_fraction: share of conversations held out from both models and from RL.
+        reward_backbone: the training reward model's backbone (``"tiny"``: a tiny random GPT-2).
+        reward_max_length: tokens of conversation and response the reward model reads.
+        reward_epochs: the reward model's passes over its training pairs.
+        gold_backbone: the frozen LM under the gold model's linear head (``"tiny"`` as above).
+        gold_layer: the block whose hidden states the gold's head reads.
+        gold_max_length, gold_max_response_tokens: tokens the gold reads in all, and of the
+            response.
+        max_pairs: use only the first pairs (smoke runs).
+        seed: seed of the split and of the trainings.
+    """
+
+    eval_fraction: float = 0.1
+    reward_backbone: str = "all-minilm-l6-v2"
+    reward_max_length: int = 192
+    reward_epochs: int = 1
+    gold_backbone: str = "smollm2-135m-instruct"
+    gold_layer: int = 20
+    gold_max_length: int = 192
+    gold_max_response_tokens: int = 96
+    max_pairs: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HHModels:
+    """The trained models of :class:`HHModelOptions` (:func:`hh_models`): the split of the
+    packaged pairs, and the cached folders of the training reward model and the gold model."""
+
+    train_pairs: list[PreferencePair]
+    held_out_pairs: list[PreferencePair]
+    reward_folder: Path
+    gold_folder: Path
+
+    def reward_model(self, device: torch.device) -> RewardModel:
+        """The training reward model (the proxy RL optimises)."""
+        return RewardModel.from_pretrained(self.reward_folder / "reward_model", device=device)
+
+    def gold_model(self, device: torch.device) -> ProbeRewardModel:
+        """The gold model (what the result is judged by)."""
+        return ProbeRewardModel.from_pretrained(
+            self.gold_folder / "gold_model", lambda name: load_backbone(name, device)
+        )
+
+    def details(self) -> dict[str, Any]:
+        """Each model's held-out pairwise accuracy, sizes and folder, for a task's ``details``
+        (``gold_model``: also how it was fitted)."""
+        reward = json.loads((self.reward_folder / "metrics.json").read_text())
+        gold = json.loads((self.gold_folder / "metrics.json").read_text())
+        return {
+            "gold_model": gold | {"folder": str(self.gold_folder)},
+            "reward_model": {
+                "eval_accuracy": reward["eval_accuracy"][-1] if reward["eval_accuracy"] else None,
+                "initial_eval_accuracy": reward.get("initial_eval_accuracy"),
+                "train_pairs": reward["train_pairs"],
+                "eval_pairs": reward["eval_pairs"],
+                "folder": str(self.reward_folder),
+            },
+        }
+
+
+def hh_models(context: TaskContext, options: HHModelOptions) -> HHModels:
+    """The packaged HH pairs split by prompt, and the two models trained on the training side
+    (each trained on first use and cached by its settings)."""
+    pairs = hh_harmless_pairs()[: options.max_pairs]
+    train, held_out = split_pairs(pairs, options.eval_fraction, options.seed)
+    reward_settings = {
+        "backbone": options.reward_backbone, "max_length": options.reward_max_length,
+        "epochs": options.reward_epochs, "eval_fraction": options.eval_fraction,
+        "pairs": len(pairs), "seed": options.seed,
+    }  # fmt: skip
+    reward_folder = cached_folder(
+        NAME, "reward_model", reward_settings,
+        lambda target: train_dialogue_reward(target, pairs, options, context),
+    )  # fmt: skip
+    gold_settings = {
+        "backbone": options.gold_backbone, "layer": options.gold_layer,
+        "max_length": options.gold_max_length,
+        "max_response_tokens": options.gold_max_response_tokens,
+        "eval_fraction": options.eval_fraction, "pairs": len(pairs), "seed": options.seed,
     }  # fmt: skip
 
     def fit(folder: Path) -> None:
-        train, held_out = split_pairs(pairs, eval_fraction, seed)
-        model, tokenizer = load_backbone(backbone, context.device)
+        model, tokenizer = load_backbone(options.gold_backbone, context.device)
         probe, metrics = fit_probe_reward(
-            model, tokenizer, _as_scored(train), _as_scored(held_out), layer=layer,
-            backbone=backbone, max_length=max_length, max_response_tokens=max_response_tokens,
-            seed=seed, progress=context.progress,
+            model, tokenizer, _as_scored(train), _as_scored(held_out), layer=options.gold_layer,
+            backbone=options.gold_backbone, max_length=options.gold_max_length,
+            max_response_tokens=options.gold_max_response_tokens, seed=options.seed,
+            progress=context.progress,
         )  # fmt: skip
         probe.save_pretrained(folder / "gold_model")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
-    return cached_folder(NAME, "gold_model", settings, fit)
-
-
-def load_gold(folder: Path, device: torch.device) -> ProbeRewardModel:
-    """The gold model saved in a :func:`gold_folder`."""
-    return ProbeRewardModel.from_pretrained(
-        folder / "gold_model", lambda name: load_backbone(name, device)
-    )
-
-
-def gold_model_details(folder: Path) -> dict[str, Any]:
-    """The gold model's held-out pairwise accuracy, how it was fitted, and its folder, for a
-    task's ``details``."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return metrics | {"folder": str(folder)}
+    gold_folder = cached_folder(NAME, "gold_model", gold_settings, fit)
+    return HHModels(train, held_out, reward_folder, gold_folder)
 
 
 def _as_scored(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
@@ -213,62 +231,37 @@ def _as_scored(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
 def build(
     context: TaskContext,
     eval_prompts: int = 128,
-    eval_fraction: float = 0.1,
     max_prompt_tokens: int = 192,
-    reward_backbone: str = "all-minilm-l6-v2",
-    reward_max_length: int = 192,
-    reward_epochs: int = 1,
-    gold_backbone: str = "smollm2-135m-instruct",
-    gold_layer: int = 20,
-    gold_max_length: int = 192,
-    gold_max_response_tokens: int = 96,
-    max_pairs: int | None = None,
-    seed: int = 0,
+    **model_options: Any,
 ) -> Task:
     """The Harmless task for ``context.policy`` (see the module docstring).
 
     Args:
         eval_prompts: held-out conversations evaluated (at most those the split holds out).
-        eval_fraction: share of conversations held out from both reward models and from RL.
         max_prompt_tokens: longest templated conversation kept (also the env's setting).
-        reward_backbone: the training reward model's backbone (``"tiny"``: a tiny random GPT-2).
-        reward_max_length: tokens of conversation and response the reward model reads.
-        reward_epochs: the reward model's passes over its training pairs.
-        gold_backbone: the frozen LM under the gold model's linear head (``"tiny"`` as above).
-        gold_layer: the block whose hidden states the gold's head reads.
-        gold_max_length, gold_max_response_tokens: tokens the gold reads in all, and of the
-            response.
-        max_pairs: use only the first pairs (smoke runs).
-        seed: seed of the split and of the training.
+        model_options: the fields of :class:`HHModelOptions` (the split, the reward model, the
+            gold model).
     """
-    pairs = hh_harmless_pairs()[:max_pairs]
-    folder = reward_model_folder(
-        context, pairs, reward_backbone, reward_max_length, reward_epochs, eval_fraction, seed
-    )
-    gold = gold_folder(
-        context, pairs, gold_backbone, gold_layer, gold_max_length, gold_max_response_tokens,
-        eval_fraction, seed,
-    )  # fmt: skip
-    train_pairs, held_out_pairs = split_pairs(pairs, eval_fraction, seed)  # the models' split
-    train, conversations = _templated(context, train_pairs, max_prompt_tokens)
-    held_out, held_out_conversations = _templated(context, held_out_pairs, max_prompt_tokens)
+    models = hh_models(context, HHModelOptions(**model_options))
+    train, conversations = _templated(context, models.train_pairs, max_prompt_tokens)
+    held_out, held_out_conversations = _templated(context, models.held_out_pairs, max_prompt_tokens)
     conversations.update(held_out_conversations)
     if not train or not held_out:
         raise ValueError(
             f"no conversation fits in max_prompt_tokens={max_prompt_tokens} with this policy's "
             "chat template; raise max_prompt_tokens"
         )
-    reward_model = RewardModel.from_pretrained(folder / "reward_model", device=context.device)
     return Task(
         name=NAME,
         train_prompts=train,
         eval_prompts=held_out[:eval_prompts],
-        reward_fn=DialogueReward(reward_model, conversations),
-        gold={"gold_model": DialogueReward(load_gold(gold, context.device), conversations)},
+        reward_fn=RawConversationReward(models.reward_model(context.device), conversations),
+        gold={
+            "gold_model": RawConversationReward(models.gold_model(context.device), conversations)
+        },
         env_options={"max_new_tokens": 32, "max_prompt_tokens": max_prompt_tokens},
         details={
-            "gold_model": gold_model_details(gold),
-            "reward_model": reward_model_details(folder),
+            **models.details(),
             "train_conversations": len(train),
             "held_out_conversations": len(held_out),
         },
@@ -302,22 +295,28 @@ BUDGET = SuiteBudget(
     options={"max_prompt_tokens": 128, "max_new_tokens": 24},
 )
 
+#: The smoke variants' models (Harmless and Dialogue): tiny random backbones reading short texts.
+SMOKE_MODEL_OPTIONS: dict[str, Any] = {
+    "eval_fraction": 0.2,
+    "reward_backbone": TINY_BACKBONE,
+    "reward_max_length": 64,
+    "gold_backbone": TINY_BACKBONE,
+    "gold_layer": 1,
+    "gold_max_length": 64,
+    "gold_max_response_tokens": 16,
+}
+
 SPEC = TaskSpec(
     name=NAME,
     description="answer real HH-RLHF conversations; reward model trained on Anthropic's "
     "harmless-base human preferences",
     build=build,
+    shared_options=HHModelOptions,
     smoke_options={
+        **SMOKE_MODEL_OPTIONS,
         "max_pairs": 40,
         "eval_prompts": 4,
-        "eval_fraction": 0.2,
         "max_prompt_tokens": 96,
-        "reward_backbone": TINY_BACKBONE,
-        "reward_max_length": 64,
-        "gold_backbone": TINY_BACKBONE,
-        "gold_layer": 1,
-        "gold_max_length": 64,
-        "gold_max_response_tokens": 16,
         "max_new_tokens": 6,
     },
     recipes={"ppo": RECIPE, "rloo": RECIPE, "grpo": RECIPE},
@@ -327,14 +326,13 @@ SPEC = TaskSpec(
 __all__ = [
     "BUDGET",
     "RECIPE",
+    "SMOKE_MODEL_OPTIONS",
     "SPEC",
-    "DialogueReward",
+    "HHModelOptions",
+    "HHModels",
+    "RawConversationReward",
     "build",
-    "gold_folder",
-    "gold_model_details",
+    "hh_models",
     "keep_latest_turns",
     "load_backbone",
-    "load_gold",
-    "reward_model_details",
-    "reward_model_folder",
 ]

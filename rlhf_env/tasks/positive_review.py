@@ -263,7 +263,7 @@ def build(
             ),
             "vader": VaderSentiment(),
         },
-        env_options={"max_new_tokens": 16, "max_prompt_tokens": 48},
+        env_options=dict(ENV_OPTIONS),
         details={
             "judge": _read_json(judge_folder / "metrics.json") | {"folder": str(judge_folder)},
             "reward_model": {
@@ -290,6 +290,9 @@ def _write_json(path: Path, data: dict) -> None:
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
+
+#: The env's settings on this task: 16-token continuations of prompts of at most 48 tokens.
+ENV_OPTIONS: dict[str, Any] = {"max_new_tokens": 16, "max_prompt_tokens": 48}
 
 #: PPO, RLOO and GRPO at lr 2e-4, two epochs: each raised the held-out judge by 0.06-0.09 in
 #: 2,048 tokens on ``frozen:24``, three seeds (benchmarks/RESULTS.md, issue 28's 90-minute
@@ -321,4 +324,13 @@ SPEC = TaskSpec(
     budget=BUDGET,
 )
 
-__all__ = ["BUDGET", "RECIPE", "SPEC", "FluencyWeighted", "SentimentJudge", "build", "judge_texts"]
+__all__ = [
+    "BUDGET",
+    "ENV_OPTIONS",
+    "RECIPE",
+    "SPEC",
+    "FluencyWeighted",
+    "SentimentJudge",
+    "build",
+    "judge_texts",
+]

@@ -59,9 +59,14 @@ def task_spec(name: str) -> TaskSpec:
 
 
 def task_options(name: str) -> dict[str, Any]:
-    """A task's own options and their defaults (its builder's keyword arguments)."""
-    parameters = inspect.signature(task_spec(name).build).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    """A task's own options and their defaults: its builder's keyword arguments, then the
+    fields of its :attr:`~rlhf_env.tasks.TaskSpec.shared_options`."""
+    spec = task_spec(name)
+    parameters = inspect.signature(spec.build).parameters.values()
+    options = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    if spec.shared_options is not None:
+        options.update((f.name, f.default) for f in dataclasses.fields(spec.shared_options))
+    return options
 
 
 def smoke_arguments(name: str, seed: int = 0) -> dict[str, Any]:
