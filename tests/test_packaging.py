@@ -3,6 +3,8 @@ names, and a fresh virtual environment with the core requirements alone steps an
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -102,3 +104,25 @@ def test_a_core_install_steps_an_env_and_names_missing_extras(wheel, tmp_path):
     assert "static stepped StaticEngine" in result.stdout
     assert "dynamic stepped DynamicEngine" in result.stdout
     assert "from the 'sb3' extra: pip install 'rlhf_env[sb3]'" in result.stdout
+
+
+def test_the_makefiles_editable_install_prints_no_warning(tmp_path):
+    """`make test`'s install of the package, as the Makefile runs it (its environment, pip
+    upgraded, build isolation), into a fresh virtual environment: no warning from the build."""
+    makefile = (ROOT / "Makefile").read_text()
+    setting = re.search(r'^QUIET_EDITABLE := (\w+)="([^"]*)"$', makefile, re.MULTILINE)
+    assert setting, "the Makefile's QUIET_EDITABLE setting moved; update this test"
+    assert '$(QUIET_EDITABLE) $(BIN)/python -m pip install -q -e ".[dev]"' in makefile
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, setting.group(1): setting.group(2)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert not [line for line in output.splitlines() if "Warning" in line], output[-3000:]
