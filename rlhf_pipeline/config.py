@@ -30,9 +30,9 @@ class DemoConfig(VectorEnvConfig):
     :meth:`smoke` shrinks it to seconds on the task's tiny variant, for tests. The RL stage's
     environment takes every field of :class:`rlhf_env.config.VectorEnvConfig` (this class
     extends it; ``kl_coef`` is also the agent's initial beta). The fields it re-declares take
-    their defaults from the task (``max_new_tokens``, ``max_prompt_tokens``: its env options;
-    ``learning_rate``, ``epochs``, ``minibatch_size``: its recipe), except the demo's own two
-    choices: 16 sub-envs and beta 0.2 (its runs in benchmarks/RESULTS.md used them).
+    their defaults from the task (``max_new_tokens``, ``max_prompt_tokens``, ``kl_coef``: its
+    env options; ``learning_rate``, ``epochs``, ``minibatch_size``: its recipe), but for the
+    rollout's size, the demo's own: 16 sub-envs.
     """
 
     out: str = _option("rlhf-demo", "Run folder: every stage's output, the report, the weights.")
@@ -81,7 +81,9 @@ class DemoConfig(VectorEnvConfig):
     learning_rate: float = _option(RECIPE["learning_rate"], "RL learning rate.")
     epochs: int = _option(RECIPE["epochs"], "Passes over each rollout.")
     minibatch_size: int = _option(RECIPE["minibatch_size"], "Responses per optimiser step.")
-    kl_coef: float = _option(0.2, "KL coefficient beta (the initial one with kl_target).")
+    kl_coef: float = _option(
+        ENV_OPTIONS["kl_coef"], "KL coefficient beta (the initial one with kl_target)."
+    )
     kl_target: float | None = _option(
         None, "Adaptive KL control toward this many nats per response (None: fixed beta)."
     )
