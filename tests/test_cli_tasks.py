@@ -60,8 +60,8 @@ def test_tasks_lists_each_task_with_its_options(tiny_task):
     # the recipes: Arithmetic's for ppo, rloo and grpo, each setting named
     recipes = [line.strip() for line in out.splitlines() if "recipe for" in line]
     for start in (
-        "recipe for ppo: learning_rate=0.0001, epochs=1",
-        "recipe for rloo: group_size=8, learning_rate=0.0001, epochs=1",
+        "recipe for ppo: learning_rate=1e-05, epochs=1",
+        "recipe for rloo: group_size=8, learning_rate=1e-05, epochs=1",
         "recipe for grpo: group_size=8",
     ):
         assert any(line.startswith(start) for line in recipes), start
