@@ -188,7 +188,7 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
                 "call env.reset() to start a new episode"
             )
         plan = self._episodes.plan(actions, _ACTING, labels=["the episode"])
-        result = self._episodes.advance(plan, self.kl_coef)
+        result = self._episodes.advance(plan)
         terminated, truncated = bool(plan.terminations[0]), bool(plan.truncations[0])
         info = result.row_info(0, finished=terminated or truncated)
         if self.render_mode == "human":

@@ -119,7 +119,8 @@ class EpisodeBatch:
         self.input_ids = np.full((n, length), core.pad_token_id, dtype=np.int64)
         self.attention_mask = np.zeros((n, length), dtype=np.int64)
         self.responses = np.zeros((n, config.max_new_tokens), dtype=np.int64)
-        #: Tokens after each row's prompt: its actions, and in dialogue mode the inserted ids.
+        #: Single-response mode: each row's response length (a dialogue's count is its
+        #: conversation's ``tokens``).
         self.response_lengths = np.zeros(n, dtype=np.int64)
         self.prompts: list[str] = [""] * n
         self.conversations: list[Conversation | None] = [None] * n
@@ -167,10 +168,11 @@ class EpisodeBatch:
             )
         return plan
 
-    def advance(self, plan: StepPlan, kl_coef: float) -> StepResult:
+    def advance(self, plan: StepPlan) -> StepResult:
         """Apply ``plan``: the KL and log-probs of the acting rows' tokens, one forward of each
         model over the rows that go on, one batched append of the inserted user turns, then
-        the rewards, observations and conversations."""
+        the rewards (beta and the penalty read from the env's config), observations and
+        conversations."""
         acting, n = plan.acting, self.num_rows
         going_on = acting & ~plan.finished
         kl, policy_logprob, ref_logprob = self.engine.step(
@@ -178,9 +180,10 @@ class EpisodeBatch:
         )
         if plan.inserted:
             self._append_to_engine(plan.inserted)
-        rewards = np.where(acting, -kl_coef * kl, 0.0)
+        config = self.core.config
+        rewards = np.where(acting, -config.kl_coef * kl, 0.0)
         rewards[plan.scored_rows] += plan.scores
-        rewards[plan.cut] -= self.core.config.missing_eos_penalty
+        rewards[plan.cut] -= config.missing_eos_penalty
 
         self._append_to_obs(acting, plan.actions)
         scores = np.zeros(n)
@@ -269,7 +272,6 @@ class EpisodeBatch:
             assert conversation is not None
             score = score_of.get(row)
             rules.commit(conversation, outcome, score)
-            self.response_lengths[row] += 1 + len(outcome.inserted_ids)
             if outcome.inserted_ids:
                 self._append_ids_to_obs(row, outcome.inserted_ids)
             per_row[row] = dialogue_info(conversation, outcome, score, rules.turn_rewards == "turn")

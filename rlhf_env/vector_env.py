@@ -211,7 +211,7 @@ class TextGenerationVectorEnv(GenerationEnvBase, VectorEnv):
         new_prompts = self._encode_prompts(reset_rows, None) if reset_rows.size else []
 
         # 2. One engine step over the rows that act, the rewards, the new observations.
-        result = episodes.advance(plan, self.kl_coef)
+        result = episodes.advance(plan)
         infos: dict[str, Any] = {}
         _add_rows(infos, "kl", result.kl, acting)
         _add_rows(infos, "policy_logprob", result.policy_logprob, acting)
