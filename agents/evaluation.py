@@ -20,6 +20,7 @@ from rlhf_agents.base import Agent
 from rlhf_agents.rollout import Rollout, check_rollout_env, collect_episodes
 from rlhf_env.dialogue.script import transcript
 from rlhf_env.rewards.base import RewardFunction, score_responses
+from rlhf_env.rewards.outcome import EpisodeOutcome
 from rlhf_env.text_metrics import (
     Perplexity,
     distinct_n,
@@ -194,7 +195,10 @@ def evaluate(
     }
     prompts_read, responses_read = scored_pairs(rollout)
     for name, metric in gold.items():
-        values = score_responses(metric, prompts_read, responses_read, not_applicable_ok=True)
+        if isinstance(metric, EpisodeOutcome):  # a turn-level env's figure, not a text score
+            values = metric.values(rollout.outcomes)
+        else:
+            values = score_responses(metric, prompts_read, responses_read, not_applicable_ok=True)
         per_response.setdefault("gold", values)
         per_response[f"gold/{name}"] = values
     per_response["repetition"] = np.array([repetition(text) for text in rollout.responses])
@@ -217,8 +221,13 @@ def evaluate(
     for turn, values in enumerate(_turn_score_columns(rollout), start=1):
         per_response[f"turn_score/{turn}"] = values
         result.metrics[f"turn_score/{turn}"] = _mean_of_applicable(values)
-    if gold and any(rollout.conversations):
-        for turn, values in enumerate(_gold_turn_columns(rollout, next(iter(gold.values()))), 1):
+    first_gold = next(iter(gold.values()), None)
+    if (
+        any(rollout.conversations)
+        and first_gold is not None
+        and not isinstance(first_gold, EpisodeOutcome)
+    ):  # per-turn gold scores, where the gold reads texts
+        for turn, values in enumerate(_gold_turn_columns(rollout, first_gold), 1):
             per_response[f"gold_turn/{turn}"] = values
             result.metrics[f"gold_turn/{turn}"] = _mean_of_applicable(values)
     result.sem = {key: standard_error(values) for key, values in per_response.items()}

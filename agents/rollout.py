@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,13 @@ class Rollout:
     responses: list[str]  # the response (dialogue: the last assistant turn)
     turn_scores: list[list[float]]  # dialogue scoring every turn: each turn's score, else []
     conversations: list[list[dict[str, str]]]  # dialogue: the messages, else []
+    # Turn-level episodes: each one's outcome figures (info["outcome"]: {"win": 1.0}), else {}.
+    outcomes: list[dict[str, float]] = dataclass_field(default_factory=list)
     trunk_states: torch.Tensor | None = None  # (E, P + R, H) the frozen trunk's output, if kept
+
+    def __post_init__(self) -> None:
+        if not self.outcomes:  # built without them: no episode reported one
+            self.outcomes = [{} for _ in range(self.num_episodes)]
 
     @property
     def num_episodes(self) -> int:
@@ -233,6 +240,7 @@ def _collect(
     responses: list[str] = [""] * n
     turn_scores: list[list[float]] = [[] for _ in range(n)]
     conversations: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    outcomes: list[dict[str, float]] = [{} for _ in range(n)]
     active = np.ones(n, dtype=bool)
     while active.any():
         actions = np.asarray(choose_actions(env, obs), dtype=np.int64)  # (N,)
@@ -258,6 +266,8 @@ def _collect(
                 turn_scores[row] = [float(x) for x in info["turn_scores"][row]]
             if "_conversation" in info and info["_conversation"][row]:
                 conversations[row] = info["conversation"][row]
+            if "_outcome" in info and info["_outcome"][row]:
+                outcomes[row] = dict(info["outcome"][row])
         active &= ~done
 
     prompt_width = max(len(row) for row in prompt_rows)
@@ -289,6 +299,7 @@ def _collect(
         responses=responses,
         turn_scores=turn_scores,
         conversations=conversations,
+        outcomes=outcomes,
         trunk_states=trunk_states,
     )
 

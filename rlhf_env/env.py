@@ -105,6 +105,13 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     :func:`rlhf_env.dialogue.info.dialogue_info`). The observation holds
     ``max_prompt_tokens + max_total_tokens`` tokens.
 
+    A prompt may be an episode of a turn-level text env (TextArena, reasoning-gym:
+    :class:`rlhf_env.dialogue.turn_level.TurnLevelEpisode`): its observations are the user
+    turns (its reset's ``info["system_prompt"]`` the system message), each finished assistant
+    turn is decoded and passed to its ``step``, whose reward is the turn's score (no
+    ``reward_fn`` call) and whose ends end the episode; the final ``info["outcome"]`` holds the
+    figures it reported (:mod:`rlhf_env.dialogue.turn_level`).
+
     ## Fast Path
 
     ``env.policy_logits`` is the policy's next-token logits (a float32 tensor of shape ``(V,)``)
@@ -121,7 +128,8 @@ class TextGenerationEnv(GenerationEnvBase, gym.Env[ObsType, int]):
     - ``policy``: a causal LM module (the one being trained) or a hub name, folder or ``.gguf``.
     - ``tokenizer``: its tokenizer, or a name/path; defaults to ``policy``'s when that is a path.
       Observations are padded with its pad token (its EOS token when it has none).
-    - ``reward_fn``: ``reward_fn(prompts: list[str], responses: list[str]) -> list[float]``.
+    - ``reward_fn``: ``reward_fn(prompts: list[str], responses: list[str]) -> list[float]``;
+      ``None`` in dialogue mode when the prompts are turn-level episodes (their env pays).
     - ``prompts``: a list of strings, a ``datasets`` column, or a callable returning a prompt
       (given the env's ``numpy.random.Generator`` if it takes one argument).
     - ``reference``: the frozen reference; ``None`` = a frozen copy of ``policy``. Passing the

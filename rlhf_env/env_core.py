@@ -22,7 +22,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from rlhf_env.config import EnvConfig, build_config
 from rlhf_env.data.prompts import PromptsLike, PromptSource
 from rlhf_env.dialogue.conversation import Conversation, DialogueRules
-from rlhf_env.dialogue.script import as_script
+from rlhf_env.dialogue.script import as_dialogue_prompt
 from rlhf_env.engine import PrefixCache, TokenEngine, make_engine
 from rlhf_env.models.loading import frozen_copy, load_causal_lm, load_tokenizer, vocab_size_of
 from rlhf_env.models.modules import device_of
@@ -46,9 +46,12 @@ class EnvCore:
         reference: torch.nn.Module | str | Path | None,
         config: EnvConfig,
     ) -> None:
-        if reward_fn is None or not callable(reward_fn):
+        may_be_none = config.max_turns is not None  # turn-level episodes pay their own rewards
+        if not (callable(reward_fn) or (reward_fn is None and may_be_none)):
             raise TypeError(
-                "reward_fn must be a callable reward_fn(prompts, responses) -> list[float]"
+                "reward_fn must be a callable reward_fn(prompts, responses) -> list[float] (a "
+                "dialogue env, max_turns set, may leave it None when its prompts are turn-level "
+                "episodes, whose env pays each turn's reward)"
             )
         if prompts is None:
             raise TypeError("prompts is required: a list of strings or a callable returning one")
@@ -58,7 +61,7 @@ class EnvCore:
         )
         self.reference = _resolve_reference(reference, self.policy, config.trust_remote_code)
         self.reward_fn = reward_fn
-        self.prompt_source = PromptSource(prompts, as_script if config.dialogue else None)
+        self.prompt_source = PromptSource(prompts, as_dialogue_prompt if config.dialogue else None)
 
         self.vocab_size = vocab_size_of(self.policy)
         if vocab_size_of(self.reference) != self.vocab_size:

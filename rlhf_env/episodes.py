@@ -37,8 +37,10 @@ class StepPlan:
         acting: the rows that take their action (the others wait for a reset).
         terminations, truncations: the episodes that end with this step.
         cut: responses or turns cut without EOS (they pay ``missing_eos_penalty``).
-        scored_rows: the rows whose response or turn is scored, and ``scores`` their scores.
-        score_texts: the scored responses or turns.
+        scored_rows: the rows whose response or turn is scored, and ``scores`` their scores
+            (the reward function's, then a turn-level env's rewards for the turns it answered).
+        score_texts: the responses or turns the reward function scored (the first of
+            ``scored_rows``).
         responses, response_lengths: single-response mode: every row's response after the step.
         inserted, outcomes: dialogue mode: the ids inserted after a row's token, and what the
             token does to the row's conversation.
@@ -160,12 +162,22 @@ class EpisodeBatch:
         else:
             plan = self._plan_turns(actions, acting)
         if plan.scored_rows.size:
+            if self.core.reward_fn is None:
+                raise TypeError(
+                    "this env has no reward_fn, so only turn-level episodes (whose env pays "
+                    "each turn's reward) can play in it; a scripted conversation's turn needs "
+                    "reward_fn(prompts, responses)"
+                )
             plan.scores = score_responses(
                 self.core.reward_fn,
                 [self._score_prompt(plan, int(row)) for row in plan.scored_rows],
                 plan.score_texts,
                 labels=[labels[row] for row in plan.scored_rows],
             )
+        paid = {row: o.env_score for row, o in plan.outcomes.items() if o.env_score is not None}
+        if paid:  # turns a turn-level env answered: its reward is their score
+            plan.scored_rows = np.concatenate([plan.scored_rows, np.fromiter(paid, np.int64)])
+            plan.scores = np.concatenate([plan.scores, np.fromiter(paid.values(), float)])
         return plan
 
     def advance(self, plan: StepPlan) -> StepResult:

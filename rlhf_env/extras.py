@@ -3,7 +3,8 @@ says which to install.
 
 The core (the envs and their engines) needs only the package's own requirements; everything
 else is an extra (``setup.cfg``): ``sb3`` (stable-baselines3), ``train`` (peft, tensorboard),
-``metrics`` (sacrebleu, rouge-score, VADER, TextBlob), ``datasets``, ``gguf``, ``assets`` and
+``metrics`` (sacrebleu, rouge-score, VADER, TextBlob), ``datasets``, ``gguf``, ``assets``,
+``tasks`` (reasoning-gym), ``textarena``, ``dialogue`` (chitchat-dataset) and
 ``demo`` (the pipeline's plots and config files).
 """
 

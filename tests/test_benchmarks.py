@@ -124,6 +124,19 @@ def test_dialogue_rollout_smoke(tmp_path):
     assert_same_work(checksums, ("dialogue", "re-encode"))
 
 
+def test_game_rollout_smoke(tmp_path):
+    out = tmp_path / "game.json"
+    stdout = _run(
+        "game_rollout.py", "--model", "tiny-gpt2", "--batch", "3", "--turns", "3",
+        "--turn-tokens", "4", "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
+    assert "speedup" in stdout
+    result = json.loads(out.read_text())
+    # Every game played its 3 turns of 4 agent tokens, in both variants, on the same contexts.
+    assert result["tokens"] == {"token-level": 3 * 3 * 4, "turn-level": 3 * 3 * 4}
+    assert_same_work(result["checksums"], ("token-level", "turn-level"))
+
+
 @pytest.mark.parametrize(
     ("env", "num_envs", "steps", "min_episodes"),
     [("vector", 8, 1500, 400), ("single", 1, 3000, 90)],

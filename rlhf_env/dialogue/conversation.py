@@ -16,8 +16,10 @@ from typing import Any
 
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from rlhf_env.dialogue.script import DialogueScript, as_script, transcript
+from rlhf_env.dialogue import turn_level
+from rlhf_env.dialogue.script import DialogueScript, as_dialogue_prompt, transcript
 from rlhf_env.dialogue.template import IncrementalChatTemplate
+from rlhf_env.dialogue.turn_level import TurnLevelEnv, TurnLevelEpisode, TurnLevelStep
 
 #: ``user_fn(conversation) -> str | None``: the next user turn given the chat messages so far
 #: (ending with the assistant's turn), or ``None`` to end the conversation.
@@ -41,7 +43,12 @@ class Conversation:
         turn: index of the assistant turn being written.
         turn_ids: its token ids so far (the agent's actions).
         tokens: tokens after the first prompt, the agent's and the inserted ones.
-        turn_scores: the reward function's score of each finished turn (``"turn"`` rewards).
+        turn_scores: the score of each finished turn (``"turn"`` rewards, or a turn-level
+            env's rewards).
+        turn_env: the turn-level env whose observations are the user's turns (None: the
+            script's turns and ``user_fn``).
+        outcome: the turn-level env's named outcome figures so far (its steps'
+            ``info["outcome"]``, later ones updating earlier ones).
     """
 
     script: DialogueScript
@@ -50,6 +57,8 @@ class Conversation:
     turn_ids: list[int] = field(default_factory=list)
     tokens: int = 0
     turn_scores: list[float] = field(default_factory=list)
+    turn_env: TurnLevelEnv | None = None
+    outcome: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,10 @@ class TurnOutcome:
         inserted_ids: ids the env appends after the token (the next user turn); empty unless
             the conversation goes on.
         user_turn: the next user turn's text, when it goes on.
-        score_prompt: the transcript before the turn, when this step is scored, else ``None``.
+        score_prompt: the transcript before the turn, when the reward function scores this
+            step, else ``None``.
+        turn_step: a turn-level env's answer to the turn, when the turn ended in a turn-level
+            episode: its reward is the turn's score (the reward function is not called).
     """
 
     token: int
@@ -85,6 +97,12 @@ class TurnOutcome:
     inserted_ids: list[int]
     user_turn: str | None
     score_prompt: str | None
+    turn_step: TurnLevelStep | None = None
+
+    @property
+    def env_score(self) -> float | None:
+        """The turn-level env's reward for the turn, when it paid one."""
+        return None if self.turn_step is None else self.turn_step.reward
 
     @property
     def episode_over(self) -> bool:
@@ -131,16 +149,28 @@ class DialogueRules:
         self._warned_budget = False
 
     def start(self, prompt: Any) -> tuple[Conversation, list[int], str]:
-        """A new conversation from a prompt (see :func:`as_script`), with the ids and text of
-        its first observation (the template with the assistant header)."""
-        script = as_script(prompt)
-        conversation = Conversation(script, script.opening())
+        """A new conversation from a prompt (see :func:`as_dialogue_prompt`; a turn-level
+        episode's env is made and reset here), with the ids and text of its first observation
+        (the template with the assistant header)."""
+        prompt = as_dialogue_prompt(prompt)
+        if isinstance(prompt, TurnLevelEpisode):
+            if self.turn_rewards != "turn":
+                raise ValueError(
+                    "a turn-level env pays each turn's reward when the turn ends; use "
+                    f"turn_rewards='turn' (got {self.turn_rewards!r})"
+                )
+            started = turn_level.start(prompt)
+            script = DialogueScript((started.user_turn,), started.system)
+            conversation = Conversation(script, started.messages(), turn_env=started.env)
+        else:
+            conversation = Conversation(prompt, prompt.opening())
         text = self.template.render(conversation.messages)
         return conversation, self.template.encode(text), text
 
     def outcome(self, conversation: Conversation, token: int) -> TurnOutcome:
         """What ``token`` does to ``conversation``; changes no state (``user_fn`` is called when
-        a turn ends and the script has no next turn)."""
+        a turn ends and the script has no next turn; a turn-level env steps a fork of itself,
+        which :meth:`commit` keeps)."""
         turn_ids = [*conversation.turn_ids, token]
         tokens = conversation.tokens + 1
         by_agent = token in self.end_ids
@@ -154,26 +184,35 @@ class DialogueRules:
         terminated = truncated = False
         inserted: list[int] = []
         user_turn = None
-        if ends_turn:
+        step = None
+        if not ends_turn:
+            truncated = cut
+        else:
             done = [*conversation.messages, {"role": "assistant", "content": text}]
-            if conversation.turn + 1 < self.max_turns:
-                user_turn = self._next_user_turn(conversation, done)
+            if conversation.turn_env is not None:  # the env answers the turn (on a fork)
+                step = turn_level.play_turn(conversation.turn_env, text)
+                user_turn = self._turn_level_user_turn(conversation, step)
+                ends = step.terminated, not step.terminated
+            else:
+                if conversation.turn + 1 < self.max_turns:
+                    user_turn = self._next_user_turn(conversation, done)
+                ends = by_agent, not by_agent
             if user_turn is None:
-                terminated, truncated = by_agent, not by_agent
+                terminated, truncated = ends
             else:
                 closing = [] if by_agent else [self.template.end_of_turn_id]
                 inserted = closing + self.template.insertion(done, user_turn)[0]
                 if tokens + len(inserted) + 1 > self.max_total_tokens:
                     self._warn_budget(tokens + len(inserted) + 1)
                     truncated, inserted, user_turn = True, [], None
-        else:
-            truncated = cut
         over = terminated or truncated
         scored = (ends_turn or over) if self.turn_rewards == "turn" else over
+        scored = scored and conversation.turn_env is None  # a turn-level env pays its own
         return TurnOutcome(
             token=token, turn=conversation.turn, turn_text=text, ends_turn=ends_turn or over,
             cut=cut, terminated=terminated, truncated=truncated, inserted_ids=inserted,
             user_turn=user_turn, score_prompt=transcript(conversation.messages) if scored else None,
+            turn_step=step,
         )  # fmt: skip
 
     def commit(self, conversation: Conversation, outcome: TurnOutcome, score: float | None) -> None:
@@ -182,6 +221,9 @@ class DialogueRules:
         conversation.tokens += 1
         if score is not None and self.turn_rewards == "turn":
             conversation.turn_scores.append(score)
+        if outcome.turn_step is not None:
+            conversation.turn_env = outcome.turn_step.env
+            conversation.outcome.update(outcome.turn_step.outcome)
         if outcome.ends_turn:
             conversation.messages.append({"role": "assistant", "content": outcome.turn_text})
         if outcome.user_turn is not None:
@@ -189,6 +231,19 @@ class DialogueRules:
             conversation.turn += 1
             conversation.turn_ids = []
             conversation.tokens += len(outcome.inserted_ids)
+
+    def _turn_level_user_turn(self, conversation: Conversation, step: TurnLevelStep) -> str | None:
+        """The user turn after a turn-level env's ``step``, or None when the episode ends there
+        (the env ended it, or this was the last of ``max_turns``)."""
+        if step.terminated or step.truncated or conversation.turn + 1 >= self.max_turns:
+            return None
+        if not step.observation.strip():
+            raise ValueError(
+                f"{type(conversation.turn_env).__name__}.step returned an empty observation "
+                "but did not end the episode; a turn-level env's observation is the next user "
+                "turn"
+            )
+        return step.observation
 
     def _next_user_turn(
         self, conversation: Conversation, messages: list[dict[str, str]]

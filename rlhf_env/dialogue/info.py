@@ -20,7 +20,8 @@ def dialogue_info(
       ids appended after the token (no action, no KL, no log-prob) and the user turn's text;
     - ``turn_score`` (``turn_rewards="turn"``, when a turn ended): the turn's score;
     - at the episode's end: ``score`` (the sum of the episode's scores), ``response`` (the last
-      turn's text), ``conversation`` (the messages) and, scoring every turn, ``turn_scores``.
+      turn's text), ``conversation`` (the messages) and, scoring every turn, ``turn_scores``;
+      a turn-level episode's ``outcome`` (the env's named outcome figures, ``{}`` if none).
     """
     info: dict[str, Any] = {"turn": outcome.turn}
     if outcome.inserted_ids:
@@ -35,4 +36,6 @@ def dialogue_info(
         info["conversation"] = [dict(m) for m in conversation.messages]
         if per_turn:
             info["turn_scores"] = np.asarray(scores, dtype=np.float64)
+        if conversation.turn_env is not None:
+            info["outcome"] = dict(conversation.outcome)
     return info

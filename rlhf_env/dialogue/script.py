@@ -4,7 +4,9 @@ reward functions read.
 A prompt of a dialogue env is a :class:`DialogueScript`, or anything :func:`as_script` turns into
 one: a raw HH-RLHF conversation (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``: its human turns), a
 list of user turns, chat messages (their system and user messages; assistant messages are
-dropped, since the policy writes those), or one string (a single opening turn).
+dropped, since the policy writes those), or one string (a single opening turn). A prompt may
+also be an episode of a turn-level env (:class:`~rlhf_env.dialogue.turn_level.TurnLevelEpisode`),
+whose observations are the user's turns (:func:`as_dialogue_prompt`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf_env.data.hh import dialogue_messages
+from rlhf_env.dialogue.turn_level import TurnLevelEpisode
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ def as_script(item: Any) -> DialogueScript:
         "a dialogue prompt must be a DialogueScript, an HH conversation string, a list of user "
         f"turns or a list of chat messages; got {type(item).__name__}: {str(item)[:80]!r}"
     )
+
+
+def as_dialogue_prompt(item: Any) -> DialogueScript | TurnLevelEpisode:
+    """``item`` as what a dialogue episode starts from: a turn-level env's episode
+    (:class:`~rlhf_env.dialogue.turn_level.TurnLevelEpisode`) as it is, anything else as a
+    script (:func:`as_script`)."""
+    return item if isinstance(item, TurnLevelEpisode) else as_script(item)
 
 
 def _from_messages(messages: Sequence[Mapping[str, str]]) -> DialogueScript:

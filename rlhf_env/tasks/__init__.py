@@ -9,6 +9,10 @@
                                 reward and gold = exact match on held-out problems
 ``rlhf_env/Dialogue-v0``        hold 3-turn HH-RLHF conversations (the env inserts the human
                                 turns); every assistant turn scored by Harmless's reward model
+``rlhf_env/TextArena-v0``       play a TextArena game (``game=...``) token by token; reward
+                                and gold = the game's outcome on held-out seeds
+``rlhf_env/ReasoningGym-v0``    answer a reasoning-gym dataset (``dataset=...``) in <answer>
+                                tags; reward and gold = its own ``score_answer``
 =============================== ===============================================================
 
 ``list_tasks()`` (and ``rlhf-env tasks``) lists them with a line each; ``gym.make(id)`` with
@@ -17,7 +21,14 @@ no arguments builds a working env; every argument can be overridden (see
 gold metrics).
 """
 
-from rlhf_env.tasks import arithmetic, dialogue, harmless, positive_review
+from rlhf_env.tasks import (
+    arithmetic,
+    dialogue,
+    harmless,
+    positive_review,
+    reasoning_gym,
+    text_arena,
+)
 from rlhf_env.tasks.base import SuiteBudget, Task, TaskContext, TaskSpec
 from rlhf_env.tasks.registry import (
     TASKS,
@@ -31,7 +42,14 @@ from rlhf_env.tasks.registry import (
     task_spec,
 )
 
-for _spec in (positive_review.SPEC, harmless.SPEC, arithmetic.SPEC, dialogue.SPEC):
+for _spec in (
+    positive_review.SPEC,
+    harmless.SPEC,
+    arithmetic.SPEC,
+    dialogue.SPEC,
+    text_arena.SPEC,
+    reasoning_gym.SPEC,
+):
     register_task(_spec)
 
 __all__ = [

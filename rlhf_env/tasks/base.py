@@ -32,7 +32,8 @@ class Task:
         eval_prompts: the held-out prompts, disjoint from the training ones, in a fixed order
             (strings; conversation scripts for a dialogue task).
         reward_fn: the training reward ``reward_fn(prompts, responses) -> list[float]`` (a
-            learned reward model, or a checkable score).
+            learned reward model, or a checkable score); None for a task of turn-level
+            episodes, whose env pays each turn's reward (:mod:`rlhf_env.dialogue.turn_level`).
         gold: the task's gold metrics by name, each a reward function (higher is better); the
             first is *the* gold score, the others are second columns (e.g. ``"vader"``).
         env_options: the task's defaults for the env's settings (``max_new_tokens``, ...);
@@ -46,7 +47,7 @@ class Task:
     name: str
     train_prompts: PromptsLike
     eval_prompts: list[Any]
-    reward_fn: RewardFunction
+    reward_fn: RewardFunction | None
     gold: Mapping[str, RewardFunction]
     env_options: Mapping[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,8 @@ class TaskSpec:
             results).
         chat_template: the task needs a tokenizer with a chat template (a dialogue task); the
             smoke variant's tiny tokenizer then gets a ChatML one.
+        smoke_positions: the smoke variant's tiny GPT-2's positions (a game's rules in the
+            tiny tokenizer's short tokens need more than the default 256).
         recipes: per agent name (``"ppo"``, ``"rloo"``, ``"grpo"``), the agent settings that
             work on this task (measured: the task's docstring says where), as keyword
             arguments of ``rlhf_agents.make_agent``; the benchmark suite uses them over its
@@ -156,6 +159,7 @@ class TaskSpec:
     policy: str = "smollm2-135m-instruct"
     smoke_options: Mapping[str, Any] = field(default_factory=dict)
     chat_template: bool = False
+    smoke_positions: int = 256
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     budget: SuiteBudget | None = None
 

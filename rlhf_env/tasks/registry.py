@@ -74,7 +74,7 @@ def smoke_arguments(name: str, seed: int = 0) -> dict[str, Any]:
     tokenizer (built offline in seconds) and the task's :attr:`TaskSpec.smoke_options`."""
     spec = task_spec(name)
     tokenizer = build_tiny_tokenizer(chat_template=spec.chat_template)
-    policy = build_tiny_gpt2(tokenizer, seed=seed)
+    policy = build_tiny_gpt2(tokenizer, seed=seed, n_positions=spec.smoke_positions)
     return {"policy": policy, "tokenizer": tokenizer, **spec.smoke_options}
 
 

@@ -1,0 +1,140 @@
+"""``rlhf_env/ReasoningGym-v0``: any reasoning-gym dataset, answered token by token.
+
+``gym.make("rlhf_env/ReasoningGym-v0", dataset="countdown")`` plays the dataset's problems
+through the dialogue mode's bridge (:mod:`rlhf_env.dialogue.turn_level`), one problem per
+episode (:class:`rlhf_env.hubs.reasoning_gym_env.ReasoningGymEnv` says exactly how):
+
+- **prompt**: the system message states the answer format (``<answer></answer>`` tags), the
+  user turn is reasoning-gym's question; with ``demonstrations=k``, ``k`` worked training
+  problems come before it as earlier turns (question, then the tagged answer);
+- **reward and gold**: the dataset's own ``score_answer`` on the content of the turn's last
+  ``<answer>`` tags (0 without one), beside the env's ``-beta * KL``; the gold metrics are the
+  held-out problems' ``correct`` (score 1: many checkers give partial credit), ``score`` and
+  ``formatted`` (:class:`EpisodeOutcome`);
+- **split**: held-out problems are the first ``eval_problems`` distinct questions drawn with
+  another seed; training never asks one of them (by question text). ``max_turns > 1`` gives
+  more attempts, the user answering a wrong one with "Incorrect, try again.".
+
+Which of the 106 datasets build offline (105: ``composite`` needs its ``datasets`` option) and
+where a checker can be gamed: ``docs/reasoning_gym_datasets.md``. The dataset's own options
+are ``dataset_options={...}``.
+
+Example:
+    >>> import gymnasium as gym
+    >>> env = gym.make("rlhf_env/ReasoningGym-v0", dataset="chain_sum")
+    >>> env.unwrapped.task.gold_name
+    'correct'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rlhf_env.dialogue import turn_level
+from rlhf_env.dialogue.turn_level import TurnLevelEpisode
+from rlhf_env.hubs.reasoning_gym_env import ReasoningGymEnv
+from rlhf_env.rewards.outcome import EpisodeOutcome
+from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
+
+NAME = "ReasoningGym"
+
+#: The figures of a problem's outcome the task reports, the first being its gold score.
+GOLD_FIGURES = ("correct", "score", "formatted")
+
+#: Training problems whose first prompts are measured beside the held-out ones'.
+PROMPT_SAMPLE = 256
+
+#: Tokens of the prompt the task allows beyond the longest first prompt it measured.
+PROMPT_MARGIN = 32
+
+#: Tokens of a retry's user turn ("Incorrect, try again." with the template's headers).
+FEEDBACK_TOKENS = 32
+
+
+def build(
+    context: TaskContext,
+    dataset: str = "chain_sum",
+    dataset_options: Mapping[str, Any] | None = None,
+    size: int = 10_000,
+    seed: int = 0,
+    eval_problems: int = 64,
+    demonstrations: int = 0,
+    max_turns: int = 1,
+    answer_tokens: int = 64,
+) -> Task:
+    """The ReasoningGym task for ``context.policy`` (see the module docstring).
+
+    Args:
+        dataset: a reasoning-gym dataset (``docs/reasoning_gym_datasets.md``).
+        dataset_options: the dataset's own options (``{"min_terms": 3}``).
+        size: training problems (drawn with ``seed``; a training draw picks one).
+        seed: reasoning-gym's seed of the training problems; held-out ones use ``seed + 1``.
+        eval_problems: held-out problems.
+        demonstrations: worked training problems shown before the question, as earlier
+            user and assistant turns.
+        max_turns: attempts per problem.
+        answer_tokens: tokens per attempt (the env's ``max_new_tokens``; a longer one is cut
+            and closed by the env, then scored).
+    """
+    if demonstrations < 0:
+        raise ValueError(f"demonstrations must be >= 0, got {demonstrations}")
+    options = dict(dataset_options or {})
+    train = ReasoningGymEnv(
+        dataset, size=size, seed=seed, eval_size=eval_problems, max_turns=max_turns,
+        demonstrations=demonstrations, **options,
+    )  # fmt: skip
+    held_out = train.with_split("eval").episodes(range(eval_problems))
+
+    def train_problem(rng: np.random.Generator) -> TurnLevelEpisode:
+        return train.episodes([int(rng.integers(size))])[0]
+
+    # The longest first prompt of the held-out problems and of a sample of training ones
+    # (a longer one is cut from the left, with a warning), and room to spare.
+    sample = [*held_out, *train.episodes(range(min(size, PROMPT_SAMPLE)))]
+    first_prompt = max(_first_prompt_tokens(context, episode) for episode in sample)
+    return Task(
+        name=NAME,
+        train_prompts=train_problem,
+        eval_prompts=held_out,
+        reward_fn=None,
+        gold={name: EpisodeOutcome(name) for name in GOLD_FIGURES},
+        env_options={
+            "max_turns": max_turns,
+            "max_new_tokens": answer_tokens,
+            "max_prompt_tokens": first_prompt + PROMPT_MARGIN,
+            # (+1 per turn: the turn's budget runs out before the conversation's, so a cut
+            # attempt is closed by the env and scored, not truncated unscored)
+            "max_total_tokens": max_turns * (answer_tokens + 1) + (max_turns - 1) * FEEDBACK_TOKENS,
+            "turn_rewards": "turn",
+            "turn_cut": "end_turn",
+        },
+        details={
+            "dataset": dataset,
+            "dataset_options": options,
+            "eval_problems": eval_problems,
+            "demonstrations": demonstrations,
+            "longest_prompt_tokens": first_prompt,
+        },
+    )
+
+
+def _first_prompt_tokens(context: TaskContext, episode: TurnLevelEpisode) -> int:
+    """Tokens of an episode's first prompt: the system message and the question."""
+    text = context.chat_prompt(turn_level.start(episode).messages())
+    return len(context.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+SPEC = TaskSpec(
+    name=NAME,
+    description="answer a reasoning-gym dataset's problems (dataset=...; 105 build offline) in "
+    "<answer> tags; reward and gold = the dataset's own score_answer on held-out problems",
+    build=build,
+    smoke_options={"eval_problems": 4, "answer_tokens": 8, "size": 64},
+    chat_template=True,
+    smoke_positions=2048,
+)
+
+__all__ = ["GOLD_FIGURES", "SPEC", "build"]
