@@ -122,14 +122,19 @@ def run_dialogue(
 
 
 def single_env(
-    dialogue: TextGenerationVectorEnv, length: int, max_prompt_tokens: int | None = None
+    dialogue: TextGenerationVectorEnv,
+    length: int,
+    max_prompt_tokens: int | None = None,
+    prefix_cache: bool = True,
 ) -> TextGenerationVectorEnv:
     """A single-turn env over the dialogue env's models, responses of ``length`` tokens (no
-    EOS ends them), prompts of up to ``max_prompt_tokens`` (default: the dialogue env's)."""
+    EOS ends them), prompts of up to ``max_prompt_tokens`` (default: the dialogue env's), with
+    or without the prefix cache (which keeps shared prompt prefixes across resets)."""
     config = dict(
         num_envs=dialogue.num_envs,
         max_prompt_tokens=max_prompt_tokens or dialogue.config.max_prompt_tokens,
         max_new_tokens=length, kl_coef=dialogue.kl_coef, engine=dialogue.config.engine,
+        prefix_cache=prefix_cache,
     )  # fmt: skip
     return TextGenerationVectorEnv(
         dialogue.policy, dialogue.tokenizer, lambda p, r: [0.0] * len(r), ["x"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -94,3 +95,19 @@ def tiny_chat_tokenizer(
     )
     wrapped.chat_template = template
     return wrapped
+
+
+#: The chat tokenizers the dialogue tests run on.
+CHAT_TOKENIZERS = ("smollm2", "chatml", "llama3")
+
+
+def chat_models(name: str, folder: Path) -> tuple[PreTrainedTokenizerFast, Any, Any]:
+    """``(tokenizer, policy, reference)`` for the dialogue tests: tokenizer ``name`` (SmolLM2's
+    real one, copied into ``folder``, or a tiny one with a ChatML or Llama-3 template) and two
+    tiny random Llamas of its vocabulary, the second frozen."""
+    from rlhf_env.models import build_tiny_llama
+
+    tokenizer = smollm2_tokenizer(folder) if name == "smollm2" else tiny_chat_tokenizer(name)
+    policy = build_tiny_llama(tokenizer, seed=0)
+    reference = build_tiny_llama(tokenizer, seed=1).requires_grad_(False)
+    return tokenizer, policy, reference

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from chat_tokenizers import smollm2_tokenizer, tiny_chat_tokenizer
+from chat_tokenizers import CHAT_TOKENIZERS, chat_models
 from helpers import check_env_strictly
 
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate, transcript
-from rlhf_env.models import build_tiny_llama
 from rlhf_env.rewards.base import RewardError
 
 SCRIPTS = [
@@ -29,15 +28,9 @@ def reply_length(prompts: list[str], responses: list[str]) -> list[float]:
     return [len(r) / 10 + p.count("Human:") / 100 for p, r in zip(prompts, responses, strict=True)]
 
 
-@pytest.fixture(scope="module", params=["smollm2", "chatml", "llama3"])
+@pytest.fixture(scope="module", params=CHAT_TOKENIZERS)
 def chat(request, tmp_path_factory):
-    if request.param == "smollm2":  # the real tokenizer, a tiny random model of its vocabulary
-        tokenizer = smollm2_tokenizer(tmp_path_factory.mktemp("smollm2"))
-    else:
-        tokenizer = tiny_chat_tokenizer(request.param)
-    policy = build_tiny_llama(tokenizer, seed=0)
-    reference = build_tiny_llama(tokenizer, seed=1).requires_grad_(False)
-    return tokenizer, policy, reference
+    return chat_models(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def make_env(chat, vector: bool = False, **overrides):

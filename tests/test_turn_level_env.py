@@ -9,13 +9,12 @@ import copy
 
 import numpy as np
 import pytest
-from chat_tokenizers import smollm2_tokenizer, tiny_chat_tokenizer
+from chat_tokenizers import CHAT_TOKENIZERS, chat_models
 from helpers import check_env_strictly
 
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate
 from rlhf_env.dialogue.turn_level import TurnLevelEpisode
-from rlhf_env.models import build_tiny_llama
 
 
 class GuessTheDigit:
@@ -50,15 +49,9 @@ def episode(seed: int, guesses: int = 3) -> TurnLevelEpisode:
     return TurnLevelEpisode(lambda: GuessTheDigit(guesses), seed=seed, name=f"digit #{seed}")
 
 
-@pytest.fixture(scope="module", params=["smollm2", "chatml", "llama3"])
+@pytest.fixture(scope="module", params=CHAT_TOKENIZERS)
 def chat(request, tmp_path_factory):
-    if request.param == "smollm2":
-        tokenizer = smollm2_tokenizer(tmp_path_factory.mktemp("smollm2"))
-    else:
-        tokenizer = tiny_chat_tokenizer(request.param)
-    policy = build_tiny_llama(tokenizer, seed=0)
-    reference = build_tiny_llama(tokenizer, seed=1).requires_grad_(False)
-    return tokenizer, policy, reference
+    return chat_models(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def make_env(chat, vector: bool = False, **overrides):

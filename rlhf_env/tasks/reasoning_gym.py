@@ -10,7 +10,7 @@ episode (:class:`rlhf_env.hubs.reasoning_gym_env.ReasoningGymEnv` says exactly h
 - **reward and gold**: the dataset's own ``score_answer`` on the content of the turn's last
   ``<answer>`` tags (0 without one), beside the env's ``-beta * KL``; the gold metrics are the
   held-out problems' ``correct`` (score 1: many checkers give partial credit), ``score`` and
-  ``formatted`` (:class:`EpisodeOutcome`);
+  ``formatted`` (:class:`~rlhf_env.rewards.outcome.EpisodeOutcome`);
 - **split**: held-out problems are the first ``eval_problems`` distinct questions drawn with
   another seed; training never asks one of them (by question text). ``max_turns > 1`` gives
   more attempts, the user answering a wrong one with "Incorrect, try again.".
@@ -33,10 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.dialogue import turn_level
 from rlhf_env.dialogue.turn_level import TurnLevelEpisode
 from rlhf_env.hubs.reasoning_gym_env import ReasoningGymEnv
-from rlhf_env.rewards.outcome import EpisodeOutcome
+from rlhf_env.tasks import turn_level
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 
 NAME = "ReasoningGym"
@@ -46,9 +45,6 @@ GOLD_FIGURES = ("correct", "score", "formatted")
 
 #: Training problems whose first prompts are measured beside the held-out ones'.
 PROMPT_SAMPLE = 256
-
-#: Tokens of the prompt the task allows beyond the longest first prompt it measured.
-PROMPT_MARGIN = 32
 
 #: Tokens of a retry's user turn ("Incorrect, try again." with the template's headers).
 FEEDBACK_TOKENS = 32
@@ -91,40 +87,26 @@ def build(
     def train_problem(rng: np.random.Generator) -> TurnLevelEpisode:
         return train.episodes([int(rng.integers(size))])[0]
 
-    # The longest first prompt of the held-out problems and of a sample of training ones
-    # (a longer one is cut from the left, with a warning), and room to spare.
+    # The held-out problems' first prompts and a sample of training ones: the longest sizes
+    # the env's prompts.
     sample = [*held_out, *train.episodes(range(min(size, PROMPT_SAMPLE)))]
-    first_prompt = max(_first_prompt_tokens(context, episode) for episode in sample)
+    options_of_env = turn_level.env_options(
+        context, sample, max_turns, answer_tokens, FEEDBACK_TOKENS
+    )
     return Task(
         name=NAME,
         train_prompts=train_problem,
         eval_prompts=held_out,
         reward_fn=None,
-        gold={name: EpisodeOutcome(name) for name in GOLD_FIGURES},
-        env_options={
-            "max_turns": max_turns,
-            "max_new_tokens": answer_tokens,
-            "max_prompt_tokens": first_prompt + PROMPT_MARGIN,
-            # (+1 per turn: the turn's budget runs out before the conversation's, so a cut
-            # attempt is closed by the env and scored, not truncated unscored)
-            "max_total_tokens": max_turns * (answer_tokens + 1) + (max_turns - 1) * FEEDBACK_TOKENS,
-            "turn_rewards": "turn",
-            "turn_cut": "end_turn",
-        },
+        gold=turn_level.outcome_gold(GOLD_FIGURES),
+        env_options=options_of_env,
         details={
             "dataset": dataset,
             "dataset_options": options,
             "eval_problems": eval_problems,
             "demonstrations": demonstrations,
-            "longest_prompt_tokens": first_prompt,
         },
     )
-
-
-def _first_prompt_tokens(context: TaskContext, episode: TurnLevelEpisode) -> int:
-    """Tokens of an episode's first prompt: the system message and the question."""
-    text = context.chat_prompt(turn_level.start(episode).messages())
-    return len(context.tokenizer(text, add_special_tokens=False).input_ids)
 
 
 SPEC = TaskSpec(

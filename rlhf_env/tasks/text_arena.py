@@ -15,9 +15,10 @@ agent's turns its moves (:class:`rlhf_env.hubs.textarena_env.TextArenaEnv` says 
 - **opponent** (games for two): ``opponent="reference"`` (default) the policy's initial weights,
   frozen (the task's reference model, shared), greedy; ``"scripted"`` a fixed move
   (``scripted_move``); or any :class:`~rlhf_env.hubs.opponents.Opponent` object;
-- **gold**: the games' own figures on the held-out games (:class:`EpisodeOutcome`):
-  ``reward`` first, then ``win``, ``turns`` (the agent's moves) and ``invalid_move`` (the game
-  ended on an invalid move). A game cut by the token env's limits before its end counts 0.
+- **gold**: the games' own figures on the held-out games
+  (:class:`~rlhf_env.rewards.outcome.EpisodeOutcome`): ``reward`` first, then ``win``,
+  ``turns`` (the agent's moves) and ``invalid_move`` (the game ended on an invalid move). A
+  game cut by the token env's limits before its end counts 0.
 
 Which games run here (54 for one player, 110 for two, and why the others do not):
 ``docs/textarena_games.md``; another id fails at ``gym.make`` with the reason.
@@ -36,22 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.dialogue import turn_level
 from rlhf_env.dialogue.turn_level import TurnLevelEpisode
 from rlhf_env.hubs.opponents import LanguageModelOpponent, Opponent, as_opponent
 from rlhf_env.hubs.textarena_env import TextArenaEnv
 from rlhf_env.hubs.textarena_games import players
 from rlhf_env.models.loading import frozen_copy
-from rlhf_env.rewards.outcome import EpisodeOutcome
+from rlhf_env.tasks import turn_level
 from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
 
 NAME = "TextArena"
 
 #: The figures of a game's outcome the task reports, the first being its gold score.
 GOLD_FIGURES = ("reward", "win", "turns", "invalid_move")
-
-#: Tokens of the prompt the task allows beyond the longest first prompt it measured.
-PROMPT_MARGIN = 32
 
 
 def build(
@@ -64,7 +61,7 @@ def build(
     eval_seed: int = 1_000_000,
     max_moves: int = 8,
     move_tokens: int = 24,
-    observation_tokens: int = 96,
+    observation_tokens: int = 128,
 ) -> Task:
     """The TextArena task for ``context.policy`` (see the module docstring).
 
@@ -82,9 +79,8 @@ def build(
         move_tokens: tokens per move (the env's ``max_new_tokens``; a longer move is cut and
             closed by the env, ``turn_cut="end_turn"``, and still played).
         observation_tokens: tokens allowed per later user turn (the game's news after a
-            move, with the template's headers); the env's ``max_total_tokens`` is
-            ``max_moves * (move_tokens + observation_tokens)``, and a game whose news does
-            not fit is truncated there (with a warning).
+            move, with the template's headers); a game whose news does not fit the env's
+            ``max_total_tokens`` is truncated there (with a warning).
 
     Raises:
         UnsupportedGameError: the game cannot run here (the message says why).
@@ -109,25 +105,18 @@ def build(
         TurnLevelEpisode(make_game, seed=seed, name=f"{game} #{seed}")
         for seed in range(eval_seed, eval_seed + eval_games)
     ]
-    # The longest first prompt of some held-out and training games (a longer one is cut from
-    # the left, with a warning), and room to spare.
+    # Some held-out and training games' first prompts: the longest sizes the env's prompts.
     rng = np.random.default_rng(0)
     sample = [*held_out[:8], *(train_game(rng) for _ in range(8))]
-    first_prompt = _longest_first_prompt(context, sample)
     return Task(
         name=NAME,
         train_prompts=train_game,
         eval_prompts=held_out,
         reward_fn=None,
-        gold={name: EpisodeOutcome(name) for name in GOLD_FIGURES},
-        env_options={
-            "max_turns": max_moves,
-            "max_new_tokens": move_tokens,
-            "max_prompt_tokens": first_prompt + PROMPT_MARGIN,
-            "max_total_tokens": max_moves * (move_tokens + observation_tokens) + 1,
-            "turn_rewards": "turn",
-            "turn_cut": "end_turn",
-        },
+        gold=turn_level.outcome_gold(GOLD_FIGURES),
+        env_options=turn_level.env_options(
+            context, sample, max_moves, move_tokens, observation_tokens
+        ),
         details={"game": game, "players": seats, "eval_games": eval_games},
         reference=reference,
     )
@@ -145,16 +134,6 @@ def _opponent(
             f"opponent must be 'reference', 'scripted' or an opponent object, got {opponent!r}"
         )
     return as_opponent(opponent)
-
-
-def _longest_first_prompt(context: TaskContext, episodes: list[TurnLevelEpisode]) -> int:
-    """Tokens of the longest first prompt (system message and first user turn) of
-    ``episodes``."""
-    longest = 0
-    for episode in episodes:
-        text = context.chat_prompt(turn_level.start(episode).messages())
-        longest = max(longest, len(context.tokenizer(text, add_special_tokens=False).input_ids))
-    return longest
 
 
 SPEC = TaskSpec(
