@@ -5,7 +5,10 @@ from the env, inserted as observation tokens with the chat template applied incr
   the transcript reward functions read (:func:`transcript`);
 - :mod:`.template`: the chat template applied turn by turn (:class:`IncrementalChatTemplate`);
 - :mod:`.conversation`: the rules of an episode, shared by both envs (:class:`DialogueRules`);
-- :mod:`.info`: the ``info`` entries of a dialogue step.
+- :mod:`.info`: the ``info`` entries of a dialogue step;
+- :mod:`.turn_level`: the bridge from turn-level text envs (TextArena, reasoning-gym): their
+  observations as user turns, the agent's turns as their actions, their rewards as the turns'
+  scores.
 """
 
 from rlhf_env.dialogue.conversation import (
