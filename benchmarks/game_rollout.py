@@ -49,7 +49,13 @@ from dialogue_rollout import run_single, single_env, turn_actions
 from rlhf_env import TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate
 from rlhf_env.dialogue.turn_level import TurnLevelEpisode
-from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer, load_causal_lm, load_tokenizer
+from rlhf_env.models import (
+    build_tiny_gpt2,
+    build_tiny_tokenizer,
+    frozen_copy,
+    load_causal_lm,
+    load_tokenizer,
+)
 
 
 class CountdownGame:
@@ -89,14 +95,19 @@ def build(model: str) -> tuple[torch.nn.Module, Any, torch.nn.Module]:
 
     path = assets.smollm2_folder()
     tokenizer = load_tokenizer(path)
-    return load_causal_lm(path), tokenizer, load_causal_lm(path).requires_grad_(False)
+    policy = load_causal_lm(path)
+    return policy, tokenizer, frozen_copy(policy)
+
+
+def games(count: int, turns: int) -> list[TurnLevelEpisode]:
+    """``count`` games of ``turns`` turns, seeds 0, 1, ..."""
+    return [TurnLevelEpisode(lambda: CountdownGame(turns), seed=s) for s in range(count)]
 
 
 def game_env(models, batch: int, turns: int, turn_tokens: int) -> TextGenerationVectorEnv:
     policy, tokenizer, reference = models
-    games = [TurnLevelEpisode(lambda: CountdownGame(turns), seed=s) for s in range(batch)]
     return TextGenerationVectorEnv(
-        policy, tokenizer, None, games, reference, num_envs=batch, max_turns=turns,
+        policy, tokenizer, None, games(batch, turns), reference, num_envs=batch, max_turns=turns,
         max_new_tokens=turn_tokens, max_prompt_tokens=128,
         max_total_tokens=turns * (turn_tokens + 64),
     )  # fmt: skip
@@ -111,7 +122,7 @@ def run_token_level(env: TextGenerationVectorEnv, turn_tokens: int) -> tuple[flo
     tokens, stats = 0, []
     start = time.perf_counter()
     with env.holding_ended():
-        env.reset(options={"prompts": [TurnLevelEpisode(_maker(env), seed=s) for s in range(n)]})
+        env.reset(options={"prompts": games(n, env.config.max_turns)})
         while not done.all():
             actions = schedule[np.minimum(position, turn_tokens - 1)]
             _, _, terms, truncs, info = env.step(actions)
@@ -156,11 +167,6 @@ def run_turn_level(
             if not over:
                 messages.append({"role": "user", "content": board})
     return time.perf_counter() - start, tokens, stats
-
-
-def _maker(env: TextGenerationVectorEnv):
-    turns = env.config.max_turns
-    return lambda: CountdownGame(turns)
 
 
 def _stats(actions: np.ndarray, info: dict[str, Any], acted: np.ndarray) -> np.ndarray:
