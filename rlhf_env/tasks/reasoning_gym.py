@@ -75,8 +75,6 @@ def build(
         answer_tokens: tokens per attempt (the env's ``max_new_tokens``; a longer one is cut
             and closed by the env, then scored).
     """
-    if demonstrations < 0:
-        raise ValueError(f"demonstrations must be >= 0, got {demonstrations}")
     options = dict(dataset_options or {})
     train = ReasoningGymEnv(
         dataset, size=size, seed=seed, eval_size=eval_problems, max_turns=max_turns,
@@ -90,16 +88,15 @@ def build(
     # The held-out problems' first prompts and a sample of training ones: the longest sizes
     # the env's prompts.
     sample = [*held_out, *train.episodes(range(min(size, PROMPT_SAMPLE)))]
-    options_of_env = turn_level.env_options(
-        context, sample, max_turns, answer_tokens, FEEDBACK_TOKENS
-    )
     return Task(
         name=NAME,
         train_prompts=train_problem,
         eval_prompts=held_out,
         reward_fn=None,
         gold=turn_level.outcome_gold(GOLD_FIGURES),
-        env_options=options_of_env,
+        env_options=turn_level.env_options(
+            context, sample, max_turns, answer_tokens, FEEDBACK_TOKENS
+        ),
         details={
             "dataset": dataset,
             "dataset_options": options,
