@@ -58,23 +58,39 @@ class LeaderboardRow:
 
 
 def run_scores(result: SuiteResult, runs: Sequence[RunResult], name: str) -> np.ndarray | None:
-    """``(seeds, prompts)``: each run's per-prompt means of metric ``name`` (the suite's
+    """``(seeds, prompts)``: each run's per-prompt means of metric ``name`` (its
     ``eval_samples`` answers per prompt averaged), or None when a run kept no per-response
     values of it, or the figure is pooled over a run's responses (``distinct_2``,
     ``perplexity``: :data:`POOLED`)."""
     name = PER_RESPONSE_NAMES.get(name, name)
     if not runs or name in POOLED or any(name not in run.per_response for run in runs):
         return None
-    answers = int(result.settings.get("eval_samples", 1))
-    lengths = {len(run.per_response[name]) for run in runs}
-    if len(lengths) != 1 or next(iter(lengths)) % answers:
+    prompts: set[int] = set()
+    for run in runs:
+        answers = answers_per_prompt(result, run)
+        values = len(run.per_response[name])
+        if values % answers:
+            raise ValueError(
+                f"run {run.key} holds {values} values of {name}, not a whole number of "
+                f"{answers} answers per held-out prompt; run it again into a fresh --out"
+            )
+        prompts.add(values // answers)
+    if len(prompts) != 1:
         raise ValueError(
-            f"the runs of {runs[0].task}/{runs[0].agent} hold {sorted(lengths)} values of "
-            f"{name}: not the same held-out prompts x {answers} answers in every run; run "
-            "them with the same settings (or into a fresh --out)"
+            f"the runs of {runs[0].task}/{runs[0].agent} answered {sorted(prompts)} held-out "
+            "prompts: not the same prompts in every run; run them with the same settings (or "
+            "into a fresh --out)"
         )
-    prompts = next(iter(lengths)) // answers
-    return np.stack([per_prompt(run.per_response[name], prompts) for run in runs])
+    count = prompts.pop()
+    return np.stack([per_prompt(run.per_response[name], count) for run in runs])
+
+
+def answers_per_prompt(result: SuiteResult, run: RunResult) -> int:
+    """How many times ``run`` answered each held-out prompt: its own record, else (a file
+    written before runs kept it) the suite's ``eval_samples`` setting."""
+    if run.eval_samples is not None:
+        return run.eval_samples
+    return int(result.settings.get("eval_samples") or 1)
 
 
 def leaderboard(
@@ -262,6 +278,22 @@ def method_note(confidence: float = 0.95) -> str:
     )
 
 
+def held_out_note(result: SuiteResult, runs: Sequence[RunResult]) -> str:
+    """How many held-out prompts each run answered, and how many times each (e.g. ``Held out:
+    64 prompts, each answered 2 times per run.``); empty when no run kept per-response gold."""
+    counts = {
+        (len(run.per_response["gold"]) // answers_per_prompt(result, run),
+         answers_per_prompt(result, run))
+        for run in runs
+        if run.per_response.get("gold")
+    }  # fmt: skip
+    if len(counts) != 1:
+        return ""
+    ((prompts, answers),) = counts
+    times = "once" if answers == 1 else f"{answers} times"
+    return f"Held out: {prompts} prompts, each answered {times} per run."
+
+
 def models_note(runs: Sequence[RunResult]) -> str:
     """The models behind a task's scores with their held-out accuracies, from the runs'
     ``task_details`` (e.g. ``gold_model 0.650 (180 held out), reward_model 0.567 (...)``):
@@ -313,7 +345,7 @@ def leaderboard_table(
         ])  # fmt: skip
     ranked_by = f"{key} ({gold_name})" if key == "gold" and gold_name else key
     title = f"{task}: ranked by {ranked_by}"
-    notes = [method_note(confidence), models_note(runs), verdict(rows)]
+    notes = [method_note(confidence), held_out_note(result, runs), models_note(runs), verdict(rows)]
     if markdown:
         lines = [f"**{title}**", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
         lines += [_markdown_row(line) for line in body]
@@ -351,9 +383,9 @@ def format_leaderboard(result: SuiteResult, markdown: bool = False) -> str:
         )
     if result.settings.get("budgets"):
         header += (
-            " A task's suite budget (`rlhf-env tasks`) sets its runs' tokens, training setup and "
-            "env options where the settings above do not; each run's `budget`, "
-            "`training_setup` and `options` hold what ran."
+            " A task's suite budget (`rlhf-env tasks`) sets its runs' tokens, training setup, "
+            "env options and answers per held-out prompt where the settings above do not; each "
+            "run's `budget`, `training_setup`, `options` and `eval_samples` hold what ran."
         )
     return "\n\n".join([header, *tables]) + "\n"
 

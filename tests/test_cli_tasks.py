@@ -70,6 +70,7 @@ def test_tasks_lists_each_task_with_its_options(tiny_task):
     assert "suite budget: 4,096 tokens on frozen:24, max_prompt_tokens=128, max_new_tokens=24" in (
         budgets
     )
+    assert "suite budget: 6,144 tokens on full, 2 answers per held-out prompt" in budgets
     assert len(budgets) == sum(spec.budget is not None for spec in TASKS.values())
 
 

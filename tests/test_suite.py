@@ -25,6 +25,7 @@ from rlhf_pipeline.leaderboard import (
     leaderboard,
     leaderboard_table,
     plot_curves,
+    run_scores,
     sample_table,
 )
 from rlhf_pipeline.statistics import difference, estimate, holm
@@ -63,9 +64,12 @@ if RECIPE_TASK not in TASKS:
     register_task(dataclasses.replace(spec, recipes={"rloo": RECIPE}))
 
 
-#: The toy task with a suite budget: its own tokens, training setup and response length.
+#: The toy task with a suite budget: its own tokens, training setup, response length and
+#: answers per held-out prompt.
 BUDGET_TASK = "SuiteToyBudget"
-BUDGET = SuiteBudget(timesteps=6, training_setup="frozen:1", options={"max_new_tokens": 3})
+BUDGET = SuiteBudget(
+    timesteps=6, training_setup="frozen:1", options={"max_new_tokens": 3}, eval_samples=2
+)
 
 
 def build_toy_task_with_budget(context: TaskContext, held_out: int = 4) -> Task:
@@ -252,7 +256,10 @@ def test_leaderboard_says_when_the_best_is_tied_and_refuses_unpaired_runs():
     (row,) = [row for row in leaderboard(result, "T") if row.agent == "a"]
     assert row.metrics["perplexity"].mean == pytest.approx(11.0)
     runs[1].per_response["gold"] = runs[1].per_response["gold"][:8]
-    with pytest.raises(ValueError, match="not the same held-out prompts"):
+    with pytest.raises(ValueError, match="not the same prompts in every run"):
+        leaderboard(result, "T")
+    runs[1].per_response["gold"] = runs[1].per_response["gold"][:7]
+    with pytest.raises(ValueError, match="not a whole number of 2 answers"):
         leaderboard(result, "T")
 
 
@@ -285,9 +292,10 @@ def test_a_tasks_recipe_sets_its_agents_unless_overridden_or_off():
 
 
 def test_a_tasks_suite_budget_sets_its_runs_unless_overridden_or_off():
-    """The budget gives a run its tokens, training setup and env options; ``timesteps``,
-    ``task_timesteps``, ``training_setup`` and ``options`` override each part, ``budgets=False``
-    drops it; each run records what it ran with."""
+    """The budget gives a run its tokens, training setup, env options and answers per held-out
+    prompt; ``timesteps``, ``task_timesteps``, ``training_setup``, ``options`` and
+    ``eval_samples`` override each part, ``budgets=False`` drops it; each run records what it
+    ran with."""
     tokenizer = build_tiny_tokenizer()
     models = {"policy": build_tiny_gpt2(tokenizer), "tokenizer": tokenizer}
     base = {**TINY, "smoke": False, "timesteps": None, "options": models, "eval_points": (1.0,)}
@@ -307,7 +315,13 @@ def test_a_tasks_suite_budget_sets_its_runs_unless_overridden_or_off():
     (run,) = run_suite(declared, agents=["ppo"], seeds=[0]).runs
     assert run.budget == 6 and run.tokens >= 6 and run.training_setup == "frozen:1"
     assert run.options["max_new_tokens"] == 3
+    assert run.eval_samples == 2 and len(run.per_response["gold"]) == 2 * TINY["eval_prompts"]
+    # the leaderboard averages a prompt's two answers: 4 prompts per seed
+    assert run_scores(SuiteResult({}, {}, [run]), [run], "gold").shape == (1, 4)
+    table = leaderboard_table(SuiteResult({}, {}, [run]), BUDGET_TASK)
+    assert "Held out: 4 prompts, each answered 2 times per run." in table
 
+    assert config(eval_samples=1).answers(BUDGET_TASK) == 1
     assert config(timesteps=4).budget(BUDGET_TASK) == 4
     assert config(timesteps=4, task_timesteps={BUDGET_TASK: 5}).budget(BUDGET_TASK) == 5
     overridden = config(training_setup="full", options={**models, "max_new_tokens": 2})
@@ -316,12 +330,15 @@ def test_a_tasks_suite_budget_sets_its_runs_unless_overridden_or_off():
 
     off = config(budgets=False)
     assert off.budget(BUDGET_TASK) == DEFAULT_TIMESTEPS and off.setup(BUDGET_TASK) == "full"
+    assert off.answers(BUDGET_TASK) == 1
     assert env_of(off)[1] == [True, True] and "max_new_tokens" not in off.env_options(BUDGET_TASK)
     assert config(smoke=True).task_budget(BUDGET_TASK) is None  # smoke runs are plumbing
     with pytest.raises(ValueError, match="timesteps must be >= 1"):
         SuiteBudget(timesteps=0)
     with pytest.raises(ValueError, match="training setup must be"):
         SuiteBudget(timesteps=8, training_setup="frozen")
+    with pytest.raises(ValueError, match="eval_samples must be >= 1"):
+        SuiteBudget(timesteps=8, eval_samples=0)
     # A task without a budget gets the suite's defaults.
     assert config().budget(TASK) == DEFAULT_TIMESTEPS and config().setup(TASK) == "full"
 
@@ -513,11 +530,12 @@ def test_a_task_gets_its_own_budget_and_options(tmp_path):
 
 def test_eval_samples_repeat_every_held_out_prompt(tmp_path):
     """``eval_samples=3``: every evaluation answers each held-out prompt three times (the
-    curve's too); the setting is recorded only when it is not 1, so older files resume."""
+    curve's too); the setting is recorded only when given (None: each task's), so older files
+    resume."""
     settings = {**TINY, "agents": ("reference",), "seeds": (0,), "eval_points": (0.0, 1.0)}
     (run,) = run_suite(tasks=[TASK], eval_samples=3, out=tmp_path / "s.json", **settings).runs
     assert run.final["episodes"] == 3 * TINY["eval_prompts"]
-    assert len(run.per_response["gold"]) == 3 * TINY["eval_prompts"]
+    assert len(run.per_response["gold"]) == 3 * TINY["eval_prompts"] and run.eval_samples == 3
     assert SuiteConfig.create(eval_samples=3, **settings).run_settings()["eval_samples"] == 3
     assert "eval_samples" not in SuiteConfig.create(**settings).run_settings()
     with pytest.raises(ValueError, match="eval_samples must be >= 1"):

@@ -113,15 +113,21 @@ class SuiteBudget:
         training_setup: what trains (``"full"``, ``"frozen:N"``, ``"lora:R"``): frozen blocks
             are shared with the reference and cost no backward pass.
         options: env and task options of the suite's runs (shorter prompts or responses).
+        eval_samples: answers per held-out prompt in the suite's evaluations: a task scored 0
+            or 1 per answer (exact match) needs more than one for the sampling noise not to
+            drown a difference between agents.
     """
 
     timesteps: int
     training_setup: str = "full"
     options: Mapping[str, Any] = field(default_factory=dict)
+    eval_samples: int = 1
 
     def __post_init__(self) -> None:
         if self.timesteps < 1:
             raise ValueError(f"a suite budget's timesteps must be >= 1, got {self.timesteps}")
+        if self.eval_samples < 1:
+            raise ValueError(f"a suite budget's eval_samples must be >= 1, got {self.eval_samples}")
         check_training_setup(self.training_setup)
 
 

@@ -37,7 +37,8 @@ def list_command(args: argparse.Namespace) -> int:
 def budget_line(budget: SuiteBudget) -> str:
     """A task's :class:`~rlhf_env.tasks.SuiteBudget` on one line."""
     options = "".join(f", {name}={value!r}" for name, value in budget.options.items())
-    return f"{budget.timesteps:,} tokens on {budget.training_setup}{options}"
+    answers = f", {budget.eval_samples} answers per held-out prompt" * (budget.eval_samples > 1)
+    return f"{budget.timesteps:,} tokens on {budget.training_setup}{options}{answers}"
 
 
 def register(commands: Any) -> None:

@@ -52,10 +52,10 @@ class SuiteConfig:
     eval_prompts: int | None = _option(
         None, "Held-out prompts of the final evaluation (None: all of the task's)."
     )
-    eval_samples: int = _option(
-        1,
+    eval_samples: int | None = _option(
+        None,
         "Responses per held-out prompt in every evaluation (more: a tighter estimate from a "
-        "small held-out set; standard errors then treat them as independent).",
+        "small held-out set; None: each task's suite budget's, 1 for a task without one).",
     )
     learning_rate: float = _option(1e-5, "Learning rate of every learning agent.")
     epochs: int = _option(4, "Passes over each rollout, for every learning agent.")
@@ -148,7 +148,10 @@ class SuiteConfig:
                     self.eval_prompts is None or self.eval_prompts >= 1,
                     f"eval_prompts must be >= 1 or None (all), got {self.eval_prompts}",
                 ),
-                (self.eval_samples >= 1, f"eval_samples must be >= 1, got {self.eval_samples}"),
+                (
+                    self.eval_samples is None or self.eval_samples >= 1,
+                    f"eval_samples must be >= 1 or None (each task's), got {self.eval_samples}",
+                ),
                 (self.learning_rate > 0, "learning_rate must be > 0, e.g. 1e-5"),
                 (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
                 (
@@ -188,6 +191,14 @@ class SuiteConfig:
         declared = self.task_budget(task)
         return declared.training_setup if declared else "full"
 
+    def answers(self, task: str) -> int:
+        """Answers per held-out prompt in ``task``'s evaluations: ``eval_samples``, else the
+        task's suite budget's."""
+        if self.eval_samples is not None:
+            return self.eval_samples
+        declared = self.task_budget(task)
+        return declared.eval_samples if declared else 1
+
     def env_options(self, task: str) -> dict[str, Any]:
         """The env and task options of ``task``'s runs: its suite budget's, under ``options``,
         under its ``task_options``."""
@@ -211,6 +222,6 @@ class SuiteConfig:
         for name in ("task_options", "task_timesteps"):
             if not values[name]:
                 del values[name]
-        if values["eval_samples"] == 1:
+        if values["eval_samples"] is None:
             del values["eval_samples"]
         return json.loads(json.dumps(values, default=repr))

@@ -47,6 +47,9 @@ class RunResult:
             scores, with their held-out accuracies; sizes), as JSON values.
         training_setup: what trained (``"frozen:24"``, ...); ``options``: the env and task
             options the run's env was built with (its suite budget's and the config's).
+        eval_samples: answers per held-out prompt in its evaluations (the config's, else its
+            task's suite budget's; None in a file written before runs recorded it: the file's
+            settings say).
     """
 
     task: str
@@ -69,6 +72,7 @@ class RunResult:
     task_details: dict[str, Any] = field(default_factory=dict)
     training_setup: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    eval_samples: int | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

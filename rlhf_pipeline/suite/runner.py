@@ -144,10 +144,11 @@ def run_one(
             f"agent {name!r} ({type(agent).__name__}) has no num_timesteps: an agent counts the "
             "generated tokens it trained on there (rlhf_agents.Agent sets it to 0)"
         )
-    final_prompts = spec.eval_prompts[: config.eval_prompts] * config.eval_samples
+    answers = config.answers(task)
+    final_prompts = spec.eval_prompts[: config.eval_prompts] * answers
     curve_prompts = final_prompts
     if config.curve_prompts is not None:
-        curve_prompts = spec.eval_prompts[: config.curve_prompts] * config.eval_samples
+        curve_prompts = spec.eval_prompts[: config.curve_prompts] * answers
 
     def measure(prompts: list[str]) -> Any:
         return evaluate(agent, eval_env, prompts=prompts, seed=seed)
@@ -185,6 +186,7 @@ def run_one(
         task_details=json.loads(json.dumps(spec.details, default=str)),
         training_setup=config.setup(task),
         options=json.loads(json.dumps(config.env_options(task), default=repr)),
+        eval_samples=answers,
     )
     eval_env.close()
     env.close()
