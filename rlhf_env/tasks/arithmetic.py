@@ -618,8 +618,8 @@ PPO_RECIPE: dict[str, Any] = {
 
 #: A suite run's budget: 6,144 tokens of full fine-tuning (the recipe's measurement above),
 #: each held-out problem answered twice: with one 0-or-1 answer per problem the sampling noise
-#: was most of the spread between seeds (PPO +0.17 in both three-seed runs, Holm p 0.045 and
-#: 0.094; benchmarks/RESULTS.md, issue 28).
+#: was most of the spread between seeds (PPO +0.17 in two three-seed runs, Holm p 0.045 and
+#: 0.094; answered twice, seeds 6-8: +0.24, p < 0.001; benchmarks/RESULTS.md, issue 28).
 BUDGET = SuiteBudget(timesteps=6144, training_setup="full", eval_samples=2)
 
 SPEC = TaskSpec(
