@@ -458,3 +458,42 @@ def test_time_breakdown_files_every_block_under_its_part(
     for phase in (rollout, update):
         assert all(seconds > 0 for seconds in phase["blocks"].values())
         assert 0 <= phase["rest"] < phase["seconds"]
+
+
+def test_held_out_strata_splits_the_gold_by_the_problems_answers(monkeypatch, tmp_path):
+    """The strata script rebuilds the runs' held-out chain sums from their options: the
+    reference answering only the negative ones and an agent only the others show up as such
+    in each stratum, and the script prints both tables."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from held_out_strata import held_out_problems, strata_rows, stratum
+
+    from rlhf_pipeline.suite import RunResult, SuiteResult
+
+    options = {"dataset_options": {"min_terms": 2, "max_terms": 3, "max_digits": 1},
+               "eval_problems": 16}  # fmt: skip
+    run = RunResult("ReasoningGym", "x", 0, 1, 1, [], {}, options=options, eval_samples=2)
+    problems = held_out_problems(run)
+    negative = np.array([int(p["answer"]) < 0 for p in problems])
+    assert 0 < negative.sum() < 16 and len({p["question"] for p in problems}) == 16
+
+    def make(agent: str, seed: int, right: np.ndarray) -> RunResult:
+        gold = np.tile(right.astype(float), 2).tolist()  # both answers to each problem alike
+        return RunResult("ReasoningGym", agent, seed, 1, 1, [], {}, per_response={"gold": gold},
+                         options=options, eval_samples=2)  # fmt: skip
+
+    runs = [make(agent, seed, right) for agent, right in (("reference", negative),
+            ("rloo", ~negative)) for seed in (0, 1)]  # fmt: skip
+    result = SuiteResult({}, {}, runs)
+    rows = {(row["stratum"], row["agent"]): row for row in strata_rows(result, "sign")}
+    assert rows["negative", "rloo"]["gold"].mean == 0.0
+    assert rows["negative", "rloo"]["versus_reference"].mean == -1.0
+    assert rows["non-negative", "rloo"]["versus_reference"].mean == 1.0
+    assert rows["negative", "reference"]["prompts"] == negative.sum()
+    assert {row["stratum"] for row in strata_rows(result, "num_terms")} <= {"2", "3"}
+    assert stratum({"answer": "x"}, "sign") == "not an integer"
+    with pytest.raises(KeyError, match="use sign or one of"):
+        stratum(problems[0], "colour")
+    path = tmp_path / "suite.json"
+    result.write(path)
+    printed = _run("held_out_strata.py", str(path), "--by", "sign", "num_terms")
+    assert "| negative |" in printed and "| num_terms |" in printed

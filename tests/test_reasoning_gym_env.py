@@ -246,11 +246,37 @@ def test_composite_builds_with_its_datasets():
         ({"eval_size": 0}, "must all be >= 1"),
         ({"split": "test"}, "split must be one of"),
         ({"instruction": "Answer."}, "does not mention <answer>"),
+        ({"demonstrations": 1, "worked_answer": "{working}"}, "does not fill from the problem"),
+        ({"demonstrations": 1, "worked_answer": "<answer>1{answer}</answer>"}, "do not hold the"),
     ],
 )
 def test_bad_arguments_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         ReasoningGymEnv("gcd", **options)
+
+
+def test_demonstrations_are_earlier_turns_answered_as_the_template_says():
+    """The first training problems as worked examples: the tagged answer alone by default, or
+    the template over the problem's fields; never a held-out question."""
+    plain = ReasoningGymEnv("chain_sum", size=50, eval_size=8, demonstrations=2)
+    worked = ReasoningGymEnv(
+        "chain_sum", size=50, eval_size=8, demonstrations=2,
+        worked_answer="{metadata[expression]} = {answer}, so <answer>{answer}</answer>",
+    )  # fmt: skip
+    _, info = worked.reset(seed=0)
+    assert [turn["role"] for turn in info["history"]] == ["user", "assistant"] * 2
+    for shown, (user, answer) in zip(
+        (plain, worked), (plain.history[:2], worked.history[:2]), strict=True
+    ):
+        problem = next(
+            shown._train[i] for i in range(50) if shown._train[i]["question"] == user["content"]
+        )
+        assert user["content"] not in {p["question"] for p in shown.eval_problems}
+        expression = problem["metadata"]["expression"]
+        expected = f"<answer>{problem['answer']}</answer>"
+        if shown is worked:
+            expected = f"{expression} = {problem['answer']}, so {expected}"
+        assert answer == {"role": "assistant", "content": expected}
 
 
 def test_dataset_metadata():

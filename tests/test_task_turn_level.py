@@ -170,3 +170,25 @@ def test_evaluation_reads_the_games_outcome_figures_on_held_out_episodes(task, o
     # A random tiny policy: every game ends by the game's own rules (two invalid moves, or an
     # unparsable answer scored), so every episode reports its figures.
     assert all(set(gold) <= set(outcome) for outcome in result.rollout.outcomes)
+
+
+def test_the_reasoning_gym_suite_configuration_builds_its_sums_after_two_examples():
+    """The suite budget's options (the Arithmetic sums as a dialogue): every held-out problem
+    two or three one-digit terms, two examples worked as Arithmetic's are as earlier turns,
+    answers cut at 32."""
+    from rlhf_env.tasks import TASKS
+    from rlhf_env.tasks.reasoning_gym import SUITE_OPTIONS
+
+    budget = TASKS["ReasoningGym"].budget
+    assert budget is not None and budget.options == SUITE_OPTIONS and budget.eval_samples == 2
+    env = make("ReasoningGym", **{**SUITE_OPTIONS, "eval_problems": 16}).unwrapped
+    assert env.max_new_tokens == 32
+    for episode in env.task.eval_prompts:
+        problem_env = episode.make_env()
+        question, info = problem_env.reset(seed=episode.seed)
+        terms = question.rsplit(":", 1)[1].strip(" =").split()[::2]
+        assert 2 <= len(terms) <= 3 and all(len(term) == 1 for term in terms), question
+        assert [turn["role"] for turn in info["history"]] == ["user", "assistant"] * 2
+        shown = info["history"][0]["content"].rsplit(":", 1)[1].strip(" =")
+        assert info["history"][1]["content"].startswith(f"{shown} = ")
+        assert ", so <answer>" in info["history"][1]["content"]

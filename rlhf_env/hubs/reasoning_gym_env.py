@@ -39,6 +39,9 @@ INSTRUCTION = "Think briefly if needed, then give the final answer in <answer></
 #: The user turn after a wrong attempt when ``max_turns > 1``.
 FEEDBACK = "Incorrect, try again."
 
+#: A demonstration's answer turn by default: the tagged answer alone (``worked_answer``).
+WORKED_ANSWER = "<answer>{answer}</answer>"
+
 #: Which problems an env plays: the training ones or the held-out ones.
 Split = Literal["train", "eval"]
 
@@ -214,6 +217,10 @@ class ReasoningGymEnv:
       (``info["history"]`` of ``reset``: each question, then its answer in tags), the first
       ``demonstrations`` training problems (a small policy writes the tags only after seeing
       them: the Arithmetic task's finding).
+    - ``worked_answer``: the demonstrations' answer turn, a :meth:`str.format` template over
+      the problem's fields (default :data:`WORKED_ANSWER`, the tagged answer alone); e.g.
+      ``"{metadata[expression]} = {answer}, so <answer>{answer}</answer>"`` shows chain_sum's
+      working as the Arithmetic task does, which a small policy copies.
     - ``max_turns``: attempts per episode; after a wrong one the user says :data:`FEEDBACK`.
     - ``**dataset_config``: the dataset's options (:func:`dataset_options`).
 
@@ -241,6 +248,7 @@ class ReasoningGymEnv:
         instruction: str = INSTRUCTION,
         max_turns: int = 1,
         demonstrations: int = 0,
+        worked_answer: str = WORKED_ANSWER,
         **dataset_config: Any,
     ) -> None:
         eval_seed = seed + 1 if eval_seed is None else eval_seed
@@ -269,7 +277,7 @@ class ReasoningGymEnv:
             problem = self._training_problem(index)[1]
             self.history += [
                 {"role": "user", "content": problem["question"]},
-                {"role": "assistant", "content": f"<answer>{problem['answer']}</answer>"},
+                {"role": "assistant", "content": _worked(worked_answer, problem)},
             ]
 
     # -- the turn-level protocol ----------------------------------------------------------------
@@ -503,6 +511,24 @@ def _check_arguments(
             f"instruction {instruction!r:.80} does not mention <answer></answer> tags, the only "
             "place the env reads an answer from; say how to write it"
         )
+
+
+def _worked(template: str, problem: dict[str, Any]) -> str:
+    """A demonstration's answer turn: ``template`` filled from ``problem``'s fields."""
+    try:
+        text = template.format(**problem)
+    except (KeyError, IndexError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"worked_answer {template!r} does not fill from the problem's fields ({error!r}); "
+            f"use {sorted(problem)} (and metadata's {sorted(problem.get('metadata', {}))})"
+        ) from error
+    if template != WORKED_ANSWER and extract_answer(text) != str(problem["answer"]).strip():
+        raise ValueError(
+            f"worked_answer {template!r} gives {text!r}, whose <answer> tags do not hold the "
+            f"answer {problem['answer']!r}: a demonstration must show the answer as the env "
+            "reads it"
+        )
+    return text
 
 
 def _pick(seed: int | None, count: int) -> int:

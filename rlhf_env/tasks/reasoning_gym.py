@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from rlhf_env.dialogue.turn_level import TurnLevelEpisode
-from rlhf_env.hubs.reasoning_gym_env import ReasoningGymEnv
+from rlhf_env.hubs.reasoning_gym_env import WORKED_ANSWER, ReasoningGymEnv
 from rlhf_env.tasks import turn_level
-from rlhf_env.tasks.base import Task, TaskContext, TaskSpec
+from rlhf_env.tasks.arithmetic import GROUP_RECIPE, PPO_RECIPE
+from rlhf_env.tasks.base import SuiteBudget, Task, TaskContext, TaskSpec
 
 NAME = "ReasoningGym"
 
@@ -58,6 +59,7 @@ def build(
     seed: int = 0,
     eval_problems: int = 64,
     demonstrations: int = 0,
+    worked_answer: str = WORKED_ANSWER,
     max_turns: int = 1,
     answer_tokens: int = 64,
 ) -> Task:
@@ -71,6 +73,9 @@ def build(
         eval_problems: held-out problems.
         demonstrations: worked training problems shown before the question, as earlier
             user and assistant turns.
+        worked_answer: their answer turns, a template over the problem's fields
+            (:class:`~rlhf_env.hubs.reasoning_gym_env.ReasoningGymEnv`; the tagged answer
+            alone by default).
         max_turns: attempts per problem.
         answer_tokens: tokens per attempt (the env's ``max_new_tokens``; a longer one is cut
             and closed by the env, then scored).
@@ -78,7 +83,7 @@ def build(
     options = dict(dataset_options or {})
     train = ReasoningGymEnv(
         dataset, size=size, seed=seed, eval_size=eval_problems, max_turns=max_turns,
-        demonstrations=demonstrations, **options,
+        demonstrations=demonstrations, worked_answer=worked_answer, **options,
     )  # fmt: skip
     held_out = train.with_split("eval").episodes(range(eval_problems))
 
@@ -102,9 +107,28 @@ def build(
             "dataset_options": options,
             "eval_problems": eval_problems,
             "demonstrations": demonstrations,
+            "worked_answer": worked_answer,
         },
     )
 
+
+#: The suite's configuration: the Arithmetic task's sums (two or three one-digit terms) after
+#: two examples worked as its are ("4 - 1 = 3, so <answer>3</answer>"), answers cut at 32
+#: tokens. The untrained SmolLM2-135M-Instruct answers 5.5% of the held-out ones right (4.7%
+#: with the tagged answers alone as examples; none at the dataset's defaults, up to six 4-digit
+#: terms); RLOO at this budget, 30.5% (+25 points, Holm p < 0.001, 3 seeds; benchmarks/
+#: RESULTS.md, issue 30).
+SUITE_OPTIONS: dict[str, Any] = {
+    "dataset": "chain_sum",
+    "dataset_options": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1},
+    "demonstrations": 2,
+    "worked_answer": "{metadata[expression]} = {answer}, so <answer>{answer}</answer>",
+    "answer_tokens": 32,
+}
+
+#: A suite run: the Arithmetic task's budget and recipes (the same sums, played as a one-turn
+#: dialogue and scored by reasoning-gym's checker), each held-out problem answered twice.
+BUDGET = SuiteBudget(timesteps=6144, training_setup="full", options=SUITE_OPTIONS, eval_samples=2)
 
 SPEC = TaskSpec(
     name=NAME,
@@ -114,6 +138,8 @@ SPEC = TaskSpec(
     smoke_options={"eval_problems": 4, "answer_tokens": 8, "size": 64},
     chat_template=True,
     smoke_positions=2048,
+    recipes={"ppo": PPO_RECIPE, "rloo": GROUP_RECIPE, "grpo": GROUP_RECIPE},
+    budget=BUDGET,
 )
 
-__all__ = ["GOLD_FIGURES", "SPEC", "build"]
+__all__ = ["BUDGET", "GOLD_FIGURES", "SPEC", "SUITE_OPTIONS", "build"]
