@@ -282,14 +282,14 @@ def held_out_note(result: SuiteResult, runs: Sequence[RunResult]) -> str:
     """How many held-out prompts each run answered, and how many times each (e.g. ``Held out:
     64 prompts, each answered 2 times per run.``); empty when no run kept per-response gold."""
     counts = {
-        (len(run.per_response["gold"]) // answers_per_prompt(result, run),
-         answers_per_prompt(result, run))
+        (len(run.per_response["gold"]), answers_per_prompt(result, run))
         for run in runs
         if run.per_response.get("gold")
-    }  # fmt: skip
+    }
     if len(counts) != 1:
         return ""
-    ((prompts, answers),) = counts
+    ((values, answers),) = counts
+    prompts = values // answers
     times = "once" if answers == 1 else f"{answers} times"
     return f"Held out: {prompts} prompts, each answered {times} per run."
 

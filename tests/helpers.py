@@ -290,3 +290,39 @@ def forward_shapes(module: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
         yield shapes
     finally:
         handle.remove()
+
+
+def assert_vector_matches_singles(
+    venv: Any,
+    envs: list[Any],
+    plans: list[list[int]],
+    seed: int,
+    info_keys: tuple[str, ...] = ("outcome",),
+) -> int:
+    """Play ``plans[i]`` (token ids; the last repeated once it runs out) in row ``i`` of
+    ``venv`` (reset with ``seed``, finished rows held) and in ``envs[i]`` (reset with
+    ``seed + i``) until every episode ends: the same observations, rewards, ends and, where a
+    single env reports them, ``info_keys``. Returns the vector env's steps."""
+    done, step = [False] * len(envs), 0
+    with venv.holding_ended():
+        obs, _ = venv.reset(seed=seed)
+        for i, env in enumerate(envs):
+            np.testing.assert_array_equal(
+                obs["input_ids"][i], env.reset(seed=seed + i)[0]["input_ids"]
+            )
+        while not all(done):
+            actions = np.array([plan[min(step, len(plan) - 1)] for plan in plans])
+            obs, rewards, terms, truncs, infos = venv.step(actions)
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                e_obs, e_reward, e_term, e_trunc, e_info = env.step(actions[i])
+                np.testing.assert_array_equal(obs["input_ids"][i], e_obs["input_ids"])
+                assert (terms[i], truncs[i]) == (e_term, e_trunc)
+                assert abs(rewards[i] - e_reward) <= 1e-5, (rewards[i], e_reward)
+                for key in info_keys:
+                    if key in e_info:
+                        assert infos[key][i] == e_info[key], key
+                done[i] = e_term or e_trunc
+            step += 1
+    return step

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from chat_tokenizers import smollm2_tokenizer
-from helpers import check_env_strictly
+from helpers import assert_vector_matches_singles, check_env_strictly
 
 from rlhf_agents import PolicyAgent, evaluate
 from rlhf_env.dialogue import IncrementalChatTemplate
@@ -125,27 +125,7 @@ def test_the_vector_env_equals_single_envs_on_a_game(smollm2):
         [a for m in moves for a in [*tokenizer(m, add_special_tokens=False)["input_ids"], end]]
         for moves in (["[0]", "[1]", "[2]"], ["[8]", "[4]", "[7]", "[6]"])
     ]
-    with venv.holding_ended():
-        obs, _ = venv.reset(seed=3)
-        for i, env in enumerate(envs):
-            np.testing.assert_array_equal(
-                obs["input_ids"][i], env.reset(seed=3 + i)[0]["input_ids"]
-            )
-        done, step = [False, False], 0
-        while not all(done):
-            actions = np.array([plan[min(step, len(plan) - 1)] for plan in plans])
-            obs, rewards, terms, truncs, infos = venv.step(actions)
-            for i, env in enumerate(envs):
-                if done[i]:
-                    continue
-                e_obs, e_reward, e_term, e_trunc, e_info = env.step(actions[i])
-                np.testing.assert_array_equal(obs["input_ids"][i], e_obs["input_ids"])
-                assert rewards[i] == pytest.approx(e_reward, abs=1e-5)
-                assert (terms[i], truncs[i]) == (e_term, e_trunc)
-                if "outcome" in e_info:
-                    assert infos["outcome"][i] == e_info["outcome"]
-                done[i] = e_term or e_trunc
-            step += 1
+    assert_vector_matches_singles(venv, envs, plans, seed=3)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import copy
 import numpy as np
 import pytest
 from chat_tokenizers import CHAT_TOKENIZERS, chat_models
-from helpers import check_env_strictly
+from helpers import assert_vector_matches_singles, check_env_strictly
 
 from rlhf_env import TextGenerationEnv, TextGenerationVectorEnv
 from rlhf_env.dialogue import IncrementalChatTemplate
@@ -195,30 +195,11 @@ def test_the_vector_env_equals_single_envs_on_a_game(chat):
     venv = make_env(chat, vector=True, num_envs=n)
     envs = [make_env(chat) for _ in range(n)]
     replies = {0: ["3", "9", "1"], 1: ["8", "2"], 2: ["no", "5", "6", "0"]}
-    plans = {i: [a for r in replies[i] for a in turn_actions(tokenizer, r)] for i in range(n)}
-    with venv.holding_ended():
-        obs, _ = venv.reset(seed=5)
-        for i, env in enumerate(envs):
-            np.testing.assert_array_equal(
-                obs["input_ids"][i], env.reset(seed=5 + i)[0]["input_ids"]
-            )
-        step, done = 0, [False] * n
-        while not all(done):
-            actions = np.array([plans[i][min(step, len(plans[i]) - 1)] for i in range(n)])
-            obs, rewards, terms, truncs, infos = venv.step(actions)
-            for i, env in enumerate(envs):
-                if done[i]:
-                    continue
-                e_obs, e_reward, e_term, e_trunc, e_info = env.step(actions[i])
-                np.testing.assert_array_equal(obs["input_ids"][i], e_obs["input_ids"])
-                assert (terms[i], truncs[i]) == (e_term, e_trunc)
-                assert rewards[i] == pytest.approx(e_reward, abs=1e-5)
-                if "outcome" in e_info:
-                    assert infos["outcome"][i] == e_info["outcome"]
-                    assert infos["conversation"][i] == e_info["conversation"]
-                done[i] = e_term or e_trunc
-            step += 1
-    assert step > 4
+    plans = [[a for r in replies[i] for a in turn_actions(tokenizer, r)] for i in range(n)]
+    steps = assert_vector_matches_singles(
+        venv, envs, plans, seed=5, info_keys=("outcome", "conversation")
+    )
+    assert steps > 4
 
 
 def test_gymnasium_and_sb3_checks_pass_on_a_game(chat):
