@@ -1,5 +1,5 @@
-"""A ReasoningGym suite result's held-out gold per stratum of the problems, to see what a gain
-is made of.
+"""A ReasoningGym (or Arithmetic) suite result's held-out gold per stratum of the problems, to
+see what a gain is made of.
 
 A gain in exact answers can be one kind of problem alone, or a shortcut: on chain sums,
 reasoning-gym draws about one negative answer in five, and a policy that drops every minus sign
@@ -12,12 +12,14 @@ stratum's prompts (rlhf_pipeline/statistics.py; the p-values uncorrected: a brea
 test of its own).
 
     python benchmarks/held_out_strata.py benchmarks/results/suite_chain_sum.json --by sign num_terms
+    python benchmarks/held_out_strata.py benchmarks/results/suite_90min_seeds678.json \
+        --task Arithmetic --by num_terms
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,31 +27,29 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_env.hubs.reasoning_gym_env import ReasoningGymEnv
-from rlhf_env.tasks import reasoning_gym
+from rlhf_env.tasks import arithmetic, reasoning_gym
 from rlhf_pipeline.leaderboard import run_scores
 from rlhf_pipeline.statistics import difference, estimate
 from rlhf_pipeline.suite import RunResult, SuiteResult
 
-TASK = reasoning_gym.NAME
+#: The tasks whose held-out problems it rebuilds: ReasoningGym, and Arithmetic (one
+#: configuration of it), by the options a run recorded.
+TASKS = (reasoning_gym.NAME, "Arithmetic")
 
-#: The held-out problems' options and their defaults: the ReasoningGym builder's.
-BUILD_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(reasoning_gym.build).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
+#: The task options that decide the held-out problems (the rest are defaults), per task.
+PROBLEM_OPTIONS = {
+    reasoning_gym.NAME: frozenset(f.name for f in dataclasses.fields(reasoning_gym.ProblemOptions)),
+    "Arithmetic": frozenset(f.name for f in dataclasses.fields(arithmetic.ArithmeticOptions)),
 }
 
 
 def held_out_problems(run: RunResult) -> list[dict[str, Any]]:
     """The held-out problems ``run`` answered, in the order it answered them, rebuilt from the
     options it recorded."""
-    options = {**BUILD_DEFAULTS, **{k: v for k, v in run.options.items() if k in BUILD_DEFAULTS}}
-    env = ReasoningGymEnv(
-        options["dataset"], size=1, seed=options["seed"], eval_size=options["eval_problems"],
-        **(options["dataset_options"] or {}),
-    )  # fmt: skip
-    return env.eval_problems
+    options = {k: v for k, v in run.options.items() if k in PROBLEM_OPTIONS[run.task]}
+    if run.task == "Arithmetic":
+        options = arithmetic.reasoning_gym_options(**options)
+    return reasoning_gym.ProblemOptions(**options).make_env().eval_problems
 
 
 def stratum(problem: dict[str, Any], by: str) -> str:
@@ -68,18 +68,22 @@ def stratum(problem: dict[str, Any], by: str) -> str:
     return str(metadata[by])
 
 
-def strata_rows(result: SuiteResult, by: str, reference: str = "reference") -> list[dict[str, Any]]:
-    """One row per stratum of ``by`` and agent: prompts, gold estimate, difference to
-    ``reference`` on the stratum's prompts (None for the reference itself)."""
-    runs = result.runs_of(TASK)
+def strata_rows(
+    result: SuiteResult, by: str, reference: str = "reference", task: str = reasoning_gym.NAME
+) -> list[dict[str, Any]]:
+    """One row per stratum of ``by`` and agent of ``task``'s runs: prompts, gold estimate,
+    difference to ``reference`` on the stratum's prompts (None for the reference itself)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    runs = result.runs_of(task)
     if not runs:
-        raise ValueError(f"the results hold no {TASK} run")
+        raise ValueError(f"the results hold no {task} run")
     problems = held_out_problems(runs[0])
     if any(held_out_problems(run) != problems for run in runs[1:]):
         raise ValueError("the runs answered different held-out problems; break each down alone")
     labels = np.array([stratum(problem, by) for problem in problems])
     agents = list(dict.fromkeys(run.agent for run in runs))
-    scores = {agent: run_scores(result, result.runs_of(TASK, agent), "gold") for agent in agents}
+    scores = {agent: run_scores(result, result.runs_of(task, agent), "gold") for agent in agents}
     if any(value is None for value in scores.values()):
         raise ValueError("a run kept no per-response gold: nothing to break down")
     if next(iter(scores.values())).shape[1] != len(problems):
@@ -133,14 +137,17 @@ def _bounds(low: float, high: float, signed: bool = False) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="a suite results JSON with ReasoningGym runs")
+    parser.add_argument("results", type=Path, help="a suite results JSON")
+    parser.add_argument(
+        "--task", choices=TASKS, default=reasoning_gym.NAME, help="whose runs to break down"
+    )
     parser.add_argument(
         "--by", nargs="+", default=["sign"], help="strata: sign, or a metadata field's name"
     )
     args = parser.parse_args()
     result = SuiteResult.read(args.results)
     for by in args.by:
-        print(format_rows(strata_rows(result, by), by), end="\n\n")
+        print(format_rows(strata_rows(result, by, task=args.task), by), end="\n\n")
 
 
 if __name__ == "__main__":

@@ -491,6 +491,10 @@ def test_held_out_strata_splits_the_gold_by_the_problems_answers(monkeypatch, tm
     assert rows["negative", "reference"]["prompts"] == negative.sum()
     assert {row["stratum"] for row in strata_rows(result, "num_terms")} <= {"2", "3"}
     assert stratum({"answer": "x"}, "sign") == "not an integer"
+    # Arithmetic, one configuration of ReasoningGym: its balanced held-out sums, half negative
+    arithmetic_run = RunResult("Arithmetic", "x", 0, 1, 1, [], {}, options={"eval_size": 16})
+    balanced = held_out_problems(arithmetic_run)
+    assert len(balanced) == 16 and sum(int(p["answer"]) < 0 for p in balanced) == 8
     with pytest.raises(KeyError, match="use sign or one of"):
         stratum(problems[0], "colour")
     path = tmp_path / "suite.json"

@@ -11,7 +11,7 @@ import pytest
 import reasoning_gym
 
 from rlhf_env.dialogue import turn_level
-from rlhf_env.hubs import reasoning_gym_env
+from rlhf_env.hubs import reasoning_gym_env, reasoning_gym_problems
 from rlhf_env.hubs.reasoning_gym_env import (
     FEEDBACK,
     INSTRUCTION,
@@ -19,6 +19,7 @@ from rlhf_env.hubs.reasoning_gym_env import (
     dataset_names,
     dataset_options,
 )
+from rlhf_env.hubs.reasoning_gym_problems import Problem, extract_integer
 
 #: Datasets that build offline with their defaults and whose checkers score the reference
 #: answer 1 and "not the answer" below 1 (docs/reasoning_gym_datasets.md): numbers, words,
@@ -269,7 +270,9 @@ def test_demonstrations_are_earlier_turns_answered_as_the_template_says():
         (plain, worked), (plain.history[:2], worked.history[:2]), strict=True
     ):
         problem = next(
-            shown._train[i] for i in range(50) if shown._train[i]["question"] == user["content"]
+            shown.problem_at("train", i).entry
+            for i in range(50)
+            if shown.problem_at("train", i).question == user["content"]
         )
         assert user["content"] not in {p["question"] for p in shown.eval_problems}
         expression = problem["metadata"]["expression"]
@@ -301,3 +304,168 @@ def test_the_docs_example_runs_and_its_table_lists_every_dataset(capsys):
     assert len(namespace["held_out"]) == 8
     rows = re.findall(r"^\| (\w+) \| (?:yes|no) \|", text, re.MULTILINE)
     assert rows == dataset_names(), "rerun benchmarks/reasoning_gym_survey.py and paste its table"
+
+
+# -- mixes, fixed demonstrations, checkers --------------------------------------------------
+
+ONE_DIGIT = {"min_digits": 1, "max_digits": 1, "min_terms": 2, "max_terms": 2}
+THREE_TERMS = {"min_terms": 3, "max_terms": 3}
+MIX = [
+    {"share": 3, "answer_sign": "negative"},  # two-term sums with a negative answer
+    {"share": 1, "options": THREE_TERMS},  # three-term sums, either sign
+]
+
+
+def kind(entry: dict) -> tuple[int, bool]:
+    return entry["metadata"]["num_terms"], int(entry["answer"]) < 0
+
+
+def test_a_mix_takes_each_kinds_share_of_the_held_out_set_and_of_training():
+    env = ReasoningGymEnv("chain_sum", size=10_000, eval_size=16, mix=MIX, **ONE_DIGIT)
+    held_out = [kind(entry) for entry in env.eval_problems]
+    assert sum(k == (2, True) for k in held_out) == 12  # exactly its share (3/4 of 16)
+    assert sum(terms == 3 for terms, _ in held_out) == 4
+    assert held_out[:12] != [(2, True)] * 12  # shuffled: any prefix mixes the kinds
+    questions = {entry["question"] for entry in env.eval_problems}
+    strata = []
+    for seed in range(400):
+        question, info = env.reset(seed=seed)
+        assert question not in questions
+        terms, negative = kind(env.problem)
+        assert (terms, negative) == (2, True) if info["stratum"] == 0 else terms == 3
+        strata.append(info["stratum"])
+    assert abs(strata.count(0) / 400 - 0.75) < 0.07  # ~3 standard errors
+    other = ReasoningGymEnv("chain_sum", size=10_000, eval_size=16, mix=MIX, **ONE_DIGIT)
+    assert [other.reset(seed=s)[0] for s in (5, 9)] == [env.reset(seed=s)[0] for s in (5, 9)]
+    assert other.eval_problems == env.eval_problems
+
+
+def test_a_kind_with_too_few_problems_says_which():
+    with pytest.raises(ValueError, match=r"kind 'a negative answer'.*lower eval_size"):
+        ReasoningGymEnv(
+            "chain_sum",
+            eval_size=120,
+            mix=[{"share": 1, "answer_sign": "negative"}],
+            **ONE_DIGIT,
+        )  # fmt: skip  (two one-digit terms make 45 negative sums)
+
+
+def test_fixed_demonstrations_are_shown_and_never_asked():
+    plain = ReasoningGymEnv("chain_sum", size=50, eval_size=4, **ONE_DIGIT)
+    asked = plain.problem_at("train", 0).entry  # what seed 0 asks without demonstrations
+    env = ReasoningGymEnv(
+        "chain_sum", size=50, eval_size=4, demonstrations=[asked],
+        worked_answer="{metadata[expression]} = {answer}, so <answer>{answer}</answer>",
+        **ONE_DIGIT,
+    )  # fmt: skip
+    expression = asked["metadata"]["expression"]
+    assert env.history == [
+        {"role": "user", "content": asked["question"]},
+        {"role": "assistant", "content": f"{expression} = {asked['answer']}, so "
+         f"<answer>{asked['answer']}</answer>"},
+    ]  # fmt: skip
+    assert env.reset(seed=0)[0] != asked["question"]
+    assert all(env.reset(seed=s)[0] != asked["question"] for s in range(50))
+    for wrong in ([{"question": "1 + 1 ="}], "2", ["1 + 1 = 2"]):
+        with pytest.raises(ValueError, match="'question' and an 'answer'"):
+            ReasoningGymEnv("chain_sum", demonstrations=wrong)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer>4</answer>", "4"),
+        ("<answer> -4 </answer>", "-4"),  # whitespace inside the tag is stripped
+        ("<answer>\n+4\n</answer>", "+4"),
+        ("4 + 5 = 9, so <answer>9</answer>", "9"),
+        ("<answer>1</answer> no: <answer>2</answer> done", "2"),  # the last tag counts
+        ("<answer><answer>5</answer>", "5"),
+        ("<answer>007</answer>", "007"),
+        ("<answer>-4.</answer>", None),
+        ("<answer>4.0</answer>", None),
+        ("<answer>4 apples</answer>", None),
+        ("<answer>3 4</answer>", None),  # two numbers
+        ("<answer>1,000</answer>", None),
+        ("<answer>\u0664</answer>", None),  # an Arabic-Indic four: digits are ASCII only
+        ("<answer></answer>", None),
+        ("<answer>4", None),  # unclosed
+        ("4", None),  # no tags: no fallback to the last number
+        ("<answer>7</answer> <answer>seven</answer>", None),  # the last tag is not a number
+    ],
+)
+def test_the_integer_checker_reads_only_a_tagged_integer(text, expected):
+    assert extract_integer(text) == expected
+
+
+def test_the_integer_checker_compares_integers_exactly_with_no_partial_credit():
+    problem = Problem({"question": "57 - 87 =", "answer": "-30"}, "eval", 0, 0, None, "integer")
+    right = ["<answer>-30</answer>", "<answer> -30 </answer>", "<answer>-030</answer>"]
+    wrong = [
+        "<answer>30</answer>",
+        "-30",
+        "<answer>-30.</answer>",
+        "<answer>-30</answer><answer>1</answer>",
+    ]
+    assert [problem.grade(text).correct for text in right] == [True] * 3
+    assert [problem.grade(text).score for text in wrong] == [0.0] * 4
+    assert [problem.grade(text).formatted for text in wrong] == [True, False, False, True]
+    plus = Problem({"question": "3 + 4 =", "answer": "7"}, "eval", 0, 0, None, "integer")
+    assert plus.grade("<answer>+7</answer>").correct and plus.grade("<answer>07</answer>").correct
+    words = Problem({"question": "?", "answer": "seven"}, "eval", 0, 0, None, "integer")
+    with pytest.raises(ValueError, match="checker='dataset'"):
+        words.grade("<answer>7</answer>")
+
+
+def test_the_format_weight_pays_a_well_formed_answer_on_the_last_turn():
+    env = ReasoningGymEnv(
+        "chain_sum", size=50, eval_size=4, checker="integer", format_weight=0.5, **ONE_DIGIT
+    )
+    env.reset(seed=0)
+    answer = int(env.problem["answer"])
+    _, reward, _, _, info = env.fork().step(f"<answer>{answer + 1}</answer>")
+    assert reward == 0.5 and info["outcome"] == {"score": 0.0, "correct": 0.0, "formatted": 1.0}
+    assert env.fork().step(f"<answer>{answer}.</answer>")[1] == 0.0  # not an integer: no format
+    assert env.step(f"<answer>{answer}</answer>")[1] == 1.5
+
+
+def test_with_training_mix_changes_the_training_problems_alone():
+    env = ReasoningGymEnv("chain_sum", size=1_000, eval_size=8, mix=MIX, **ONE_DIGIT)
+    harder = env.with_training_mix([{"share": 1, "options": {"min_terms": 4, "max_terms": 4}}])
+    assert harder.eval_problems == env.eval_problems
+    assert harder.with_split("eval").reset(seed=3)[0] == env.eval_problems[3]["question"]
+    assert {harder.problem_at("train", s).entry["metadata"]["num_terms"] for s in range(30)} == {4}
+    assert {kind(env.problem_at("train", s).entry)[0] for s in range(30)} == {2, 3}  # unchanged
+
+
+def test_the_opening_is_the_chat_the_bridge_templates():
+    env = ReasoningGymEnv("chain_sum", size=50, eval_size=4, demonstrations=2)
+    for split in ("train", "eval"):
+        (episode,) = env.with_split(split).episodes([2])
+        expected = env.opening(env.problem_at(split, 2).question)
+        assert turn_level.start(episode).messages() == expected
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"checker": "fuzzy"}, "checker must be one of"),
+        ({"format_weight": float("nan")}, "format_weight must be a finite number"),
+        ({"mix": [{"share": 0}]}, "share must be a positive number"),
+        ({"mix": [{"share": 1, "sign": "negative"}]}, "a stratum is"),
+        ({"mix": [{"share": 1, "answer_sign": "positive"}]}, "answer_sign must be one of"),
+    ],
+)
+def test_bad_grading_and_mix_arguments_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        ReasoningGymEnv("chain_sum", size=50, eval_size=4, **options)
+
+
+def test_a_sign_on_words_says_to_leave_it_out():
+    with pytest.raises(ValueError, match="needs numeric answers"):
+        mix = [{"share": 1, "answer_sign": "negative"}]
+        ReasoningGymEnv("spell_backward", eval_size=4, mix=mix)
+
+
+def test_the_problems_module_docstring_examples_run():
+    results = doctest.testmod(reasoning_gym_problems)
+    assert results.attempted > 0 and results.failed == 0

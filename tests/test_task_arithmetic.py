@@ -13,14 +13,18 @@ import gymnasium as gym
 import learning
 import numpy as np
 import pytest
+import torch
 from helpers import check_env_strictly
 
 import rlhf_env  # noqa: F401  (registers the tasks)
+from rlhf_env.dialogue import turn_level
 from rlhf_env.extras import MissingExtraError
+from rlhf_env.hubs import reasoning_gym_env, reasoning_gym_problems
 from rlhf_env.models import build_tiny_gpt2, build_tiny_tokenizer
 from rlhf_env.rewards.base import RewardError
-from rlhf_env.tasks import Task, arithmetic, build_task, smoke_arguments
-from rlhf_env.tasks.arithmetic import UnknownPromptError, extract_answer, is_correct
+from rlhf_env.tasks import Task, arithmetic, build_task, reasoning_gym, smoke_arguments
+from rlhf_env.tasks.arithmetic import UnknownPromptError
+from rlhf_env.tasks.base import TaskContext
 
 ENV_ID = "rlhf_env/Arithmetic-v0"
 
@@ -37,67 +41,27 @@ def make_task(tiny, **options) -> Task:
     return build_task("Arithmetic", policy, tokenizer, device="cpu", **options)[0]
 
 
-# -- answers ------------------------------------------------------------------------------------
+# -- the module ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("<answer>4</answer>", "4"),
-        ("<answer> -4 </answer>", "-4"),  # whitespace inside the tag is stripped
-        ("<answer>\n+4\n</answer>", "+4"),
-        ("4 + 5 = 9, so <answer>9</answer>", "9"),
-        ("<answer>1</answer> no: <answer>2</answer> done", "2"),  # the last tag counts
-        ("<answer><answer>5</answer>", "5"),
-        ("<answer>007</answer>", "007"),
-    ],
-)
-def test_extract_answer_takes_the_integer_in_the_last_tag(text, expected):
-    assert extract_answer(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "<answer>-4.</answer>",
-        "<answer>4.0</answer>",
-        "<answer>4 apples</answer>",
-        "<answer>3 4</answer>",  # two numbers
-        "<answer>1,000</answer>",
-        "<answer>\u0664</answer>",  # an Arabic-Indic four: digits are ASCII only
-        "<answer></answer>",
-        "<answer>4",  # unclosed
-        "4",  # no tags: no fallback to the last number
-        "4 + 5 = 9",
-        "<answer>7</answer> <answer>seven</answer>",  # the last tag is not a number
-    ],
-)
-def test_extract_answer_refuses_anything_but_a_tagged_integer(text):
-    assert extract_answer(text) is None
-
-
-def test_is_correct_compares_integers_exactly():
-    assert is_correct("<answer>-30</answer>", "-30")
-    assert is_correct("<answer>+7</answer>", 7) and is_correct("<answer>07</answer>", "7")
-    assert not is_correct("<answer>30</answer>", "-30")
-    assert not is_correct("-30", "-30")  # right number, no tag
-    assert not is_correct("<answer>-30.</answer>", "-30")
-    assert not is_correct("<answer>-30</answer> <answer>1</answer>", "-30")
-
-
-@pytest.mark.parametrize("function", [extract_answer, is_correct, arithmetic.allocate])
+@pytest.mark.parametrize("function", [arithmetic.allocate, arithmetic.strata])
 def test_docstring_examples_hold(function):
     results = [doctest.DocTestRunner().run(test) for test in doctest.DocTestFinder().find(function)]
-    assert sum(result.attempted for result in results) >= 3  # the examples are there...
+    assert sum(result.attempted for result in results) >= 1  # the examples are there...
     assert sum(result.failed for result in results) == 0  # ...and hold
 
 
-def test_reasoning_gym_is_imported_only_by_the_builder():
-    tree = ast.parse(inspect.getsource(arithmetic))
+@pytest.mark.parametrize(
+    "module", [arithmetic, reasoning_gym, reasoning_gym_env, reasoning_gym_problems]
+)
+def test_reasoning_gym_is_imported_only_by_the_builder(module):
+    """reasoning-gym is an extra: the task's modules import it when a task is built, not when
+    they are imported."""
+    tree = ast.parse(inspect.getsource(module))
     top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    names = [alias.name for node in top_level for alias in node.names]
-    names += [node.module or "" for node in top_level if isinstance(node, ast.ImportFrom)]
-    assert not any("reasoning_gym" in name for name in names)
+    names = [node.module or "" for node in top_level if isinstance(node, ast.ImportFrom)]
+    names += [a.name for node in top_level if isinstance(node, ast.Import) for a in node.names]
+    assert not [name for name in names if name.split(".")[0] == "reasoning_gym"]
 
 
 def test_missing_reasoning_gym_names_the_tasks_extra(tiny, monkeypatch):
@@ -261,6 +225,39 @@ def test_curriculum_raises_the_level_on_successes_only(tiny):
     fixed = make_task(tiny, harder_share=0.0)
     feed(fixed, correct=True, count=300)
     assert fixed.reward_fn.level == 0
+
+
+# -- one configuration of ReasoningGym ----------------------------------------------------------
+
+
+def test_it_is_one_configuration_of_reasoning_gym():
+    """``rlhf_env/ReasoningGym-v0`` with :func:`reasoning_gym_options` asks the same held-out
+    and training problems in the same chat as ``Arithmetic-v0`` and pays the same for any
+    answer; Arithmetic-v0 serves them one prompt at a time."""
+    tokenizer = build_tiny_tokenizer(chat_template=True)
+    policy = build_tiny_gpt2(tokenizer, seed=0, n_positions=2048)
+    options = {"eval_size": 16, "format_weight": 0.5, "harder_share": 0.5}
+    task, *_ = build_task("Arithmetic", policy, tokenizer, device="cpu", **options)
+    configuration = arithmetic.reasoning_gym_options(**options)
+    same, *_ = build_task("ReasoningGym", policy, tokenizer, device="cpu", **configuration)
+    context = TaskContext(policy, tokenizer, torch.device("cpu"))
+    for episode, prompt in zip(same.eval_prompts, task.eval_prompts, strict=True):
+        started = turn_level.start(episode)
+        assert context.chat_prompt(started.messages()) == prompt
+        answer = int(started.env.problem["answer"])
+        for response in (f"<answer>{answer}</answer>", f"<answer>{answer + 1}</answer>",
+                         f"{answer}", f"<answer>{answer}.</answer>"):  # fmt: skip
+            step = turn_level.play_turn(started.env, response)
+            assert step.reward == task.reward_fn([prompt], [response])[0]
+            gold = task.gold_scores([prompt], [response])
+            assert step.outcome["correct"] == gold["exact_match"][0]
+            assert step.outcome["formatted"] == gold["format"][0]
+    for seed in range(8):
+        episode = same.train_prompts(np.random.default_rng(seed))
+        prompt = context.chat_prompt(turn_level.start(episode).messages())
+        assert prompt == task.train_prompts(np.random.default_rng(seed))
+    env = gym.make("rlhf_env/ReasoningGym-v0", policy=policy, tokenizer=tokenizer, **configuration)
+    assert env.unwrapped.task.details["checker"] == "integer"
 
 
 # -- the registered env -------------------------------------------------------------------------

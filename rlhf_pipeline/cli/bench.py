@@ -24,7 +24,7 @@ BENCHMARKS = {
     "overoptimization": "gold and learned reward against sqrt(KL) over a long PPO run",
     "ddp_scaling": "PPO training throughput on 1 process against 2 (torchrun)",
     "suite": "every agent on every task and seed on equal token budgets: leaderboard, curves",
-    "held_out_strata": "a suite result's ReasoningGym gold by answer sign or problem metadata",
+    "held_out_strata": "a ReasoningGym or Arithmetic suite result's gold by answer sign or kind",
     "time_breakdown": "an RL iteration's time by phase and by block",
     "shared_compute": "an RL iteration with the shared trunk and the prefix cache on and off",
     "sampling": "drawing a token: inverse CDF against multinomial and an exponential race",
