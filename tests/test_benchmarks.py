@@ -121,7 +121,7 @@ def test_dialogue_rollout_smoke(tmp_path):
     checksums = result["checksums"]
     assert result["compared_turns"] >= 2 * 4
     assert checksums["dialogue"]["token_count"] == result["compared_turns"] * 4
-    assert_same_work(checksums, ("dialogue", "re-encode"))
+    assert_same_work(checksums, ("dialogue", "re-encode", "re-encode (no cache)"))
 
 
 def test_game_rollout_smoke(tmp_path):
