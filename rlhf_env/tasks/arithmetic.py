@@ -57,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections import OrderedDict, deque
@@ -392,11 +393,7 @@ class ArithmeticProblems:
         level = self.level
         if level not in self._envs:
             longer = [
-                Stratum(
-                    kind.share,
-                    {key: value + level for key, value in kind.options.items()},
-                    kind.answer_sign,
-                )
+                dataclasses.replace(kind, options={k: v + level for k, v in kind.options.items()})
                 for kind in self.env.mix
             ]
             self._envs[level] = self.env.with_training_mix(longer)
